@@ -1,0 +1,107 @@
+import itertools
+
+import pytest
+import torch
+
+from dalip import brownian_distance_covariance, upper_triangle_indices, vectorize_upper_triangle
+
+
+def reference_bdc(tokens: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """BDC of one (M, d) token set, written from the formula with a double loop."""
+    count, channels = tokens.shape
+    distance = torch.empty(channels, channels, dtype=tokens.dtype)
+    for k, l in itertools.product(range(channels), repeat=2):
+        x_k, x_l = tokens[:, k], tokens[:, l]
+        squared = max(0.0, float(x_k @ x_k + x_l @ x_l - 2 * x_k @ x_l))
+        distance[k, l] = (squared / (2 * count) + eps) ** 0.5
+    row = distance.mean(dim=1, keepdim=True)
+    col = distance.mean(dim=0, keepdim=True)
+    return distance - row - col + distance.mean()
+
+
+def test_matches_reference_in_float64():
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 3, 7, 5, dtype=torch.float64)  # leading batch and head dims
+    result = brownian_distance_covariance(tokens)
+    assert result.shape == (2, 3, 5, 5)
+    assert result.dtype == torch.float64
+    for b, h in itertools.product(range(2), range(3)):
+        torch.testing.assert_close(result[b, h], reference_bdc(tokens[b, h]), rtol=0, atol=1e-6)
+
+
+def test_symmetric_and_double_centred():
+    tokens = torch.randn(4, 11, 6, dtype=torch.float64)
+    result = brownian_distance_covariance(tokens)
+    torch.testing.assert_close(result, result.transpose(-1, -2), rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.mean(-1), torch.zeros(4, 6, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.mean(-2), torch.zeros(4, 6, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_masked_equals_truncated():
+    torch.manual_seed(1)
+    tokens = torch.randn(3, 10, 4, dtype=torch.float64)
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[0, :10] = True
+    mask[1, :4] = True
+    mask[2, [0, 3, 5, 9]] = True  # not only trailing padding
+    result = brownian_distance_covariance(tokens, mask)
+    for b in range(3):
+        kept = tokens[b][mask[b]]
+        torch.testing.assert_close(result[b], brownian_distance_covariance(kept), rtol=0, atol=1e-12)
+    # masked values must not matter at all
+    changed = tokens.clone()
+    changed[~mask] = 1e3
+    torch.testing.assert_close(brownian_distance_covariance(changed, mask), result, rtol=0, atol=1e-12)
+
+
+def test_finite_gradients_for_identical_channels():
+    base = torch.randn(2, 9, 3)
+    tokens = torch.cat([base, base[..., :1], base[..., :1]], dim=-1).requires_grad_(True)  # 3 equal channels
+    brownian_distance_covariance(tokens).square().sum().backward()
+    assert torch.isfinite(tokens.grad).all()
+    constant = torch.ones(1, 5, 4, requires_grad=True)  # every distance is 0: sqrt at eps
+    brownian_distance_covariance(constant).sum().backward()
+    assert torch.isfinite(constant.grad).all()
+
+
+def test_low_precision_input_is_computed_in_float32():
+    torch.manual_seed(2)
+    tokens = torch.randn(2, 49, 16)
+    as_bf16 = tokens.to(torch.bfloat16)
+    exact = brownian_distance_covariance(as_bf16.double())
+    result = brownian_distance_covariance(as_bf16)
+    assert result.dtype == torch.float32
+    torch.testing.assert_close(result.double(), exact, rtol=0, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = brownian_distance_covariance(as_bf16)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast.double(), exact, rtol=0, atol=1e-6)
+
+
+def test_temperature_scales_squared_distances():
+    tokens = torch.randn(2, 8, 5, dtype=torch.float64)
+    scaled = brownian_distance_covariance(tokens, temperature=4.0)
+    # scaling squared distances by 4 equals doubling the tokens
+    torch.testing.assert_close(scaled, brownian_distance_covariance(2 * tokens), rtol=0, atol=1e-12)
+
+
+def test_upper_triangle_vectorisation():
+    matrix = torch.arange(16.0).view(4, 4)
+    indices = upper_triangle_indices(4)
+    assert indices.shape == (10,)
+    expected = [matrix[i, j] for i in range(4) for j in range(i, 4)]
+    assert vectorize_upper_triangle(matrix[None], indices)[0].tolist() == expected
+    with pytest.raises(ValueError, match="square"):
+        vectorize_upper_triangle(torch.zeros(2, 3, 4), indices)
+
+
+@pytest.mark.parametrize(
+    "tokens, mask, message",
+    [
+        (torch.zeros(5), None, r"\(\.\.\., M, d\)"),
+        (torch.zeros(2, 5, 3), torch.ones(2, 4, dtype=torch.bool), r"mask must have shape \(2, 5\)"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tokens, mask, message):
+    with pytest.raises(ValueError, match=message):
+        brownian_distance_covariance(tokens, mask)
