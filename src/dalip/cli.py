@@ -1,34 +1,24 @@
 """The `dalip` command: one subcommand per job, each a thin layer over the library.
 
-Only this module parses command lines. Library code raises `ValueError` /
-`FileNotFoundError` for mistakes a user can make; `main` turns them into one line on
-stderr and exit status 2.
+The command-line layer is this module plus `dalip.commands.*` (one module per group of
+subcommands, each exposing `add_parsers(subparsers)`); library code never parses
+arguments. Library code raises `ValueError` / `FileNotFoundError` for mistakes a user
+can make; `main` turns them into one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from typing import Callable, Sequence
 
 Handler = Callable[[argparse.Namespace], int]
 
-
-class UsageError(ValueError):
-    """A mistake on the command line itself (exit status 2)."""
-
-
-def _add_make_dataset(subparsers: argparse._SubParsersAction) -> None:
-    from dalip.data import cli_commands as data_cli
-
-    data_cli.add_make_dataset_parser(subparsers)
-
-
-# Each entry adds one subcommand; the parser's `handler` default names its function.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_make_dataset,
-]
+# Modules that add subcommands, in the order `dalip --help` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distribution Alignment-based Language-Image Pre-training on OpenCLIP.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    from dalip import __version__
+
+    parser.add_argument("--version", action="version", version=f"dalip {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in SUBCOMMANDS:
-        add(subparsers)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parsers(subparsers)
     return parser
 
 
@@ -48,8 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", force=True
     )
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
@@ -57,9 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError) as error:
         print(f"dalip {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # e.g. no network for a pretrained tag, a full disk
+        print(f"dalip {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"dalip {args.command}: interrupted", file=sys.stderr)
         return 130
