@@ -96,3 +96,17 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     model = build_model(config)
     model.load_state_dict(load_file(str(path), device="cpu"))
     return model.to(device).eval()
+
+
+def export_open_clip(model: DALIPModel, path: str | os.PathLike) -> None:
+    """Write the first-order model as a plain open_clip checkpoint.
+
+    `open_clip.create_model_and_transforms(model.model_name, pretrained=path)` loads it
+    (for our own architectures, after `import dalip` registers them). A `.safetensors`
+    path writes safetensors, anything else a `torch.save` file of `{"state_dict": ...}`.
+    """
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.clip.state_dict().items()}
+    if str(path).endswith(".safetensors"):
+        atomic_write(path, lambda temporary: save_file(state, temporary))
+    else:
+        atomic_write(path, lambda temporary: torch.save({"state_dict": state}, temporary))
