@@ -1,0 +1,172 @@
+"""WebDataset tar shards as img2dataset writes them, read with the `webdataset` package.
+
+A sample is the tar members sharing one key: an image (`jpg|jpeg|png|webp`) and a
+caption (`txt`, and/or `json` holding named captions). Shards are shuffled per epoch
+with a seed shared by all ranks and workers, then split by rank and by DataLoader
+worker, so that with at least `world_size * num_workers` shards every sample is read
+exactly once per epoch (no resampling). The epoch length comes from
+`SourceConfig.num_samples`, else from a `sizes.json` next to the shards
+({shard file name: sample count}, as `dalip make-dataset` and OpenCLIP use).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from typing import Any, Iterator
+
+import numpy as np
+import torch.utils.data
+import webdataset as wds
+from webdataset.shardlists import expand_urls
+
+from dalip.config import SourceConfig
+from dalip.data.captions import CaptionError, parse_caption_field
+from dalip.data.skips import SkipCounter
+from dalip.data.sources import Sample, SampleBuilder, Source, StreamSplit
+
+logger = logging.getLogger(__name__)
+
+IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
+SIZES_FILE = "sizes.json"
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url and not url.startswith("pipe:")
+
+
+def expand_shards(pattern: str) -> list[str]:
+    """Brace pattern (``shards/{00000..00009}.tar``, "::" joins patterns) -> shard list.
+
+    Local shards that do not exist are left out with a warning; ValueError when none is left.
+    """
+    urls = expand_urls(pattern)
+    present = [url for url in urls if not _is_local(url) or os.path.isfile(url)]
+    if not present:
+        raise ValueError(f"{pattern}: no shards match (expected tar files, e.g. shards/{{00000..00009}}.tar)")
+    if len(present) < len(urls):
+        logger.warning("%s: %d of %d shards are missing", pattern, len(urls) - len(present), len(urls))
+    return present
+
+
+def read_shard_sizes(urls: list[str]) -> int | None:
+    """Total sample count from `sizes.json` files next to the shards, or None if unknown."""
+    total, tables = 0, {}
+    for url in urls:
+        if not _is_local(url):
+            return None
+        folder = os.path.dirname(os.path.abspath(url))
+        if folder not in tables:
+            path = os.path.join(folder, SIZES_FILE)
+            tables[folder] = {}
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as handle:
+                    tables[folder] = json.load(handle)
+        count = tables[folder].get(os.path.basename(url))
+        if count is None:
+            return None
+        total += int(count)
+    return total
+
+
+class ShardErrorHandler:
+    """webdataset exception handler: count the fault once per shard and carry on."""
+
+    def __init__(self, counter: SkipCounter, urls: list[str]) -> None:
+        self.counter = counter
+        self.urls = urls
+        self.counted: set[str] = set()
+
+    def __call__(self, error: Exception) -> bool:
+        text = str(error.args)
+        url = next((u for u in self.urls if u in text), text)
+        if url not in self.counted:  # a truncated tar raises once per reader level
+            self.counted.add(url)
+            missing = isinstance(error, FileNotFoundError)
+            self.counter.add("missing_file" if missing else "truncated_shard")
+            logger.debug("shard error in %s: %r", url, error)
+        return True  # continue with the next shard
+
+
+class WebDatasetSource(Source, torch.utils.data.IterableDataset):
+    """An iterable `(image, text)` source over tar shards (see module docstring).
+
+    Iterated directly it uses the `rank`/`world_size` given here and the DataLoader worker
+    it runs in; the training mix calls `stream(split)` with its own split.
+    """
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        builder: SampleBuilder,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle_buffer: int = 256,
+    ) -> None:
+        Source.__init__(self, config.path, seed, builder.counter)
+        self.urls = expand_shards(config.path)
+        self.builder = builder
+        self.rank, self.world_size = rank, world_size
+        self.shuffle_buffer = shuffle_buffer
+        self.num_samples = config.num_samples if config.num_samples else read_shard_sizes(self.urls)
+
+    def stream(self, split: StreamSplit) -> Iterator[Sample]:
+        order = np.random.default_rng([self.seed, split.epoch, split.repeat]).permutation(len(self.urls))
+        shards = split.take([self.urls[i] for i in order])
+        if not shards:
+            logger.warning(
+                "%s: rank %d worker %d gets no shard (%d shards < %d ranks x %d workers)",
+                self.name, split.rank, split.worker, len(self.urls), split.world_size, split.num_workers,
+            )
+            return
+        rng = np.random.default_rng([self.seed, split.epoch, split.repeat, split.rank, split.worker])
+        stages: list[Any] = [
+            wds.SimpleShardList(shards),  # already shuffled and split: kept in this order
+            wds.tarfile_to_samples(handler=ShardErrorHandler(self.skip_counter, shards)),
+        ]
+        if self.shuffle_buffer > 1:
+            shuffle_rng = random.Random(int(rng.integers(2**31)))
+            stages.append(wds.shuffle(self.shuffle_buffer, self.shuffle_buffer // 4, rng=shuffle_rng))
+        for raw in wds.DataPipeline(*stages):
+            sample = self._build(raw, rng)
+            if sample is not None:
+                yield sample
+
+    def _build(self, raw: dict[str, Any], rng: np.random.Generator) -> Sample | None:
+        """One webdataset sample dict (member suffix -> bytes) -> `(image, text)` or None."""
+        where = f"{raw.get('__url__')}:{raw.get('__key__')}"
+        image_member = next((key for key in IMAGE_MEMBERS if key in raw), None)
+        if image_member is None or ("txt" not in raw and "json" not in raw):
+            self.skip_counter.add("incomplete_sample")
+            logger.debug("skipped %s: incomplete_sample (members %s)", where, sorted(raw))
+            return None
+        captions = self._captions(raw, where)
+        if captions is None:
+            return None
+        payload = raw[image_member]
+        return self.builder.build(lambda: payload, captions, rng, where)
+
+    def _captions(self, raw: dict[str, Any], where: str) -> dict[str, Any] | None:
+        """Named captions from the `json` member plus the `txt` member under "txt"."""
+        captions: dict[str, Any] = {}
+        if "json" in raw:
+            try:
+                captions.update(parse_caption_field(raw["json"], "json"))
+            except CaptionError as error:
+                if "txt" not in raw:  # the plain caption, when there is one, still serves
+                    self.skip_counter.add(error.reason)
+                    logger.debug("skipped %s: %s", where, error)
+                    return None
+        if "txt" in raw:
+            captions["txt"] = raw["txt"].decode("utf-8", errors="replace")
+        return captions
+
+    def __iter__(self) -> Iterator[Sample]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        split = StreamSplit(self.shared_epoch.get(), self.rank, self.world_size, worker, workers)
+        return self.stream(split)
+

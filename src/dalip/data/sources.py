@@ -1,0 +1,246 @@
+"""Image-text sources: the shared machinery and the `make_source` factory.
+
+Every source yields `(image, text)` samples: `image` is `transform(PIL RGB image)` (the
+PIL image itself when `transform` is None), `text` is `tokenizer([caption])[0]`, a
+`(L,)` LongTensor (the caption string when `tokenizer` is None). A sample that cannot be
+read is skipped and counted in the source's `SkipCounter` (see `dalip.data.skips`).
+
+Two access patterns share one implementation:
+- `stream(split)` yields the samples one rank/worker should see in one epoch, each
+  sample once; the training mix (`dalip.data.mixing`) is built on it;
+- map-style sources (CSV, image folders) also support `len()` and `source[i]`, which
+  returns the sample or None when it was skipped (`build_loader`'s collate drops Nones).
+
+Concrete sources: `CsvSource`, `ImageFolderSource` (`dalip.data.files`) and
+`WebDatasetSource` (`dalip.data.shards`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch.utils.data
+from PIL import Image, UnidentifiedImageError
+
+from dalip.config import SourceConfig
+from dalip.data.captions import CaptionError, Tokenizer, choose_caption, tokenize_caption
+from dalip.data.skips import SharedEpoch, SkipCounter
+
+logger = logging.getLogger(__name__)
+
+Transform = Callable[[Image.Image], Any]
+Sample = tuple[Any, Any]  # (image, text)
+
+
+@dataclass(frozen=True)
+class StreamSplit:
+    """Which part of an epoch one iterator produces: rank `rank` of `world_size`,
+    DataLoader worker `worker` of `num_workers` (0 of 1 in the main process)."""
+
+    epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    worker: int = 0
+    num_workers: int = 1
+    repeat: int = 0  # pass number when a mix restarts an exhausted source in one epoch
+
+    def take(self, items: Sequence[Any]) -> list[Any]:
+        """This split's share of `items`: by rank first, then by worker (disjoint, complete)."""
+        per_rank = islice(items, self.rank, None, self.world_size)
+        return list(islice(per_rank, self.worker, None, self.num_workers))
+
+
+def decode_image(read: Callable[[], bytes], counter: SkipCounter, where: str) -> Image.Image | None:
+    """Read and fully decode an RGB image, or count why not and return None.
+
+    `read` returns the encoded bytes (a file read or a shard member).
+    """
+    try:
+        with Image.open(io.BytesIO(read())) as image:
+            return image.convert("RGB")  # forces the full decode here, not in the transform
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        reason = "missing_file"
+    except UnidentifiedImageError:
+        reason = "not_an_image"
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        truncated = isinstance(error, EOFError) or "truncated" in str(error).lower()
+        reason = "truncated_image" if truncated else "not_an_image"
+    counter.add(reason)
+    logger.debug("skipped %s: %s", where, reason)
+    return None
+
+
+def read_file(path: str) -> Callable[[], bytes]:
+    """A `decode_image` reader for a file on disk."""
+
+    def read() -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    return read
+
+
+class SampleBuilder:
+    """Turns (image reader, named captions) into a finished `(image, text)` sample."""
+
+    def __init__(
+        self,
+        transform: Transform | None,
+        tokenizer: Tokenizer | None,
+        caption_weights: Mapping[str, float] | None,
+        counter: SkipCounter,
+    ) -> None:
+        self.transform = transform
+        self.tokenizer = tokenizer
+        self.caption_weights = caption_weights
+        self.counter = counter
+
+    def caption(self, captions: Mapping[str, Any], rng: np.random.Generator, where: str) -> str | None:
+        """One caption drawn from `captions`, or None (counted) when there is none."""
+        try:
+            return choose_caption(captions, self.caption_weights, rng)
+        except CaptionError as error:
+            self.counter.add(error.reason)
+            logger.debug("skipped %s: %s", where, error.reason)
+            return None
+
+    def image(self, image: Image.Image) -> Any:
+        return image if self.transform is None else self.transform(image)
+
+    def build(self, read: Callable[[], bytes], captions: Mapping[str, Any], rng: np.random.Generator, where: str) -> Sample | None:
+        """The sample, or None when its caption or image is unusable (the caption is checked
+        first because it is cheaper; one reason is counted per skipped sample)."""
+        caption = self.caption(captions, rng, where)
+        if caption is None:
+            return None
+        image = decode_image(read, self.counter, where)
+        if image is None:
+            return None
+        return self.image(image), tokenize_caption(caption, self.tokenizer)
+
+
+class Source:
+    """Base of all sources: a name, a nominal size, a seed and a skip counter."""
+
+    name: str
+    num_samples: int | None
+
+    def __init__(self, name: str, seed: int, counter: SkipCounter | None) -> None:
+        self.name = name
+        self.seed = int(seed)
+        self.skip_counter = counter if counter is not None else SkipCounter()
+        self.shared_epoch = SharedEpoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch used by `source[i]` and by `iter(source)` (shuffle, captions)."""
+        self.shared_epoch.set(epoch)
+
+    def skipped(self) -> dict[str, int]:
+        """reason -> number of samples skipped so far (all processes)."""
+        return self.skip_counter.counts()
+
+    def stream(self, split: StreamSplit) -> Iterator[Sample]:
+        """Samples of one epoch for one rank/worker (subclasses implement)."""
+        raise NotImplementedError
+
+
+class MapSource(Source, torch.utils.data.Dataset):
+    """A source with an index: `items[i]` is `(path, label)`; subclasses provide captions."""
+
+    def __init__(self, name: str, items: list[tuple[str, int]], builder: SampleBuilder, seed: int) -> None:
+        Source.__init__(self, name, seed, builder.counter)
+        if not items:
+            raise ValueError(f"{name}: no samples found (expected at least one image)")
+        self.samples = items
+        self.builder = builder
+        self.num_samples = len(items)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def captions(self, index: int) -> Mapping[str, Any]:
+        """Named captions of sample `index` (subclasses implement)."""
+        raise NotImplementedError
+
+    def load(self, index: int, epoch: int, repeat: int = 0) -> Sample | None:
+        """Sample `index` as seen in `epoch` (its caption draw depends on both), or None."""
+        path = self.samples[index][0]
+        rng = np.random.default_rng([self.seed, epoch, index, repeat])
+        return self.builder.build(read_file(path), self.captions(index), rng, path)
+
+    def __getitem__(self, index: int) -> Sample | None:
+        return self.load(index, self.shared_epoch.get())
+
+    def stream(self, split: StreamSplit) -> Iterator[Sample]:
+        # The same permutation on every rank and worker, so their shares are disjoint.
+        rng = np.random.default_rng([self.seed, split.epoch, split.repeat])
+        for index in split.take(rng.permutation(len(self.samples)).tolist()):
+            sample = self.load(index, split.epoch, split.repeat)
+            if sample is not None:
+                yield sample
+
+    def __iter__(self) -> Iterator[Sample]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        return self.stream(StreamSplit(self.shared_epoch.get(), 0, 1, worker, workers))
+
+    def as_classification(self) -> "ClassificationView":
+        """The same images as a map-style `(image, label)` dataset for evaluation."""
+        return ClassificationView(self)
+
+
+class ClassificationView(torch.utils.data.Dataset):
+    """`(transform(image), label)` per item of a `MapSource`; None for unreadable images."""
+
+    def __init__(self, source: MapSource) -> None:
+        self.source = source
+        self.classes: list[str] = list(getattr(source, "classes", []))
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        path, label = self.source.samples[index]
+        image = decode_image(read_file(path), self.source.skip_counter, path)
+        return None if image is None else (self.source.builder.image(image), label)
+
+
+def make_source(
+    config: SourceConfig,
+    transform: Transform | None = None,
+    tokenizer: Tokenizer | None = None,
+    *,
+    seed: int = 0,
+    skip_counter: SkipCounter | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Source:
+    """Build the source `config.kind` names ("csv", "folder" or "webdataset").
+
+    `rank`/`world_size` are only used when a webdataset source is iterated on its own.
+    """
+    from dalip.data.files import CsvSource, ImageFolderSource
+    from dalip.data.shards import WebDatasetSource
+
+    counter = skip_counter if skip_counter is not None else SkipCounter()
+    builder = SampleBuilder(transform, tokenizer, config.caption_weights, counter)
+    if config.kind == "csv":
+        return CsvSource(config, builder, seed=seed)
+    if config.kind == "folder":
+        return ImageFolderSource(config, builder, seed=seed)
+    if config.kind == "webdataset":
+        return WebDatasetSource(config, builder, seed=seed, rank=rank, world_size=world_size)
+    raise ValueError(f"source {config.path}: kind must be 'csv', 'folder' or 'webdataset', got {config.kind!r}")
+
+
+def check_path_exists(path: str, what: str) -> str:
+    """`path` made absolute, or FileNotFoundError naming it and what was expected there."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such {what}")
+    return os.path.abspath(path)

@@ -1,0 +1,127 @@
+"""Each source reads what the generator writes; captions, labels, tokenisation."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_fixtures import jpeg_bytes, tiny_dataset, to_tensor, write_csv  # noqa: F401
+from dalip.config import SourceConfig
+from dalip.data import CsvSource, ImageFolderSource, WebDatasetSource, make_source
+from dalip.data.captions import choose_caption, parse_caption_field
+from dalip.data.sources import StreamSplit
+
+
+def test_csv_source_reads_generated_split(tiny_dataset):
+    root, manifest = tiny_dataset
+    source = make_source(SourceConfig("csv", str(root / "plant/train/captions.csv"), label_key="label"), to_tensor)
+    assert isinstance(source, CsvSource)
+    assert len(source) == manifest["counts"]["plant/train"] == 12
+    image, caption = source[0]
+    assert image.shape == (3, 8, 8) and isinstance(caption, str) and caption
+    assert source.classes == [s["scientific"] for s in manifest["species"]]  # from classes.txt
+    assert sorted(Counter(label for _, label in source.samples).values()) == [3, 3, 3, 3]
+    assert source.skipped() == {}
+
+
+def test_folder_source_classes_labels_and_templates(tiny_dataset):
+    root, manifest = tiny_dataset
+    config = SourceConfig("folder", str(root / "plant/val"), templates=["a photo of {}."])
+    source = make_source(config, None)
+    assert isinstance(source, ImageFolderSource)
+    assert source.classes == [s["scientific"] for s in manifest["species"]]
+    assert len(source.samples) == 4 * 2  # shards/ is not a class: it is not in classes.txt
+    path, label = source.samples[0]
+    assert Path(path).parent.name == manifest["species"][label]["folder"]
+    image, caption = source[0]
+    assert image.mode == "RGB" and image.size == (32, 32)
+    assert caption == f"a photo of {source.classes[label]}."
+    view = source.as_classification()
+    assert view.classes == source.classes and view[3][1] == source.samples[3][1]
+
+
+def test_folder_without_classes_file_uses_sorted_folders(tmp_path):
+    for name in ("b_leaf", "a_leaf"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.jpg").write_bytes(jpeg_bytes(0))
+    (tmp_path / "notes").mkdir()  # no images: not a class
+    source = make_source(SourceConfig("folder", str(tmp_path)))
+    assert source.classes == ["a leaf", "b leaf"]
+    assert [label for _, label in source.samples] == [0, 1]
+
+
+def test_webdataset_source_reads_generated_shards(tiny_dataset):
+    root, manifest = tiny_dataset
+    split = manifest["splits"]["plant/train"]
+    pattern = str(root / "plant/train" / split["shards"])
+    assert "{00000..00002}" in pattern
+    source = make_source(SourceConfig("webdataset", pattern), to_tensor)
+    assert isinstance(source, WebDatasetSource)
+    assert source.num_samples == 12  # from shards/sizes.json
+    samples = list(source)
+    assert len(samples) == 12
+    assert all(image.shape == (3, 8, 8) for image, _ in samples)
+    names = {s["scientific"] for s in manifest["species"]}
+    # json captions (scientific/common/taxonomic/description) and the txt alt-text are mixed
+    assert any(text in names for _, text in samples)
+
+
+def test_caption_weights_pick_named_captions_in_proportion(tiny_dataset):
+    root, _ = tiny_dataset
+    pattern = str(root / "plant/train/shards/{00000..00002}.tar")
+    config = SourceConfig("webdataset", pattern, caption_weights={"scientific": 3.0, "common": 1.0, "absent": 5.0})
+    source = make_source(config, None)
+    kinds = Counter()
+    species = {s["scientific"] for s in json.loads((root / "manifest.json").read_text())["species"]}
+    for epoch in range(25):  # captions are drawn per sample per step
+        kinds.update("scientific" if text in species else "common" for _, text in source.stream(StreamSplit(epoch)))
+    share = kinds["scientific"] / sum(kinds.values())
+    assert abs(share - 0.75) < 0.05  # "absent" is skipped, 3:1 renormalised
+
+
+def test_choose_caption_rules():
+    rng = np.random.default_rng(0)
+    captions = parse_caption_field('{"scientific": "Aa bb", "common": ["x", "y"], "description": " "}', "caption")
+    seen = Counter(choose_caption(captions, None, rng) for _ in range(3000))
+    assert set(seen) == {"Aa bb", "x", "y"}  # blank description skipped
+    assert abs(seen["Aa bb"] / 3000 - 0.5) < 0.04  # uniform over present keys
+    assert parse_caption_field("plain text", "caption") == {"caption": "plain text"}
+
+
+def test_csv_json_caption_cell_tsv_and_named_labels(tmp_path):
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(4):
+        (tmp_path / "img" / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+        cell = json.dumps({"scientific": f"Genus sp{i}", "common": f"plant {i}"})
+        rows.append({"path": f"img/{i}.jpg", "text": cell, "species": "beta" if i % 2 else "alpha"})
+    write_csv(tmp_path / "data.tsv", rows, delimiter="\t")
+    config = SourceConfig("csv", str(tmp_path / "data.tsv"), image_key="path", caption_key="text",
+                          label_key="species", caption_weights={"common": 1.0})
+    source = make_source(config, None)
+    assert [source[i][1] for i in range(4)] == [f"plant {i}" for i in range(4)]
+    assert source.classes == ["alpha", "beta"]
+    assert [label for _, label in source.samples] == [0, 1, 0, 1]
+
+
+def test_csv_missing_column_names_file_and_columns(tmp_path):
+    path = write_csv(tmp_path / "pairs.csv", [{"image": "a.jpg", "caption": "x"}])
+    with pytest.raises(ValueError) as error:
+        make_source(SourceConfig("csv", str(path)))
+    message = str(error.value)
+    assert "pairs.csv" in message and "'filepath'" in message and "['image', 'caption']" in message
+
+
+def test_open_clip_tokenizer_gives_token_rows(tiny_dataset):
+    import open_clip
+
+    root, _ = tiny_dataset
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")  # ships its vocabulary: offline
+    source = make_source(SourceConfig("csv", str(root / "general/val/captions.csv")), to_tensor, tokenizer)
+    image, tokens = source[0]
+    assert tokens.shape == (77,) and tokens.dtype == torch.long and tokens[0] == 49406  # start token
