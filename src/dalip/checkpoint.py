@@ -89,12 +89,21 @@ def _require_dalip_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> DALIPModel:
-    """Rebuild a saved DALIPModel, weights loaded, in eval mode, ready for inference."""
+    """Rebuild a saved DALIPModel, weights loaded, in eval mode, ready for inference.
+
+    Accepts a model file (`model.save`, `.safetensors`) or a training checkpoint
+    (`dalip train`'s `checkpoints/step_*.pt`).
+    """
     from dalip.factory import build_model
 
-    config = _require_dalip_checkpoint(path)
+    if str(path).endswith(".pt") and os.path.isfile(path):
+        training = load_training_state(path)
+        config, state = training["dalip_config"], training["model"]
+    else:
+        config = _require_dalip_checkpoint(path)
+        state = load_file(str(path), device="cpu")
     model = build_model(config)
-    model.load_state_dict(load_file(str(path), device="cpu"))
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 
@@ -110,3 +119,48 @@ def export_open_clip(model: DALIPModel, path: str | os.PathLike) -> None:
         atomic_write(path, lambda temporary: save_file(state, temporary))
     else:
         atomic_write(path, lambda temporary: torch.save({"state_dict": state}, temporary))
+
+
+# Training checkpoints: a torch file of tensors and plain data only, so it loads with
+# `torch.load(..., weights_only=True)`.
+TRAINING_PATTERN = "step_*.pt"
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (model, optimiser, scheduler, RNG, position...)."""
+    atomic_write(path, lambda temporary: torch.save(state, temporary))
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by `save_training_state` (no code runs on load)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and weights_only errors all mean "not ours"
+        raise ValueError(f"{path} is not a dalip training checkpoint ({type(error).__name__})") from error
+    if not isinstance(state, dict) or "dalip_config" not in state or "model" not in state:
+        raise ValueError(f"{path} is not a dalip training checkpoint (no model or dalip_config)")
+    return state
+
+
+def training_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """Training checkpoints in `folder`, oldest step first."""
+    return sorted(Path(folder).glob(TRAINING_PATTERN))
+
+
+def prune_training_checkpoints(folder: str | os.PathLike, keep_last: int) -> None:
+    for old in training_checkpoints(folder)[:-keep_last]:
+        old.unlink(missing_ok=True)
+
+
+def resolve_resume(resume: str, checkpoint_folder: str | os.PathLike) -> Path:
+    """`latest` -> the newest training checkpoint in the run's folder; else the path itself."""
+    if resume == "latest":
+        found = training_checkpoints(checkpoint_folder)
+        if not found:
+            raise FileNotFoundError(f"--resume latest: no checkpoint in {checkpoint_folder}")
+        return found[-1]
+    if not os.path.isfile(resume):
+        raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+    return Path(resume)

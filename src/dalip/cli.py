@@ -18,6 +18,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Modules that add subcommands, in the order `dalip --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "dalip.data.cli_commands",
+    "dalip.commands.train",
+    "dalip.commands.evaluation",
 )
 
 
@@ -40,9 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dalip` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", force=True
-    )
+    # open_clip logs its progress on the root logger: keep that at WARNING, ours at INFO.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s", force=True)
+    logging.getLogger("dalip").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -1,0 +1,181 @@
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import dalip
+from dalip.cli import main
+from dalip.config import OptimConfig
+from dalip.metrics import read_metrics
+from dalip.optim import lr_factor, parameter_groups
+from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+@pytest.mark.parametrize("kind", ["dalip", "clip"])
+def test_tiny_run_for_both_losses(train_data, tmp_path, kind, capsys):
+    out = tmp_path / "run"
+    config = write_config(train_data, out, loss={"kind": kind})
+    assert main(["train", "--config", str(config)]) == 0
+    records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for record in records:
+        assert math.isfinite(record["loss"]) and record["images_per_second"] > 0
+        assert {"lr", "first_order_loss", "second_order_loss", "logit_scale", "skipped_samples"} <= set(record)
+    model = dalip.load_checkpoint(out / "model.safetensors")
+    start, *_ = dalip.create_model("test-tiny", heads=2, reduced_dim=8, dropout=0.0)
+    heads_changed = not torch.equal(model.image_mbdc.mix.weight, _initial_heads(start))
+    if kind == "clip":  # first order only: heads frozen, fused similarity is first order
+        assert model.alpha == 1.0 and not heads_changed
+        assert records[-1]["second_order_loss"] == 0.0
+    else:
+        assert model.alpha == 0.5 and heads_changed
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000000002.pt", "step_000000004.pt"]
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["loss"]["kind"] == kind
+
+
+def _initial_heads(model):
+    torch.manual_seed(0)  # the training run seeds with config.seed = 0 before building
+    fresh, *_ = dalip.create_model("test-tiny", heads=2, reduced_dim=8, dropout=0.0)
+    return fresh.image_mbdc.mix.weight
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", "unknown field 'optim.lrr'"),
+        ("batch_size=eight", "batch_size: expected int, got str"),
+        ("precision=fp8", "precision: expected one of fp32, bf16, amp"),
+        ("data.sources=[{kind: csv, path: /nowhere/x.csv}]", r"data.sources\[0\].path: not found: /nowhere/x.csv"),
+        ("optim.accumulation=3", "batch_size: 8 is not divisible by world size x optim.accumulation = 1 x 3"),
+    ],
+)
+def test_config_errors_are_one_line_with_exit_2(train_data, tmp_path, capsys, override, message):
+    config = write_config(train_data, tmp_path / "run")
+    assert main(["train", "--config", str(config), "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("dalip train: error:")
+    assert __import__("re").search(message, err), err
+
+
+def test_missing_config_file(capsys):
+    assert main(["train", "--config", "/nowhere/run.yaml"]) == 2
+    assert "config file not found: /nowhere/run.yaml" in capsys.readouterr().err
+
+
+def test_refuses_to_overwrite_a_run(train_data, tmp_path, capsys):
+    config = write_config(train_data, tmp_path / "run", steps=2)
+    assert main(["train", "--config", str(config)]) == 0
+    assert main(["train", "--config", str(config)]) == 2
+    assert "already holds checkpoints; pass --resume latest" in capsys.readouterr().err
+
+
+def test_resume_continues_to_the_same_weights_in_process(train_data, tmp_path):
+    full = write_config(train_data, tmp_path / "full", steps=6)
+    assert main(["train", "--config", str(full)]) == 0
+    part = write_config(train_data, tmp_path / "part", steps=6)
+    assert main(["train", "--config", str(part), "--set", "steps=4"]) == 0
+    # Continue the 4-step run to 6 steps: the schedule is that of a 6-step run only if
+    # steps is the same, so this checks the position and RNG replay on the same total.
+    (tmp_path / "part" / "model.safetensors").unlink()
+    for old in (tmp_path / "part" / "checkpoints").glob("step_000000004.pt"):
+        old.unlink()
+    assert main(["train", "--config", str(part), "--resume", "latest"]) == 0
+    ours, reference = weights(tmp_path / "part" / "model.safetensors"), weights(tmp_path / "full" / "model.safetensors")
+    for name, value in reference.items():
+        assert torch.equal(ours[name], value), name
+
+
+def test_bf16_run_has_finite_loss(train_data, tmp_path):
+    out = tmp_path / "bf16"
+    assert main(["train", "--config", str(write_config(train_data, out, precision="bf16", steps=3))]) == 0
+    assert all(math.isfinite(r["loss"]) for r in read_metrics(out / "metrics.jsonl") if "loss" in r)
+
+
+def test_accumulated_gradient_is_the_full_batch_gradient(train_data, tmp_path):
+    from dalip.config_io import load_train_config
+    from dalip.distributed import DistributedContext
+    from dalip.train import Trainer
+
+    gradients = []
+    for accumulation in (1, 2):
+        path = write_config(train_data, tmp_path / f"acc{accumulation}", optim={"accumulation": accumulation})
+        trainer = Trainer(load_train_config(path), DistributedContext())
+        trainer.dataset.set_epoch(0)
+        images, texts = next(iter(__import__("dalip.data", fromlist=["x"]).build_loader(trainer.dataset, 8, 0)))
+        micro = [(images[i:i + 8 // accumulation], texts[i:i + 8 // accumulation])
+                 for i in range(0, 8, 8 // accumulation)]
+        trainer._forward_backward(micro)
+        gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys()
+    for name, value in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_accumulation_matches_one_big_batch(train_data, tmp_path):
+    # Adam's first steps are close to lr * sign(gradient), which turns float summation
+    # noise into lr-sized differences; lr 1e-4 keeps those below the tolerance.
+    whole = write_config(train_data, tmp_path / "whole", steps=3, optim={"lr": 1e-4})
+    split = write_config(train_data, tmp_path / "split", steps=3, optim={"lr": 1e-4, "accumulation": 2})
+    assert main(["train", "--config", str(whole)]) == 0
+    assert main(["train", "--config", str(split)]) == 0
+    a, b = weights(tmp_path / "whole" / "model.safetensors"), weights(tmp_path / "split" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_nonfinite_loss_skips_the_step_then_stops(train_data, tmp_path, monkeypatch, capsys):
+    import dalip.train as train_module
+
+    original = train_module.Trainer._losses
+    calls = {"n": 0}
+
+    def sometimes_nan(self, *args):
+        calls["n"] += 1
+        losses = original(self, *args)
+        if calls["n"] == 2 or calls["n"] >= 4:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(train_module.Trainer, "_losses", sometimes_nan)
+    out = tmp_path / "nan"
+    code = main(["train", "--config", str(write_config(train_data, out, steps=20, max_nonfinite=3))])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "not finite for 3 steps in a row (last at step 6)" in err
+    records = {r["step"]: r for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
+    assert records[2]["skipped_step"] and not records[3]["skipped_step"]
+    assert records[3]["nonfinite_steps"] == 1
+
+
+def test_optimizer_groups_and_schedule(tiny_model):
+    model = tiny_model[0]
+    config = OptimConfig(lr=1e-3, mbdc_lr=1e-2, weight_decay=0.1, warmup_steps=10)
+    groups = {g["name"]: g for g in parameter_groups(model, config)}
+    assert groups["dalip_heads"]["lr"] == 1e-2 and groups["open_clip"]["lr"] == 1e-3
+    no_decay = {id(p) for g in groups.values() if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(model.clip.logit_scale) in no_decay and id(model.clip.ln_final.weight) in no_decay
+    assert id(model.clip.visual.conv1.weight) not in no_decay
+    assert lr_factor(0, 100, config) == pytest.approx(0.1)
+    assert lr_factor(9, 100, config) == pytest.approx(1.0)
+    assert lr_factor(55, 100, config) == pytest.approx(0.5)
+    assert lr_factor(99, 100, config) < 0.01
+
+
+def test_locked_image_tower_does_not_change(train_data, tmp_path):
+    out = tmp_path / "lit"
+    assert main(["train", "--config", str(write_config(train_data, out, steps=2, lock={"image": True}))]) == 0
+    trained = weights(out / "model.safetensors")
+    torch.manual_seed(0)
+    start, *_ = dalip.create_model("test-tiny", heads=2, reduced_dim=8, dropout=0.0)
+    for name, value in start.state_dict().items():
+        if name.startswith("clip.visual."):
+            assert torch.equal(trained[name], value), name
+    assert not torch.equal(trained["clip.token_embedding.weight"], start.clip.token_embedding.weight)

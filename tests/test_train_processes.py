@@ -1,0 +1,99 @@
+"""Training across real processes: SIGKILL + resume, SIGTERM, and torchrun with gloo."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dalip
+from train_fixtures import run_cli, train_data, write_config  # noqa: F401  (fixture)
+
+
+def wait_for(predicate, process, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.01)
+    return False
+
+
+def checkpoints(out):
+    folder = out / "checkpoints"
+    return sorted(folder.glob("step_*.pt")) if folder.exists() else []
+
+
+def assert_same_weights(a, b, atol=0.0):
+    ours, theirs = load_file(str(a)), load_file(str(b))
+    assert ours.keys() == theirs.keys()
+    for name, value in theirs.items():
+        if atol:
+            torch.testing.assert_close(ours[name], value, rtol=0, atol=atol, msg=name)
+        else:
+            assert torch.equal(ours[name], value), name
+
+
+def test_sigkill_then_resume_equals_uninterrupted(train_data, tmp_path):
+    settings = dict(steps=40, checkpoint_every=3, keep_last=2, data={"workers": 2, "augment": True},
+                    model={"dropout": 0.1})
+    reference = tmp_path / "reference"
+    done = run_cli("train", "--config", str(write_config(train_data, reference, **settings)))
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+
+    killed = tmp_path / "killed"
+    config = write_config(train_data, killed, **settings)
+    process = run_cli("train", "--config", str(config))
+    assert wait_for(lambda: len(checkpoints(killed)) >= 1, process), process.stderr.read()
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
+    assert int(checkpoints(killed)[-1].stem.split("_")[1]) < 40
+
+    resumed = run_cli("train", "--config", str(config), "--resume", "latest")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert_same_weights(killed / "model.safetensors", reference / "model.safetensors")
+
+
+def test_sigterm_saves_a_loadable_checkpoint(train_data, tmp_path):
+    out = tmp_path / "term"
+    process = run_cli("train", "--config", str(write_config(train_data, out, steps=400, checkpoint_every=1000)))
+    assert wait_for(lambda: (out / "metrics.jsonl").exists(), process), process.stderr.read()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    assert "checkpoint saved; continue with --resume latest" in process.stderr.read()
+    saved = checkpoints(out)
+    assert len(saved) == 1
+    model = dalip.load_checkpoint(saved[0])
+    assert model.encode_image(torch.randn(1, 3, 32, 32)).second.shape == (1, 32)
+
+
+def free_port():
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def test_two_gloo_processes_match_one_process(train_data, tmp_path):
+    settings = dict(steps=3, optim={"lr": 1e-4, "warmup_steps": 1}, device="cpu")
+    single = tmp_path / "single"
+    one = run_cli("train", "--config", str(write_config(train_data, single, **settings)))
+    assert one.wait(timeout=300) == 0, one.stderr.read()
+
+    double = tmp_path / "double"
+    config = write_config(train_data, double, **settings)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               "-m", "dalip.cli", "train", "--config", str(config)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(double / "model.safetensors", single / "model.safetensors", atol=1e-5)
+    assert len(checkpoints(double)) == 2  # only rank 0 wrote: step 2 and the final step 3
