@@ -117,11 +117,19 @@ def test_csv_missing_column_names_file_and_columns(tmp_path):
     assert "pairs.csv" in message and "'filepath'" in message and "['image', 'caption']" in message
 
 
-def test_open_clip_tokenizer_gives_token_rows(tiny_dataset):
+def test_open_clip_transform_and_tokenizer_give_clip_batches(tiny_dataset):
     import open_clip
+
+    from dalip.data import build_loader, build_train_dataset
 
     root, _ = tiny_dataset
     tokenizer = open_clip.get_tokenizer("ViT-B-32")  # ships its vocabulary: offline
-    source = make_source(SourceConfig("csv", str(root / "general/val/captions.csv")), to_tensor, tokenizer)
+    transform = open_clip.image_transform(48, is_train=True)  # what create_model_and_transforms returns
+    source = make_source(SourceConfig("csv", str(root / "general/val/captions.csv")), transform, tokenizer)
     image, tokens = source[0]
     assert tokens.shape == (77,) and tokens.dtype == torch.long and tokens[0] == 49406  # start token
+    configs = [SourceConfig("webdataset", str(root / "plant/train/shards/{00000..00002}.tar"))]
+    dataset = build_train_dataset(configs, transform, tokenizer, seed=0)
+    images, texts = next(iter(build_loader(dataset, batch_size=5, workers=0)))
+    assert images.shape == (5, 3, 48, 48) and images.dtype == torch.float32
+    assert texts.shape == (5, 77) and texts.dtype == torch.long

@@ -21,6 +21,18 @@ def _positive(text: str) -> int:
     return value
 
 
+# (flag, metavar, type, help) of the numeric options; defaults come from GeneratorOptions
+_COUNT_OPTIONS = (
+    ("--species", "N", _positive, "plant species"),
+    ("--image-size", "PX", _positive, "image side in pixels"),
+    ("--train-per-class", "N", _positive, "training images per class"),
+    ("--val-per-class", "N", _positive, "validation images per class"),
+    ("--test-per-class", "N", _positive, "test images per class"),
+    ("--general-classes", "N", int, "general-domain classes, 0 for none"),
+    ("--samples-per-shard", "N", _positive, "samples per tar shard"),
+)
+
+
 def add_make_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `make-dataset` to the `dalip` command; its handler is `run_make_dataset`."""
     parser = subparsers.add_parser(
@@ -34,15 +46,13 @@ def add_make_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default %(default)s)")
-    parser.add_argument("--species", type=_positive, default=_DEFAULTS.species, help="plant species (default %(default)s)")
-    parser.add_argument("--image-size", type=_positive, default=_DEFAULTS.image_size, metavar="PX", help="image side in pixels (default %(default)s)")
-    parser.add_argument("--train-per-class", type=_positive, default=_DEFAULTS.train_per_class, metavar="N", help="training images per class (default %(default)s)")
-    parser.add_argument("--val-per-class", type=_positive, default=_DEFAULTS.val_per_class, metavar="N", help="validation images per class (default %(default)s)")
-    parser.add_argument("--test-per-class", type=_positive, default=_DEFAULTS.test_per_class, metavar="N", help="test images per class (default %(default)s)")
-    parser.add_argument("--general-classes", type=int, default=_DEFAULTS.general_classes, metavar="N", help="general-domain classes, 0 for none (default %(default)s)")
-    parser.add_argument("--samples-per-shard", type=_positive, default=_DEFAULTS.samples_per_shard, metavar="N", help="samples per tar shard (default %(default)s)")
-    parser.add_argument("--image-format", choices=("jpg", "png"), default=_DEFAULTS.image_format, help="image encoding (default %(default)s)")
-    parser.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing a previous dataset there")
+    for flag, metavar, kind, text in _COUNT_OPTIONS:
+        default = getattr(_DEFAULTS, flag[2:].replace("-", "_"))
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default %(default)s)")
+    parser.add_argument("--image-format", choices=("jpg", "png"), default=_DEFAULTS.image_format,
+                        help="image encoding (default %(default)s)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a non-empty folder, replacing a previous dataset there")
     parser.set_defaults(handler=run_make_dataset)
     return parser
 

@@ -125,6 +125,13 @@ class CsvSource(MapSource):
 
     @staticmethod
     def _read_rows(path: str, config: SourceConfig) -> list[dict[str, str]]:
+        try:
+            return CsvSource._parse(path, config)
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{config.path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+
+    @staticmethod
+    def _parse(path: str, config: SourceConfig) -> list[dict[str, str]]:
         delimiter = "\t" if path.lower().endswith(".tsv") else ","
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)

@@ -35,7 +35,9 @@ def _jitter(colour: tuple[int, int, int], rng: np.random.Generator) -> tuple[int
     return tuple(int(np.clip(c + rng.normal(0, 14), 0, 255)) for c in colour)
 
 
-def _shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, fill: tuple[int, ...], angle: float) -> None:
+def _shape(
+    draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float, fill: tuple[int, ...], angle: float
+) -> None:
     """A filled circle/square/triangle/star of radius `r` centred at (cx, cy)."""
     if kind == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
@@ -46,7 +48,9 @@ def _shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, r: float,
     draw.polygon(list(zip(cx + radius * np.cos(phi), cy + radius * np.sin(phi))), fill=fill)
 
 
-def _count_scene(draw: ImageDraw.ImageDraw, kind: str, count: int, canvas: int, rng: np.random.Generator) -> str:
+def _count_scene(
+    draw: ImageDraw.ImageDraw, kind: str, count: int, canvas: int, rng: np.random.Generator
+) -> str:
     """`count` same-coloured shapes side by side; returns the colour name."""
     colour = str(rng.choice(list(_PALETTE)))
     r = canvas * rng.uniform(0.09, 0.13)
@@ -54,7 +58,8 @@ def _count_scene(draw: ImageDraw.ImageDraw, kind: str, count: int, canvas: int, 
     y = canvas * rng.uniform(0.35, 0.65)
     for i in range(count):
         x = gap * (i + 1) + rng.normal(0, canvas * 0.02)
-        _shape(draw, kind, x, y + rng.normal(0, canvas * 0.04), r, _jitter(_PALETTE[colour], rng), rng.uniform(0, np.pi))
+        fill = _jitter(_PALETTE[colour], rng)
+        _shape(draw, kind, x, y + rng.normal(0, canvas * 0.04), r, fill, rng.uniform(0, np.pi))
     return colour
 
 
@@ -84,17 +89,22 @@ def _landscape(draw: ImageDraw.ImageDraw, folder: str, canvas: int, rng: np.rand
     if folder == "sun_over_hills":
         draw.ellipse([x - s / 2, horizon - 2.2 * s, x + s / 2, horizon - 1.2 * s], fill=(250, 210, 60))
         for hx in rng.uniform(0, canvas, 3):
-            draw.ellipse([hx - s * 1.6, horizon - s * 0.7, hx + s * 1.6, horizon + s * 0.7], fill=_jitter((60, 130, 50), rng))
+            hill = [hx - s * 1.6, horizon - s * 0.7, hx + s * 1.6, horizon + s * 0.7]
+            draw.ellipse(hill, fill=_jitter((60, 130, 50), rng))
     elif folder == "house":
         draw.rectangle([x - s, horizon - 1.4 * s, x + s, horizon + 0.2 * s], fill=_jitter((200, 180, 150), rng))
-        draw.polygon([(x - 1.2 * s, horizon - 1.4 * s), (x + 1.2 * s, horizon - 1.4 * s), (x, horizon - 2.4 * s)], fill=_jitter((160, 50, 40), rng))
+        roof = [(x - 1.2 * s, horizon - 1.4 * s), (x + 1.2 * s, horizon - 1.4 * s), (x, horizon - 2.4 * s)]
+        draw.polygon(roof, fill=_jitter((160, 50, 40), rng))
         draw.rectangle([x - 0.25 * s, horizon - 0.6 * s, x + 0.25 * s, horizon + 0.2 * s], fill=(80, 50, 30))
     elif folder == "tree":
         draw.rectangle([x - 0.18 * s, horizon - 1.2 * s, x + 0.18 * s, horizon + 0.2 * s], fill=(100, 65, 35))
         draw.ellipse([x - s, horizon - 2.6 * s, x + s, horizon - 0.9 * s], fill=_jitter((40, 120, 45), rng))
     else:  # boat on water
-        draw.polygon([(x - 1.3 * s, horizon + 0.2 * s), (x + 1.3 * s, horizon + 0.2 * s), (x + 0.9 * s, horizon + 0.7 * s), (x - 0.9 * s, horizon + 0.7 * s)], fill=_jitter((120, 70, 40), rng))
-        draw.polygon([(x, horizon - 1.6 * s), (x, horizon + 0.1 * s), (x + 1.0 * s, horizon + 0.1 * s)], fill=(245, 245, 240))
+        hull = [(x - 1.3 * s, horizon + 0.2 * s), (x + 1.3 * s, horizon + 0.2 * s),
+                (x + 0.9 * s, horizon + 0.7 * s), (x - 0.9 * s, horizon + 0.7 * s)]
+        draw.polygon(hull, fill=_jitter((120, 70, 40), rng))
+        sail = [(x, horizon - 1.6 * s), (x, horizon + 0.1 * s), (x + 1.0 * s, horizon + 0.1 * s)]
+        draw.polygon(sail, fill=(245, 245, 240))
     return "outdoor"
 
 

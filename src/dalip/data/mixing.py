@@ -21,7 +21,7 @@ import torch.utils.data
 from torch.utils.data import DataLoader, IterableDataset, default_collate
 
 from dalip.config import SourceConfig
-from dalip.data.captions import Tokenizer, validate_caption_weights
+from dalip.data.captions import Tokenizer
 from dalip.data.skips import SharedEpoch, SkipCounter, log_skips, subtract_counts
 from dalip.data.sources import Sample, Source, StreamSplit, Transform, make_source
 
@@ -94,7 +94,8 @@ class MixedDataset(IterableDataset):
             yield from self.sources[0].stream(split)
         else:
             yield from self._mix(split)
-        logger.debug("epoch %d rank %d worker %d done; skips so far %s", split.epoch, self.rank, worker, self.skipped())
+        logger.debug("epoch %d rank %d worker %d done; skips so far %s",
+                     split.epoch, self.rank, worker, self.skipped())
 
     def _mix(self, split: StreamSplit) -> Iterator[Sample]:
         """Draw each sample's source by weight until the quota (or a source) runs out."""
@@ -151,7 +152,6 @@ def build_train_dataset(
     counter = SkipCounter()
     built = []
     for index, config in enumerate(sources):
-        validate_caption_weights(config.caption_weights, f"source {config.path}")
         source_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
         built.append(make_source(config, transform, tokenizer, seed=source_seed, skip_counter=counter,
                                  rank=rank, world_size=world_size))

@@ -111,7 +111,9 @@ def _common_noun(nouns: list[str], index: int) -> str:
     return f"{prefix} {nouns[noun]}{suffix}"
 
 
-def _genus_traits(rng: np.random.Generator, size: int, taken: set[tuple[str, ...]]) -> list[tuple[dict[str, str], str | None]]:
+def _genus_traits(
+    rng: np.random.Generator, size: int, taken: set[tuple[str, ...]]
+) -> list[tuple[dict[str, str], str | None]]:
     """Traits of one genus: the base, then one changed trait per further species."""
     while True:
         base = {trait: str(rng.choice(values)) for trait, values in TRAITS.items()}

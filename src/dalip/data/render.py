@@ -126,7 +126,9 @@ def _leaf_colours(colour: str, pose: Pose) -> tuple[tuple[int, ...], tuple[int, 
     return tuple(int(c) for c in np.clip(blade, 0, 255)), tuple(int(c) for c in np.clip(vein, 0, 255))
 
 
-def _draw_spots(draw: ImageDraw.ImageDraw, mask: np.ndarray, spots: str, leaf_px: float, rng: np.random.Generator) -> None:
+def _draw_spots(
+    draw: ImageDraw.ImageDraw, mask: np.ndarray, spots: str, leaf_px: float, rng: np.random.Generator
+) -> None:
     """Spots at random places inside the blade (`mask` `(H, W)` bool)."""
     if spots == "none":
         return
@@ -154,16 +156,19 @@ def _draw_occluder(draw: ImageDraw.ImageDraw, pose: Pose, canvas: int, rng: np.r
         dx, dy = np.cos(a) * canvas, np.sin(a) * canvas
         draw.line([cx - dx, cy - dy, cx + dx, cy + dy], fill=(86, 128, 52), width=max(2, int(canvas * 0.05)))
     elif pose.occluder == "stone":
-        draw.ellipse([cx - r, cy - 0.7 * r, cx + r, cy + 0.7 * r], fill=tuple(int(v) for v in rng.integers(100, 160, 3)))
+        grey = tuple(int(v) for v in rng.integers(100, 160, 3))
+        draw.ellipse([cx - r, cy - 0.7 * r, cx + r, cy + 0.7 * r], fill=grey)
     else:  # a finger holding the leaf, from the border
-        draw.line([cx, cy, cx + canvas, cy + canvas * rng.uniform(-0.5, 0.5)], fill=(214, 170, 140), width=int(r))
+        reach = [cx, cy, cx + canvas, cy + canvas * rng.uniform(-0.5, 0.5)]
+        draw.line(reach, fill=(214, 170, 140), width=int(r))
 
 
 def finish(image: Image.Image, pose: Pose, size: int, rng: np.random.Generator) -> Image.Image:
     """Downsample to `size`, light, add sensor noise and blur."""
     image = image.reduce(image.width // size) if image.width != size else image
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
-    light = pose.brightness * (1.0 + pose.light_strength * (np.cos(pose.light_angle) * xx + np.sin(pose.light_angle) * yy) * 2)
+    along = np.cos(pose.light_angle) * xx + np.sin(pose.light_angle) * yy  # (size, size) in [-0.7, 0.7]
+    light = pose.brightness * (1.0 + 2.0 * pose.light_strength * along)
     noise = rng.standard_normal((size, size, 1), dtype=np.float32) * 3.0
     pixels = np.asarray(image, np.float32) * light[:, :, None] + noise
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))

@@ -29,7 +29,13 @@ import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
 from dalip.config import SourceConfig
-from dalip.data.captions import CaptionError, Tokenizer, choose_caption, tokenize_caption
+from dalip.data.captions import (
+    CaptionError,
+    Tokenizer,
+    choose_caption,
+    tokenize_caption,
+    validate_caption_weights,
+)
 from dalip.data.skips import SharedEpoch, SkipCounter
 
 logger = logging.getLogger(__name__)
@@ -66,7 +72,7 @@ def decode_image(read: Callable[[], bytes], counter: SkipCounter, where: str) ->
             return image.convert("RGB")  # forces the full decode here, not in the transform
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         reason = "missing_file"
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, Image.DecompressionBombError):
         reason = "not_an_image"
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         truncated = isinstance(error, EOFError) or "truncated" in str(error).lower()
@@ -113,7 +119,13 @@ class SampleBuilder:
     def image(self, image: Image.Image) -> Any:
         return image if self.transform is None else self.transform(image)
 
-    def build(self, read: Callable[[], bytes], captions: Mapping[str, Any], rng: np.random.Generator, where: str) -> Sample | None:
+    def build(
+        self,
+        read: Callable[[], bytes],
+        captions: Mapping[str, Any],
+        rng: np.random.Generator,
+        where: str,
+    ) -> Sample | None:
         """The sample, or None when its caption or image is unusable (the caption is checked
         first because it is cheaper; one reason is counted per skipped sample)."""
         caption = self.caption(captions, rng, where)
@@ -153,7 +165,9 @@ class Source:
 class MapSource(Source, torch.utils.data.Dataset):
     """A source with an index: `items[i]` is `(path, label)`; subclasses provide captions."""
 
-    def __init__(self, name: str, items: list[tuple[str, int]], builder: SampleBuilder, seed: int) -> None:
+    def __init__(
+        self, name: str, items: list[tuple[str, int]], builder: SampleBuilder, seed: int
+    ) -> None:
         Source.__init__(self, name, seed, builder.counter)
         if not items:
             raise ValueError(f"{name}: no samples found (expected at least one image)")
@@ -228,6 +242,7 @@ def make_source(
     from dalip.data.files import CsvSource, ImageFolderSource
     from dalip.data.shards import WebDatasetSource
 
+    validate_caption_weights(config.caption_weights, f"source {config.path}")
     counter = skip_counter if skip_counter is not None else SkipCounter()
     builder = SampleBuilder(transform, tokenizer, config.caption_weights, counter)
     if config.kind == "csv":
@@ -236,7 +251,9 @@ def make_source(
         return ImageFolderSource(config, builder, seed=seed)
     if config.kind == "webdataset":
         return WebDatasetSource(config, builder, seed=seed, rank=rank, world_size=world_size)
-    raise ValueError(f"source {config.path}: kind must be 'csv', 'folder' or 'webdataset', got {config.kind!r}")
+    raise ValueError(
+        f"source {config.path}: kind must be 'csv', 'folder' or 'webdataset', got {config.kind!r}"
+    )
 
 
 def check_path_exists(path: str, what: str) -> str:

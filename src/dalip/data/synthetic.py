@@ -59,7 +59,8 @@ class GeneratorOptions:
             ("train_per_class", self.train_per_class >= 1, ">= 1"),
             ("val_per_class", self.val_per_class >= 1, ">= 1"),
             ("test_per_class", self.test_per_class >= 1, ">= 1"),
-            ("general_classes", 0 <= self.general_classes <= len(GENERAL_CLASSES), f"between 0 and {len(GENERAL_CLASSES)}"),
+            ("general_classes", 0 <= self.general_classes <= len(GENERAL_CLASSES),
+             f"between 0 and {len(GENERAL_CLASSES)}"),
             ("samples_per_shard", self.samples_per_shard >= 1, ">= 1"),
             ("image_format", self.image_format in ("jpg", "png"), "'jpg' or 'png'"),
         ]
@@ -78,7 +79,9 @@ def prepare_output(out_dir: str, force: bool) -> None:
         raise NotADirectoryError(f"{out_dir}: exists and is not a folder")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         if not force:
-            raise ValueError(f"{out_dir}: folder is not empty (expected an empty or new folder; use --force to overwrite)")
+            raise ValueError(
+                f"{out_dir}: folder is not empty (expected an empty or new folder; use --force to overwrite)"
+            )
         for name in (*DOMAINS, MANIFEST):
             path = os.path.join(out_dir, name)
             if os.path.isdir(path):
@@ -110,7 +113,9 @@ def _general_renderer(classes: list[tuple[str, str]], size: int) -> Renderer:
     return render
 
 
-def write_split(root: str, classes: list[tuple[str, str]], render: Renderer, options: GeneratorOptions, key: list[int]) -> dict[str, Any]:
+def write_split(
+    root: str, classes: list[tuple[str, str]], render: Renderer, options: GeneratorOptions, key: list[int]
+) -> dict[str, Any]:
     """Render and write one split; `key` = [seed, domain, split] seeds every image."""
     per_class = options.per_class(SPLITS[key[2]])
     items = [(label, index) for label in range(len(classes)) for index in range(per_class)]
@@ -123,7 +128,15 @@ def write_split(root: str, classes: list[tuple[str, str]], render: Renderer, opt
     return writer.close()
 
 
-def make_dataset(out_dir: str, seed: int = 0, species: int = 24, image_size: int = 64, *, force: bool = False, **options: Any) -> dict[str, Any]:
+def make_dataset(
+    out_dir: str,
+    seed: int = 0,
+    species: int = 24,
+    image_size: int = 64,
+    *,
+    force: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
     """Write the synthetic dataset under `out_dir` (layout in the module docstring).
 
     Further keyword options are the fields of `GeneratorOptions` (train_per_class,
@@ -139,7 +152,10 @@ def make_dataset(out_dir: str, seed: int = 0, species: int = 24, image_size: int
     plants = make_species(config.species, config.seed)
     domains: dict[str, tuple[list[tuple[str, str]], Renderer]] = {
         "plant": ([(s.folder, s.scientific) for s in plants], _plant_renderer(plants, config.image_size)),
-        "general": (list(GENERAL_CLASSES[: config.general_classes]), _general_renderer(list(GENERAL_CLASSES), config.image_size)),
+        "general": (
+            list(GENERAL_CLASSES[: config.general_classes]),
+            _general_renderer(list(GENERAL_CLASSES), config.image_size),
+        ),
     }
     splits: dict[str, dict[str, Any]] = {}
     for domain_index, (domain, (classes, render)) in enumerate(domains.items()):
@@ -149,18 +165,22 @@ def make_dataset(out_dir: str, seed: int = 0, species: int = 24, image_size: int
             root = os.path.join(out_dir, domain, split)
             entry = write_split(root, classes, render, config, [config.seed, domain_index, split_index])
             splits[f"{domain}/{split}"] = entry
-            logger.info("wrote %s/%s: %d images, %d shards", domain, split, entry["count"], len(entry["shard_sizes"]))
+            shards = len(entry["shard_sizes"])
+            logger.info("wrote %s/%s: %d images, %d shards", domain, split, entry["count"], shards)
     manifest = _manifest(config, plants, splits, out_dir)
     with open(os.path.join(out_dir, MANIFEST), "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=1, sort_keys=True)
     return manifest
 
 
-def _manifest(config: GeneratorOptions, plants: list[Species], splits: dict[str, dict[str, Any]], out_dir: str) -> dict[str, Any]:
+def _manifest(
+    config: GeneratorOptions, plants: list[Species], splits: dict[str, dict[str, Any]], out_dir: str
+) -> dict[str, Any]:
     """JSON-able record of what was written (paths relative to `out_dir`)."""
     files = {}
     for name, entry in splits.items():
-        for relative in [entry["csv"], entry["classes"], "shards/sizes.json"] + [f"shards/{s}" for s in entry["shard_sizes"]]:
+        shards = [f"shards/{shard}" for shard in entry["shard_sizes"]]
+        for relative in [entry["csv"], entry["classes"], "shards/sizes.json", *shards]:
             files[f"{name}/{relative}"] = os.path.getsize(os.path.join(out_dir, name, relative))
     return {
         "generator": "dalip.data.synthetic",
