@@ -1,0 +1,81 @@
+"""WiSE-FT interpolation: endpoints equal the two models; sweeps are evaluated by a suite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from eval_fixtures import make_workspace
+
+import dalip
+from dalip.cli import main
+from dalip.model_specs import load_model
+from dalip.suite import interpolate, run_suite
+from dalip.wiseft import interpolate_weights
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return make_workspace(tmp_path_factory.mktemp("wiseft"))
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_endpoints_equal_start_and_tuned(workspace):
+    start, tuned = dalip.load_checkpoint(workspace["start"]), dalip.load_checkpoint(workspace["tuned"])
+    assert _states_equal(interpolate_weights(start, tuned, 0.0).state_dict(), start.state_dict())
+    assert _states_equal(interpolate_weights(start, tuned, 1.0).state_dict(), tuned.state_dict())
+    middle = interpolate_weights(start, tuned, 0.25).state_dict()
+    mbdc_key = next(k for k in middle if k.startswith("image_mbdc.") and k.endswith("weight"))
+    for key in ("clip.visual.proj", mbdc_key):
+        expected = 0.75 * start.state_dict()[key] + 0.25 * tuned.state_dict()[key]
+        assert torch.allclose(middle[key], expected)
+
+
+def test_open_clip_start_takes_mbdc_heads_from_tuned(workspace):
+    start = load_model(f"openclip:test-tiny:{workspace['exported']}").model
+    tuned = dalip.load_checkpoint(workspace["tuned"])
+    state = interpolate_weights(start, tuned, 0.0).state_dict()
+    for key, value in state.items():
+        reference = start.state_dict()[key] if key.startswith("clip.") else tuned.state_dict()[key]
+        assert torch.equal(value, reference), key
+
+
+def test_different_architectures_are_refused(workspace):
+    tuned = dalip.load_checkpoint(workspace["tuned"])
+    other, *_ = dalip.create_model("test-tiny", heads=2, reduced_dim=4)
+    with pytest.raises(ValueError, match="different architectures"):
+        interpolate_weights(other, tuned, 0.5)
+
+
+def test_sweep_endpoints_reproduce_the_models_own_results(workspace, tmp_path):
+    suite = {"modes": ["all"], "batch_size": 6, "datasets": [
+        {"name": "zs", "task": "zeroshot", "domain": "plant", "path": str(workspace["test"])},
+        {"name": "ret", "task": "retrieval", "domain": "general", "path": str(workspace["captions"])},
+    ]}
+    sweep = interpolate(str(workspace["start"]), str(workspace["tuned"]), [0, 0.5, 1], suite, tmp_path / "sweep")
+    alone = run_suite({"start": str(workspace["start"]), "tuned": str(workspace["tuned"])}, suite, tmp_path / "alone")
+    for weight, name in (("w=0", "start"), ("w=1", "tuned")):
+        for dataset in ("zs", "ret"):
+            assert sweep["models"][weight]["datasets"][dataset]["modes"] == alone["models"][name]["datasets"][dataset]["modes"]
+    assert [p["weight"] for p in sweep["interpolation"]] == [0.0, 0.5, 1.0]
+    assert "| fused | 0.5 |" in (tmp_path / "sweep" / "interpolation.md").read_text()
+    assert (tmp_path / "sweep" / "interpolation.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "sweep" / "results.json").read_text())["tuned"]["spec"].endswith("tuned.safetensors")
+
+
+def test_interpolate_cli(workspace, tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"datasets:\n  - {{name: zs, task: zeroshot, domain: plant, path: {workspace['test']}}}\n")
+    argv = ["interpolate", "--start", f"openclip:test-tiny:{workspace['exported']}", "--tuned", str(workspace["tuned"]),
+            "--weights", "0,1", "--suite", str(suite), "--out", str(tmp_path / "out"), "--save-models", "-q"]
+    assert main(argv) == 0
+    assert "| fused | 1 |" in capsys.readouterr().out
+    saved = dalip.load_checkpoint(tmp_path / "out" / "models" / "wise_ft_1.safetensors")
+    assert _states_equal(saved.state_dict(), dalip.load_checkpoint(workspace["tuned"]).state_dict())
+    argv[argv.index("0,1")] = "0,half"
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("dalip interpolate: error: --weights")
