@@ -116,6 +116,16 @@ def test_retrieval_recall_on_a_toy_case(tmp_path):
     assert (result["num_images"], result["num_texts"]) == (3, 5)
 
 
+def test_retrieval_leaves_out_unreadable_images_and_their_captions(tmp_path):
+    table = _caption_csv(tmp_path)
+    (tmp_path / "img" / "1.png").write_bytes(b"not a png")
+    model = StubModel(RETRIEVAL_IMAGES, RETRIEVAL_IMAGES, RETRIEVAL_TEXT_FEATURES, RETRIEVAL_TEXT_FEATURES)
+    result = evaluate.retrieval(model, table, StubTokenizer(RETRIEVAL_TEXTS), stub_preprocess, modes=["first"])
+    assert (result["num_images"], result["num_texts"], result["skipped"]) == (2, 4, 1)
+    # without img1 and cap1, img0 finds cap0a and img2 finds cap2a first
+    assert result["modes"]["first"]["image_to_text_R@1"] == pytest.approx(1.0)
+
+
 def test_retrieval_metrics_at_two():
     images = torch.nn.functional.normalize(torch.tensor(RETRIEVAL_IMAGES, dtype=torch.float), dim=-1)
     texts = torch.nn.functional.normalize(torch.tensor(RETRIEVAL_TEXT_FEATURES, dtype=torch.float), dim=-1)

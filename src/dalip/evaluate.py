@@ -186,8 +186,6 @@ def retrieval(
     text_to_image = position[torch.as_tensor(owners)]
     keep_text = text_to_image >= 0
     texts = Features(texts.first[keep_text], None if texts.second is None else texts.second[keep_text])
-    if len(kept) == 0:
-        raise ValueError(f"{csv_path}: none of the images could be read")
     results = {
         mode: retrieval_metrics(model.similarity(images.features, texts, mode), text_to_image[keep_text])
         for mode in modes
