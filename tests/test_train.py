@@ -77,10 +77,14 @@ def test_refuses_to_overwrite_a_run(train_data, tmp_path, capsys):
     assert "already holds checkpoints; pass --resume latest" in capsys.readouterr().err
 
 
-def test_resume_continues_to_the_same_weights_in_process(train_data, tmp_path):
-    full = write_config(train_data, tmp_path / "full", steps=6)
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_continues_to_the_same_weights_in_process(train_data, tmp_path, augment):
+    # workers 0: augmentation would share the main process's RNG with dropout if it were
+    # not seeded per sample, and replaying the data on resume would shift it.
+    settings = dict(steps=6, data={"augment": augment}, model={"dropout": 0.2 if augment else 0.0})
+    full = write_config(train_data, tmp_path / "full", **settings)
     assert main(["train", "--config", str(full)]) == 0
-    part = write_config(train_data, tmp_path / "part", steps=6)
+    part = write_config(train_data, tmp_path / "part", **settings)
     assert main(["train", "--config", str(part), "--set", "steps=4"]) == 0
     # Continue the 4-step run to 6 steps: the schedule is that of a 6-step run only if
     # steps is the same, so this checks the position and RNG replay on the same total.

@@ -18,6 +18,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Modules that add subcommands, in the order `dalip --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "dalip.commands.quickstart",
     "dalip.data.cli_commands",
     "dalip.commands.train",
     "dalip.commands.evaluation",

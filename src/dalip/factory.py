@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import open_clip
 import torch
@@ -103,7 +104,9 @@ def create_model(
     options = mbdc_options_for(model_name, **mbdc_options)
     source = resolve_pretrained(model_name, pretrained)
     open_clip_weights = pretrained if source in ("file", "tag") else None
-    clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
+    quiet = _quiet_root_logger() if source == "dalip" else contextlib.nullcontext()
+    with quiet:  # our checkpoint's weights are loaded below
+        clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
     model = DALIPModel(clip, model_name, alpha, separate_second_temperature=separate_second_temperature, **options)
     model.newly_initialized = []
     if source == "dalip":
@@ -157,9 +160,10 @@ def build_model(config: dict[str, Any]) -> DALIPModel:
     if open_clip.get_model_config(name) is None and config.get("open_clip_config"):
         _register_config(name, config["open_clip_config"])
     check_model_name(name)
-    clip = open_clip.create_model(
-        name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length")
-    )
+    with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
+        clip = open_clip.create_model(
+            name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length")
+        )
     if config.get("preprocess_cfg"):
         open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
     return DALIPModel(
@@ -167,6 +171,17 @@ def build_model(config: dict[str, Any]) -> DALIPModel:
         separate_second_temperature=config.get("separate_second_temperature", False),
         **config.get("mbdc", {}),
     )
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _register_config(name: str, open_clip_config: dict[str, Any]) -> None:

@@ -79,6 +79,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "amp")
         transform = self.train_transform if config.data.augment else self.val_transform
         self.dataset = build_data(config, transform, self.tokenizer, context)
+        from dalip.data import build_loader
+
+        # One loader for the whole run: workers persist across epochs (the dataset reads
+        # the epoch from shared memory), and augmentation is seeded per sample.
+        self.loader = build_loader(self.dataset, self.micro_batch, config.data.workers,
+                                   seed=config.seed, persistent_workers=True)
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
         self.scheduler = create_scheduler(self.optimizer, config.optim, self.total_steps)
@@ -87,9 +93,7 @@ class Trainer:
         self.last_losses: dict[str, float] = {}
 
     def _steps_per_epoch(self) -> int | None:
-        from dalip.data import build_loader
-
-        batches = build_loader(self.dataset, self.micro_batch, self.config.data.workers).num_batches
+        batches = self.loader.num_batches
         if batches is None:
             if self.config.steps is None:
                 raise ValueError("steps: the data's epoch length is unknown (webdataset without "
@@ -125,12 +129,9 @@ class Trainer:
         }
 
     def _run_epoch(self, signals: StopSignals, progress: Any) -> int | None:
-        from dalip.data import build_loader
-
         position = self.position
         self.dataset.set_epoch(position.epoch)
-        loader = build_loader(self.dataset, self.micro_batch, self.config.data.workers,
-                              seed=self.config.seed * 100_003 + position.epoch)
+        loader = self.loader
         batches = iter(loader)
         for _ in range(position.steps_in_epoch * self.config.optim.accumulation):
             next(batches, None)  # resume: replay the data stream up to where the run stopped

@@ -116,8 +116,17 @@ class SampleBuilder:
             logger.debug("skipped %s: %s", where, error.reason)
             return None
 
-    def image(self, image: Image.Image) -> Any:
-        return image if self.transform is None else self.transform(image)
+    def image(self, image: Image.Image, rng: np.random.Generator | None = None) -> Any:
+        if self.transform is None:
+            return image
+        if rng is None:  # evaluation: deterministic transforms
+            return self.transform(image)
+        # Random augmentation draws from a seed taken from the sample's own generator, so
+        # a sample's image depends only on (seed, epoch, sample): not on the worker count
+        # nor on what ran before in the process. Resumed runs replay it exactly.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(2**63 - 1)))
+            return self.transform(image)
 
     def build(
         self,
@@ -134,7 +143,7 @@ class SampleBuilder:
         image = decode_image(read, self.counter, where)
         if image is None:
             return None
-        return self.image(image), tokenize_caption(caption, self.tokenizer)
+        return self.image(image, rng), tokenize_caption(caption, self.tokenizer)
 
 
 class Source:
