@@ -1,0 +1,181 @@
+"""`dalip quickstart`: the paper's story at laptop scale, through the same code paths as
+`dalip make-dataset`, `dalip train`, `dalip eval` and `dalip interpolate`.
+
+1. start model: dalip-tiny trained with the plain CLIP loss on the general data only —
+   a stand-in for a pretrained OpenCLIP model (cached in the output folder);
+2. domain tuning, twice, from the start model on plant 10 : general 3 with identical
+   data, steps and seed: once with the CLIP loss, once with the DALIP loss;
+3. evaluation of all three on the held-out plant and general test splits (zero-shot and
+   retrieval), and WiSE-FT sweeps from the start model to each tuned model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dalip.config import DataConfig, LossConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig
+from dalip.config_io import config_to_dict
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "dalip-tiny"
+WISE_FT_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+RUNS = ("start", "tuned-clip", "tuned-dalip")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Data size and training length of one quickstart size."""
+
+    species: int
+    general_classes: int
+    train_per_class: int
+    test_per_class: int
+    image_size: int
+    batch_size: int
+    start_steps: int
+    tune_steps: int
+    workers: int
+
+
+BUDGETS = {
+    # "test" exists for the test suite: every file, in about a minute.
+    "test": Budget(species=6, general_classes=4, train_per_class=6, test_per_class=4, image_size=64,
+                   batch_size=16, start_steps=6, tune_steps=6, workers=0),
+    "small": Budget(species=24, general_classes=12, train_per_class=40, test_per_class=20, image_size=64,
+                    batch_size=32, start_steps=300, tune_steps=300, workers=2),
+    "medium": Budget(species=24, general_classes=12, train_per_class=100, test_per_class=30, image_size=64,
+                     batch_size=64, start_steps=1000, tune_steps=1000, workers=2),
+}
+
+
+def prepare_output(out: Path, force: bool) -> None:
+    """Refuse to overwrite a finished quickstart without `force`; with it, clear all but the caches."""
+    finished = [name for name in ("report.md", "results.json") if (out / name).exists()]
+    started = [name for name in ("tuned-clip", "tuned-dalip", "eval") if (out / name).exists()]
+    if (finished or started) and not force:
+        raise FileExistsError(
+            f"{out} already holds a quickstart ({(finished or started)[0]}); pass --force to run it "
+            f"again there (the data and the start model are reused when their settings match)"
+        )
+    for name in ("tuned-clip", "tuned-dalip", "eval", "wiseft-clip", "wiseft-dalip", "figures"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("report.md", "results.json"):
+        (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def generate_data(out: Path, budget: Budget, seed: int) -> Path:
+    """The embedded dataset under out/data, reused when its options match."""
+    from dalip.data.synthetic import make_dataset
+
+    root = out / "data"
+    options = dict(species=budget.species, image_size=budget.image_size, train_per_class=budget.train_per_class,
+                   val_per_class=max(2, budget.test_per_class // 2), test_per_class=budget.test_per_class,
+                   general_classes=budget.general_classes)
+    manifest = root / "manifest.json"
+    if manifest.exists():
+        stored = json.loads(manifest.read_text())
+        if stored.get("seed") == seed and all(stored["options"].get(k) == v for k, v in options.items()):
+            logger.info("reusing the dataset in %s", root)
+            return root
+    logger.info("writing the embedded dataset to %s", root)
+    make_dataset(str(root), seed=seed, force=True, **options)
+    return root
+
+
+def run_config(out: Path, data: Path, budget: Budget, seed: int, stage: str) -> TrainConfig:
+    """The TrainConfig of one stage; written to <run>/config.yaml by the training loop."""
+    general = SourceConfig(kind="csv", path=str(data / "general/train/captions.csv"), weight=3.0)
+    plant = SourceConfig(kind="csv", path=str(data / "plant/train/captions.csv"), weight=10.0)
+    if stage == "start":
+        model = ModelConfig(name=MODEL_NAME)
+        loss, sources, steps, lr = LossConfig(kind="clip"), [general], budget.start_steps, 1e-3
+    else:
+        model = ModelConfig(name=MODEL_NAME, pretrained=str(out / "start" / "model.safetensors"))
+        kind = stage.removeprefix("tuned-")
+        loss, sources, steps, lr = LossConfig(kind=kind), [plant, general], budget.tune_steps, 3e-4
+    return TrainConfig(
+        model=model, loss=loss,
+        data=DataConfig(sources=sources, workers=budget.workers),
+        optim=OptimConfig(lr=lr, warmup_steps=max(1, steps // 10), weight_decay=0.1),
+        out_dir=str(out / stage), batch_size=budget.batch_size, steps=steps, seed=seed,
+        checkpoint_every=max(1, steps // 2), keep_last=1, log_every=max(1, steps // 50),
+        tensorboard=False,
+    )
+
+
+def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
+    """Train one stage (or reuse a cached start model); returns seconds spent."""
+    from dalip.train import train
+
+    run = Path(config.out_dir)
+    wanted = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    if cacheable and (run / "model.safetensors").exists() and (run / "config.yaml").exists() \
+            and (run / "config.yaml").read_text() == wanted:
+        logger.info("reusing the start model in %s", run)
+        return 0.0
+    shutil.rmtree(run, ignore_errors=True)
+    logger.info("training %s: %s loss, %d steps", run.name, config.loss.kind, config.steps)
+    started = time.perf_counter()
+    train(config)
+    return time.perf_counter() - started
+
+
+def suite(data: Path, budget: Budget) -> dict[str, Any]:
+    return {
+        "name": "quickstart", "modes": ["fused", "first"], "batch_size": 64, "workers": budget.workers,
+        "datasets": [
+            {"name": "plant-zeroshot", "task": "zeroshot", "domain": "plant",
+             "path": str(data / "plant/test"), "templates": "plant"},
+            {"name": "general-zeroshot", "task": "zeroshot", "domain": "general",
+             "path": str(data / "general/test"), "templates": "generic"},
+            {"name": "plant-retrieval", "task": "retrieval", "domain": "plant",
+             "path": str(data / "plant/test/captions.csv")},
+            {"name": "general-retrieval", "task": "retrieval", "domain": "general",
+             "path": str(data / "general/test/captions.csv")},
+        ],
+    }
+
+
+def quickstart(out_dir: str | Path, seed: int = 0, budget: str = "small", force: bool = False) -> dict[str, Any]:
+    """Run the three stages and write the report; returns the combined results."""
+    from dalip.quickstart_report import write_report
+    from dalip.suite import interpolate, run_suite
+
+    if budget not in BUDGETS:
+        raise ValueError(f"--budget: expected one of {', '.join(BUDGETS)}, got {budget!r}")
+    out, settings = Path(out_dir), BUDGETS[budget]
+    prepare_output(out, force)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    data = generate_data(out, settings, seed)
+    timings["data"] = time.perf_counter() - started
+    timings["start"] = train_stage(run_config(out, data, settings, seed, "start"), cacheable=True)
+    for stage in ("tuned-clip", "tuned-dalip"):
+        timings[stage] = train_stage(run_config(out, data, settings, seed, stage))
+    checkpoints = {run: str(out / run / "model.safetensors") for run in RUNS}
+    mark = time.perf_counter()
+    evaluation = run_suite(checkpoints, suite(data, settings), out / "eval")
+    timings["eval"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    zero_shot_only = {**suite(data, settings), "datasets": suite(data, settings)["datasets"][:2]}
+    wise_ft = {
+        kind: interpolate(checkpoints["start"], checkpoints[f"tuned-{kind}"], WISE_FT_WEIGHTS,
+                          zero_shot_only, out / f"wiseft-{kind}", modes=["first"] if kind == "clip" else ["fused", "first"])
+        for kind in ("clip", "dalip")
+    }
+    timings["wise_ft"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    results = {"budget": budget, "seed": seed, "checkpoints": checkpoints, "evaluation": evaluation,
+               "wise_ft": wise_ft, "timings_seconds": timings, "settings": settings.__dict__}
+    write_report(out, results, data)
+    return results

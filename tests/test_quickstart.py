@@ -1,0 +1,79 @@
+"""The README's first command at a test-sized budget: every file, finite numbers, no overwrite."""
+
+import json
+import math
+
+import pytest
+
+from dalip.cli import main
+
+EXPECTED_FILES = [
+    "report.md", "results.json",
+    "figures/loss_curves.png", "figures/accuracy.png", "figures/predictions.png", "figures/wiseft.png",
+    "start/model.safetensors", "tuned-clip/model.safetensors", "tuned-dalip/model.safetensors",
+    "start/metrics.jsonl", "tuned-clip/metrics.jsonl", "tuned-dalip/metrics.jsonl",
+    "eval/results.json", "wiseft-clip/results.json", "wiseft-dalip/results.json",
+]
+
+
+def numbers(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from numbers(item)
+    elif isinstance(value, float):
+        yield value
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    assert main(["quickstart", "--out", str(out), "--budget", "test"]) == 0
+    return out
+
+
+def test_writes_every_file_with_finite_numbers(quickstart_run):
+    for name in EXPECTED_FILES:
+        path = quickstart_run / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    for name in EXPECTED_FILES[2:6]:
+        assert (quickstart_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    results = json.loads((quickstart_run / "results.json").read_text())
+    assert all(math.isfinite(x) for x in numbers(results))
+    models = results["evaluation"]["models"]
+    assert set(models) == {"start", "tuned-clip", "tuned-dalip"}
+    assert models["tuned-dalip"]["modes"] == ["fused", "first"]
+    for entry in models.values():
+        assert set(entry["datasets"]) == {"plant-zeroshot", "general-zeroshot", "plant-retrieval", "general-retrieval"}
+    assert [p["weight"] for p in results["wise_ft"]["dalip"]["interpolation"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    report = (quickstart_run / "report.md").read_text()
+    assert "| plant-zeroshot | top-1 |" in report and "vs start" in report
+
+
+def test_tuning_runs_share_data_steps_and_seed(quickstart_run):
+    import yaml
+
+    clip = yaml.safe_load((quickstart_run / "tuned-clip/config.yaml").read_text())
+    dalip_run = yaml.safe_load((quickstart_run / "tuned-dalip/config.yaml").read_text())
+    assert clip["loss"]["kind"] == "clip" and dalip_run["loss"]["kind"] == "dalip"
+    for key in ("data", "steps", "seed", "batch_size", "optim"):
+        assert clip[key] == dalip_run[key], key
+    assert clip["model"]["pretrained"] == dalip_run["model"]["pretrained"].replace("tuned-dalip", "tuned-clip") \
+        or clip["model"]["pretrained"].endswith("start/model.safetensors")
+    assert [s["weight"] for s in clip["data"]["sources"]] == [10.0, 3.0]
+
+
+def test_refuses_to_overwrite_without_force(quickstart_run, capsys):
+    assert main(["quickstart", "--out", str(quickstart_run), "--budget", "test"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pass --force" in err
+
+
+def test_force_reuses_the_cached_start_model(quickstart_run):
+    before = (quickstart_run / "start/model.safetensors").stat().st_mtime_ns
+    assert main(["quickstart", "--out", str(quickstart_run), "--budget", "test", "--force"]) == 0
+    assert (quickstart_run / "start/model.safetensors").stat().st_mtime_ns == before
+    results = json.loads((quickstart_run / "results.json").read_text())
+    assert results["timings_seconds"]["start"] == 0.0
