@@ -67,6 +67,13 @@ def machine_line(info: dict[str, Any]) -> str:
     )
 
 
+def threads_label() -> str:
+    import torch
+
+    threads = torch.get_num_threads()
+    return f"{threads} thread" + ("" if threads == 1 else "s")
+
+
 def command_line(script: str, argv: list[str] | None) -> str:
     """The command that reproduces a run, as typed from the repository root."""
     args = sys.argv[1:] if argv is None else argv

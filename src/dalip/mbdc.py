@@ -8,6 +8,8 @@ from torch import nn
 
 from dalip.bdc import brownian_distance_covariance, upper_triangle_indices, vectorize_upper_triangle
 
+_COSINE_EPS = 1e-8  # F.cosine_similarity's default
+
 
 class MBDC(nn.Module):
     """Second-order representation of a token set, as in DALIP.
@@ -82,24 +84,28 @@ class MBDC(nn.Module):
         """
         self._check_inputs(tokens, summary, mask)
         batch, count, _ = tokens.shape
-        x = self.token_proj(tokens).view(batch, count, self.heads, self.head_dim)
-        x = x.transpose(1, 2)  # (B, H, M, c)
-        s = self.token_proj(summary).view(batch, self.heads, 1, self.head_dim)  # (B, H, 1, c)
-
-        cosine = F.cosine_similarity(x, s, dim=-1)  # (B, H, M)
+        # Heads stay in the last dimensions, (B, M, H, c): element-wise work and the
+        # reduction then run on contiguous memory, and the cosine is a dot product with
+        # the unit summary divided by a per-token norm, instead of F.cosine_similarity's
+        # normalised copy of every token (which dominated forward + backward time).
+        x = self.token_proj(tokens).view(batch, count, self.heads, self.head_dim)  # (B, M, H, c)
+        s = self.token_proj(summary).view(batch, self.heads, self.head_dim)  # (B, H, c)
+        s = F.normalize(s, dim=-1, eps=_COSINE_EPS)
+        dot = torch.einsum("bmhc,bhc->bmh", x, s)  # (B, M, H)
+        cosine = dot / x.norm(dim=-1).clamp_min(_COSINE_EPS)  # (B, M, H), as F.cosine_similarity
         head_mask = None
         if mask is not None:
             head_mask = mask[:, None, :].expand(batch, self.heads, count)  # (B, H, M)
-            cosine = cosine.masked_fill(~head_mask, float("-inf"))
+            cosine = cosine.masked_fill(~mask[:, :, None], float("-inf"))
             real = mask.sum(-1).clamp_min(1).to(cosine.dtype)[:, None, None]  # (B, 1, 1)
         else:
             real = count
         # Softmax weights sum to 1; scaled by the real-token count they average 1, so the
         # reduction's bias and BDC's eps do not swamp tokens shrunk by 1/M.
-        weights = torch.softmax(cosine, dim=-1) * real  # (B, H, M)
-        x = x * weights.unsqueeze(-1)  # (B, H, M, c)
+        weights = torch.softmax(cosine, dim=1) * real  # (B, M, H), softmax over tokens
+        x = x * weights.unsqueeze(-1)  # (B, M, H, c)
 
-        x = self.dropout(self.reduce(x))  # (B, H, M, r)
+        x = self.dropout(self.reduce(x)).transpose(1, 2)  # (B, H, M, r)
         temperature = None if self.log_temperature is None else self.log_temperature.exp()
         bdc = brownian_distance_covariance(x, head_mask, self.eps, temperature)  # (B, H, r, r)
         vector = vectorize_upper_triangle(bdc, self.triu_indices)  # (B, H, r(r+1)/2)
