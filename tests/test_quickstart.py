@@ -77,3 +77,19 @@ def test_force_reuses_the_cached_start_model(quickstart_run):
     assert (quickstart_run / "start/model.safetensors").stat().st_mtime_ns == before
     results = json.loads((quickstart_run / "results.json").read_text())
     assert results["timings_seconds"]["start"] == 0.0
+
+
+def test_an_interrupted_stage_stops_the_quickstart(tmp_path, monkeypatch, capsys):
+    import dalip.train
+
+    calls = []
+
+    def interrupted_train(config, resume=None):
+        calls.append(config.out_dir)
+        return {"interrupted_by_signal": 15, "step": 1}
+
+    monkeypatch.setattr(dalip.train, "train", interrupted_train)
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--budget", "test"]) == 130
+    assert len(calls) == 1 and calls[0].endswith("start")
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "qs" / "tuned-clip").exists()

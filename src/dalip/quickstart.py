@@ -126,7 +126,9 @@ def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
     shutil.rmtree(run, ignore_errors=True)
     logger.info("training %s: %s loss, %d steps", run.name, config.loss.kind, config.steps)
     started = time.perf_counter()
-    train(config)
+    summary = train(config)
+    if summary["interrupted_by_signal"]:  # Ctrl-C / SIGTERM: stop here, not in the next stage
+        raise KeyboardInterrupt(f"{run.name} stopped by signal {summary['interrupted_by_signal']}")
     return time.perf_counter() - started
 
 
