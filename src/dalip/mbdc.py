@@ -84,14 +84,14 @@ class MBDC(nn.Module):
         """
         self._check_inputs(tokens, summary, mask)
         batch, count, _ = tokens.shape
-        # Heads stay in the last dimensions, (B, M, H, c): element-wise work and the
-        # reduction then run on contiguous memory, and the cosine is a dot product with
-        # the unit summary divided by a per-token norm, instead of F.cosine_similarity's
-        # normalised copy of every token (which dominated forward + backward time).
+        # Heads stay in the last dimensions, (B, M, H, c), so element-wise work runs on
+        # contiguous memory. The cosine is a dot product with the unit summary over each
+        # token's norm: F.cosine_similarity would normalise a copy of every token, which
+        # dominated forward + backward time.
         x = self.token_proj(tokens).view(batch, count, self.heads, self.head_dim)  # (B, M, H, c)
         s = self.token_proj(summary).view(batch, self.heads, self.head_dim)  # (B, H, c)
         s = F.normalize(s, dim=-1, eps=_COSINE_EPS)
-        dot = torch.einsum("bmhc,bhc->bmh", x, s)  # (B, M, H)
+        dot = (x * s[:, None]).sum(-1)  # (B, M, H)
         cosine = dot / x.norm(dim=-1).clamp_min(_COSINE_EPS)  # (B, M, H), as F.cosine_similarity
         head_mask = None
         if mask is not None:
@@ -103,9 +103,12 @@ class MBDC(nn.Module):
         # Softmax weights sum to 1; scaled by the real-token count they average 1, so the
         # reduction's bias and BDC's eps do not swamp tokens shrunk by 1/M.
         weights = torch.softmax(cosine, dim=1) * real  # (B, M, H), softmax over tokens
-        x = x * weights.unsqueeze(-1)  # (B, M, H, c)
 
-        x = self.dropout(self.reduce(x)).transpose(1, 2)  # (B, H, M, r)
+        # reduce(weights * x): a token's weight is a scalar, so it is applied after the
+        # reduction's linear map, on r channels instead of c (same values, less work).
+        linear, norm, activation = self.reduce
+        x = F.linear(x, linear.weight) * weights.unsqueeze(-1) + linear.bias  # (B, M, H, r)
+        x = self.dropout(activation(norm(x))).transpose(1, 2)  # (B, H, M, r)
         temperature = None if self.log_temperature is None else self.log_temperature.exp()
         bdc = brownian_distance_covariance(x, head_mask, self.eps, temperature)  # (B, H, r, r)
         vector = vectorize_upper_triangle(bdc, self.triu_indices)  # (B, H, r(r+1)/2)
