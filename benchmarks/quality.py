@@ -1,0 +1,120 @@
+"""Does DALIP tune better than CLIP at laptop scale? The quickstart comparison over seeds.
+
+For each seed, `dalip quickstart` (same code path) trains the start model and tunes it
+with the CLIP and the DALIP loss on the plant + general mix; this script collects the
+held-out metrics and reports mean and standard deviation per metric over seeds, and the
+paired difference DALIP - CLIP. Results are recorded whether or not DALIP wins.
+
+    python benchmarks/quality.py                      # 3 seeds, budget small
+    python benchmarks/quality.py --budget medium --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import format_table, machine, print_json, record_section, run_header  # noqa: E402
+
+# (dataset, metric) pairs read from the quickstart's evaluation.
+METRICS = (
+    ("plant-zeroshot", "top1"), ("plant-zeroshot", "top5"), ("plant-zeroshot", "mean_per_class_recall"),
+    ("general-zeroshot", "top1"), ("general-zeroshot", "top5"),
+    ("plant-retrieval", "image_to_text_R@1"), ("plant-retrieval", "text_to_image_R@1"),
+    ("general-retrieval", "image_to_text_R@1"), ("general-retrieval", "text_to_image_R@1"),
+)
+# (model, mode) columns: the start model, the CLIP-tuned one, the DALIP-tuned one in both modes.
+COLUMNS = (("start", "first"), ("tuned-clip", "first"), ("tuned-dalip", "fused"), ("tuned-dalip", "first"))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budget", default="small", choices=("test", "small", "medium"))
+    parser.add_argument("--out", default="runs/quality", help="where the per-seed quickstarts go")
+    parser.add_argument("--quick", action="store_true", help="test budget, 2 seeds (a smoke run)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.budget, args.seeds = "test", args.seeds[:2]
+    return args
+
+
+def metric_values(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{"dataset/metric": {"model/mode": value}} of one quickstart run."""
+    models = results["evaluation"]["models"]
+    return {
+        f"{dataset}/{metric}": {
+            f"{model}/{mode}": models[model]["datasets"][dataset]["modes"][mode][metric]
+            for model, mode in COLUMNS
+        }
+        for dataset, metric in METRICS
+    }
+
+
+def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds, and paired DALIP - CLIP differences."""
+    figures: dict[str, Any] = {}
+    for key in per_seed[0]:
+        entry = {}
+        for column in per_seed[0][key]:
+            values = [run[key][column] for run in per_seed]
+            entry[column] = {"mean": statistics.fmean(values), "std": _std(values), "values": values}
+        for mode in ("fused", "first"):
+            differences = [run[key][f"tuned-dalip/{mode}"] - run[key]["tuned-clip/first"] for run in per_seed]
+            entry[f"dalip_{mode}_minus_clip"] = {"mean": statistics.fmean(differences), "std": _std(differences)}
+        figures[key] = entry
+    return figures
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(figures: dict[str, Any]) -> str:
+    header = ["metric"] + [f"{m} [{mode}]" for m, mode in COLUMNS] + ["DALIP fused - CLIP", "DALIP first - CLIP"]
+    rows = []
+    for key, entry in figures.items():
+        cells = [f"{100 * entry[f'{m}/{mode}']['mean']:.1f} ± {100 * entry[f'{m}/{mode}']['std']:.1f}" for m, mode in COLUMNS]
+        cells += [f"{100 * entry[k]['mean']:+.1f} ± {100 * entry[k]['std']:.1f}"
+                  for k in ("dalip_fused_minus_clip", "dalip_first_minus_clip")]
+        rows.append([key] + cells)
+    return format_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dalip.quickstart import quickstart
+
+    args = parse_args(argv)
+    info = machine()
+    per_seed, seconds = [], []
+    for seed in args.seeds:
+        results = quickstart(Path(args.out) / f"seed-{seed}", seed=seed, budget=args.budget, force=True)
+        per_seed.append(metric_values(results))
+        seconds.append(results["timings_seconds"]["total"])
+    figures = {"budget": args.budget, "seeds": args.seeds, "seconds_per_seed": seconds,
+               "metrics": aggregate(per_seed)}
+    if args.json:
+        print_json(figures)
+    else:
+        print(table(figures["metrics"]))
+    if not args.no_record:
+        body = "\n".join([
+            run_header("benchmarks/quality.py", argv, info),
+            f"- budget: {args.budget}; seeds: {args.seeds}; seconds per seed: "
+            + ", ".join(f"{s:.0f}" for s in seconds),
+            "- scores in % on the held-out test splits, mean ± standard deviation over seeds; the last "
+            "two columns are paired differences (same seed) against the CLIP-tuned model",
+            "", table(figures["metrics"]),
+        ])
+        record_section(f"Quality: DALIP vs CLIP tuning ({args.budget} budget)", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import quality  # noqa: E402
+
+
+def run(clip, dalip_fused, dalip_first, start=0.1):
+    values = {"start/first": start, "tuned-clip/first": clip,
+              "tuned-dalip/fused": dalip_fused, "tuned-dalip/first": dalip_first}
+    return {"plant-zeroshot/top1": values}
+
+
+def test_aggregate_reports_mean_std_and_paired_differences():
+    figures = quality.aggregate([run(0.5, 0.7, 0.6), run(0.3, 0.4, 0.3)])
+    entry = figures["plant-zeroshot/top1"]
+    assert entry["tuned-clip/first"]["mean"] == pytest.approx(0.4)
+    assert entry["tuned-clip/first"]["std"] == pytest.approx(0.1414213, rel=1e-5)
+    assert entry["dalip_fused_minus_clip"]["mean"] == pytest.approx(0.15)  # (0.2 + 0.1) / 2
+    assert entry["dalip_first_minus_clip"]["mean"] == pytest.approx(0.05)
+    assert "+15.0 ± 7.1" in quality.table(figures)
+
+
+def test_metric_values_reads_the_quickstart_layout():
+    modes = lambda v: {"fused": {"top1": v}, "first": {"top1": v / 2}}  # noqa: E731
+    datasets = {name: {"modes": modes(0.8)} for name, _ in quality.METRICS}
+    for dataset in datasets.values():
+        for mode in dataset["modes"].values():
+            mode.update({k: mode["top1"] for _, k in quality.METRICS})
+    results = {"evaluation": {"models": {m: {"datasets": datasets} for m in ("start", "tuned-clip", "tuned-dalip")}}}
+    values = quality.metric_values(results)
+    assert values["plant-zeroshot/top1"]["tuned-dalip/fused"] == 0.8
+    assert values["plant-zeroshot/top1"]["tuned-clip/first"] == 0.4
