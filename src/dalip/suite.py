@@ -129,6 +129,19 @@ def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[s
     return Suite(datasets=datasets, source=source, **top)
 
 
+def with_overrides(
+    suite: Suite, modes: Sequence[str] | None = None, batch_size: int | None = None, workers: int | None = None
+) -> Suite:
+    """The suite with command-line / caller overrides applied (None keeps the suite's value)."""
+    if modes is not None:
+        suite.modes = list(modes)
+    if batch_size is not None:
+        suite.batch_size = batch_size
+    if workers is not None:
+        suite.workers = workers
+    return suite
+
+
 def model_modes(loaded: LoadedModel, modes: Sequence[str]) -> list[str]:
     """The suite's modes for this model; a model without second-order features gets "first"."""
     if not loaded.has_second_order:
@@ -182,13 +195,7 @@ def run_suite(
     """
     from dalip.report import reproducibility_record, write_suite_report
 
-    suite = load_suite(suite_path_or_list)
-    if modes is not None:
-        suite.modes = list(modes)
-    if batch_size is not None:
-        suite.batch_size = batch_size
-    if workers is not None:
-        suite.workers = workers
+    suite = with_overrides(load_suite(suite_path_or_list), modes, batch_size, workers)
     named = _name_models(models)
     for spec in named.values():
         check_spec(spec)

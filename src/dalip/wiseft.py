@@ -90,13 +90,10 @@ def interpolate(
     Returns the results dict ("models" keyed "w=<w>", plus "interpolation" per weight).
     """
     from dalip.report import reproducibility_record, write_interpolation_report
-    from dalip.suite import evaluate_loaded, load_suite, suite_summary
+    from dalip.suite import evaluate_loaded, load_suite, suite_summary, with_overrides
 
     weights = _check_weights(weights)
-    suite = load_suite(suite)
-    suite.modes = list(modes) if modes is not None else suite.modes
-    suite.batch_size = batch_size or suite.batch_size
-    suite.workers = workers if workers is not None else suite.workers
+    suite = with_overrides(load_suite(suite), modes, batch_size, workers)
     out_dir = Path(out_dir)
     start_model, tuned_model = load_model(start, "start"), load_model(tuned, "tuned")
     results: dict[str, Any] = {
