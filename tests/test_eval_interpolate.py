@@ -11,7 +11,8 @@ from eval_fixtures import make_workspace
 import dalip
 from dalip.cli import main
 from dalip.model_specs import load_model
-from dalip.suite import interpolate, run_suite
+from dalip.suite import run_suite
+from dalip.wiseft import interpolate
 from dalip.wiseft import interpolate_weights
 
 

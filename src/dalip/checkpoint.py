@@ -1,4 +1,8 @@
-"""Checkpoint files: atomic writes, model save/load without executing code on load."""
+"""Checkpoint files: atomic writes, the model file format, training states, export.
+
+Pure file handling: nothing here builds a model (`dalip.factory.load_checkpoint` does),
+so every module can import this one.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from dalip.model import DALIPModel
+if TYPE_CHECKING:
+    from dalip.model import DALIPModel
 
 FORMAT_NAME = "dalip"
 FORMAT_VERSION = "1"
@@ -34,7 +39,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             os.unlink(temporary)
 
 
-def save_model(model: DALIPModel, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+def save_model(model: "DALIPModel", path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
     """Save weights + architecture config as safetensors; `extra` goes into the metadata as JSON."""
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     metadata = {
@@ -70,11 +75,11 @@ def read_extra(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of a dalip checkpoint, on the CPU."""
-    _require_dalip_checkpoint(path)
+    require_dalip_checkpoint(path)
     return load_file(str(path), device="cpu")
 
 
-def _require_dalip_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def require_dalip_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
@@ -88,26 +93,7 @@ def _require_dalip_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> DALIPModel:
-    """Rebuild a saved DALIPModel, weights loaded, in eval mode, ready for inference.
-
-    Accepts a model file (`model.save`, `.safetensors`) or a training checkpoint
-    (`dalip train`'s `checkpoints/step_*.pt`).
-    """
-    from dalip.factory import build_model
-
-    if str(path).endswith(".pt") and os.path.isfile(path):
-        training = load_training_state(path)
-        config, state = training["dalip_config"], training["model"]
-    else:
-        config = _require_dalip_checkpoint(path)
-        state = load_file(str(path), device="cpu")
-    model = build_model(config)
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
-def export_open_clip(model: DALIPModel, path: str | os.PathLike) -> None:
+def export_open_clip(model: "DALIPModel", path: str | os.PathLike) -> None:
     """Write the first-order model as a plain open_clip checkpoint.
 
     `open_clip.create_model_and_transforms(model.model_name, pretrained=path)` loads it

@@ -12,7 +12,9 @@ from typing import Any, Callable, Iterator
 import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
+from safetensors.torch import load_file
 
+from dalip.checkpoint import load_training_state, read_checkpoint_config, read_state_dict, require_dalip_checkpoint
 from dalip.model import OUR_MBDC_DEFAULTS, DALIPModel, check_model_name
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,6 @@ def resolve_pretrained(model_name: str, pretrained: str | None) -> str:
     if not pretrained:
         return "none"
     if os.path.isfile(pretrained):
-        from dalip.checkpoint import read_checkpoint_config
-
         return "dalip" if read_checkpoint_config(pretrained) is not None else "file"
     looks_like_path = os.sep in pretrained or "/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
     if looks_like_path:
@@ -139,8 +139,6 @@ def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[st
     Every open_clip weight must match; MBDC weights whose shapes differ (other heads or
     reduced dim) are kept as initialised.
     """
-    from dalip.checkpoint import read_state_dict
-
     state = read_state_dict(path)
     own = model.state_dict()
     missing_clip = [k for k in own if k.startswith("clip.") and (k not in state or state[k].shape != own[k].shape)]
@@ -192,3 +190,20 @@ def _register_config(name: str, open_clip_config: dict[str, Any]) -> None:
     folder = Path(tempfile.mkdtemp(prefix="dalip-config-"))
     (folder / f"{name}.json").write_text(json.dumps(open_clip_config))
     open_clip.add_model_config(folder)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> DALIPModel:
+    """Rebuild a saved DALIPModel, weights loaded, in eval mode, ready for inference.
+
+    Accepts a model file (`model.save`, `.safetensors`) or a training checkpoint
+    (`dalip train`'s `checkpoints/step_*.pt`).
+    """
+    if str(path).endswith(".pt") and os.path.isfile(path):
+        training = load_training_state(path)
+        config, state = training["dalip_config"], training["model"]
+    else:
+        config = require_dalip_checkpoint(path)
+        state = load_file(str(path), device="cpu")
+    model = build_model(config)
+    model.load_state_dict(state)
+    return model.to(device).eval()

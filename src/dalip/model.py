@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
+from dalip.checkpoint import save_model
 from dalip.mbdc import MBDC
 
 logger = logging.getLogger(__name__)
@@ -229,8 +230,6 @@ class DALIPModel(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Write weights and config to a safetensors file (atomically)."""
-        from dalip.checkpoint import save_model
-
         save_model(self, path)
 
     def mbdc_parameter_names(self) -> list[str]:

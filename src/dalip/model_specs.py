@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dalip.checkpoint import load_checkpoint
+from dalip.factory import load_checkpoint
 from dalip.factory import create_transforms
 from dalip.model import DALIPModel, Features
 

@@ -151,7 +151,8 @@ def suite(data: Path, budget: Budget) -> dict[str, Any]:
 def quickstart(out_dir: str | Path, seed: int = 0, budget: str = "small", force: bool = False) -> dict[str, Any]:
     """Run the three stages and write the report; returns the combined results."""
     from dalip.quickstart_report import write_report
-    from dalip.suite import interpolate, run_suite
+    from dalip.suite import run_suite
+    from dalip.wiseft import interpolate
 
     if budget not in BUDGETS:
         raise ValueError(f"--budget: expected one of {', '.join(BUDGETS)}, got {budget!r}")

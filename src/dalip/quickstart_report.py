@@ -126,7 +126,7 @@ def prediction_grid(out: Path, data: Path, path: Path, count: int = 6) -> None:
     import open_clip
     from PIL import Image
 
-    from dalip.checkpoint import load_checkpoint
+    from dalip.factory import load_checkpoint
     from dalip.config import SourceConfig
     from dalip.data import make_source
     from dalip.evaluate import predict

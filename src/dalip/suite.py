@@ -1,4 +1,4 @@
-"""Evaluation suites: several datasets x several models in one table; WiSE-FT sweeps.
+"""Evaluation suites: several datasets x several models in one table (WiSE-FT sweeps: `dalip.wiseft`).
 
 A suite is a YAML file (or the same structure as a Python dict / list of datasets):
 
@@ -293,12 +293,3 @@ def run_dataset(
         features=features, splits_path=out_dir / "fewshot_splits" / f"{spec.name}.json",
         splits_from=spec.splits, cache=cache, **keys, **runtime,
     )
-
-
-def interpolate(
-    start: Any, tuned: Any, weights: Sequence[float], suite: Any, out_dir: str | os.PathLike, **options: Any
-) -> dict[str, Any]:
-    """WiSE-FT sweep; see `dalip.wiseft.interpolate` (options: device, precision, progress, ...)."""
-    from dalip.wiseft import interpolate as sweep
-
-    return sweep(start, tuned, weights, suite, out_dir, **options)

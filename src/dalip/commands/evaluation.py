@@ -194,7 +194,8 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from dalip.checkpoint import export_open_clip, load_checkpoint
+    from dalip.checkpoint import export_open_clip
+    from dalip.factory import load_checkpoint
 
     if Path(args.out).exists() and not args.force:
         raise FileExistsError(f"{args.out} exists; use --force to overwrite")

@@ -10,7 +10,8 @@ from dalip.data.files import CsvSource, ImageFolderSource, read_classes_file
 from dalip.data.mixing import MixedDataset, build_loader, build_train_dataset, collate_skipping
 from dalip.data.shards import WebDatasetSource
 from dalip.data.skips import SKIP_REASONS, SkipCounter
-from dalip.data.sources import ClassificationView, Source, StreamSplit, make_source
+from dalip.data.make import make_source
+from dalip.data.sources import ClassificationView, Source, StreamSplit
 from dalip.data.synthetic import make_dataset
 
 __all__ = [

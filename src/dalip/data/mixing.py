@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate
 from dalip.config import SourceConfig
 from dalip.data.captions import Tokenizer
 from dalip.data.skips import SharedEpoch, SkipCounter, log_skips, subtract_counts
-from dalip.data.sources import Sample, Source, StreamSplit, Transform, make_source
+from dalip.data.make import make_source
+from dalip.data.sources import Sample, Source, StreamSplit, Transform
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Image-text sources: the shared machinery and the `make_source` factory.
+"""Image-text sources: the shared machinery (`make_source` in `dalip.data.make` builds one).
 
 Every source yields `(image, text)` samples: `image` is `transform(PIL RGB image)` (the
 PIL image itself when `transform` is None), `text` is `tokenizer([caption])[0]`, a
@@ -28,14 +28,7 @@ import numpy as np
 import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
-from dalip.config import SourceConfig
-from dalip.data.captions import (
-    CaptionError,
-    Tokenizer,
-    choose_caption,
-    tokenize_caption,
-    validate_caption_weights,
-)
+from dalip.data.captions import CaptionError, Tokenizer, choose_caption, tokenize_caption
 from dalip.data.skips import SharedEpoch, SkipCounter
 
 logger = logging.getLogger(__name__)
@@ -232,37 +225,6 @@ class ClassificationView(torch.utils.data.Dataset):
         path, label = self.source.samples[index]
         image = decode_image(read_file(path), self.source.skip_counter, path)
         return None if image is None else (self.source.builder.image(image), label)
-
-
-def make_source(
-    config: SourceConfig,
-    transform: Transform | None = None,
-    tokenizer: Tokenizer | None = None,
-    *,
-    seed: int = 0,
-    skip_counter: SkipCounter | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-) -> Source:
-    """Build the source `config.kind` names ("csv", "folder" or "webdataset").
-
-    `rank`/`world_size` are only used when a webdataset source is iterated on its own.
-    """
-    from dalip.data.files import CsvSource, ImageFolderSource
-    from dalip.data.shards import WebDatasetSource
-
-    validate_caption_weights(config.caption_weights, f"source {config.path}")
-    counter = skip_counter if skip_counter is not None else SkipCounter()
-    builder = SampleBuilder(transform, tokenizer, config.caption_weights, counter)
-    if config.kind == "csv":
-        return CsvSource(config, builder, seed=seed)
-    if config.kind == "folder":
-        return ImageFolderSource(config, builder, seed=seed)
-    if config.kind == "webdataset":
-        return WebDatasetSource(config, builder, seed=seed, rank=rank, world_size=world_size)
-    raise ValueError(
-        f"source {config.path}: kind must be 'csv', 'folder' or 'webdataset', got {config.kind!r}"
-    )
 
 
 def check_path_exists(path: str, what: str) -> str:

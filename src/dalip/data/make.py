@@ -1,0 +1,38 @@
+"""`make_source`: a `SourceConfig` -> the source its `kind` names."""
+
+from __future__ import annotations
+
+from dalip.config import SourceConfig
+from dalip.data.captions import Tokenizer, validate_caption_weights
+from dalip.data.files import CsvSource, ImageFolderSource
+from dalip.data.shards import WebDatasetSource
+from dalip.data.skips import SkipCounter
+from dalip.data.sources import SampleBuilder, Source, Transform
+
+
+def make_source(
+    config: SourceConfig,
+    transform: Transform | None = None,
+    tokenizer: Tokenizer | None = None,
+    *,
+    seed: int = 0,
+    skip_counter: SkipCounter | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Source:
+    """Build the source `config.kind` names ("csv", "folder" or "webdataset").
+
+    `rank`/`world_size` are only used when a webdataset source is iterated on its own.
+    """
+    validate_caption_weights(config.caption_weights, f"source {config.path}")
+    counter = skip_counter if skip_counter is not None else SkipCounter()
+    builder = SampleBuilder(transform, tokenizer, config.caption_weights, counter)
+    if config.kind == "csv":
+        return CsvSource(config, builder, seed=seed)
+    if config.kind == "folder":
+        return ImageFolderSource(config, builder, seed=seed)
+    if config.kind == "webdataset":
+        return WebDatasetSource(config, builder, seed=seed, rank=rank, world_size=world_size)
+    raise ValueError(
+        f"source {config.path}: kind must be 'csv', 'folder' or 'webdataset', got {config.kind!r}"
+    )
