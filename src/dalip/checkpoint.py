@@ -10,14 +10,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-if TYPE_CHECKING:
-    from dalip.model import DALIPModel
 
 FORMAT_NAME = "dalip"
 FORMAT_VERSION = "1"
@@ -39,8 +37,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             os.unlink(temporary)
 
 
-def save_model(model: "DALIPModel", path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
-    """Save weights + architecture config as safetensors; `extra` goes into the metadata as JSON."""
+def save_model(model: torch.nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Save a DALIPModel's weights + `model.config()` as safetensors; `extra` goes into the metadata as JSON."""
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
     metadata = {
         "format": FORMAT_NAME,
@@ -93,7 +91,7 @@ def require_dalip_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def export_open_clip(model: "DALIPModel", path: str | os.PathLike) -> None:
+def export_open_clip(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Write the first-order model as a plain open_clip checkpoint.
 
     `open_clip.create_model_and_transforms(model.model_name, pretrained=path)` loads it
