@@ -30,8 +30,14 @@ def test_checkpoint_carries_its_architecture(tiny_model, tmp_path, monkeypatch):
     registry = dict(open_clip.factory._MODEL_CONFIGS)
     registry.pop("test-tiny")
     monkeypatch.setattr(open_clip.factory, "_MODEL_CONFIGS", registry)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     loaded = dalip.load_checkpoint(path)
     assert torch.equal(loaded.clip.visual.proj, model.clip.visual.proj)
+    assert list((tmp_path / "tmp").iterdir()) == []  # the registered config left no files
+    assert "test-tiny" in open_clip.list_models()  # and stays registered after a rescan
+    open_clip.add_model_config(tmp_path)  # any later add_model_config rescans every path
+    assert "test-tiny" in open_clip.list_models()
 
 
 def test_separate_second_temperature_round_trips(tmp_path):

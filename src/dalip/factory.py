@@ -185,11 +185,12 @@ def _quiet_root_logger() -> Iterator[None]:
 def _register_config(name: str, open_clip_config: dict[str, Any]) -> None:
     # A checkpoint of an architecture registered elsewhere (e.g. a user's JSON) still
     # loads: its config travels in the checkpoint and is registered under its name.
+    # open_clip keeps what a scan registered, so the file is only needed during the call.
     import json
 
-    folder = Path(tempfile.mkdtemp(prefix="dalip-config-"))
-    (folder / f"{name}.json").write_text(json.dumps(open_clip_config))
-    open_clip.add_model_config(folder)
+    with tempfile.TemporaryDirectory(prefix="dalip-config-") as folder:
+        (Path(folder) / f"{name}.json").write_text(json.dumps(open_clip_config))
+        open_clip.add_model_config(folder)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> DALIPModel:
