@@ -62,7 +62,8 @@ def machine() -> dict[str, Any]:
 
 def machine_line(info: dict[str, Any]) -> str:
     return (
-        f"{info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads); "
+        f"{info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch "
+        f"thread{'' if info['torch_threads'] == 1 else 's'}); "
         f"torch {info['torch']}, open_clip {info['open_clip']}, Python {info['python']}"
     )
 

@@ -252,7 +252,7 @@ def report(figures: dict[str, Any]) -> str:
     verdict = "met" if figures["target_met"] else "MISSED"
     bdc = figures["bdc_only_seconds_median"]
     return "\n".join([
-        f"Forward + backward, float32, train mode, {figures['threads']} threads; batch {shape['batch']}, "
+        f"Forward + backward, float32, train mode, {figures['threads']} thread(s); batch {shape['batch']}, "
         f"{shape['tokens']} tokens, width {shape['width']}, {shape['heads']} heads x reduced dim "
         f"{shape['reduced_dim']} ({shape['vector_dim']} values); {figures['repeats']} interleaved repeats.",
         "",
