@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(figures["metrics"]))
     if not args.no_record:
         body = "\n".join([
-            run_header("benchmarks/quality.py", argv, info),
+            run_header("quality.py", argv, info),
             f"- budget: {args.budget}; seeds: {args.seeds}; seconds per seed: "
             + ", ".join(f"{s:.0f}" for s in seconds),
             "- scores in % on the held-out test splits, mean ± standard deviation over seeds; the last "
