@@ -83,8 +83,8 @@ class Trainer:
 
         # One loader for the whole run: workers persist across epochs (the dataset reads
         # the epoch from shared memory), and augmentation is seeded per sample.
-        self.loader = build_loader(self.dataset, self.micro_batch, config.data.workers,
-                                   seed=config.seed, persistent_workers=True)
+        self.loader = build_loader(self.dataset, self.micro_batch, config.data.workers, seed=config.seed,
+                                   persistent_workers=True, pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
         self.scheduler = create_scheduler(self.optimizer, config.optim, self.total_steps)

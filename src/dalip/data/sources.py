@@ -17,6 +17,7 @@ Concrete sources: `CsvSource`, `ImageFolderSource` (`dalip.data.files`) and
 
 from __future__ import annotations
 
+import abc
 import io
 import logging
 import os
@@ -139,7 +140,7 @@ class SampleBuilder:
         return self.image(image, rng), tokenize_caption(caption, self.tokenizer)
 
 
-class Source:
+class Source(abc.ABC):
     """Base of all sources: a name, a nominal size, a seed and a skip counter."""
 
     name: str
@@ -159,9 +160,9 @@ class Source:
         """reason -> number of samples skipped so far (all processes)."""
         return self.skip_counter.counts()
 
+    @abc.abstractmethod
     def stream(self, split: StreamSplit) -> Iterator[Sample]:
-        """Samples of one epoch for one rank/worker (subclasses implement)."""
-        raise NotImplementedError
+        """Samples of one epoch for one rank/worker."""
 
 
 class MapSource(Source, torch.utils.data.Dataset):
@@ -180,9 +181,9 @@ class MapSource(Source, torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @abc.abstractmethod
     def captions(self, index: int) -> Mapping[str, Any]:
-        """Named captions of sample `index` (subclasses implement)."""
-        raise NotImplementedError
+        """Named captions of sample `index`."""
 
     def load(self, index: int, epoch: int, repeat: int = 0) -> Sample | None:
         """Sample `index` as seen in `epoch` (its caption draw depends on both), or None."""
