@@ -183,3 +183,16 @@ def test_locked_image_tower_does_not_change(train_data, tmp_path):
         if name.startswith("clip.visual."):
             assert torch.equal(trained[name], value), name
     assert not torch.equal(trained["clip.token_embedding.weight"], start.clip.token_embedding.weight)
+
+
+def test_zero_shot_evaluation_every_n_steps(train_data, tmp_path):
+    out = tmp_path / "val"
+    config = write_config(train_data, out, steps=4, eval_every=2,
+                          data={"val": str(train_data / "plant/val"), "val_templates": "plant"})
+    assert main(["train", "--config", str(config)]) == 0
+    evaluations = [r for r in read_metrics(out / "metrics.jsonl") if "eval" in r]
+    assert [r["step"] for r in evaluations] == [2, 4]
+    for record in evaluations:
+        modes = record["eval"]["modes"]
+        assert set(modes) == {"fused", "first"}
+        assert 0.0 <= modes["fused"]["top1"] <= 1.0 and record["eval"]["num_images"] == 8
