@@ -6,8 +6,8 @@ backward, AdamW step over the open_clip parameters. Random initialisation (no
 download), random images and token ids, CPU, float32, train mode.
 
 Time: both variants in one process, interleaved (CLIP DALIP CLIP DALIP ...), medians.
-Peak memory: each variant in a fresh subprocess (glibc malloc set to return freed
-memory at once); the resident-set high-water mark (VmHWM) is reset after the model,
+Peak memory: each variant in a fresh subprocess (the two run side by side; glibc
+malloc set to return freed memory at once); the resident-set high-water mark (VmHWM) is reset after the model,
 optimiser and batch are built, a few steps run, and the new high-water mark minus the
 resident set before them is the step's peak memory
 (gradients, AdamW states, activations). The peak over the resident set right after the
@@ -210,12 +210,23 @@ def worker_environment() -> dict[str, str]:
             "MALLOC_TOP_PAD_": "0"}
 
 
-def measure_memory(spec: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", json.dumps(spec)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False, env=worker_environment())
-    if result.returncode != 0:
-        raise RuntimeError(f"memory worker failed for {spec}:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def measure_memory(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run one memory worker per spec, side by side (each its own process, so each
+    process's resident set is its own), and return their results in order."""
+    script = str(Path(__file__).resolve())
+    workers = [
+        subprocess.Popen([sys.executable, script, "--memory-worker", json.dumps(spec)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=worker_environment())
+        for spec in specs
+    ]
+    results = []
+    for spec, worker in zip(specs, workers):
+        stdout, stderr = worker.communicate()
+        if worker.returncode != 0:
+            raise RuntimeError(f"memory worker failed for {spec}:\n{stderr[-3000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return results
 
 
 # ---------------------------------------------------------------- one model
@@ -232,11 +243,11 @@ def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, An
 
     memory: dict[str, list[dict[str, Any]]] = {"clip": [], "dalip": []}
     for _ in range(args.memory_repeats):
-        for variant in ("clip", "dalip"):  # interleaved, a fresh process each
-            spec = {"variant": variant, "model": name, "batch": batch, "mbdc": args.mbdc,
-                    "shared": args.shared_mbdc, "steps": args.memory_steps, "seed": args.seed,
-                    "threads": args.threads}
-            memory[variant].append(measure_memory(spec))
+        specs = [{"variant": variant, "model": name, "batch": batch, "mbdc": args.mbdc,
+                  "shared": args.shared_mbdc, "steps": args.memory_steps, "seed": args.seed,
+                  "threads": args.threads} for variant in memory]
+        for spec, result in zip(specs, measure_memory(specs)):  # a fresh process each
+            memory[spec["variant"]].append(result)
 
     def median_of(variant: str, key: str) -> float:
         return _common.summary([m[key] for m in memory[variant]])["median"]
@@ -289,7 +300,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated NAME:BATCH (default {DEFAULT_MODELS})")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps of each variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each variant first")
-    parser.add_argument("--memory-steps", type=int, default=2, help="steps per memory subprocess")
+    parser.add_argument("--memory-steps", type=int, default=2,
+                        help="steps per memory subprocess (>= 2: AdamW's states are created in the "
+                             "first step, so only later steps hold them together with activations)")
     parser.add_argument("--memory-repeats", type=int, default=1, help="memory subprocesses per variant")
     parser.add_argument("--mbdc", action="append", default=[], metavar="KEY=VALUE",
                         help="MBDC option for create_model, e.g. reduced_dim=16 (repeatable)")
@@ -298,13 +311,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
-                        help="dalip-tiny at batch 64 only, 3 repeats, 1 warm-up: under a minute")
+                        help="dalip-tiny at batch 32 only, 3 repeats, 1 warm-up: under a minute")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.models, args.repeats, args.warmup, args.memory_steps = "dalip-tiny:64", 3, 1, 1
+        args.models, args.repeats, args.warmup = "dalip-tiny:32", 3, 1
+    if args.memory_steps < 2:
+        parser.error("--memory-steps must be >= 2 (the first step creates AdamW's states)")
     args.model_list = parse_models(args.models)
     args.mbdc = parse_mbdc_options(args.mbdc)
     return args

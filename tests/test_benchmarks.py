@@ -67,7 +67,7 @@ def test_bench_mbdc_refuses_to_time_a_disagreeing_reference(monkeypatch):
 
 def test_bench_step_reports_ratios_and_extra_parameters(capsys):
     figures = bench_step.main(["--threads", "1", "--models", "dalip-tiny:2", "--repeats", "1",
-                               "--warmup", "0", "--memory-steps", "1", "--json", "--no-record"])
+                               "--warmup", "0", "--memory-steps", "2", "--json", "--no-record"])
     assert printed_json(capsys)["models"].keys() == {"dalip-tiny"}
     tiny = figures["models"]["dalip-tiny"]
     for key in ("time_ratio", "memory_ratio", "memory_ratio_total", "extra_parameters",
