@@ -172,5 +172,14 @@ def run_header(script: str, argv: list[str] | None, info: dict[str, Any]) -> str
     ])
 
 
+def add_run_arguments(parser: Any, quick_help: str) -> None:
+    """The flags every benchmark shares: --threads, --seed, --quick, --json, --no-record."""
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+
+
 def print_json(figures: dict[str, Any]) -> None:
     print(json.dumps(figures, indent=2, sort_keys=False))

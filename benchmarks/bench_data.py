@@ -109,23 +109,6 @@ def fed_steps(loader, step_on: Callable[[torch.Tensor, torch.Tensor], float], st
     return samples / (time.perf_counter() - start)
 
 
-def dalip_step_on(model) -> Callable[[torch.Tensor, torch.Tensor], float]:
-    import dalip
-
-    loss_fn = dalip.DALIPLoss(alpha=0.5)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-
-    def step(images: torch.Tensor, texts: torch.Tensor) -> float:
-        optimizer.zero_grad(set_to_none=True)
-        out = model(images, texts)
-        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])["loss"]
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return step
-
-
 def measure(args: argparse.Namespace, root: str) -> dict[str, Any]:
     import open_clip
 
@@ -136,7 +119,7 @@ def measure(args: argparse.Namespace, root: str) -> dict[str, Any]:
     transform = create_transforms(model)[0]  # the training transform, as `dalip train` (augment on)
     tokenizer = open_clip.get_tokenizer(MODEL, context_length=model.clip.context_length)
     images, texts = bench_step.random_batch(model.clip, args.batch, args.seed)
-    step_on = dalip_step_on(model)
+    step_on = bench_step.dalip_step_on(model)
     loaders = build_loaders(source_configs(root, manifest), transform, tokenizer, args)
     runners = {kind: epoch_runner(loader) for kind, loader in loaders.items()}
 
@@ -193,12 +176,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="steps fed by each loader (0 skips the fed figure)")
     parser.add_argument("--data-dir", default=None,
                         help="where to write the dataset (default: a temporary folder, removed)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="288 training images, 2 rounds, no fed steps: under a minute")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    _common.add_run_arguments(parser, "288 training images, 2 rounds, no fed steps: under a minute")
     args = parser.parse_args(argv)
     if args.quick:
         args.train_per_class, args.repeats, args.step_repeats = min(args.train_per_class, 12), 2, 2

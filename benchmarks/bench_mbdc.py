@@ -186,12 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--check-batch", type=int, default=None,
                         help="batch of the float64 agreement check (default: --batch)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="batch 32, check batch 8, 3 repeats: under a minute")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    _common.add_run_arguments(parser, "batch 32, check batch 8, 3 repeats: under a minute")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.repeats = min(args.batch, 32), min(args.repeats, 3)

@@ -107,13 +107,14 @@ def random_batch(clip, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return images, texts
 
 
-def dalip_step(model, images: torch.Tensor, texts: torch.Tensor) -> Callable[[], float]:
+def dalip_step_on(model) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """A DALIP optimiser step (forward, loss, backward, AdamW) on whatever batch it is given."""
     import dalip
 
     loss_fn = dalip.DALIPLoss(alpha=0.5)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
-    def step() -> float:
+    def step(images: torch.Tensor, texts: torch.Tensor) -> float:
         optimizer.zero_grad(set_to_none=True)
         out = model(images, texts)
         loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])["loss"]
@@ -122,6 +123,11 @@ def dalip_step(model, images: torch.Tensor, texts: torch.Tensor) -> Callable[[],
         return loss.item()
 
     return step
+
+
+def dalip_step(model, images: torch.Tensor, texts: torch.Tensor) -> Callable[[], float]:
+    step_on = dalip_step_on(model)
+    return lambda: step_on(images, texts)
 
 
 def clip_step(clip, images: torch.Tensor, texts: torch.Tensor) -> Callable[[], float]:
@@ -308,12 +314,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="MBDC option for create_model, e.g. reduced_dim=16 (repeatable)")
     parser.add_argument("--shared-mbdc", action="store_true",
                         help="measure the option of one MBDC shared by both towers")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="dalip-tiny at batch 32 only, 3 repeats, 1 warm-up: under a minute")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    _common.add_run_arguments(parser, "dalip-tiny at batch 32 only, 3 repeats, 1 warm-up: under a minute")
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
