@@ -181,5 +181,19 @@ def add_run_arguments(parser: Any, quick_help: str) -> None:
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
 
 
+def publish(args: Any, argv: list[str] | None, script: str, title: str, figures: dict[str, Any],
+            report: str, detail: str = "") -> None:
+    """Print the figures (table, or JSON with --json) and, unless --no-record, write the
+    RESULTS.md section `title (script, threads[; detail][, quick])`."""
+    if args.json:
+        print_json(figures)
+    else:
+        print(report)
+    if not args.no_record:
+        detail = f"; {detail}" if detail else ""
+        heading = f"{title} ({script}, {threads_label()}{detail}{', quick' if args.quick else ''})"
+        record_section(heading, run_header(script, argv, figures["machine"]) + "\n\n" + report)
+
+
 def print_json(figures: dict[str, Any]) -> None:
     print(json.dumps(figures, indent=2, sort_keys=False))

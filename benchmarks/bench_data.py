@@ -231,15 +231,7 @@ def report(figures: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     figures = run(args)
-    if args.json:
-        _common.print_json(figures)
-    else:
-        print(report(figures))
-    if not args.no_record:
-        suffix = ", quick)" if args.quick else ")"
-        title = f"Data pipeline vs training step (bench_data.py, {_common.threads_label()}{suffix}"
-        body = _common.run_header("bench_data.py", argv, figures["machine"]) + "\n\n" + report(figures)
-        _common.record_section(title, body)
+    _common.publish(args, argv, "bench_data.py", "Data pipeline vs training step", figures, report(figures))
     return figures
 
 

@@ -272,15 +272,7 @@ def report(figures: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     figures = run(args)
-    if args.json:
-        _common.print_json(figures)
-    else:
-        print(report(figures))
-    if not args.no_record:
-        body = _common.run_header("bench_mbdc.py", argv, figures["machine"]) + "\n\n" + report(figures)
-        suffix = ", quick)" if args.quick else ")"
-        title = f"MBDC forward + backward (bench_mbdc.py, {_common.threads_label()}{suffix}"
-        _common.record_section(title, body)
+    _common.publish(args, argv, "bench_mbdc.py", "MBDC forward + backward", figures, report(figures))
     return figures
 
 

@@ -403,16 +403,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(result))
         return result
     figures = run(args)
-    if args.json:
-        _common.print_json(figures)
-    else:
-        print(report(figures))
-    if not args.no_record:
-        title = (f"Training step, DALIP vs CLIP (bench_step.py, {_common.threads_label()}; "
-                 f"{figures['dalip_options']}")
-        title += ", quick)" if args.quick else ")"
-        body = _common.run_header("bench_step.py", argv, figures["machine"]) + "\n\n" + report(figures)
-        _common.record_section(title, body)
+    _common.publish(args, argv, "bench_step.py", "Training step, DALIP vs CLIP", figures, report(figures),
+                    detail=figures["dalip_options"])
     return figures
 
 
