@@ -7,8 +7,11 @@ so every module can import this one.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +22,11 @@ from safetensors.torch import load_file, save_file
 
 FORMAT_NAME = "dalip"
 FORMAT_VERSION = "1"
+# Architecture names read from files are used as open_clip registry keys and as the stem
+# of a JSON file dalip registers: no separators, no "..", no "hf-hub:" / "local-dir:".
+SAFE_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+# Config keys that make open_clip fetch from the network (Hugging Face, timm hubs).
+_FETCHING_KEY_PREFIXES = ("hf_", "timm_")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -58,23 +66,97 @@ def _metadata(path: str | os.PathLike) -> dict[str, str] | None:
 
 
 def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The stored architecture config of a dalip checkpoint, or None for any other file."""
+    """The stored architecture config of a dalip checkpoint, or None for any other file.
+
+    A file that says it is a dalip checkpoint but whose config is not one raises ValueError.
+    """
     metadata = _metadata(path)
     if not metadata or metadata.get("format") != FORMAT_NAME or "config" not in metadata:
         return None
-    return json.loads(metadata["config"])
+    try:
+        config = json.loads(metadata["config"])
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: its config metadata is not valid JSON ({error.msg})") from error
+    return check_model_config(config, os.fspath(path))
 
 
 def read_extra(path: str | os.PathLike) -> dict[str, Any]:
-    """The `extra` metadata saved with a dalip checkpoint ({} when none)."""
+    """The `extra` metadata saved with a dalip checkpoint ({} when none or unreadable)."""
     metadata = _metadata(path) or {}
-    return json.loads(metadata.get("extra", "{}"))
+    try:
+        extra = json.loads(metadata.get("extra", "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return extra if isinstance(extra, dict) else {}
+
+
+def check_model_name(name: Any, where: str) -> str:
+    """`name` if it is a plain architecture name (see SAFE_MODEL_NAME), else ValueError."""
+    if not isinstance(name, str) or not SAFE_MODEL_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"{where}: model_name {name!r} is not a plain architecture name (expected letters, "
+            f"digits and . _ + - only, such as ViT-B-16)"
+        )
+    return name
+
+
+def check_model_config(config: Any, where: str) -> dict[str, Any]:
+    """A stored architecture config (`DALIPModel.config()`) checked for shape and safety.
+
+    Files are untrusted: the name must be plain, sizes positive, alpha in [0, 1], and the
+    open_clip config may not name anything open_clip would fetch from the network.
+    """
+    if not isinstance(config, dict) or not config:
+        raise ValueError(f"{where}: the stored model config is {_describe(config)}; expected a JSON object "
+                         f"with model_name, open_clip_config, alpha, mbdc")
+    check_model_name(config.get("model_name"), where)
+    expectations = {
+        "open_clip_config": (lambda v: v is None or (isinstance(v, dict) and _no_fetching_keys(v)),
+                             "a JSON object without hf_* / timm_* keys"),
+        "alpha": (lambda v: _is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
+        "mbdc": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a JSON object"),
+        "separate_second_temperature": (lambda v: isinstance(v, bool), "true or false"),
+        "image_size": (lambda v: v is None or _positive_int(v) or (
+            isinstance(v, list) and len(v) == 2 and all(_positive_int(i) for i in v)), "a positive size"),
+        "context_length": (lambda v: v is None or _positive_int(v), "a positive integer"),
+        "preprocess_cfg": (lambda v: isinstance(v, dict), "a JSON object"),
+    }
+    for key, (valid, expected) in expectations.items():
+        if key in config and not valid(config[key]):
+            raise ValueError(f"{where}: stored config field {key!r} is {config[key]!r}; expected {expected}")
+    return config
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "empty"
+    return "null" if value is None else f"a JSON {type(value).__name__}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _no_fetching_keys(config: dict[str, Any]) -> bool:
+    for key, value in config.items():
+        if str(key).startswith(_FETCHING_KEY_PREFIXES):
+            return False
+        if isinstance(value, dict) and not _no_fetching_keys(value):
+            return False
+    return True
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of a dalip checkpoint, on the CPU."""
     require_dalip_checkpoint(path)
-    return load_file(str(path), device="cpu")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:  # e.g. a file cut short
+        raise ValueError(f"{path}: the checkpoint's tensors cannot be read ({error}); the file may be truncated") from error
 
 
 def require_dalip_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -120,11 +202,17 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and weights_only errors all mean "not ours"
-        raise ValueError(f"{path} is not a dalip training checkpoint ({type(error).__name__})") from error
+        raise ValueError(f"{path} is not a dalip training checkpoint ({type(error).__name__}; "
+                         f"dalip loads tensors and plain data only)") from error
     if not isinstance(state, dict) or "dalip_config" not in state or "model" not in state:
         raise ValueError(f"{path} is not a dalip training checkpoint (no model or dalip_config)")
+    check_model_config(state["dalip_config"], os.fspath(path))
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise ValueError(f"{path} is not a dalip training checkpoint (its model entry is not a state dict)")
     return state
 
 

@@ -6,15 +6,18 @@ import contextlib
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
-from safetensors.torch import load_file
 
-from dalip.checkpoint import load_training_state, read_checkpoint_config, read_state_dict, require_dalip_checkpoint
+from dalip.checkpoint import (
+    check_model_name as check_safe_model_name, load_training_state, read_checkpoint_config, read_state_dict,
+    require_dalip_checkpoint,
+)
 from dalip.model import OUR_MBDC_DEFAULTS, DALIPModel, check_model_name
 
 logger = logging.getLogger(__name__)
@@ -60,17 +63,29 @@ def _create_clip(
     context_length: int | None, cache_dir: str | None,
 ) -> open_clip.CLIP:
     try:
-        return open_clip.create_model(
-            model_name, pretrained=weights, precision=precision,
-            force_image_size=image_size, force_context_length=context_length, cache_dir=cache_dir,
-        )
-    except RuntimeError as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        with quiet_loading():
+            return open_clip.create_model(
+                model_name, pretrained=weights, precision=precision,
+                force_image_size=image_size, force_context_length=context_length, cache_dir=cache_dir,
+            )
+    except Exception as error:  # a file is untrusted input: any failure to read it is the file's
         if weights is not None and os.path.isfile(weights):
-            raise ValueError(f"pretrained file {weights} does not hold {model_name} weights: {message}") from error
-        if weights is not None:
-            raise OSError(f"could not fetch pretrained weights {weights!r} for {model_name}: {message}") from error
+            raise ValueError(
+                f"pretrained file {weights} does not hold {model_name} weights ({load_error_reason(error)})"
+            ) from error
+        if weights is not None and isinstance(error, (RuntimeError, OSError)):
+            raise OSError(f"could not fetch pretrained weights {weights!r} for {model_name}: "
+                          f"{load_error_reason(error)}") from error
         raise
+
+
+def load_error_reason(error: BaseException) -> str:
+    """One line on why a weights file did not load, without torch's advice to unpickle it."""
+    text = str(error)
+    if "weights_only" in text or "Unpickl" in type(error).__name__:
+        return "not a weights-only torch file: it holds pickled objects, which dalip never executes"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def create_model(
@@ -104,8 +119,10 @@ def create_model(
     options = mbdc_options_for(model_name, **mbdc_options)
     source = resolve_pretrained(model_name, pretrained)
     open_clip_weights = pretrained if source in ("file", "tag") else None
-    quiet = _quiet_root_logger() if source == "dalip" else contextlib.nullcontext()
-    with quiet:  # our checkpoint's weights are loaded below
+    # open_clip warns "initialized randomly" when no weights are given (said once below
+    # instead) and for a dalip checkpoint, whose weights are loaded after it.
+    quiet = _quiet_root_logger() if source in ("dalip", "none") else contextlib.nullcontext()
+    with quiet:
         clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
     model = DALIPModel(clip, model_name, alpha, separate_second_temperature=separate_second_temperature, **options)
     model.newly_initialized = []
@@ -152,23 +169,31 @@ def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[st
     return [name for name, _ in model.named_parameters() if name not in matching]
 
 
-def build_model(config: dict[str, Any]) -> DALIPModel:
-    """Rebuild the architecture stored in a checkpoint (weights are loaded by the caller)."""
-    name = config["model_name"]
+def build_model(config: dict[str, Any], where: str = "checkpoint") -> DALIPModel:
+    """Rebuild the architecture stored in a checkpoint (weights are loaded by the caller).
+
+    `config` comes from a file (`where`, named in errors): its name is checked before any
+    use and anything open_clip or DALIPModel cannot build from it is a ValueError.
+    """
+    name = check_safe_model_name(config.get("model_name"), where)
     if open_clip.get_model_config(name) is None and config.get("open_clip_config"):
         _register_config(name, config["open_clip_config"])
     check_model_name(name)
-    with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
-        clip = open_clip.create_model(
-            name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length")
+    try:
+        with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
+            clip = open_clip.create_model(
+                name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length")
+            )
+            if config.get("preprocess_cfg"):
+                open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
+        return DALIPModel(
+            clip, name, config.get("alpha", 0.5),
+            separate_second_temperature=config.get("separate_second_temperature", False),
+            **config.get("mbdc", {}),
         )
-    if config.get("preprocess_cfg"):
-        open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
-    return DALIPModel(
-        clip, name, config.get("alpha", 0.5),
-        separate_second_temperature=config.get("separate_second_temperature", False),
-        **config.get("mbdc", {}),
-    )
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError) as error:
+        raise ValueError(f"{where}: its stored architecture {name!r} cannot be built "
+                         f"({load_error_reason(error)})") from error
 
 
 @contextlib.contextmanager
@@ -182,14 +207,27 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Reading a weights file: torch's and open_clip's warnings about it stay unprinted
+    (a file that does not load is reported once, as an error naming it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _register_config(name: str, open_clip_config: dict[str, Any]) -> None:
     # A checkpoint of an architecture registered elsewhere (e.g. a user's JSON) still
     # loads: its config travels in the checkpoint and is registered under its name.
     # open_clip keeps what a scan registered, so the file is only needed during the call.
     import json
 
+    check_safe_model_name(name, "model config")
     with tempfile.TemporaryDirectory(prefix="dalip-config-") as folder:
-        (Path(folder) / f"{name}.json").write_text(json.dumps(open_clip_config))
+        target = Path(folder) / f"{name}.json"
+        if target.resolve().parent != Path(folder).resolve():  # never true for a safe name
+            raise ValueError(f"model name {name!r} would register a file outside dalip's temporary folder")
+        target.write_text(json.dumps(open_clip_config))
         open_clip.add_model_config(folder)
 
 
@@ -204,7 +242,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         config, state = training["dalip_config"], training["model"]
     else:
         config = require_dalip_checkpoint(path)
-        state = load_file(str(path), device="cpu")
-    model = build_model(config)
-    model.load_state_dict(state)
+        state = read_state_dict(path)
+    model = build_model(config, os.fspath(path))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # weights of another shape or names than the stored config
+        raise ValueError(f"{path}: its weights do not match its stored config "
+                         f"({str(error).strip().splitlines()[-1].strip()})") from error
     return model.to(device).eval()

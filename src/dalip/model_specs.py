@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dalip.factory import load_checkpoint
-from dalip.factory import create_transforms
+from dalip.factory import create_transforms, load_checkpoint, load_error_reason, quiet_loading
 from dalip.model import DALIPModel, Features
 
 OPENCLIP_PREFIX = "openclip:"
@@ -123,9 +122,15 @@ def _load_open_clip(spec: str, name: str) -> LoadedModel:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
         raise ValueError(f"model spec {spec!r}: {weights!r} is neither a file nor a pretrained tag of {architecture} (tags: {tags})")
     try:
-        clip, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=weights)
-    except RuntimeError as error:  # a file of another architecture, or a failed download
-        raise OSError(f"model spec {spec!r}: open_clip could not load {weights}: {str(error).splitlines()[0]}") from error
+        with quiet_loading():
+            clip, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=weights)
+    except Exception as error:  # a file is untrusted input: any failure to read it is the file's
+        if is_file:
+            raise ValueError(f"model spec {spec!r}: {weights} is not an open_clip checkpoint of {architecture} "
+                             f"({load_error_reason(error)})") from error
+        if isinstance(error, (RuntimeError, OSError)):  # a failed download
+            raise OSError(f"model spec {spec!r}: open_clip could not load {weights}: {load_error_reason(error)}") from error
+        raise
     tokenizer = open_clip.get_tokenizer(architecture)
     sha = file_sha256(weights) if is_file else None
     return LoadedModel(name, OpenCLIPModel(clip, architecture).eval(), preprocess, tokenizer, spec, sha)

@@ -1,0 +1,40 @@
+"""Helpers of the reliability tests: run `dalip` in-process and check how it fails."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.torch import save_file
+
+from dalip.cli import main
+
+
+def user_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
+    """Run `dalip ARGV`; assert exit status 2 and exactly one stderr line; return that line."""
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2, f"exit {status}, stderr: {err}"
+    assert len(lines) == 1, f"expected one line, got: {err}"
+    assert lines[0].startswith(f"dalip {argv[0]}: error: "), lines[0]
+    assert "Traceback" not in err and "weights_only" not in err
+    return lines[0]
+
+
+def files_under(folder: str | os.PathLike) -> set[str]:
+    """Every path below `folder`, relative to it."""
+    root = Path(folder)
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def write_safetensors(path: Path, state: dict[str, Any], config: Any, raw_config: str | None = None) -> Path:
+    """A .safetensors file with dalip's metadata and a config of the test's choosing."""
+    text = raw_config if raw_config is not None else json.dumps(config)
+    metadata = {"format": "dalip", "format_version": "1", "config": text, "extra": "{}"}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+    return path

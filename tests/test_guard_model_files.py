@@ -1,0 +1,154 @@
+"""Model files are untrusted input: a crafted checkpoint never writes a file, and a broken
+or foreign one is one line naming it, exit status 2 (issue 13, defects 1 and 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+
+import pytest
+import torch
+
+from conftest import TEST_MBDC
+from guard_helpers import user_error, write_safetensors
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A real test-tiny checkpoint: (path, state dict, stored config)."""
+    import dalip
+
+    torch.manual_seed(0)
+    model, *_ = dalip.create_model("test-tiny", **TEST_MBDC)
+    path = tmp_path_factory.mktemp("saved") / "model.safetensors"
+    model.save(path)
+    return path, model.state_dict(), model.config()
+
+
+def _commands(checkpoint, tmp_path, images):
+    """The four commands that load a checkpoint, each writing only under tmp_path/out."""
+    out = tmp_path / "out"
+    return [
+        ("export", checkpoint, out / "plain.pt"),
+        ("predict", images, "-m", checkpoint, "--labels", "a,b", "-q"),
+        ("embed", "-m", checkpoint, "--texts", "a leaf", "--out", out / "e.npz", "-q"),
+        ("eval", "-m", checkpoint, "--zeroshot", images, "--out", out / "eval", "-q"),
+    ]
+
+
+def _images(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (10, 200, 30)).save(tmp_path / "images" / name / "0.png")
+    return tmp_path / "images"
+
+
+def test_crafted_model_name_writes_nothing_outside_a_temporary_folder(saved, tmp_path, capsys):
+    _, state, config = saved
+    victim = tmp_path / "x" / "victim"
+    victim.parent.mkdir()
+    # a name that climbs from dalip's temporary folder to tmp_path/x/victim
+    name = os.path.relpath(victim, os.path.join(tempfile.gettempdir(), "dalip-config-abc"))
+    assert name.startswith("..")
+    crafted = write_safetensors(tmp_path / "crafted.safetensors", state, {**config, "model_name": name})
+    images = _images(tmp_path)
+    for argv in _commands(crafted, tmp_path, images):
+        message = user_error(capsys, *argv)
+        assert "crafted.safetensors" in message and "model_name" in message
+        assert list(victim.parent.iterdir()) == []
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["hf-hub:someone/model", "local-dir:/etc", "a/b", "..", "x\\..\\y", ""])
+def test_model_names_that_reach_outside_the_registry_are_refused(saved, tmp_path, capsys, name):
+    _, state, config = saved
+    crafted = write_safetensors(tmp_path / "c.safetensors", state, {**config, "model_name": name})
+    assert "model_name" in user_error(capsys, "export", crafted, tmp_path / "plain.pt")
+    assert not (tmp_path / "plain.pt").exists()
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("{}", "empty"),
+    ("[]", "JSON list"),
+    ('["test-tiny"]', "JSON list"),
+    ("", "not valid JSON"),
+    ("{not json", "not valid JSON"),
+    ("null", "null"),
+])
+def test_checkpoint_with_empty_or_list_shaped_config_is_one_line(saved, tmp_path, capsys, raw, expected):
+    _, state, _ = saved
+    path = write_safetensors(tmp_path / "m.safetensors", state, None, raw_config=raw)
+    message = user_error(capsys, "export", path, tmp_path / "plain.pt")
+    assert "m.safetensors" in message and expected in message
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"mbdc": {**TEST_MBDC, "heads": 4}}, "do not match"),
+    ({"alpha": "half"}, "alpha"),
+    ({"alpha": 7}, "alpha"),
+    ({"mbdc": [2, 8]}, "mbdc"),
+    ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "cannot be built"),
+    ({"image_size": -3}, "image_size"),
+    ({"context_length": "long"}, "context_length"),
+    ({"open_clip_config": ["embed_dim", 32]}, "open_clip_config"),
+    ({"open_clip_config": {"embed_dim": 32, "text_cfg": {"hf_tokenizer_name": "x/y"}}}, "hf_"),
+    ({"model_name": "new-arch", "open_clip_config": {"embed_dim": "wide", "vision_cfg": {}, "text_cfg": {}}},
+     "cannot be built"),
+])
+def test_checkpoint_with_mismatched_config_is_one_line(saved, tmp_path, capsys, change, expected):
+    _, state, config = saved
+    path = write_safetensors(tmp_path / "m.safetensors", state, {**config, **change})
+    message = user_error(capsys, "export", path, tmp_path / "plain.pt")
+    assert "m.safetensors" in message and expected in message
+
+
+def _bad_weight_files(saved, folder):
+    """A pickle that would run code, random bytes, and a checkpoint cut short."""
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {folder / 'pwned'}",))
+
+    pickled = folder / "pickled.pt"
+    pickled.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    random_bytes = folder / "random.bin"
+    random_bytes.write_bytes(os.urandom(4096))
+    truncated = folder / "truncated.safetensors"
+    data = saved[0].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    return {"pickle": pickled, "random": random_bytes, "truncated": truncated}
+
+
+@pytest.mark.parametrize("kind", ["pickle", "random", "truncated"])
+def test_unreadable_weights_as_a_model_spec_are_one_line(saved, tmp_path, capsys, kind):
+    bad = _bad_weight_files(saved, tmp_path)[kind]
+    for spec in (str(bad), f"openclip:test-tiny:{bad}"):
+        message = user_error(capsys, "embed", "-m", spec, "--texts", "a leaf", "--out", tmp_path / "e.npz")
+        assert bad.name in message
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "e.npz").exists()
+
+
+@pytest.mark.parametrize("kind", ["pickle", "random", "truncated"])
+def test_unreadable_weights_as_model_pretrained_are_one_line(saved, tmp_path, capsys, kind, monkeypatch):
+    from PIL import Image
+
+    bad = _bad_weight_files(saved, tmp_path)[kind]
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "img" / "0.png")
+    (tmp_path / "data.csv").write_text("filepath,caption\nimg/0.png,a leaf\n")
+    monkeypatch.chdir(tmp_path)
+    message = user_error(capsys, "train", "--set", "model.name=test-tiny", "--set", f"model.pretrained={bad}",
+                         "--set", "data.sources=[{kind: csv, path: data.csv}]", "--set", "batch_size=1",
+                         "--set", "out_dir=run", "--set", "data.workers=0")
+    assert bad.name in message
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_training_checkpoint_with_a_list_config_is_one_line(saved, tmp_path, capsys):
+    path = tmp_path / "step_000000001.pt"
+    torch.save({"model": saved[1], "dalip_config": ["test-tiny"]}, path)
+    message = user_error(capsys, "export", path, tmp_path / "plain.pt")
+    assert "step_000000001.pt" in message
