@@ -53,15 +53,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError) as error:
-        print(f"dalip {args.command}: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:
+        print(f"dalip {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. no network for a pretrained tag, a full disk
-        print(f"dalip {args.command}: error: {error}", file=sys.stderr)
+        print(f"dalip {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"dalip {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+# Mistakes a user can make (a wrong value, a missing or misplaced file, a folder that is
+# not ours to write): one line on stderr and exit status 2. Other OSErrors (a full disk,
+# no network) exit with 1; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
+               PermissionError)
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line; an OSError as "PATH: what went wrong" (no "[Errno N]")."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        text = f"{error.filename}: {error.strerror.lower()}"
+        if error.filename2 is not None:
+            text += f" ({error.filename2})"
+    else:
+        text = str(error) or type(error).__name__
+    if "Original Traceback" in text:  # raised in a DataLoader worker: keep the error itself
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ def context_from_environment(device: str | None = None) -> DistributedContext:
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if device is None or device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda":
-        device = f"cuda:{local_rank}"
+    elif device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} requested but no CUDA GPU is available; use device=cpu or auto")
+        device = f"cuda:{local_rank}" if device == "cuda" else device
     return DistributedContext(rank, local_rank, world_size, device)
 
 

@@ -214,10 +214,11 @@ def check_labels(labels: Sequence[str], where: str = "labels") -> list[str]:
 
 def read_label_file(path: str | os.PathLike) -> list[str]:
     """One label per line (blank lines and "#" comments ignored); duplicates are an error."""
+    from dalip.data.files import read_text_lines
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"label file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        lines = [line for line in handle.read().splitlines() if not line.lstrip().startswith("#")]
+    lines = [line for line in read_text_lines(path, "label file") if not line.lstrip().startswith("#")]
     return check_labels(lines, os.fspath(path))
 
 

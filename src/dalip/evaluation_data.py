@@ -242,12 +242,17 @@ def read_caption_csv(path: str | os.PathLike, image_key: str = "filepath", capti
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such caption CSV/TSV file")
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        missing = [key for key in (image_key, caption_key) if key not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing} (columns present: {reader.fieldnames})")
-        rows = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is no column
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            missing = [key for key in (image_key, caption_key) if key not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {missing} (columns present: {reader.fieldnames})")
+            rows = list(reader)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+    except csv.Error as error:
+        raise ValueError(f"{path}: not a valid CSV/TSV file ({error})") from error
     folder = os.path.dirname(os.path.abspath(path))
     paths: dict[str, int] = {}
     captions, owners = [], []
@@ -256,8 +261,8 @@ def read_caption_csv(path: str | os.PathLike, image_key: str = "filepath", capti
             cell = _cell_captions(row[caption_key])
         except ValueError as error:
             raise ValueError(f"{path}, line {number}: {error}") from error
-        if not cell:
-            logger.warning("%s, line %d: no caption; row ignored", path, number)
+        if not cell or not (row[image_key] or "").strip():
+            logger.warning("%s, line %d: no %s; row ignored", path, number, "caption" if not cell else image_key)
             continue
         image = os.path.join(folder, row[image_key])
         owner = paths.setdefault(image, len(paths))
@@ -275,12 +280,15 @@ def list_image_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
     found: list[str] = []
     for item in map(os.fspath, inputs):
         if os.path.isdir(item):
-            inside = sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            inside = sorted(str(p) for p in Path(item).rglob("*")
+                            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())  # no FIFOs: they block
             if not inside:
                 raise ValueError(f"{item}: no images found (expected *{', *'.join(IMAGE_EXTENSIONS)} files)")
             found += inside
         elif os.path.isfile(item):
             found.append(item)
+        elif os.path.exists(item):
+            raise ValueError(f"{item}: not a regular file or folder (expected images)")
         else:
             raise FileNotFoundError(f"{item}: no such image file or folder")
     if not found:

@@ -14,7 +14,10 @@ logger = logging.getLogger(__name__)
 class MetricsLog:
     """Appends one JSON object per logged step to `metrics.jsonl`; mirrors scalars to TensorBoard."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(
+        self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True, purge_step: int | None = None,
+    ) -> None:
+        """`purge_step`: a resumed run's first step; TensorBoard drops its events from there on."""
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
         self.writer = None
@@ -27,7 +30,7 @@ class MetricsLog:
             except ImportError:
                 logger.info("tensorboard is not installed; logging to %s only", self.path)
             else:
-                self.writer = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+                self.writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=purge_step)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

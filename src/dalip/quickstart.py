@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 
 from dalip.config import DataConfig, LossConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig
 from dalip.config_io import config_to_dict
+from dalip.outputs import OutputFolder, remove_earlier_output
 
 logger = logging.getLogger(__name__)
 
@@ -55,22 +55,6 @@ BUDGETS = {
     "medium": Budget(species=24, general_classes=12, train_per_class=100, test_per_class=30, image_size=64,
                      batch_size=64, start_steps=1000, tune_steps=1000, workers=2),
 }
-
-
-def prepare_output(out: Path, force: bool) -> None:
-    """Refuse to overwrite a finished quickstart without `force`; with it, clear all but the caches."""
-    finished = [name for name in ("report.md", "results.json") if (out / name).exists()]
-    started = [name for name in ("tuned-clip", "tuned-dalip", "eval") if (out / name).exists()]
-    if (finished or started) and not force:
-        raise FileExistsError(
-            f"{out} already holds a quickstart ({(finished or started)[0]}); pass --force to run it "
-            f"again there (the data and the start model are reused when their settings match)"
-        )
-    for name in ("tuned-clip", "tuned-dalip", "eval", "wiseft-clip", "wiseft-dalip", "figures"):
-        shutil.rmtree(out / name, ignore_errors=True)
-    for name in ("report.md", "results.json"):
-        (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def generate_data(out: Path, budget: Budget, seed: int) -> Path:
@@ -123,7 +107,7 @@ def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
             and (run / "config.yaml").read_text() == wanted:
         logger.info("reusing the start model in %s", run)
         return 0.0
-    shutil.rmtree(run, ignore_errors=True)
+    remove_earlier_output(run, "train")  # only what that stage's earlier run wrote
     logger.info("training %s: %s loss, %d steps", run.name, config.loss.kind, config.steps)
     started = time.perf_counter()
     summary = train(config)
@@ -150,21 +134,30 @@ def suite(data: Path, budget: Budget) -> dict[str, Any]:
 
 def quickstart(out_dir: str | Path, seed: int = 0, budget: str = "small", force: bool = False) -> dict[str, Any]:
     """Run the three stages and write the report; returns the combined results."""
+    if budget not in BUDGETS:
+        raise ValueError(f"--budget: expected one of {', '.join(BUDGETS)}, got {budget!r}")
+    out, settings = Path(out_dir), BUDGETS[budget]
+    # `force` replaces an earlier quickstart's files; its data and start model are reused
+    # when their settings match (generate_data, train_stage).
+    with OutputFolder(out, "quickstart", force=force, keep=("data", "start")) as folder:
+        return _run_stages(out, settings, budget, seed, folder)
+
+
+def _run_stages(out: Path, settings: Budget, budget: str, seed: int, folder: OutputFolder) -> dict[str, Any]:
     from dalip.quickstart_report import write_report
     from dalip.suite import run_suite
     from dalip.wiseft import interpolate
 
-    if budget not in BUDGETS:
-        raise ValueError(f"--budget: expected one of {', '.join(BUDGETS)}, got {budget!r}")
-    out, settings = Path(out_dir), BUDGETS[budget]
-    prepare_output(out, force)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     data = generate_data(out, settings, seed)
     timings["data"] = time.perf_counter() - started
+    folder.record()
     timings["start"] = train_stage(run_config(out, data, settings, seed, "start"), cacheable=True)
     for stage in ("tuned-clip", "tuned-dalip"):
+        folder.record()
         timings[stage] = train_stage(run_config(out, data, settings, seed, stage))
+    folder.record()
     checkpoints = {run: str(out / run / "model.safetensors") for run in RUNS}
     mark = time.perf_counter()
     evaluation = run_suite(checkpoints, suite(data, settings), out / "eval")

@@ -23,20 +23,25 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 from torch import nn
 
+from dalip.config import checked
+from dalip.config_io import check_fields, from_dict, read_yaml
 from dalip.evaluation_data import resolve_modes
+from dalip.model import SIMILARITY_MODES
 from dalip.model_specs import LoadedModel, check_spec, default_name, load_model
 from dalip.templates import load_templates
 
 logger = logging.getLogger(__name__)
 
 TASKS = ("zeroshot", "retrieval", "linear_probe", "fewshot")
+FEATURE_KINDS = ("first", "second", "concat")
+MODES = (*SIMILARITY_MODES, "all")
 
 
 @dataclass
@@ -44,7 +49,7 @@ class DatasetSpec:
     """One dataset of a suite (see the module docstring for the YAML form)."""
 
     name: str
-    task: str
+    task: str = field(metadata={"choices": TASKS})
     domain: str = "general"
     path: str | None = None
     train: str | None = None
@@ -54,79 +59,92 @@ class DatasetSpec:
     image_key: str = "filepath"
     caption_key: str = "caption"
     label_key: str = "label"
-    features: str = "first"
-    c_values: list[float] | None = None
-    shots: list[int] = field(default_factory=lambda: [1, 5])
-    folds: int = 5
+    features: str = checked("first", choices=FEATURE_KINDS)
+    c_values: list[float] | None = field(default=None, metadata={"above": 0})
+    shots: list[int] = field(default_factory=lambda: [1, 5], metadata={"minimum": 1})
+    folds: int = checked(5, minimum=1)
     splits: str | None = None  # few-shot splits file to reuse
 
     def check(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"dataset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
+        if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ValueError(f"dataset name {self.name!r}: expected a plain name (it names files such as "
+                             f"fewshot_splits/NAME.json), without / or \\")
         needs = ("path",) if self.task in ("zeroshot", "retrieval") else ("train", "test")
         for key in needs:
             if not getattr(self, key):
                 raise ValueError(f"dataset {self.name!r}: task {self.task} needs {', '.join(needs)}")
+        if self.task == "fewshot" and not self.shots:
+            raise ValueError(f"dataset {self.name!r}: shots: expected at least one k, e.g. [1, 5]")
 
 
 @dataclass
 class Suite:
     datasets: list[DatasetSpec]
     name: str = "suite"
-    modes: list[str] = field(default_factory=lambda: ["fused"])
+    modes: list[str] = field(default_factory=lambda: ["fused"], metadata={"choices": MODES})
     templates: str | list[str] = "generic"
-    batch_size: int = 64
-    workers: int = 0
-    seed: int = 0
+    batch_size: int = checked(64, minimum=1)
+    workers: int = checked(0, minimum=0)
+    seed: int = checked(0, minimum=0)
     source: str | None = None  # the YAML file, when read from one
 
 
-def _dataset_from(entry: Mapping[str, Any], base: Path, index: int) -> DatasetSpec:
-    known = {f.name for f in fields(DatasetSpec)}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise ValueError(f"suite dataset #{index + 1}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+def _dataset_from(entry: Any, base: Path, index: int, where: str) -> DatasetSpec:
+    here = f"{where}: datasets[{index}]"
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{here}: expected a mapping such as {{name: x, task: zeroshot, path: dir}}, "
+                         f"got {type(entry).__name__} {entry!r}")
     if "task" not in entry:
-        raise ValueError(f"suite dataset #{index + 1}: missing 'task' (one of {TASKS})")
+        raise ValueError(f"{here}: missing 'task' (one of {', '.join(TASKS)})")
     values = dict(entry)
     values.setdefault("name", Path(str(values.get("path") or values.get("test") or f"dataset{index}")).name)
+    spec = from_dict(DatasetSpec, values, f"{here}.")
+    check_fields(spec, f"{here}.")
     for key in ("path", "train", "test", "splits"):
-        if values.get(key):
-            values[key] = str(base / os.path.expanduser(str(values[key])))
-    if isinstance(values.get("templates"), str) and (base / values["templates"]).is_file():
-        values["templates"] = str(base / values["templates"])
-    spec = DatasetSpec(**values)
+        if getattr(spec, key):
+            setattr(spec, key, str(base / os.path.expanduser(getattr(spec, key))))
+    if isinstance(spec.templates, str) and (base / spec.templates).is_file():
+        spec.templates = str(base / spec.templates)
     spec.check()
     return spec
 
 
 def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]] | Suite) -> Suite:
-    """A suite from a YAML file, a dict with `datasets`, or a list of dataset dicts."""
+    """A suite from a YAML file, a dict with `datasets`, or a list of dataset dicts.
+
+    Every key is checked against the dataclasses above (types, ranges, choices); a mistake
+    is a ValueError naming the file and the key."""
     if isinstance(suite, Suite):
         return suite
-    base, source = Path.cwd(), None
+    base, source, where = Path.cwd(), None, "suite"
     if isinstance(suite, (str, os.PathLike)):
-        if not os.path.isfile(suite):
-            raise FileNotFoundError(f"suite file not found: {suite}")
+        where = os.fspath(suite)
         base, source = Path(suite).resolve().parent, str(Path(suite).resolve())
-        suite = yaml.safe_load(Path(suite).read_text(encoding="utf-8")) or {}
-    top = {"datasets": list(suite)} if isinstance(suite, Sequence) else dict(suite)
-    known = {f.name for f in fields(Suite)} - {"source"}
-    unknown = sorted(set(top) - known)
-    if unknown:
-        raise ValueError(f"suite: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    if not top.get("datasets"):
-        raise ValueError("suite: no datasets (expected a 'datasets' list)")
-    datasets = [_dataset_from(entry, base, i) for i, entry in enumerate(top.pop("datasets"))]
-    names = [d.name for d in datasets]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"suite: dataset names must be unique, repeated: {duplicates}")
-    if isinstance(top.get("templates"), str) and (base / top["templates"]).is_file():
-        top["templates"] = str(base / top["templates"])
+        suite = read_yaml(suite, "suite file")
+    if isinstance(suite, list):
+        suite = {"datasets": suite}
+    if not isinstance(suite, Mapping):
+        raise ValueError(f"{where}: expected a mapping with a 'datasets' list (or a list of datasets), "
+                         f"got {'nothing' if suite is None else type(suite).__name__}")
+    top = dict(suite)
     if isinstance(top.get("modes"), str):
         top["modes"] = [top["modes"]]
-    return Suite(datasets=datasets, source=source, **top)
+    entries = top.pop("datasets", None)
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{where}: no datasets (expected a non-empty 'datasets' list)")
+    if "source" in top:
+        raise ValueError(f"{where}: unknown key 'source'")
+    result = from_dict(Suite, {**top, "datasets": []}, f"{where}: ")
+    check_fields(result, f"{where}: ")
+    result.datasets = [_dataset_from(entry, base, i, where) for i, entry in enumerate(entries)]
+    names = [d.name for d in result.datasets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: dataset names must be unique, repeated: {duplicates}")
+    if isinstance(result.templates, str) and (base / result.templates).is_file():
+        result.templates = str(base / result.templates)
+    result.source = source
+    return result
 
 
 def with_overrides(

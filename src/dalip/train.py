@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 import yaml
@@ -22,7 +22,7 @@ from dalip.checkpoint import (
     save_training_state, training_checkpoints,
 )
 from dalip.config import TrainConfig
-from dalip.config_io import config_to_dict
+from dalip.config_io import config_to_dict, validate_train_config
 from dalip.distributed import DistributedContext, context_from_environment, init_distributed, shutdown_distributed
 from dalip.loss import DALIPLoss
 from dalip.model import DALIPModel, Features
@@ -32,6 +32,10 @@ from dalip.train_state import (
 )
 from dalip.metrics import MetricsLog
 from dalip.optim import create_optimizer, create_scheduler
+from dalip.outputs import OutputFolder
+from dalip.train_resume import (
+    apply_current_hyperparameters, check_resume_changes, clean_temporary_files, truncate_metrics,
+)
 
 logger = logging.getLogger(__name__)
 MAX_LOGIT_SCALE = math.log(100.0)  # as OpenCLIP: temperature never below 0.01
@@ -39,6 +43,15 @@ MAX_LOGIT_SCALE = math.log(100.0)  # as OpenCLIP: temperature never below 0.01
 
 class NonFiniteLossError(RuntimeError):
     """Raised when the loss stays non-finite for `max_nonfinite` steps in a row."""
+
+
+def check_finite_weights(model: torch.nn.Module, step: int) -> None:
+    """NonFiniteLossError when a weight is NaN or infinite: such a model is never saved as a result."""
+    broken = [name for name, tensor in model.state_dict().items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise NonFiniteLossError(f"after step {step} the weights are not finite (e.g. {broken[0]}); no "
+                                 f"model.safetensors was written. Lower optim.lr or set optim.grad_clip")
 
 
 def build_loss(config: TrainConfig, context: DistributedContext) -> DALIPLoss:
@@ -50,19 +63,31 @@ def build_loss(config: TrainConfig, context: DistributedContext) -> DALIPLoss:
     )
 
 
-def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
-    """Run (or resume) a training run; returns a summary (step, paths, interruption)."""
+def train(
+    config: TrainConfig, resume: str | None = None, *, force: bool = False, allow_changes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run (or resume) a training run; returns a summary (step, paths, interruption).
+
+    `force` starts over in an out_dir that holds an earlier run (deleting only the files
+    that run wrote); `allow_changes` lists config fields that may differ from the
+    checkpoint's on resume (dalip.train_resume).
+    """
+    validate_train_config(config)
     context = context_from_environment(config.device)
     init_distributed(context)
     try:
-        return Trainer(config, context).run(resume)
+        return Trainer(config, context, force=force, allow_changes=allow_changes).run(resume)
     finally:
         shutdown_distributed()
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, context: DistributedContext) -> None:
+    def __init__(
+        self, config: TrainConfig, context: DistributedContext, *, force: bool = False,
+        allow_changes: Sequence[str] = (),
+    ) -> None:
         self.config, self.context = config, context
+        self.force, self.allow_changes = force, tuple(allow_changes)
         self.device = torch.device(context.device)
         self.out_dir = Path(config.out_dir)
         self.checkpoint_dir = self.out_dir / "checkpoints"
@@ -89,8 +114,9 @@ class Trainer:
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
         self.scheduler = create_scheduler(self.optimizer, config.optim, self.total_steps)
         self.position = Position()
-        self.metrics = MetricsLog(self.out_dir, context.is_main, config.tensorboard)
+        self.metrics = MetricsLog(self.out_dir, False)  # opened by `run` once out_dir is ours
         self.last_losses: dict[str, float] = {}
+        self.resume_changes: list[dict[str, Any]] = []
 
     def _steps_per_epoch(self) -> int | None:
         batches = self.loader.num_batches
@@ -107,21 +133,23 @@ class Trainer:
 
     # -- the run ------------------------------------------------------------------------
     def run(self, resume: str | None) -> dict[str, Any]:
-        self._prepare_out_dir(resume)
-        if resume:
-            self._restore(resolve_resume(resume, self.checkpoint_dir))
-        else:  # per-rank streams for dropout; a resumed run restores the saved ones
-            seed_everything(self.config.seed + 7919 * self.context.rank)
-        interrupted = None
-        with StopSignals() as signals, self._progress() as progress:
-            while self.position.step < self.total_steps and interrupted is None:
-                interrupted = self._run_epoch(signals, progress)
-        self._save_checkpoint()  # collective: every rank hands in its RNG state
-        if self.context.is_main:
-            if interrupted is None:
+        with self._claim_out_dir(resume) as folder:
+            state = self._prepare_out_dir(resume)
+            if state is not None:
+                self._restore(state)
+            else:  # per-rank streams for dropout; a resumed run restores the saved ones
+                seed_everything(self.config.seed + 7919 * self.context.rank)
+            self.output_folder = folder
+            interrupted = None
+            with StopSignals() as signals, self._progress() as progress:
+                while self.position.step < self.total_steps and interrupted is None:
+                    interrupted = self._run_epoch(signals, progress)
+            self._save_checkpoint()  # collective: every rank hands in its RNG state
+            if self.context.is_main and interrupted is None:
+                check_finite_weights(self.model, self.position.step)
                 save_model(self.model, self.out_dir / "model.safetensors",
                            extra={"loss": self.config.loss.kind, "step": self.position.step})
-        self.metrics.close()
+            self.metrics.close()
         return {
             "step": self.position.step, "epoch": self.position.epoch, "out_dir": str(self.out_dir),
             "interrupted_by_signal": interrupted, "nonfinite_steps": self.position.nonfinite_total,
@@ -138,7 +166,7 @@ class Trainer:
         produced = position.steps_in_epoch
         while position.step < self.total_steps and (self.steps_per_epoch is None or position.steps_in_epoch < self.steps_per_epoch):
             micro = self._take(batches)
-            if not all_ranks_agree(micro is not None, self.device):
+            if not all_ranks_agree(micro is not None and self._unusable_source() is None, self.device):
                 break
             self._step(micro, progress)
             produced += 1
@@ -146,11 +174,24 @@ class Trainer:
             if received is not None:
                 logger.info("signal %d: saving a checkpoint at step %d", received, position.step)
                 return received
+        unusable = self._unusable_source()
+        if not all_ranks_agree(unusable is None, self.device):  # every rank stops, not only the one that saw it
+            raise unusable or ValueError("data.sources: a source was unreadable on another rank (see rank 0)")
         if produced == 0:
-            raise ValueError(f"data: an epoch produced no batch of {self.micro_batch} samples; check data.sources")
+            names = ", ".join(source.path for source in self.config.data.sources)
+            raise ValueError(f"data: an epoch produced no batch of {self.micro_batch} samples from {names}; "
+                             f"check data.sources (skipped: {self.dataset.skipped() or 'none'})")
         self._log_epoch_skips(loader)
         position.epoch += 1
         position.steps_in_epoch = 0
+        return None
+
+    def _unusable_source(self) -> ValueError | None:
+        """The error naming a source whose every sample was bad (dalip.data.mixing), or None."""
+        try:
+            self.dataset.check_sources()
+        except ValueError as error:
+            return error
         return None
 
     def _take(self, batches: Iterator[Any]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -289,7 +330,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "position": self.position.as_dict(), "rng": gather_rng_states(),
             "config": config_to_dict(self.config), "dalip_config": self.model.config(),
-            "world_size": self.context.world_size,
+            "world_size": self.context.world_size, "resume_changes": self.resume_changes,
         }
 
     def _save_checkpoint(self) -> None:
@@ -299,28 +340,80 @@ class Trainer:
         path = self.checkpoint_dir / f"step_{self.position.step:09d}.pt"
         save_training_state(path, state)
         prune_training_checkpoints(self.checkpoint_dir, self.config.keep_last)
+        if getattr(self, "output_folder", None) is not None:
+            self.output_folder.record()  # a killed run's manifest still lists its files
         logger.debug("saved %s", path)
 
-    def _restore(self, path: Path) -> None:
-        state = load_training_state(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.position = Position(**state["position"])
-        rng = state["rng"]
-        set_rng_state(rng[self.context.rank] if len(rng) == self.context.world_size else rng[0])
-        logger.info("resumed from %s at step %d (epoch %d)", path, self.position.step, self.position.epoch)
+    def _restore(self, state: dict[str, Any]) -> None:
+        fresh_groups = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        fresh_base_lrs = list(self.scheduler.base_lrs)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.position = Position(**state["position"])
+            rng = state["rng"]
+            set_rng_state(rng[self.context.rank] if len(rng) == self.context.world_size else rng[0])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            raise ValueError(f"--resume: checkpoint {state['path']} does not fit this run "
+                             f"({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''})"
+                             ) from error
+        apply_current_hyperparameters(self.optimizer, self.scheduler, fresh_groups, fresh_base_lrs)
+        self.resume_changes = list(state.get("resume_changes") or []) + self.resume_changes
+        logger.info("resumed from %s at step %d (epoch %d)", state["path"], self.position.step, self.position.epoch)
 
-    def _prepare_out_dir(self, resume: str | None) -> None:
+    @contextlib.contextmanager
+    def _claim_out_dir(self, resume: str | None) -> Iterator[OutputFolder | None]:
+        """Rank 0 checks and locks out_dir (dalip.outputs); every rank learns if that failed."""
+        folder, error = None, None
         if self.context.is_main:
-            if not resume and training_checkpoints(self.checkpoint_dir):
-                raise ValueError(f"out_dir {self.out_dir} already holds checkpoints; pass --resume latest "
-                                 f"to continue that run, or choose another out_dir")
+            if not resume and not self.force and training_checkpoints(self.checkpoint_dir):
+                error = FileExistsError(f"out_dir {self.out_dir} already holds checkpoints; pass --resume latest "
+                                        f"to continue that run, --force to start over, or choose another out_dir")
+            else:
+                folder = OutputFolder(self.out_dir, "train", force=self.force, resume=bool(resume),
+                                      legacy="checkpoints/step_*.pt")
+                try:
+                    folder.open()
+                except Exception as caught:  # raised below, once every rank knows
+                    folder, error = None, caught
+        if not all_ranks_agree(error is None, self.device):
+            raise error or ValueError(f"out_dir {self.out_dir}: refused on rank 0 (see its message)")
+        complete = False
+        try:
+            yield folder
+            complete = True
+        finally:
+            if folder is not None:
+                folder.close(complete)
+
+    def _prepare_out_dir(self, resume: str | None) -> dict[str, Any] | None:
+        """Tidy out_dir, check a resume against its checkpoint, write config.yaml, open the logs.
+
+        Returns the training state to restore (None for a fresh start)."""
+        state, purge_step = None, None
+        if resume:
+            path = resolve_resume(resume, self.checkpoint_dir)
+            state = {**load_training_state(path), "path": str(path)}
+            changes = check_resume_changes(state.get("config") or {}, config_to_dict(self.config),
+                                           self.allow_changes, path)
+            step = int((state.get("position") or {}).get("step", 0))
+            self.resume_changes = [{"step": step, "checkpoint": str(path),
+                                    "changed": {k: list(v) for k, v in changes.items()}}] if changes else []
+            purge_step = step + 1
+        if self.context.is_main:
+            clean_temporary_files(self.out_dir)
+            if state is not None:
+                truncate_metrics(self.out_dir / "metrics.jsonl", purge_step - 1)
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
+        self.metrics = MetricsLog(self.out_dir, self.context.is_main, self.config.tensorboard, purge_step=purge_step)
+        if self.resume_changes:
+            self.metrics.write({"step": purge_step - 1, "resumed_with_changes": self.resume_changes[-1]["changed"]})
         if self.context.is_distributed:
             torch.distributed.barrier()
+        return state
 
     def _progress(self) -> Any:
         from tqdm import tqdm

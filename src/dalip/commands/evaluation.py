@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 MODES = ("fused", "first", "second", "all")
 MODEL_HELP = "dalip checkpoint, or openclip:ARCH:WEIGHTS (file or tag); prefix NAME= to name it"
@@ -22,10 +22,29 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         add(subparsers)
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= minimum (argparse reports anything else, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _add_force(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help=f"replace {what} (a folder: only the files an earlier run of this command wrote)")
+
+
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime")
-    group.add_argument("--batch-size", type=int, default=None, help="images per batch (default 64, or the suite's)")
-    group.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default 0)")
+    group.add_argument("--batch-size", type=_count(1), default=None, help="images per batch (default 64, or the suite's)")
+    group.add_argument("--workers", type=_count(0), default=None, help="DataLoader worker processes (default 0)")
     group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     group.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast (GPU)")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -33,7 +52,8 @@ def _add_runtime(parser: argparse.ArgumentParser) -> None:
 
 def _runtime(args: argparse.Namespace) -> dict[str, Any]:
     return dict(
-        batch_size=args.batch_size or 64, workers=args.workers or 0, device=args.device,
+        batch_size=64 if args.batch_size is None else args.batch_size,
+        workers=0 if args.workers is None else args.workers, device=args.device,
         precision=args.precision, progress=_progress(args),
     )
 
@@ -61,7 +81,8 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
                         help="image features for probes (default first)")
     parser.add_argument("--seed", type=int, default=0, help="probe hold-out and few-shot draws")
     parser.add_argument("--mode", default=None, choices=MODES, help="similarity mode (default: fused, or the suite's)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (new or empty, or an earlier eval's with --force)")
+    _add_force(parser, "an earlier eval's results in --out")
     _add_runtime(parser)
     parser.set_defaults(handler=run_eval)
 
@@ -81,8 +102,9 @@ def _flag_suite(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_eval(args: argparse.Namespace) -> int:
     from dalip.model_specs import parse_model_arg
+    from dalip.outputs import OutputFolder
     from dalip.report import markdown_table
-    from dalip.suite import run_suite
+    from dalip.suite import load_suite, run_suite
 
     flagged = args.zeroshot or args.retrieval or args.linear_probe or args.fewshot
     if bool(args.suite) == bool(flagged):
@@ -90,11 +112,13 @@ def run_eval(args: argparse.Namespace) -> int:
     models = dict(parse_model_arg(spec) for spec in args.model)
     if len(models) != len(args.model):
         raise ValueError(f"--model: display names must be unique, got {args.model}")
-    results = run_suite(
-        models, args.suite or _flag_suite(args), args.out, device=args.device, precision=args.precision,
-        batch_size=args.batch_size, workers=args.workers, modes=[args.mode] if args.mode else None,
-        progress=_progress(args),
-    )
+    suite = load_suite(args.suite or _flag_suite(args))  # a broken suite fails before --out is touched
+    with OutputFolder(args.out, "eval", force=args.force):
+        results = run_suite(
+            models, suite, args.out, device=args.device, precision=args.precision,
+            batch_size=args.batch_size, workers=args.workers, modes=[args.mode] if args.mode else None,
+            progress=_progress(args),
+        )
     print(markdown_table(results), end="")
     print(f"results: {Path(args.out) / 'results.json'}")
     return 0
@@ -109,7 +133,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     labels.add_argument("--labels-file", help="one label per line")
     parser.add_argument("--templates", default="none", help="none (labels as given), generic, plant or a file")
     parser.add_argument("--mode", default="fused", choices=MODES[:3], help="similarity mode (default fused)")
-    parser.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
+    parser.add_argument("--top-k", type=_count(1), default=5, help="labels shown per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_runtime(parser)
     parser.set_defaults(handler=run_predict)
@@ -117,23 +141,38 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from dalip.evaluate import check_labels, predict, read_label_file
+    from dalip.evaluation_data import list_image_files
     from dalip.model_specs import load_model
 
     labels = read_label_file(args.labels_file) if args.labels_file else check_labels(args.labels.split(","), "--labels")
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    paths = list_image_files(args.images)
     loaded = load_model(args.model)
     mode = args.mode if loaded.has_second_order else "first"
-    predictions = predict(loaded.model, args.images, labels, loaded.tokenizer, loaded.preprocess,
+    predictions = predict(loaded.model, paths, labels, loaded.tokenizer, loaded.preprocess,
                           templates=args.templates, mode=mode, top_k=args.top_k, **_runtime(args))
+    unreadable = _report_unreadable(paths, [item["image"] for item in predictions])
     if args.json:
-        print(json.dumps({"model": loaded.spec, "mode": mode, "results": predictions}, indent=2))
+        print(json.dumps({"model": loaded.spec, "mode": mode, "results": predictions, "unreadable": unreadable},
+                         indent=2))
         return 0
     for item in predictions:
         print(item["image"])
         for prediction in item["predictions"]:
             print(f"  {prediction['probability']:7.2%}  {prediction['label']}")
     return 0
+
+
+def _report_unreadable(paths: list[str], used: list[str]) -> list[str]:
+    """The images that could not be read, also said on stderr (results leave them out)."""
+    kept = set(used)
+    unreadable = [path for path in paths if path not in kept]
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+        print(f"warning: {len(unreadable)} of {len(paths)} images could not be read and are left out: {shown}",
+              file=sys.stderr)
+    return unreadable
 
 
 def _add_embed(subparsers: argparse._SubParsersAction) -> None:
@@ -148,6 +187,7 @@ def _add_embed(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--texts", nargs="+", help="texts to embed")
     source.add_argument("--texts-file", help="one text per line")
     parser.add_argument("--out", required=True, help="output .npz file")
+    _add_force(parser, "an existing --out file")
     _add_runtime(parser)
     parser.set_defaults(handler=run_embed)
 
@@ -156,17 +196,24 @@ def run_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from dalip.checkpoint import atomic_write
+    from dalip.data.files import read_text_lines
     from dalip.evaluate import embed
+    from dalip.evaluation_data import list_image_files
     from dalip.model_specs import load_model
+    from dalip.outputs import check_output_file
 
+    check_output_file(args.out, args.force)
     texts = args.texts
     if args.texts_file:
         if not Path(args.texts_file).is_file():
             raise FileNotFoundError(f"texts file not found: {args.texts_file}")
-        texts = [line for line in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = [line for line in read_text_lines(args.texts_file, "texts file") if line.strip()]
+    images = list_image_files(args.images) if args.images else ()
     loaded = load_model(args.model)
-    features, items = embed(loaded.model, loaded.tokenizer, loaded.preprocess, images=args.images or (),
+    features, items = embed(loaded.model, loaded.tokenizer, loaded.preprocess, images=images,
                             texts=texts or (), **_runtime(args))
+    if images:
+        _report_unreadable(list(images), items)
     arrays = {"first": features.first.numpy(), "items": np.array(items), "kind": np.array("text" if texts else "image")}
     if features.second is not None:
         arrays["second"] = features.second.numpy()
@@ -189,16 +236,16 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", help="dalip checkpoint (.safetensors or training step_*.pt)")
     parser.add_argument("out", help="output file (.safetensors, or .pt for a torch file)")
-    parser.add_argument("--force", action="store_true", help="overwrite OUT")
+    _add_force(parser, "an existing OUT file")
     parser.set_defaults(handler=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
     from dalip.checkpoint import export_open_clip
     from dalip.factory import load_checkpoint
+    from dalip.outputs import check_output_file
 
-    if Path(args.out).exists() and not args.force:
-        raise FileExistsError(f"{args.out} exists; use --force to overwrite")
+    check_output_file(args.out, args.force, what="OUT")
     model = load_checkpoint(args.checkpoint)
     export_open_clip(model, args.out)
     print(f"wrote {args.out}; load with open_clip.create_model_and_transforms({model.model_name!r}, "
@@ -216,7 +263,8 @@ def _add_interpolate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--suite", required=True, help="suite YAML")
     parser.add_argument("--mode", default=None, choices=MODES, help="similarity mode (default: the suite's)")
     parser.add_argument("--save-models", action="store_true", help="also save each interpolated model")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (new or empty, or an earlier run's with --force)")
+    _add_force(parser, "an earlier interpolate's results in --out")
     _add_runtime(parser)
     parser.set_defaults(handler=run_interpolate)
 
@@ -229,14 +277,18 @@ def parse_weights(text: str) -> list[float]:
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
+    from dalip.outputs import OutputFolder
     from dalip.report import interpolation_table
+    from dalip.suite import load_suite
     from dalip.wiseft import interpolate
 
-    results = interpolate(
-        args.start, args.tuned, parse_weights(args.weights), args.suite, args.out, device=args.device,
-        precision=args.precision, batch_size=args.batch_size, workers=args.workers,
-        modes=[args.mode] if args.mode else None, progress=_progress(args), save_models=args.save_models,
-    )
+    weights, suite = parse_weights(args.weights), load_suite(args.suite)
+    with OutputFolder(args.out, "interpolate", force=args.force):
+        results = interpolate(
+            args.start, args.tuned, weights, suite, args.out, device=args.device,
+            precision=args.precision, batch_size=args.batch_size, workers=args.workers,
+            modes=[args.mode] if args.mode else None, progress=_progress(args), save_models=args.save_models,
+        )
     print(interpolation_table(results), end="")
     print(f"results: {Path(args.out) / 'results.json'}; plot: {Path(args.out) / 'interpolation.png'}")
     return 0

@@ -19,6 +19,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
     parser.add_argument("--resume", metavar="latest|PATH",
                         help="continue from the newest checkpoint in out_dir, or from a file")
+    parser.add_argument("--allow-change", dest="allow_changes", action="append", default=[], metavar="FIELD",
+                        help="with --resume: let FIELD (e.g. optim.lr, steps) differ from the checkpoint's "
+                             "config; the change is applied and recorded (repeatable)")
+    parser.add_argument("--force", action="store_true",
+                        help="start over in an out_dir that holds an earlier run (deletes only the files it wrote)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(handler=run_train)
 
@@ -34,8 +39,12 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
         return 0
+    if args.allow_changes and not args.resume:
+        raise ValueError("--allow-change only applies with --resume")
+    if args.force and args.resume:
+        raise ValueError("--force starts over and --resume continues: give one of them")
     try:
-        summary = train(config, resume=args.resume)
+        summary = train(config, resume=args.resume, force=args.force, allow_changes=args.allow_changes)
     except NonFiniteLossError as error:
         print(f"dalip train: error: {error}", file=sys.stderr)
         return 1

@@ -28,17 +28,26 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 CLASSES_FILE = "classes.txt"
 
 
+def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark dropped); ValueError naming the
+    file when it is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            return handle.read().splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: the {what} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                         f"save it as UTF-8") from error
+
+
 def read_classes_file(path: str) -> list[tuple[str, str]]:
     """`classes.txt` -> [(folder name, readable name)] in label order (format above)."""
     entries: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.rstrip("\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            folder, _, readable = line.partition("\t")
-            folder = folder.strip()
-            entries.append((folder, readable.strip() or folder.replace("_", " ")))
+    for line in read_text_lines(path, "class list"):
+        if not line.strip() or line.startswith("#"):
+            continue
+        folder, _, readable = line.partition("\t")
+        folder = folder.strip()
+        entries.append((folder, readable.strip() or folder.replace("_", " ")))
     if not entries:
         raise ValueError(f"{path}: no classes listed (expected 'folder<TAB>readable name' lines)")
     return entries
@@ -73,9 +82,12 @@ class ImageFolderSource(MapSource):
 
     @staticmethod
     def _images_in(folder: str) -> list[str]:
+        """Image files of a class folder; a FIFO or socket with an image name is left out
+        (reading it would block)."""
         if not os.path.isdir(folder):
             return []
-        return sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
+        return sorted(n for n in os.listdir(folder)
+                      if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n)))
 
     def _class_folders(self, root: str) -> tuple[list[str], list[str]]:
         """(folder names, readable names) in label order: classes.txt order when present,
@@ -114,6 +126,12 @@ class CsvSource(MapSource):
         path = check_path_exists(config.path, "CSV/TSV file")
         folder = os.path.dirname(path)
         rows = self._read_rows(path, config)
+        needed = [config.image_key] + ([config.label_key] if config.label_key else [])
+        incomplete = sum(1 for row in rows if any(not (row.get(key) or "").strip() for key in needed))
+        if incomplete:  # a short row: csv leaves its missing cells None
+            builder.counter.add("incomplete_sample", incomplete)
+            logger.warning("%s: %d rows lack a %s cell; skipped", config.path, incomplete, " or ".join(needed))
+            rows = [row for row in rows if all((row.get(key) or "").strip() for key in needed)]
         self.caption_cells = [row[config.caption_key] for row in rows]
         labels, self.classes = self._labels(rows, config.label_key, folder)
         items = [
@@ -129,11 +147,13 @@ class CsvSource(MapSource):
             return CsvSource._parse(path, config)
         except UnicodeDecodeError as error:
             raise ValueError(f"{config.path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+        except csv.Error as error:
+            raise ValueError(f"{config.path}: not a valid CSV/TSV file ({error})") from error
 
     @staticmethod
     def _parse(path: str, config: SourceConfig) -> list[dict[str, str]]:
         delimiter = "\t" if path.lower().endswith(".tsv") else ","
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a column name
             reader = csv.DictReader(handle, delimiter=delimiter)
             present = list(reader.fieldnames or [])
             wanted = [config.image_key, config.caption_key] + ([config.label_key] if config.label_key else [])

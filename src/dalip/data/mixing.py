@@ -70,6 +70,15 @@ class MixedDataset(IterableDataset):
         self.num_samples = num_samples if num_samples is not None else (sum(sizes) if known else None)
         self.skip_counter = skip_counter if skip_counter is not None else sources[0].skip_counter
         self.shared_epoch = SharedEpoch(0)
+        # per source: 1 once a worker read a whole pass of it and every sample was bad
+        self._unusable = torch.zeros(len(self.sources), dtype=torch.int8).share_memory_()
+
+    def check_sources(self) -> None:
+        """ValueError naming a source of which a whole pass was unreadable (any worker)."""
+        for index in self._unusable.nonzero().flatten().tolist():
+            skipped = ", ".join(f"{reason}={n}" for reason, n in sorted(self.skipped().items()))
+            raise ValueError(f"data.sources[{index}] ({self.sources[index].name}): every sample of a full pass "
+                             f"was skipped ({skipped or 'no readable sample'}); fix or remove this source")
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: new shard/sample order, caption draws and source draws."""
@@ -118,11 +127,14 @@ class MixedDataset(IterableDataset):
                 produced += 1
                 yield sample
                 continue
+            if fresh[choice] and self.sources[choice].has_share(split):
+                self._unusable[choice] = 1  # every sample it has was bad: the run stops
+                return
             if quota is None:
                 return  # sizes unknown: one pass of the first source to run out
-            if fresh[choice]:  # a whole pass gave nothing: this worker cannot use the source
-                logger.warning("%s yields nothing for rank %d worker %d; dropped from the mix",
-                               self.sources[choice].name, split.rank, split.worker)
+            if fresh[choice]:  # this worker was given no part of the source (e.g. no shard)
+                logger.info("%s has no share for rank %d worker %d; dropped from its mix",
+                            self.sources[choice].name, split.rank, split.worker)
                 weights[choice] = 0.0
                 if not weights.any():
                     return

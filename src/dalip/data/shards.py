@@ -62,13 +62,26 @@ def read_shard_sizes(urls: list[str]) -> int | None:
             path = os.path.join(folder, SIZES_FILE)
             tables[folder] = {}
             if os.path.exists(path):
-                with open(path, encoding="utf-8") as handle:
-                    tables[folder] = json.load(handle)
+                tables[folder] = _read_sizes(path)
         count = tables[folder].get(os.path.basename(url))
         if count is None:
             return None
-        total += int(count)
+        total += count
     return total
+
+
+def _read_sizes(path: str) -> dict[str, int]:
+    """A sizes.json: {shard file name: sample count}; ValueError naming it otherwise."""
+    expected = 'expected a JSON object {"00000.tar": sample count, ...}'
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            sizes = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); {expected}") from error
+    if not isinstance(sizes, dict) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()):
+        raise ValueError(f"{path}: {expected}")
+    return sizes
 
 
 class ShardErrorHandler:
@@ -112,6 +125,9 @@ class WebDatasetSource(Source, torch.utils.data.IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.num_samples = config.num_samples if config.num_samples else read_shard_sizes(self.urls)
+
+    def has_share(self, split: StreamSplit) -> bool:
+        return bool(split.take(self.urls))
 
     def stream(self, split: StreamSplit) -> Iterator[Sample]:
         order = np.random.default_rng([self.seed, split.epoch, split.repeat]).permutation(len(self.urls))

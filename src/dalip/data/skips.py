@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 SKIP_REASONS: tuple[str, ...] = (
     "missing_file",  # image path in a CSV/folder does not exist, or a shard is gone
     "truncated_image",  # image bytes end early (decoder reports a truncated file)
-    "not_an_image",  # bytes are not an image PIL can identify
+    "not_an_image",  # bytes are not an image PIL can identify (or not a regular file)
+    "too_large",  # more pixels than DALIP_MAX_IMAGE_PIXELS (default 64 million)
     "empty_caption",  # caption missing, blank, or no caption key with weight left
     "bad_caption",  # a caption that looks like JSON but does not parse
     "truncated_shard",  # a tar shard that ends early or has a broken header
@@ -83,7 +84,7 @@ def subtract_counts(after: dict[str, int], before: dict[str, int]) -> dict[str, 
 def log_skips(counts: dict[str, int], where: str) -> None:
     """Report skip counts on this module's logger (a warning when anything was lost)."""
     if not counts:
-        logger.info("%s: no samples skipped", where)
+        logger.debug("%s: no samples skipped", where)
         return
     detail = ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items()))
     logger.warning("%s: skipped %d samples (%s)", where, sum(counts.values()), detail)

@@ -21,6 +21,8 @@ import abc
 import io
 import logging
 import os
+import stat
+import warnings
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -35,6 +37,8 @@ from dalip.data.skips import SharedEpoch, SkipCounter
 logger = logging.getLogger(__name__)
 
 Transform = Callable[[Image.Image], Any]
+MAX_PIXELS_VARIABLE = "DALIP_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 Sample = tuple[Any, Any]  # (image, text)
 
 
@@ -56,17 +60,39 @@ class StreamSplit:
         return list(islice(per_rank, self.worker, None, self.num_workers))
 
 
+def max_image_pixels() -> int:
+    """The largest image (width x height) dalip decodes: `DALIP_MAX_IMAGE_PIXELS`, default
+    64 megapixels (a larger one is skipped as `too_large` instead of taking gigabytes)."""
+    raw = os.environ.get(MAX_PIXELS_VARIABLE)
+    if raw is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_PIXELS_VARIABLE}={raw!r}: expected a positive number of pixels, e.g. 64000000")
+    return value
+
+
 def decode_image(read: Callable[[], bytes], counter: SkipCounter, where: str) -> Image.Image | None:
     """Read and fully decode an RGB image, or count why not and return None.
 
     `read` returns the encoded bytes (a file read or a shard member).
     """
+    limit = max_image_pixels()
     try:
-        with Image.open(io.BytesIO(read())) as image:
-            return image.convert("RGB")  # forces the full decode here, not in the transform
+        with warnings.catch_warnings():  # our own limit applies, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(read())) as image:
+                if image.width * image.height > limit:
+                    raise Image.DecompressionBombError(f"{image.width} x {image.height} pixels")
+                return to_rgb(image)  # forces the full decode here, not in the transform
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         reason = "missing_file"
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        reason = "too_large"
+    except UnidentifiedImageError:
         reason = "not_an_image"
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         truncated = isinstance(error, EOFError) or "truncated" in str(error).lower()
@@ -76,10 +102,23 @@ def decode_image(read: Callable[[], bytes], counter: SkipCounter, where: str) ->
     return None
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An RGB copy; 16-bit grayscale is scaled to 8 bits (Pillow would clip it to white)."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image).astype(np.float64)
+        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0  # 65535 -> 255
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
 def read_file(path: str) -> Callable[[], bytes]:
-    """A `decode_image` reader for a file on disk."""
+    """A `decode_image` reader for a file on disk (only regular files: a FIFO would block)."""
 
     def read() -> bytes:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise OSError(f"{path}: not a regular file")
         with open(path, "rb") as handle:
             return handle.read()
 
@@ -164,6 +203,10 @@ class Source(abc.ABC):
     def stream(self, split: StreamSplit) -> Iterator[Sample]:
         """Samples of one epoch for one rank/worker."""
 
+    def has_share(self, split: StreamSplit) -> bool:
+        """Whether `split` is given any samples to read (a worker may get no shard)."""
+        return True
+
 
 class MapSource(Source, torch.utils.data.Dataset):
     """A source with an index: `items[i]` is `(path, label)`; subclasses provide captions."""
@@ -193,6 +236,9 @@ class MapSource(Source, torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Sample | None:
         return self.load(index, self.shared_epoch.get())
+
+    def has_share(self, split: StreamSplit) -> bool:
+        return bool(split.take(range(len(self.samples))))
 
     def stream(self, split: StreamSplit) -> Iterator[Sample]:
         # The same permutation on every rank and worker, so their shares are disjoint.

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -28,6 +27,7 @@ from dalip.data.general import GENERAL_CLASSES, general_caption, render_general
 from dalip.data.plants import TRAITS, Species, alt_text, make_species, multi_captions
 from dalip.data.render import sample_pose, render_leaf
 from dalip.data.writers import SplitWriter, encode_image
+from dalip.outputs import OutputFolder
 
 logger = logging.getLogger(__name__)
 
@@ -70,25 +70,6 @@ class GeneratorOptions:
 
     def per_class(self, split: str) -> int:
         return {"train": self.train_per_class, "val": self.val_per_class, "test": self.test_per_class}[split]
-
-
-def prepare_output(out_dir: str, force: bool) -> None:
-    """Create `out_dir`; refuse a non-empty one unless `force`, which removes only what a
-    previous run wrote there (plant/, general/, manifest.json)."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise NotADirectoryError(f"{out_dir}: exists and is not a folder")
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not force:
-            raise ValueError(
-                f"{out_dir}: folder is not empty (expected an empty or new folder; use --force to overwrite)"
-            )
-        for name in (*DOMAINS, MANIFEST):
-            path = os.path.join(out_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
-    os.makedirs(out_dir, exist_ok=True)
 
 
 Renderer = Callable[[int, np.random.Generator], tuple[Image.Image, str, dict[str, str]]]
@@ -148,7 +129,13 @@ def make_dataset(
         raise ValueError(f"unknown make_dataset options {sorted(unknown)}")
     config = GeneratorOptions(seed=seed, species=species, image_size=image_size, **options)
     config.validate()
-    prepare_output(out_dir, force)
+    # A new or empty folder, or with `force` one that holds an earlier dataset: only the
+    # files that run wrote are deleted (dalip.outputs).
+    with OutputFolder(out_dir, "make-dataset", force=force):
+        return _write_dataset(out_dir, config)
+
+
+def _write_dataset(out_dir: str, config: GeneratorOptions) -> dict[str, Any]:
     plants = make_species(config.species, config.seed)
     domains: dict[str, tuple[list[tuple[str, str]], Renderer]] = {
         "plant": ([(s.folder, s.scientific) for s in plants], _plant_renderer(plants, config.image_size)),

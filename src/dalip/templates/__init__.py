@@ -24,7 +24,10 @@ def read_template_file(path: str | os.PathLike) -> list[str]:
     """One template per non-blank, non-comment line; ValueError when a line has no `{}`."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"template file not found: {path}")
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: the template file is not UTF-8 text (byte {error.start})") from error
     templates = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return check_templates(templates, str(path))
 
