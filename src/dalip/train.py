@@ -14,13 +14,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from dalip.checkpoint import (
-    load_training_state, prune_training_checkpoints, resolve_resume, save_model,
-    save_training_state, training_checkpoints,
-)
+from dalip.checkpoint import prune_training_checkpoints, save_model, save_training_state
 from dalip.config import TrainConfig
 from dalip.config_io import config_to_dict, validate_train_config
 from dalip.distributed import DistributedContext, context_from_environment, init_distributed, shutdown_distributed
@@ -32,10 +28,7 @@ from dalip.train_state import (
 )
 from dalip.metrics import MetricsLog
 from dalip.optim import create_optimizer, create_scheduler
-from dalip.outputs import OutputFolder
-from dalip.train_resume import (
-    apply_current_hyperparameters, check_resume_changes, clean_temporary_files, truncate_metrics,
-)
+from dalip.train_outdir import apply_current_hyperparameters, claim_out_dir, read_resume_state, tidy_out_dir
 
 logger = logging.getLogger(__name__)
 MAX_LOGIT_SCALE = math.log(100.0)  # as OpenCLIP: temperature never below 0.01
@@ -133,7 +126,9 @@ class Trainer:
 
     # -- the run ------------------------------------------------------------------------
     def run(self, resume: str | None) -> dict[str, Any]:
-        with self._claim_out_dir(resume) as folder:
+        claim = claim_out_dir(self.out_dir, is_main=self.context.is_main, device=self.device, resume=resume,
+                              force=self.force)
+        with claim as folder:
             state = self._prepare_out_dir(resume)
             if state is not None:
                 self._restore(state)
@@ -363,54 +358,20 @@ class Trainer:
         self.resume_changes = list(state.get("resume_changes") or []) + self.resume_changes
         logger.info("resumed from %s at step %d (epoch %d)", state["path"], self.position.step, self.position.epoch)
 
-    @contextlib.contextmanager
-    def _claim_out_dir(self, resume: str | None) -> Iterator[OutputFolder | None]:
-        """Rank 0 checks and locks out_dir (dalip.outputs); every rank learns if that failed."""
-        folder, error = None, None
-        if self.context.is_main:
-            if not resume and not self.force and training_checkpoints(self.checkpoint_dir):
-                error = FileExistsError(f"out_dir {self.out_dir} already holds checkpoints; pass --resume latest "
-                                        f"to continue that run, --force to start over, or choose another out_dir")
-            else:
-                folder = OutputFolder(self.out_dir, "train", force=self.force, resume=bool(resume),
-                                      legacy="checkpoints/step_*.pt")
-                try:
-                    folder.open()
-                except Exception as caught:  # raised below, once every rank knows
-                    folder, error = None, caught
-        if not all_ranks_agree(error is None, self.device):
-            raise error or ValueError(f"out_dir {self.out_dir}: refused on rank 0 (see its message)")
-        complete = False
-        try:
-            yield folder
-            complete = True
-        finally:
-            if folder is not None:
-                folder.close(complete)
-
     def _prepare_out_dir(self, resume: str | None) -> dict[str, Any] | None:
-        """Tidy out_dir, check a resume against its checkpoint, write config.yaml, open the logs.
-
-        Returns the training state to restore (None for a fresh start)."""
-        state, purge_step = None, None
+        """Check a resume against its checkpoint, tidy out_dir, open the logs; returns the
+        training state to restore (None for a fresh start)."""
+        config, state, step = config_to_dict(self.config), None, None
         if resume:
-            path = resolve_resume(resume, self.checkpoint_dir)
-            state = {**load_training_state(path), "path": str(path)}
-            changes = check_resume_changes(state.get("config") or {}, config_to_dict(self.config),
-                                           self.allow_changes, path)
-            step = int((state.get("position") or {}).get("step", 0))
-            self.resume_changes = [{"step": step, "checkpoint": str(path),
-                                    "changed": {k: list(v) for k, v in changes.items()}}] if changes else []
-            purge_step = step + 1
+            state, change = read_resume_state(resume, self.checkpoint_dir, config, self.allow_changes)
+            self.resume_changes = [change] if change else []
+            step = change["step"] if change else int(state["position"]["step"])
         if self.context.is_main:
-            clean_temporary_files(self.out_dir)
-            if state is not None:
-                truncate_metrics(self.out_dir / "metrics.jsonl", purge_step - 1)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
+            tidy_out_dir(self.out_dir, config, step)
+        purge_step = None if step is None else step + 1
         self.metrics = MetricsLog(self.out_dir, self.context.is_main, self.config.tensorboard, purge_step=purge_step)
         if self.resume_changes:
-            self.metrics.write({"step": purge_step - 1, "resumed_with_changes": self.resume_changes[-1]["changed"]})
+            self.metrics.write({"step": step, "resumed_with_changes": self.resume_changes[-1]["changed"]})
         if self.context.is_distributed:
             torch.distributed.barrier()
         return state

@@ -1,6 +1,7 @@
-"""Continuing a run honestly: what a resume may change, and the files it tidies first.
+"""A training run's out_dir: claiming it, tidying it, and what a resume may change.
 
-A resumed run continues the run its checkpoint belongs to. Config fields that change the
+`claim_out_dir` applies dalip.outputs' policy (manifest, `--force`, lock) on rank 0 and
+tells every rank when it refused. A resumed run continues the run its checkpoint belongs to. Config fields that change the
 training itself (data, model, optimiser, batch, steps, seed, ...) must match the
 checkpoint's config, unless the user lists them (`--allow-change FIELD`): then the new
 values are used, also the optimiser's (its saved hyper-parameters would otherwise win), and
@@ -10,13 +11,19 @@ logging and bookkeeping may always change.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
+import yaml
+
+from dalip.checkpoint import load_training_state, resolve_resume, training_checkpoints
+from dalip.outputs import OutputFolder
+from dalip.train_state import all_ranks_agree
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +32,64 @@ BOOKKEEPING_FIELDS = frozenset({
     "out_dir", "progress", "tensorboard", "checkpoint_every", "keep_last", "log_every", "eval_every",
     "max_nonfinite", "data.val", "data.val_templates",
 })
+
+
+@contextlib.contextmanager
+def claim_out_dir(
+    out_dir: Path, *, is_main: bool, device: torch.device, resume: str | None, force: bool,
+) -> Iterator[OutputFolder | None]:
+    """Rank 0 checks and locks out_dir (dalip.outputs); every rank learns if that failed.
+
+    Yields the OutputFolder on rank 0 (None elsewhere); unlocks it and records what was
+    written on the way out."""
+    folder, error = None, None
+    if is_main:
+        if not resume and not force and training_checkpoints(out_dir / "checkpoints"):
+            error = FileExistsError(f"out_dir {out_dir} already holds checkpoints; pass --resume latest "
+                                    f"to continue that run, --force to start over, or choose another out_dir")
+        else:
+            folder = OutputFolder(out_dir, "train", force=force, resume=bool(resume), legacy="checkpoints/step_*.pt")
+            try:
+                folder.open()
+            except Exception as caught:  # raised below, once every rank knows
+                folder, error = None, caught
+    if not all_ranks_agree(error is None, device):
+        raise error or ValueError(f"out_dir {out_dir}: refused on rank 0 (see its message)")
+    complete = False
+    try:
+        yield folder
+        complete = True
+    finally:
+        if folder is not None:
+            folder.close(complete)
+
+
+def read_resume_state(
+    resume: str, checkpoint_dir: Path, config: Mapping[str, Any], allow_changes: Iterable[str],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(training state with its "path", record of the allowed config changes or None)."""
+    path = resolve_resume(resume, checkpoint_dir)
+    state = {**load_training_state(path), "path": str(path)}
+    missing = [key for key in ("optimizer", "scheduler", "scaler", "position", "rng", "config") if key not in state]
+    position = state.get("position")
+    if missing or not isinstance(position, dict) or not isinstance(position.get("step"), int):
+        raise ValueError(f"--resume: {path} is not a complete training checkpoint "
+                         f"(missing {', '.join(missing) or 'a valid position'})")
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"--resume: {path}: its stored run config is not a mapping")
+    changes = check_resume_changes(state["config"], config, allow_changes, path)
+    record = {"step": position["step"], "checkpoint": str(path), "changed": {k: list(v) for k, v in changes.items()}}
+    return state, record if changes else None
+
+
+def tidy_out_dir(out_dir: Path, config: Mapping[str, Any], resumed_step: int | None) -> None:
+    """Remove half-written files of a killed run, cut metrics.jsonl back to the resumed
+    step (those steps are trained again), write config.yaml. Rank 0 only."""
+    clean_temporary_files(out_dir)
+    if resumed_step is not None:
+        truncate_metrics(out_dir / "metrics.jsonl", resumed_step)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
