@@ -13,17 +13,19 @@ from safetensors.torch import save_file
 from dalip.cli import main
 
 
-def user_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
-    """Run `dalip ARGV`; assert exit status 2 and exactly one stderr line; return that line."""
+def user_error(capsys: pytest.CaptureFixture, *argv: str, alone: bool = True) -> str:
+    """Run `dalip ARGV`; assert exit status 2 and one error line (the only stderr line
+    unless `alone` is False, which allows warnings before it); return that line."""
     capsys.readouterr()
     status = main([str(a) for a in argv])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 2, f"exit {status}, stderr: {err}"
-    assert len(lines) == 1, f"expected one line, got: {err}"
-    assert lines[0].startswith(f"dalip {argv[0]}: error: "), lines[0]
+    assert lines and (len(lines) == 1 or not alone), f"expected one line, got: {err}"
+    assert lines[-1].startswith(f"dalip {argv[0]}: error: "), lines[-1]
+    assert sum(": error: " in line for line in lines) == 1, err
     assert "Traceback" not in err and "weights_only" not in err
-    return lines[0]
+    return lines[-1]
 
 
 def files_under(folder: str | os.PathLike) -> set[str]:

@@ -1,0 +1,130 @@
+"""One output-folder policy: commands delete only what an earlier run of theirs listed,
+refuse folders they did not write, and keep out of a folder another command is using
+(issue 13, defect 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from dalip.outputs import LOCK_NAME, MANIFEST_NAME, OutputFolder, check_output_file, read_manifest
+from guard_helpers import files_under, user_error
+
+TINY_DATASET = ["--species", "2", "--image-size", "24", "--train-per-class", "2", "--val-per-class", "1",
+                "--test-per-class", "1", "--general-classes", "1"]
+
+
+def _user_folder(root):
+    """A folder holding a user's work under the names dalip's outputs use."""
+    for relative in ("figures/mine.png", "wiseft-clip/notes.md", "data/plant/photo.jpg", "start/model.safetensors",
+                     "plant/train/keep.csv", "general/readme.txt"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(f"user file {relative}")
+    return files_under(root)
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_quickstart_never_touches_a_folder_it_did_not_write(tmp_path, capsys, force):
+    before = _user_folder(tmp_path)
+    message = user_error(capsys, "quickstart", "--out", tmp_path, "--budget", "test", *force)
+    assert str(tmp_path) in message and "not empty" in message
+    assert files_under(tmp_path) == before
+    assert all((tmp_path / f).read_text() == f"user file {f}" for f in before if (tmp_path / f).is_file())
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_make_dataset_never_touches_a_folder_it_did_not_write(tmp_path, capsys, force):
+    before = _user_folder(tmp_path)
+    user_error(capsys, "make-dataset", "--out", tmp_path, *TINY_DATASET, *force)
+    assert files_under(tmp_path) == before
+
+
+def test_make_dataset_force_deletes_only_what_it_wrote(tmp_path, capsys):
+    from dalip.cli import main
+
+    out = tmp_path / "data"
+    assert main(["make-dataset", "--out", str(out), *TINY_DATASET]) == 0
+    written = set(read_manifest(out)["files"])
+    assert "manifest.json" in written and any(f.endswith(".jpg") for f in written)
+    (out / "plant" / "train" / "mine.txt").write_text("added by the user")
+    (out / "general" / "notes").mkdir()
+    (out / "general" / "notes" / "a.txt").write_text("added by the user")
+    assert main(["make-dataset", "--out", str(out), *TINY_DATASET, "--force", "--seed", "1"]) == 0
+    assert (out / "plant" / "train" / "mine.txt").read_text() == "added by the user"
+    assert (out / "general" / "notes" / "a.txt").exists()
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 1
+    assert "plant/train/mine.txt" not in read_manifest(out)["files"]
+
+
+def test_force_never_follows_a_manifest_outside_the_folder(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "photo.jpg").write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(tmp_path / "elsewhere", out / "linked")
+    (out / "ours.txt").write_text("x")
+    (out / MANIFEST_NAME).write_text(json.dumps({"command": "eval", "files": [
+        "../outside.txt", str(outside), "linked/photo.jpg", "ours.txt"]}))
+    with OutputFolder(out, "eval", force=True):
+        pass
+    assert outside.read_text() == "precious" and (tmp_path / "elsewhere" / "photo.jpg").exists()
+    assert not (out / "ours.txt").exists()
+
+
+def test_output_of_another_command_is_refused(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"command": "eval", "files": ["results.json"]}))
+    with pytest.raises(FileExistsError, match="dalip eval"):
+        OutputFolder(tmp_path, "interpolate", force=True).open()
+    assert (tmp_path / "results.json").exists()
+
+
+def test_a_live_lock_keeps_a_second_command_out(tmp_path):
+    with OutputFolder(tmp_path, "eval"):
+        with pytest.raises(FileExistsError, match="in use by `dalip eval`"):
+            OutputFolder(tmp_path, "eval", force=True).open()
+        assert (tmp_path / LOCK_NAME).exists()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_lock_of_a_running_process_is_respected_and_a_dead_ones_taken_over(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                      "command": "train"}))
+        with pytest.raises(FileExistsError, match=f"process {holder.pid}"):
+            OutputFolder(tmp_path, "train").open()
+    finally:
+        holder.kill()
+        holder.wait()
+    with OutputFolder(tmp_path, "train"):  # the holder is gone: its lock is stale
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_eval_and_interpolate_refuse_a_folder_they_did_not_write(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    suite = tmp_path.parent / f"{tmp_path.name}-suite.yaml"
+    suite.write_text("datasets:\n  - {name: a, task: zeroshot, path: x}\n")
+    for argv in (["eval", "-m", "m.safetensors", "--suite", suite, "--out", tmp_path, "--force"],
+                 ["interpolate", "--start", "a.safetensors", "--tuned", "b.safetensors", "--suite", suite,
+                  "--out", tmp_path, "--force"]):
+        assert "not empty" in user_error(capsys, *argv)
+    assert files_under(tmp_path) == {"thesis.tex"}
+
+
+def test_output_files_need_force_and_never_replace_a_folder(tmp_path):
+    target = tmp_path / "features.npz"
+    check_output_file(target, force=False)
+    target.write_text("old")
+    with pytest.raises(FileExistsError, match="--force"):
+        check_output_file(target, force=False)
+    check_output_file(target, force=True)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        check_output_file(tmp_path, force=True)
