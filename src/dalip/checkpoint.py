@@ -40,6 +40,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # name the file the user asked for, not our temporary one
+        if error.filename == temporary or temporary in str(error):
+            raise OSError(error.errno, error.strerror or str(error).replace(temporary, str(path)), str(path)) from error
+        raise
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)

@@ -65,16 +65,18 @@ class DatasetSpec:
     folds: int = checked(5, minimum=1)
     splits: str | None = None  # few-shot splits file to reuse
 
-    def check(self) -> None:
+    def check(self, where: str = "") -> None:
+        """ValueError for what the types cannot say; `where` prefixes the field names."""
+        where = where or f"dataset {self.name!r}: "
         if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0"):
-            raise ValueError(f"dataset name {self.name!r}: expected a plain name (it names files such as "
-                             f"fewshot_splits/NAME.json), without / or \\")
+            raise ValueError(f"{where}name: {self.name!r} is not a plain name (it names files such as "
+                             f"fewshot_splits/NAME.json); use no / or \\")
         needs = ("path",) if self.task in ("zeroshot", "retrieval") else ("train", "test")
         for key in needs:
             if not getattr(self, key):
-                raise ValueError(f"dataset {self.name!r}: task {self.task} needs {', '.join(needs)}")
+                raise ValueError(f"{where}task {self.task} needs {', '.join(needs)}")
         if self.task == "fewshot" and not self.shots:
-            raise ValueError(f"dataset {self.name!r}: shots: expected at least one k, e.g. [1, 5]")
+            raise ValueError(f"{where}shots: expected at least one k, e.g. [1, 5]")
 
 
 @dataclass
@@ -105,7 +107,7 @@ def _dataset_from(entry: Any, base: Path, index: int, where: str) -> DatasetSpec
             setattr(spec, key, str(base / os.path.expanduser(getattr(spec, key))))
     if isinstance(spec.templates, str) and (base / spec.templates).is_file():
         spec.templates = str(base / spec.templates)
-    spec.check()
+    spec.check(f"{here}.")
     return spec
 
 
