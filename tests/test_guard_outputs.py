@@ -110,11 +110,13 @@ def test_lock_of_a_running_process_is_respected_and_a_dead_ones_taken_over(tmp_p
 
 def test_eval_and_interpolate_refuse_a_folder_they_did_not_write(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("years of work")
-    suite = tmp_path.parent / f"{tmp_path.name}-suite.yaml"
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-inputs"
+    elsewhere.mkdir()
+    suite, model = elsewhere / "suite.yaml", elsewhere / "m.safetensors"
     suite.write_text("datasets:\n  - {name: a, task: zeroshot, path: x}\n")
-    for argv in (["eval", "-m", "m.safetensors", "--suite", suite, "--out", tmp_path, "--force"],
-                 ["interpolate", "--start", "a.safetensors", "--tuned", "b.safetensors", "--suite", suite,
-                  "--out", tmp_path, "--force"]):
+    model.write_bytes(b"")  # never read: the folder is refused first
+    for argv in (["eval", "-m", model, "--suite", suite, "--out", tmp_path, "--force"],
+                 ["interpolate", "--start", model, "--tuned", model, "--suite", suite, "--out", tmp_path, "--force"]):
         assert "not empty" in user_error(capsys, *argv)
     assert files_under(tmp_path) == {"thesis.tex"}
 

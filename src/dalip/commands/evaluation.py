@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -101,7 +102,7 @@ def _flag_suite(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from dalip.model_specs import parse_model_arg
+    from dalip.model_specs import check_spec, parse_model_arg
     from dalip.outputs import OutputFolder
     from dalip.report import markdown_table
     from dalip.suite import load_suite, run_suite
@@ -112,7 +113,9 @@ def run_eval(args: argparse.Namespace) -> int:
     models = dict(parse_model_arg(spec) for spec in args.model)
     if len(models) != len(args.model):
         raise ValueError(f"--model: display names must be unique, got {args.model}")
-    suite = load_suite(args.suite or _flag_suite(args))  # a broken suite fails before --out is touched
+    suite = load_suite(args.suite or _flag_suite(args))  # a broken suite or model path fails before --out is touched
+    for spec in models.values():
+        check_spec(spec)
     with OutputFolder(args.out, "eval", force=args.force):
         results = run_suite(
             models, suite, args.out, device=args.device, precision=args.precision,
@@ -271,18 +274,24 @@ def _add_interpolate(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_weights(text: str) -> list[float]:
     try:
-        return [float(part) for part in text.split(",") if part.strip()]
+        weights = [float(part) for part in text.split(",") if part.strip()]
     except ValueError as error:
         raise ValueError(f"--weights: expected comma-separated numbers such as 0,0.5,1, got {text!r}") from error
+    if not weights or not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"--weights: expected finite numbers such as 0,0.5,1, got {text!r}")
+    return weights
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
+    from dalip.model_specs import check_spec
     from dalip.outputs import OutputFolder
     from dalip.report import interpolation_table
     from dalip.suite import load_suite
     from dalip.wiseft import interpolate
 
     weights, suite = parse_weights(args.weights), load_suite(args.suite)
+    check_spec(args.start)
+    check_spec(args.tuned)
     with OutputFolder(args.out, "interpolate", force=args.force):
         results = interpolate(
             args.start, args.tuned, weights, suite, args.out, device=args.device,

@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
+from dalip.config import checked
+from dalip.config_io import check_fields
 from dalip.data.general import GENERAL_CLASSES, general_caption, render_general
 from dalip.data.plants import TRAITS, Species, alt_text, make_species, multi_captions
 from dalip.data.render import sample_pose, render_leaf
@@ -41,32 +43,23 @@ FORMAT_VERSION = 1
 class GeneratorOptions:
     """What `make_dataset` writes (all of it is recorded in the manifest)."""
 
-    seed: int = 0
-    species: int = 24
-    image_size: int = 64
-    train_per_class: int = 40
-    val_per_class: int = 10
-    test_per_class: int = 20
-    general_classes: int = 12
-    samples_per_shard: int = 200
-    image_format: str = "jpg"
+    seed: int = checked(0, minimum=0)
+    species: int = checked(24, minimum=2)
+    image_size: int = checked(64, minimum=16, maximum=1024)
+    train_per_class: int = checked(40, minimum=1)
+    val_per_class: int = checked(10, minimum=1)
+    test_per_class: int = checked(20, minimum=1)
+    general_classes: int = checked(12, minimum=0, maximum=len(GENERAL_CLASSES))
+    samples_per_shard: int = checked(200, minimum=1)
+    image_format: str = checked("jpg", choices=("jpg", "png"))
 
     def validate(self) -> None:
-        """ValueError naming the first option out of range."""
-        checks = [
-            ("species", self.species >= 2, ">= 2"),
-            ("image_size", 16 <= self.image_size <= 1024, "between 16 and 1024"),
-            ("train_per_class", self.train_per_class >= 1, ">= 1"),
-            ("val_per_class", self.val_per_class >= 1, ">= 1"),
-            ("test_per_class", self.test_per_class >= 1, ">= 1"),
-            ("general_classes", 0 <= self.general_classes <= len(GENERAL_CLASSES),
-             f"between 0 and {len(GENERAL_CLASSES)}"),
-            ("samples_per_shard", self.samples_per_shard >= 1, ">= 1"),
-            ("image_format", self.image_format in ("jpg", "png"), "'jpg' or 'png'"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+        """ValueError naming the first option of the wrong type or out of range."""
+        for spec in fields(self):
+            value, kind = getattr(self, spec.name), int if spec.type == "int" else str
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"{spec.name}: expected {kind.__name__}, got {value!r}")
+        check_fields(self)
 
     def per_class(self, split: str) -> int:
         return {"train": self.train_per_class, "val": self.val_per_class, "test": self.test_per_class}[split]
