@@ -98,6 +98,8 @@ def test_checkpoint_with_empty_or_list_shaped_config_is_one_line(saved, tmp_path
     ({"open_clip_config": {"embed_dim": 32, "text_cfg": {"hf_tokenizer_name": "x/y"}}}, "hf_"),
     ({"model_name": "new-arch", "open_clip_config": {"embed_dim": "wide", "vision_cfg": {}, "text_cfg": {}}},
      "cannot be built"),
+    ({"mbdc": {**TEST_MBDC, "reduced_dim": 5000}}, "parameters"),  # memory, not a file write
+    ({"image_size": 10 ** 7}, "parameters"),
 ])
 def test_checkpoint_with_mismatched_config_is_one_line(saved, tmp_path, capsys, change, expected):
     _, state, config = saved

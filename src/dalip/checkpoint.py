@@ -7,9 +7,7 @@ so every module can import this one.
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,14 +17,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from dalip.checkpoint_config import check_model_config
+
 
 FORMAT_NAME = "dalip"
 FORMAT_VERSION = "1"
-# Architecture names read from files are used as open_clip registry keys and as the stem
-# of a JSON file dalip registers: no separators, no "..", no "hf-hub:" / "local-dir:".
-SAFE_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
-# Config keys that make open_clip fetch from the network (Hugging Face, timm hubs).
-_FETCHING_KEY_PREFIXES = ("hf_", "timm_")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -92,66 +87,6 @@ def read_extra(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return extra if isinstance(extra, dict) else {}
-
-
-def check_model_name(name: Any, where: str) -> str:
-    """`name` if it is a plain architecture name (see SAFE_MODEL_NAME), else ValueError."""
-    if not isinstance(name, str) or not SAFE_MODEL_NAME.fullmatch(name) or ".." in name:
-        raise ValueError(
-            f"{where}: model_name {name!r} is not a plain architecture name (expected letters, "
-            f"digits and . _ + - only, such as ViT-B-16)"
-        )
-    return name
-
-
-def check_model_config(config: Any, where: str) -> dict[str, Any]:
-    """A stored architecture config (`DALIPModel.config()`) checked for shape and safety.
-
-    Files are untrusted: the name must be plain, sizes positive, alpha in [0, 1], and the
-    open_clip config may not name anything open_clip would fetch from the network.
-    """
-    if not isinstance(config, dict) or not config:
-        raise ValueError(f"{where}: the stored model config is {_describe(config)}; expected a JSON object "
-                         f"with model_name, open_clip_config, alpha, mbdc")
-    check_model_name(config.get("model_name"), where)
-    expectations = {
-        "open_clip_config": (lambda v: v is None or (isinstance(v, dict) and _no_fetching_keys(v)),
-                             "a JSON object without hf_* / timm_* keys"),
-        "alpha": (lambda v: _is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
-        "mbdc": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a JSON object"),
-        "separate_second_temperature": (lambda v: isinstance(v, bool), "true or false"),
-        "image_size": (lambda v: v is None or _positive_int(v) or (
-            isinstance(v, list) and len(v) == 2 and all(_positive_int(i) for i in v)), "a positive size"),
-        "context_length": (lambda v: v is None or _positive_int(v), "a positive integer"),
-        "preprocess_cfg": (lambda v: isinstance(v, dict), "a JSON object"),
-    }
-    for key, (valid, expected) in expectations.items():
-        if key in config and not valid(config[key]):
-            raise ValueError(f"{where}: stored config field {key!r} is {config[key]!r}; expected {expected}")
-    return config
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return "empty"
-    return "null" if value is None else f"a JSON {type(value).__name__}"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _no_fetching_keys(config: dict[str, Any]) -> bool:
-    for key, value in config.items():
-        if str(key).startswith(_FETCHING_KEY_PREFIXES):
-            return False
-        if isinstance(value, dict) and not _no_fetching_keys(value):
-            return False
-    return True
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

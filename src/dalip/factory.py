@@ -14,10 +14,8 @@ import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
-from dalip.checkpoint import (
-    check_model_name as check_safe_model_name, load_training_state, read_checkpoint_config, read_state_dict,
-    require_dalip_checkpoint,
-)
+from dalip.checkpoint import load_training_state, read_checkpoint_config, read_state_dict, require_dalip_checkpoint
+from dalip.checkpoint_config import check_model_name as check_safe_model_name
 from dalip.model import OUR_MBDC_DEFAULTS, DALIPModel, check_model_name
 
 logger = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ interpolate, embed, export):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ class OutputFolder:
         self.keep, self.legacy = tuple(keep), legacy
         self.foreign: set[str] = set()
         self._locked = False
+        self._created: list[Path] = []  # folders this command made, innermost first
 
     def __enter__(self) -> "OutputFolder":
         self.open()
@@ -60,6 +62,7 @@ class OutputFolder:
     def open(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"{self.root}: exists and is not a folder; expected an output folder")
+        self._created = [p for p in (self.root, *self.root.parents) if not p.exists()]
         self.root.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         try:
@@ -101,12 +104,19 @@ class OutputFolder:
         os.replace(temporary, self.root / MANIFEST_NAME)
 
     def close(self, complete: bool = True) -> None:
+        """Record what was written and unlock; a folder this command created and left
+        empty (it failed before writing) is removed again."""
         if not self._locked:
             return
         try:
             self.record(complete)
         finally:
             self._release_lock()
+        if self._created and not list_files(self.root):
+            (self.root / MANIFEST_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # stops at the first folder that is not empty
+                for folder in self._created:
+                    folder.rmdir()
 
     # -- the lock ---------------------------------------------------------------------
     def _take_lock(self) -> None:
