@@ -160,7 +160,7 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
         raise FileNotFoundError(f"{what} not found: {path}" if not Path(path).exists()
                                 else f"{what} {path}: not a file")
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not UTF-8 text (byte {error.start}); save the {what} as UTF-8") from error
     except yaml.YAMLError as error:

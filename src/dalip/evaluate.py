@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
+from dalip.data.files import read_text_lines
 from dalip.evaluation_data import (
     Runtime,
     ImageFileDataset,
@@ -214,8 +215,6 @@ def check_labels(labels: Sequence[str], where: str = "labels") -> list[str]:
 
 def read_label_file(path: str | os.PathLike) -> list[str]:
     """One label per line (blank lines and "#" comments ignored); duplicates are an error."""
-    from dalip.data.files import read_text_lines
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"label file not found: {path}")
     lines = [line for line in read_text_lines(path, "label file") if not line.lstrip().startswith("#")]

@@ -63,7 +63,7 @@ def train(
 
     `force` starts over in an out_dir that holds an earlier run (deleting only the files
     that run wrote); `allow_changes` lists config fields that may differ from the
-    checkpoint's on resume (dalip.train_resume).
+    checkpoint's on resume (dalip.train_outdir).
     """
     validate_train_config(config)
     context = context_from_environment(config.device)
@@ -110,6 +110,7 @@ class Trainer:
         self.metrics = MetricsLog(self.out_dir, False)  # opened by `run` once out_dir is ours
         self.last_losses: dict[str, float] = {}
         self.resume_changes: list[dict[str, Any]] = []
+        self.output_folder: Any = None  # rank 0's dalip.outputs.OutputFolder while `run` holds it
 
     def _steps_per_epoch(self) -> int | None:
         batches = self.loader.num_batches
@@ -335,7 +336,7 @@ class Trainer:
         path = self.checkpoint_dir / f"step_{self.position.step:09d}.pt"
         save_training_state(path, state)
         prune_training_checkpoints(self.checkpoint_dir, self.config.keep_last)
-        if getattr(self, "output_folder", None) is not None:
+        if self.output_folder is not None:
             self.output_folder.record()  # a killed run's manifest still lists its files
         logger.debug("saved %s", path)
 
