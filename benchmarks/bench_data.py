@@ -112,7 +112,7 @@ def fed_steps(loader, step_on: Callable[[torch.Tensor, torch.Tensor], float], st
 def measure(args: argparse.Namespace, root: str) -> dict[str, Any]:
     import open_clip
 
-    from dalip.factory import create_transforms
+    from dalip.model.factory import create_transforms
 
     manifest, generator = generate(root, args)
     model = bench_step.build_dalip(MODEL, {}, False, args.seed)

@@ -81,8 +81,8 @@ def build_dalip(name: str, mbdc: dict[str, Any], shared: bool, seed: int):
     Built without create_model's transforms and tokenizer, so both variants hold the same
     objects besides the MBDC heads (the memory comparison counts everything resident).
     """
-    from dalip.factory import mbdc_options_for
-    from dalip.model import DALIPModel
+    from dalip.model.factory import mbdc_options_for
+    from dalip.model.dalip_model import DALIPModel
 
     model = DALIPModel(build_clip(name, seed), name, **mbdc_options_for(name, **mbdc)).train()
     if shared:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dalip.model import Features
-from dalip.model_specs import LoadedModel
+from dalip.model.features import Features
+from dalip.evaluation.specs import LoadedModel
 
 
 # A zero-shot case worked out by hand (tests/test_eval_metrics.py): images 0-2 are class

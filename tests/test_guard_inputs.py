@@ -12,10 +12,14 @@ import pytest
 from PIL import Image
 
 from data_fixtures import jpeg_bytes, to_tensor
+from dalip.atomic import atomic_write
+from dalip.cli import main
+from dalip.cli.main import one_line
 from dalip.config import SourceConfig
 from dalip.data import build_loader, build_train_dataset, make_source
 from dalip.data.skips import SkipCounter
-from dalip.data.sources import decode_image, read_file
+from dalip.data.sources import DEFAULT_MAX_IMAGE_PIXELS, decode_image, read_file
+from dalip.evaluation.datasets import list_image_files, read_caption_csv
 from eval_fixtures import make_workspace
 from guard_helpers import files_under, user_error
 
@@ -43,8 +47,6 @@ def test_csv_rows_lacking_cells_are_skipped_and_counted(tmp_path):
 
 
 def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
-    from dalip.evaluation_data import read_caption_csv
-
     _images(tmp_path / "img", 2)
     (tmp_path / "bom.csv").write_bytes("filepath,caption,label\nimg/0.jpg,a leaf,oak\nimg/1.jpg,a fern,fern\n"
                                        .encode("utf-8-sig"))
@@ -65,8 +67,6 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
 
 
 def test_images_above_the_pixel_limit_are_skipped_as_too_large(tmp_path, monkeypatch):
-    from dalip.data.sources import DEFAULT_MAX_IMAGE_PIXELS
-
     assert DEFAULT_MAX_IMAGE_PIXELS < 12000 * 12000
     Image.new("RGB", (40, 30)).save(tmp_path / "big.png")
     counter = SkipCounter()
@@ -82,8 +82,6 @@ def test_images_above_the_pixel_limit_are_skipped_as_too_large(tmp_path, monkeyp
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_fifo_named_like_an_image_never_blocks(tmp_path):
-    from dalip.evaluation_data import list_image_files
-
     _images(tmp_path / "root" / "oak", 2)
     os.mkfifo(tmp_path / "root" / "oak" / "pipe.jpg")
     source = make_source(SourceConfig("folder", str(tmp_path / "root")))
@@ -134,8 +132,6 @@ def test_latin1_label_and_text_files_name_the_file(workspace, tmp_path, capsys):
 
 
 def test_predict_reports_unreadable_images_and_rejects_batch_size_0(workspace, tmp_path, capsys):
-    from dalip.cli import main
-
     (tmp_path / "broken.png").write_text("not an image")
     good = workspace["test"] / "oak" / "0.png"
     assert "--batch-size: expected an integer >= 1, got 0" in user_error(
@@ -150,8 +146,6 @@ def test_predict_reports_unreadable_images_and_rejects_batch_size_0(workspace, t
 
 
 def test_embed_and_eval_outputs_follow_the_force_rule(workspace, tmp_path, capsys):
-    from dalip.cli import main
-
     out = tmp_path / "features.npz"
     out.write_bytes(b"earlier")
     argv = ["embed", "-m", str(workspace["start"]), "--texts", "a leaf", "--out", str(out), "-q"]
@@ -169,9 +163,6 @@ def test_embed_and_eval_outputs_follow_the_force_rule(workspace, tmp_path, capsy
 
 
 def test_errors_never_show_errno_or_temporary_paths(tmp_path, capsys):
-    from dalip.checkpoint import atomic_write
-    from dalip.cli import one_line
-
     def failing(temporary):
         raise OSError(28, "No space left on device", temporary)
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dalip.cli import main
-from dalip.metrics import read_metrics
+from dalip.train.run_log import read_metrics
 from dalip.outputs import LOCK_NAME
 from guard_helpers import files_under, user_error
 from train_fixtures import train_data, write_config  # noqa: F401  (fixture)

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 import dalip
 from dalip.cli import main
 from dalip.config import OptimConfig
-from dalip.metrics import read_metrics
-from dalip.optim import lr_factor, parameter_groups
+from dalip.train.run_log import read_metrics
+from dalip.train.optim import lr_factor, parameter_groups
 from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
 
 
@@ -104,9 +104,9 @@ def test_bf16_run_has_finite_loss(train_data, tmp_path):
 
 
 def test_accumulated_gradient_is_the_full_batch_gradient(train_data, tmp_path):
-    from dalip.config_io import load_train_config
-    from dalip.distributed import DistributedContext
-    from dalip.train import Trainer
+    from dalip.config import load_train_config
+    from dalip.train.distributed import DistributedContext
+    from dalip.train.loop import Trainer
 
     gradients = []
     for accumulation in (1, 2):
@@ -136,7 +136,7 @@ def test_accumulation_matches_one_big_batch(train_data, tmp_path):
 
 
 def test_nonfinite_loss_skips_the_step_then_stops(train_data, tmp_path, monkeypatch, capsys):
-    import dalip.train as train_module
+    import dalip.train.loop as train_module
 
     original = train_module.Trainer._losses
     calls = {"n": 0}

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from torch import nn
 
-from dalip.model import Features
+from dalip.model.features import Features
 
 COMBINE_MODES = ("losses", "similarity")
 

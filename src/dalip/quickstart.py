@@ -20,9 +20,14 @@ from typing import Any
 
 import yaml
 
-from dalip.config import DataConfig, LossConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig
-from dalip.config_io import config_to_dict
+from dalip.config import DataConfig, LossConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig, config_to_dict
+from dalip.data.synthetic import make_dataset
+from dalip.evaluation.suite import run_suite
+from dalip.evaluation.wiseft import interpolate
 from dalip.outputs import OutputFolder, remove_earlier_output
+from dalip.report.quickstart import write_report
+from dalip.report.suite import write_interpolation_report, write_suite_report
+from dalip.train.loop import train
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +64,6 @@ BUDGETS = {
 
 def generate_data(out: Path, budget: Budget, seed: int) -> Path:
     """The embedded dataset under out/data, reused when its options match."""
-    from dalip.data.synthetic import make_dataset
-
     root = out / "data"
     options = dict(species=budget.species, image_size=budget.image_size, train_per_class=budget.train_per_class,
                    val_per_class=max(2, budget.test_per_class // 2), test_per_class=budget.test_per_class,
@@ -99,8 +102,6 @@ def run_config(out: Path, data: Path, budget: Budget, seed: int, stage: str) -> 
 
 def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
     """Train one stage (or reuse a cached start model); returns seconds spent."""
-    from dalip.train import train
-
     run = Path(config.out_dir)
     wanted = yaml.safe_dump(config_to_dict(config), sort_keys=False)
     if cacheable and (run / "model.safetensors").exists() and (run / "config.yaml").exists() \
@@ -144,10 +145,6 @@ def quickstart(out_dir: str | Path, seed: int = 0, budget: str = "small", force:
 
 
 def _run_stages(out: Path, settings: Budget, budget: str, seed: int, folder: OutputFolder) -> dict[str, Any]:
-    from dalip.quickstart_report import write_report
-    from dalip.suite import run_suite
-    from dalip.wiseft import interpolate
-
     timings: dict[str, float] = {}
     started = time.perf_counter()
     data = generate_data(out, settings, seed)
@@ -161,14 +158,16 @@ def _run_stages(out: Path, settings: Budget, budget: str, seed: int, folder: Out
     checkpoints = {run: str(out / run / "model.safetensors") for run in RUNS}
     mark = time.perf_counter()
     evaluation = run_suite(checkpoints, suite(data, settings), out / "eval")
+    write_suite_report(evaluation, out / "eval")
     timings["eval"] = time.perf_counter() - mark
     mark = time.perf_counter()
     zero_shot_only = {**suite(data, settings), "datasets": suite(data, settings)["datasets"][:2]}
-    wise_ft = {
-        kind: interpolate(checkpoints["start"], checkpoints[f"tuned-{kind}"], WISE_FT_WEIGHTS,
-                          zero_shot_only, out / f"wiseft-{kind}", modes=["first"] if kind == "clip" else ["fused", "first"])
-        for kind in ("clip", "dalip")
-    }
+    wise_ft = {}
+    for kind in ("clip", "dalip"):
+        sweep = out / f"wiseft-{kind}"
+        wise_ft[kind] = interpolate(checkpoints["start"], checkpoints[f"tuned-{kind}"], WISE_FT_WEIGHTS, zero_shot_only,
+                                    sweep, modes=["first"] if kind == "clip" else ["fused", "first"])
+        write_interpolation_report(wise_ft[kind], sweep)
     timings["wise_ft"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
     results = {"budget": budget, "seed": seed, "checkpoints": checkpoints, "evaluation": evaluation,

@@ -1,0 +1,213 @@
+"""create_model: an open_clip architecture + pretrained weights -> DALIPModel, transforms, tokenizer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from typing import Any, Callable, Iterator
+
+import open_clip
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
+
+from dalip.model.dalip_model import OUR_MBDC_DEFAULTS, DALIPModel
+from dalip.model.file_format import read_checkpoint_config, read_state_dict
+from dalip.model.registry import check_model_name, register_config
+from dalip.model.stored_config import check_model_name as check_safe_model_name
+
+logger = logging.getLogger(__name__)
+
+MBDC_OPTION_NAMES = ("heads", "reduced_dim", "dropout", "learnable_temperature")
+PAPER_MBDC_DEFAULTS = {"heads": 4, "reduced_dim": 46}
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+_LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16,
+                  "pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}
+
+
+def mbdc_options_for(model_name: str, **overrides: Any) -> dict[str, Any]:
+    """MBDC options: paper defaults, then per-model defaults (ours), then `overrides`."""
+    unknown = sorted(set(overrides) - set(MBDC_OPTION_NAMES))
+    if unknown:
+        raise ValueError(f"unknown MBDC option(s) {unknown}; expected some of {list(MBDC_OPTION_NAMES)}")
+    options = {**PAPER_MBDC_DEFAULTS, **OUR_MBDC_DEFAULTS.get(model_name, {})}
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    return options
+
+
+def resolve_pretrained(model_name: str, pretrained: str | None) -> str:
+    """Classify `pretrained`: "none", "dalip" (our checkpoint), "file" (open_clip weights) or "tag"."""
+    if not pretrained:
+        return "none"
+    if os.path.isfile(pretrained):
+        return "dalip" if read_checkpoint_config(pretrained) is not None else "file"
+    looks_like_path = os.sep in pretrained or "/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
+    if looks_like_path:
+        raise ValueError(f"pretrained file not found: {pretrained}")
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained not in tags:
+        known = ", ".join(tags) if tags else "none (use a local checkpoint file)"
+        raise ValueError(
+            f"unknown pretrained tag {pretrained!r} for {model_name}; expected a checkpoint file "
+            f"or one of: {known}"
+        )
+    return "tag"
+
+
+def _create_clip(
+    model_name: str, weights: str | None, precision: str, image_size: Any,
+    context_length: int | None, cache_dir: str | None,
+) -> open_clip.CLIP:
+    try:
+        with quiet_loading():
+            return open_clip.create_model(
+                model_name, pretrained=weights, precision=precision,
+                force_image_size=image_size, force_context_length=context_length, cache_dir=cache_dir,
+            )
+    except Exception as error:  # a file is untrusted input: any failure to read it is the file's
+        if weights is not None and os.path.isfile(weights):
+            raise ValueError(
+                f"pretrained file {weights} does not hold {model_name} weights ({load_error_reason(error)})"
+            ) from error
+        if weights is not None and isinstance(error, (RuntimeError, OSError)):
+            raise OSError(f"could not fetch pretrained weights {weights!r} for {model_name}: "
+                          f"{load_error_reason(error)}") from error
+        raise
+
+
+def load_error_reason(error: BaseException) -> str:
+    """One line on why a weights file did not load, without torch's advice to unpickle it."""
+    text = str(error)
+    if "weights_only" in text or "Unpickl" in type(error).__name__:
+        return "not a weights-only torch file: it holds pickled objects, which dalip never executes"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def create_model(
+    model_name: str,
+    pretrained: str | None = None,
+    alpha: float = 0.5,
+    *,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    image_size: int | None = None,
+    context_length: int | None = None,
+    separate_second_temperature: bool = False,
+    aug_cfg: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+    **mbdc_options: Any,
+) -> tuple[DALIPModel, Callable, Callable, Callable]:
+    """Build a DALIP model on an open_clip architecture.
+
+    Args:
+        model_name: an open_clip ViT architecture (`open_clip.list_models()`) or one of ours
+            (`dalip-tiny`).
+        pretrained: None, an open_clip tag (downloaded by open_clip), an open_clip checkpoint
+            file, or a dalip checkpoint file. Parameters the weights do not cover (the MBDC
+            heads, for open_clip weights) are listed in `model.newly_initialized`.
+        alpha: weight of the first-order similarity in the fused similarity.
+        **mbdc_options: heads, reduced_dim, dropout, learnable_temperature.
+
+    Returns: (model, preprocess_train, preprocess_val, tokenizer).
+    """
+    check_model_name(model_name)
+    options = mbdc_options_for(model_name, **mbdc_options)
+    source = resolve_pretrained(model_name, pretrained)
+    open_clip_weights = pretrained if source in ("file", "tag") else None
+    # open_clip warns "initialized randomly" when no weights are given (said once below
+    # instead) and for a dalip checkpoint, whose weights are loaded after it.
+    quiet = _quiet_root_logger() if source in ("dalip", "none") else contextlib.nullcontext()
+    with quiet:
+        clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
+    model = DALIPModel(clip, model_name, alpha, separate_second_temperature=separate_second_temperature, **options)
+    model.newly_initialized = []
+    if source == "dalip":
+        model.newly_initialized = load_matching_weights(model, pretrained)
+    elif source in ("file", "tag"):
+        model.newly_initialized = model.mbdc_parameter_names()
+    if model.newly_initialized and source != "none":
+        logger.info("newly initialised (not in %s): %s", pretrained, ", ".join(model.newly_initialized))
+    if precision in _LOW_PRECISION:
+        for module in (model.image_mbdc, model.text_mbdc):
+            module.to(_LOW_PRECISION[precision])
+    model.to(device)
+    preprocess_train, preprocess_val = create_transforms(model, aug_cfg)
+    tokenizer = open_clip.get_tokenizer(model_name, context_length=model.clip.context_length)
+    return model, preprocess_train, preprocess_val, tokenizer
+
+
+def create_transforms(model: DALIPModel, aug_cfg: dict[str, Any] | None = None) -> tuple[Callable, Callable]:
+    """open_clip's train (augmenting) and validation transforms for the model's image tower."""
+    config = PreprocessCfg(**model.clip.visual.preprocess_cfg)
+    return (
+        image_transform_v2(config, is_train=True, aug_cfg=aug_cfg),
+        image_transform_v2(config, is_train=False),
+    )
+
+
+def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[str]:
+    """Load a dalip checkpoint's weights into `model`; returns parameters left as initialised.
+
+    Every open_clip weight must match; MBDC weights whose shapes differ (other heads or
+    reduced dim) are kept as initialised.
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing_clip = [k for k in own if k.startswith("clip.") and (k not in state or state[k].shape != own[k].shape)]
+    if missing_clip:
+        raise ValueError(
+            f"checkpoint {path} does not match {model.model_name}: e.g. {missing_clip[0]} "
+            f"is missing or has another shape"
+        )
+    matching = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(matching, strict=False)
+    return [name for name, _ in model.named_parameters() if name not in matching]
+
+
+def build_model(config: dict[str, Any], where: str = "checkpoint") -> DALIPModel:
+    """Rebuild the architecture stored in a checkpoint (weights are loaded by the caller).
+
+    `config` comes from a file (`where`, named in errors): its name is checked before any
+    use and anything open_clip or DALIPModel cannot build from it is a ValueError.
+    """
+    name = check_safe_model_name(config.get("model_name"), where)
+    if open_clip.get_model_config(name) is None and config.get("open_clip_config"):
+        register_config(name, config["open_clip_config"])
+    check_model_name(name)
+    try:
+        with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
+            clip = open_clip.create_model(
+                name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length")
+            )
+            if config.get("preprocess_cfg"):
+                open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
+        return DALIPModel(
+            clip, name, config.get("alpha", 0.5),
+            separate_second_temperature=config.get("separate_second_temperature", False),
+            **config.get("mbdc", {}),
+        )
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError) as error:
+        raise ValueError(f"{where}: its stored architecture {name!r} cannot be built "
+                         f"({load_error_reason(error)})") from error
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Reading a weights file: torch's and open_clip's warnings about it stay unprinted
+    (a file that does not load is reported once, as an error naming it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

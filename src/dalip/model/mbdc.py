@@ -1,0 +1,143 @@
+"""Multi-head Brownian Distance Covariance (MBDC): the second-order feature of a token set."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dalip.model.bdc import brownian_distance_covariance, upper_triangle_indices, vectorize_upper_triangle
+
+_COSINE_EPS = 1e-8  # F.cosine_similarity's default
+
+
+class MBDC(nn.Module):
+    """Second-order representation of a token set, as in DALIP.
+
+    Steps (DESIGN.md "The method, precisely"): a linear map on the tokens; per head,
+    tokens weighted by a softmax over tokens of their cosine with the summary token;
+    a channel reduction shared by all heads (linear, LayerNorm, ReLU) and dropout;
+    BDC over the tokens of each head, upper-triangle vectorised and concatenated;
+    LayerNorm, two linear maps; L2 normalisation.
+
+    All heads go through one batched pass; any token count works.
+
+    Args:
+        dim: token width (the CLIP embedding dimension).
+        heads: number of heads; must divide `dim`.
+        reduced_dim: channels per head after reduction (r); the BDC vector of a head
+            has r(r+1)/2 values.
+        out_dim: output width (default `dim`).
+        dropout: dropout after the reduction.
+        learnable_temperature: scale squared distances by a learned factor (DeepBDC),
+            initialised so the scale starts at the fixed 1/(2M).
+        eps: BDC's epsilon under the square root.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 4,
+        reduced_dim: int = 46,
+        out_dim: int | None = None,
+        dropout: float = 0.1,
+        learnable_temperature: bool = False,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if heads < 1 or dim % heads != 0:
+            raise ValueError(f"MBDC heads must divide the width: dim={dim}, heads={heads}")
+        if reduced_dim < 1:
+            raise ValueError(f"MBDC reduced_dim must be >= 1, got {reduced_dim}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MBDC dropout must be in [0, 1), got {dropout}")
+        self.dim = dim
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.reduced_dim = reduced_dim
+        self.out_dim = out_dim or dim
+        self.eps = eps
+        self.vector_dim = heads * reduced_dim * (reduced_dim + 1) // 2
+
+        self.token_proj = nn.Linear(dim, dim)
+        self.reduce = nn.Sequential(
+            nn.Linear(self.head_dim, reduced_dim), nn.LayerNorm(reduced_dim), nn.ReLU()
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(self.vector_dim)
+        self.mix = nn.Linear(self.vector_dim, self.vector_dim)
+        self.out_proj = nn.Linear(self.vector_dim, self.out_dim)
+        self.log_temperature = nn.Parameter(torch.zeros(())) if learnable_temperature else None
+        self.register_buffer(
+            "triu_indices", upper_triangle_indices(reduced_dim), persistent=False
+        )
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        summary: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args: tokens (B, M, dim); summary (B, dim); mask (B, M) bool, True = real token.
+
+        Returns: (B, out_dim), L2-normalised.
+        """
+        self._check_inputs(tokens, summary, mask)
+        batch, count, _ = tokens.shape
+        # Heads stay in the last dimensions, (B, M, H, c), so element-wise work runs on
+        # contiguous memory. The cosine is a dot product with the unit summary over each
+        # token's norm: F.cosine_similarity would normalise a copy of every token, which
+        # dominated forward + backward time.
+        x = self.token_proj(tokens).view(batch, count, self.heads, self.head_dim)  # (B, M, H, c)
+        s = self.token_proj(summary).view(batch, self.heads, self.head_dim)  # (B, H, c)
+        s = F.normalize(s, dim=-1, eps=_COSINE_EPS)
+        dot = (x * s[:, None]).sum(-1)  # (B, M, H)
+        cosine = dot / x.norm(dim=-1).clamp_min(_COSINE_EPS)  # (B, M, H), as F.cosine_similarity
+        head_mask = None
+        if mask is not None:
+            head_mask = mask[:, None, :].expand(batch, self.heads, count)  # (B, H, M)
+            cosine = cosine.masked_fill(~mask[:, :, None], float("-inf"))
+            real = mask.sum(-1).clamp_min(1).to(cosine.dtype)[:, None, None]  # (B, 1, 1)
+        else:
+            real = count
+        # Softmax weights sum to 1; scaled by the real-token count they average 1, so the
+        # reduction's bias and BDC's eps do not swamp tokens shrunk by 1/M.
+        weights = torch.softmax(cosine, dim=1) * real  # (B, M, H), softmax over tokens
+
+        # reduce(weights * x): a token's weight is a scalar, so it is applied after the
+        # reduction's linear map, on r channels instead of c (same values, less work).
+        linear, norm, activation = self.reduce
+        x = F.linear(x, linear.weight) * weights.unsqueeze(-1) + linear.bias  # (B, M, H, r)
+        x = self.dropout(activation(norm(x))).transpose(1, 2)  # (B, H, M, r)
+        temperature = None if self.log_temperature is None else self.log_temperature.exp()
+        bdc = brownian_distance_covariance(x, head_mask, self.eps, temperature)  # (B, H, r, r)
+        vector = vectorize_upper_triangle(bdc, self.triu_indices)  # (B, H, r(r+1)/2)
+        vector = vector.flatten(1)  # (B, H * r(r+1)/2)
+        if not torch.is_autocast_enabled(vector.device.type):
+            vector = vector.to(self.norm.weight.dtype)  # BDC ran in float32; match the weights
+        vector = self.out_proj(self.mix(self.norm(vector)))  # (B, out_dim)
+        return F.normalize(vector, dim=-1)
+
+    def _check_inputs(
+        self, tokens: torch.Tensor, summary: torch.Tensor, mask: torch.Tensor | None
+    ) -> None:
+        if tokens.dim() != 3 or tokens.shape[-1] != self.dim:
+            raise ValueError(
+                f"MBDC tokens must have shape (B, M, {self.dim}), got {tuple(tokens.shape)}"
+            )
+        if summary.shape != (tokens.shape[0], self.dim):
+            raise ValueError(
+                f"MBDC summary must have shape ({tokens.shape[0]}, {self.dim}), "
+                f"got {tuple(summary.shape)}"
+            )
+        if mask is not None and (mask.shape != tokens.shape[:2] or mask.dtype != torch.bool):
+            raise ValueError(
+                f"MBDC mask must be a bool tensor of shape {tuple(tokens.shape[:2])}, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, heads={self.heads}, reduced_dim={self.reduced_dim}, "
+            f"vector_dim={self.vector_dim}, out_dim={self.out_dim}"
+        )

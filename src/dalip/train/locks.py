@@ -1,0 +1,23 @@
+"""Which parameters train: LiT-style tower locks, and freezing modules (e.g. unused heads)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from dalip.config import LockConfig
+from dalip.model.dalip_model import DALIPModel
+
+
+def apply_locks(model: DALIPModel, lock: LockConfig) -> None:
+    """Freeze towers LiT-style through open_clip's own lock methods."""
+    if lock.image:
+        model.clip.lock_image_tower(unlocked_groups=lock.image_unlocked_groups)
+    if lock.text:
+        model.clip.lock_text_tower(unlocked_layers=lock.text_unlocked_layers)
+
+
+def freeze(module: nn.Module | None) -> None:
+    if module is None:
+        return
+    for parameter in module.parameters() if isinstance(module, nn.Module) else [module]:
+        parameter.requires_grad_(False)

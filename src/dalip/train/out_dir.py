@@ -1,0 +1,192 @@
+"""A training run's out_dir: claiming it, tidying it, and what a resume may change.
+
+`claim_out_dir` applies dalip.outputs' policy (manifest, `--force`, lock) on rank 0 and
+tells every rank when it refused. A resumed run continues the run its checkpoint belongs
+to. Config fields that change the training itself (data, model, optimiser, batch, steps,
+seed, ...) must match the checkpoint's config, unless the user lists them (`--allow-change FIELD`): then the new
+values are used, also the optimiser's (its saved hyper-parameters would otherwise win), and
+the change is recorded in metrics.jsonl and in later checkpoints. Fields that only affect
+logging and bookkeeping may always change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import torch
+import yaml
+
+from dalip.outputs import OutputFolder
+from dalip.train.state import all_ranks_agree, load_training_state, resolve_resume, training_checkpoints
+
+logger = logging.getLogger(__name__)
+
+# Fields that do not change what is trained: free to differ on resume.
+BOOKKEEPING_FIELDS = frozenset({
+    "out_dir", "progress", "tensorboard", "checkpoint_every", "keep_last", "log_every", "eval_every",
+    "max_nonfinite", "data.val", "data.val_templates",
+})
+
+
+@contextlib.contextmanager
+def claim_out_dir(
+    out_dir: Path, *, is_main: bool, device: torch.device, resume: str | None, force: bool,
+) -> Iterator[OutputFolder | None]:
+    """Rank 0 checks and locks out_dir (dalip.outputs); every rank learns if that failed.
+
+    Yields the OutputFolder on rank 0 (None elsewhere); unlocks it and records what was
+    written on the way out."""
+    folder, error = None, None
+    if is_main:
+        if not resume and not force and training_checkpoints(out_dir / "checkpoints"):
+            error = FileExistsError(f"out_dir {out_dir} already holds checkpoints; pass --resume latest "
+                                    f"to continue that run, --force to start over, or choose another out_dir")
+        else:
+            folder = OutputFolder(out_dir, "train", force=force, resume=bool(resume), legacy="checkpoints/step_*.pt")
+            try:
+                folder.open()
+            except Exception as caught:  # raised below, once every rank knows
+                folder, error = None, caught
+    if not all_ranks_agree(error is None, device):
+        raise error or ValueError(f"out_dir {out_dir}: refused on rank 0 (see its message)")
+    complete = False
+    try:
+        yield folder
+        complete = True
+    finally:
+        if folder is not None:
+            folder.close(complete)
+
+
+def read_resume_state(
+    resume: str, checkpoint_dir: Path, config: Mapping[str, Any], allow_changes: Iterable[str],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(training state with its "path", record of the allowed config changes or None)."""
+    path = resolve_resume(resume, checkpoint_dir)
+    state = {**load_training_state(path), "path": str(path)}
+    missing = [key for key in ("optimizer", "scheduler", "scaler", "position", "rng", "config") if key not in state]
+    position = state.get("position")
+    if missing or not isinstance(position, dict) or not isinstance(position.get("step"), int):
+        raise ValueError(f"--resume: {path} is not a complete training checkpoint "
+                         f"(missing {', '.join(missing) or 'a valid position'})")
+    if not isinstance(state["config"], dict):
+        raise ValueError(f"--resume: {path}: its stored run config is not a mapping")
+    changes = check_resume_changes(state["config"], config, allow_changes, path)
+    record = {"step": position["step"], "checkpoint": str(path), "changed": {k: list(v) for k, v in changes.items()}}
+    return state, record if changes else None
+
+
+def tidy_out_dir(out_dir: Path, config: Mapping[str, Any], resumed_step: int | None) -> None:
+    """Remove half-written files of a killed run, cut metrics.jsonl back to the resumed
+    step (those steps are trained again), write config.yaml. Rank 0 only."""
+    clean_temporary_files(out_dir)
+    if resumed_step is not None:
+        truncate_metrics(out_dir / "metrics.jsonl", resumed_step)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}; lists (data.sources) stay whole values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def changed_fields(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Fields whose value differs between two config dicts: {field: (saved, current)}.
+
+    Fields only one side knows (written by another dalip version) are not compared.
+    """
+    before, after = flatten(saved), flatten(current)
+    return {name: (before[name], after[name]) for name in sorted(set(before) & set(after))
+            if before[name] != after[name]}
+
+
+def check_resume_changes(
+    saved: Mapping[str, Any], current: Mapping[str, Any], allowed: Iterable[str], checkpoint: str | os.PathLike,
+) -> dict[str, tuple[Any, Any]]:
+    """The changes a resume makes (bookkeeping left out); ValueError naming any not allowed."""
+    allowed = set(allowed)
+    known = set(flatten(current)) | {name.rsplit(".", 1)[0] for name in flatten(current) if "." in name}
+    unknown = sorted(name for name in allowed if name not in known)
+    if unknown:
+        raise ValueError(f"--allow-change: unknown field(s) {', '.join(unknown)}; expected config fields such as "
+                         f"optim.lr or steps")
+    changes = {name: values for name, values in changed_fields(saved, current).items()
+               if name not in BOOKKEEPING_FIELDS}
+    refused = [name for name in changes if not _is_allowed(name, allowed)]
+    if refused:
+        shown = "; ".join(f"{name}: {changes[name][0]!r} -> {changes[name][1]!r}" for name in refused)
+        flags = " ".join(f"--allow-change {name}" for name in refused)
+        raise ValueError(f"--resume: the config differs from checkpoint {checkpoint} in {shown}. Resume with the "
+                         f"run's own config, or accept the change explicitly with {flags}")
+    return changes
+
+
+def _is_allowed(name: str, allowed: set[str]) -> bool:
+    return any(name == field or name.startswith(field + ".") for field in allowed)
+
+
+def apply_current_hyperparameters(
+    optimizer: torch.optim.Optimizer, scheduler: Any, fresh_groups: list[dict[str, Any]], fresh_base_lrs: list[float],
+) -> None:
+    """After loading saved optimiser/scheduler states, put back this run's hyper-parameters
+    (lr, weight decay, betas, eps) and its lr at the restored step.
+
+    When nothing changed, every value is the one the state held, so an exact resume stays exact.
+    """
+    if len(fresh_groups) != len(optimizer.param_groups):
+        raise ValueError("--resume: the checkpoint's optimiser has other parameter groups than this run "
+                         "(a changed lock or loss kind); resume with the run's own config")
+    for group, fresh in zip(optimizer.param_groups, fresh_groups):
+        group.update({key: value for key, value in fresh.items() if key not in ("params", "lr")})
+    scheduler.base_lrs = list(fresh_base_lrs)
+    step = scheduler.last_epoch
+    for group, base, factor in zip(optimizer.param_groups, fresh_base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(step)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def clean_temporary_files(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete half-written checkpoint files a killed run left (`atomic_write`'s .*.tmp names)."""
+    out_dir = Path(out_dir)
+    leftovers = [*out_dir.glob(".model.safetensors.*.tmp"), *(out_dir / "checkpoints").glob(".step_*.pt.*.tmp")]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+        logger.info("removed %s, left half-written by an interrupted run", path)
+    return leftovers
+
+
+def truncate_metrics(path: str | os.PathLike, step: int) -> int:
+    """Drop metrics.jsonl records after `step` (and a line cut short by a kill); returns how
+    many were dropped. A resumed run writes those steps again."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += bool(line.strip())
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        os.replace(temporary, path)
+    return dropped
