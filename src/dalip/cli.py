@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dalip.data.cli_commands",
     "dalip.commands.train",
     "dalip.commands.evaluation",
+    "dalip.commands.serve",
 )
 
 
