@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from dalip.serve.engine import Identifier
-from dalip.serve.uploads import MEGABYTE, RequestError, megabytes, parse_labels, read_image
+from dalip.serve.uploads import MEGABYTE, RequestError, human_size, parse_labels, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,10 @@ def create_app(identifier: Identifier) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.preparing = None
         if not identifier.ready:
-            threading.Thread(target=_prepare, args=(identifier,), name="dalip-serve-prepare", daemon=True).start()
+            app.state.preparing = threading.Thread(target=_prepare, args=(identifier,), name="dalip-serve-prepare", daemon=True)
+            app.state.preparing.start()
         yield
 
     app = FastAPI(title="dalip serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -122,7 +124,7 @@ async def _read_form(identifier: Identifier, request: Request) -> tuple[Image.Im
     limit = identifier.options.max_upload_bytes
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
-        raise RequestError(413, f"the upload is {megabytes(int(length))}; the limit is {megabytes(limit)} "
+        raise RequestError(413, f"the upload is {human_size(int(length))}; the limit is {human_size(limit)} "
                                 f"(dalip serve --max-upload-mb)")
     try:
         form = await request.form(max_files=1, max_fields=4)

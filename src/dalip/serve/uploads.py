@@ -27,8 +27,13 @@ class RequestError(Exception):
         self.message = message
 
 
-def megabytes(size: int) -> str:
-    return f"{size / MEGABYTE:.1f}".rstrip("0").rstrip(".") + " MB"
+def human_size(size: int) -> str:
+    """A size as people read it: 357 bytes, 12 KB, 20 MB, 3.5 MB."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < MEGABYTE:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / MEGABYTE:.1f}".removesuffix(".0") + " MB"
 
 
 def read_image(data: bytes, filename: str, max_bytes: int) -> Image.Image:
@@ -36,8 +41,8 @@ def read_image(data: bytes, filename: str, max_bytes: int) -> Image.Image:
     if not data:
         raise RequestError(400, f"{filename}: the file is empty")
     if len(data) > max_bytes:
-        raise RequestError(413, f"{filename}: the photo is {megabytes(len(data))}; the limit is "
-                                f"{megabytes(max_bytes)} (dalip serve --max-upload-mb)")
+        raise RequestError(413, f"{filename}: the photo is {human_size(len(data))}; the limit is "
+                                f"{human_size(max_bytes)} (dalip serve --max-upload-mb)")
     try:
         with Image.open(io.BytesIO(data)) as probe:
             image_format = probe.format
