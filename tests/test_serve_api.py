@@ -7,7 +7,7 @@ import io
 import json
 
 import pytest
-from eval_fixtures import make_workspace
+from eval_fixtures import make_workspace, write_image
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -192,3 +192,15 @@ def test_without_gallery_or_labels_the_answer_says_what_to_give(served):
 def test_page_is_served(served):
     page = served["client"].get("/")
     assert page.status_code == 200 and "Identify a plant photo" in page.text and "/api/identify" in page.text
+
+
+def test_gallery_file_names_with_spaces_and_hashes_are_linked_safely(served, tmp_path):
+    write_image(tmp_path / "gallery" / "wild rose" / "leaf #1.png", 40)
+    write_image(tmp_path / "gallery" / "wild rose" / "leaf #2.png", 41)
+    gallery = Gallery.scan(tmp_path / "gallery")
+    identifier = Identifier(served["models"][1:], None, gallery, ServeOptions(neighbours=1))
+    identifier.prepare()
+    client = TestClient(create_app(identifier))
+    found = _post(client, "/api/neighbours", tmp_path / "gallery" / "wild rose" / "leaf #2.png").json()["models"]["plain"][0]
+    assert found["path"] == "wild rose/leaf #2.png" and found["url"] == "/gallery/wild%20rose/leaf%20%232.png"
+    assert client.get(found["url"]).content == (tmp_path / "gallery" / found["path"]).read_bytes()

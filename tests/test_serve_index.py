@@ -103,6 +103,8 @@ def test_serve_refuses_bad_arguments_with_one_line(setup, capsys, monkeypatch):
     assert "display names must be unique" in _error(capsys)
     assert main(["serve", "-m", str(checkpoint), "--top-k", "0"]) == 2
     assert "--top-k must be >= 1" in _error(capsys)
+    assert main(["serve", "-m", str(checkpoint), "--max-upload-mb", "0"]) == 2
+    assert "--max-upload-mb must be > 0, got 0" in _error(capsys)
     (root / "labels.txt").write_text("oak\nfern\noak\n")
     assert main(["serve", "-m", str(checkpoint), "--labels", str(root / "labels.txt")]) == 2
     assert "duplicate label(s) ['oak']" in _error(capsys)

@@ -29,16 +29,16 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gallery", metavar="FOLDER", help="image folder (root/<class>/*.jpg) searched for similar images")
     parser.add_argument("--index-cache", metavar="FOLDER",
                         help="where gallery indexes are cached (default: GALLERY/.dalip-index)")
-    parser.add_argument("--templates", default="none", help="none (labels as given; default), generic, plant or a file")
-    parser.add_argument("--top-k", type=int, default=5, help="labels shown per model (default 5)")
-    parser.add_argument("--neighbours", type=int, default=8, help="similar images shown per model (default 8)")
-    parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest photo accepted (default 20)")
-    parser.add_argument("--max-labels", type=int, default=1000, help="longest label list accepted from a page (default 1000)")
+    parser.add_argument("--templates", default="none", metavar="NAME|FILE", help="none (labels as given; default), generic, plant or a file")
+    parser.add_argument("--top-k", type=int, metavar="K", default=5, help="labels shown per model (default 5)")
+    parser.add_argument("--neighbours", type=int, metavar="N", default=8, help="similar images shown per model (default 8)")
+    parser.add_argument("--max-upload-mb", type=float, metavar="MB", default=20.0, help="largest photo accepted (default 20)")
+    parser.add_argument("--max-labels", type=int, metavar="N", default=1000, help="longest label list accepted from a page (default 1000)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    parser.add_argument("--port", type=int, metavar="PORT", default=8000, help="port (default 8000; 0: any free port)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch while indexing the gallery")
+    parser.add_argument("--batch-size", type=int, metavar="N", default=64, help="images per batch while indexing the gallery")
     parser.set_defaults(handler=run_serve)
 
 

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
+from urllib.parse import quote
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -30,6 +31,7 @@ from dalip.templates import load_templates
 
 logger = logging.getLogger(__name__)
 
+MEGABYTE = 1024 * 1024
 LABEL_CACHE_SIZE = 8  # label sets typed on the page, remembered per model
 MODE_WORDS = {"fused": "combined (DALIP)", "first": "first order only (as CLIP)"}
 
@@ -41,15 +43,17 @@ class ServeOptions:
     top_k: int = 5
     neighbours: int = 8
     templates: str = "none"
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int = 20 * MEGABYTE
     max_labels: int = 1000
     device: str = "auto"
     batch_size: int = 64
 
     def validate(self) -> None:
-        for name in ("top_k", "neighbours", "max_upload_bytes", "max_labels", "batch_size"):
+        for name in ("top_k", "neighbours", "max_labels", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_upload_bytes < 1:
+            raise ValueError(f"--max-upload-mb must be > 0, got {self.max_upload_bytes / MEGABYTE:g}")
 
 
 class _OneImage(Dataset):
@@ -184,7 +188,7 @@ class Identifier:
         query = image_vectors(model.loaded.model, features, model.vector_kind)[0]
         return [
             {"path": self.gallery.paths[row], "label": self.gallery.label_of(row), "score": score,
-             "url": f"/gallery/{self.gallery.paths[row]}"}
+             "url": "/gallery/" + quote(self.gallery.paths[row])}
             for row, score in model.index.nearest(query, self.options.neighbours)
         ]
 
