@@ -56,7 +56,7 @@ def test_run_suite_with_stub_models(tmp_path):
 
 def test_suite_file_checks(tmp_path):
     (tmp_path / "s.yaml").write_text("datasets:\n  - {task: zeroshot, path: data/test, colour: red}\n")
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['colour'\]"):
+    with pytest.raises(ValueError, match=r"unknown field 'suite.datasets\[0\].colour'"):
         load_suite(tmp_path / "s.yaml")
     (tmp_path / "s.yaml").write_text("datasets:\n  - {task: fewshot, train: a}\n")
     with pytest.raises(ValueError, match="needs train, test"):

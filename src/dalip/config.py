@@ -1,17 +1,39 @@
-"""Run configuration: dataclass schemas, YAML loading, `section.field=value` overrides and
-validation. Every error names the field (e.g. `optim.lr`) and what was expected."""
+"""Run configuration: the dataclasses of a run, YAML loading, `section.field=value` overrides
+and validation (conversion and Literal choices through `dalip.schema`). Every error names
+the field (e.g. `optim.lr`) and what was expected."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Literal, Sequence
 
 import yaml
+
+from dalip.schema import apply_overrides, check_choices, from_dict
+
+
+Precision = Literal["fp32", "bf16", "amp"]  # amp: float16 autocast with a gradient scaler
+LossKind = Literal["dalip", "clip"]
+CombineMode = Literal["losses", "similarity"]
+Schedule = Literal["cosine", "constant"]
+SourceKind = Literal["csv", "folder", "webdataset"]
+
+
+@dataclass(frozen=True)
+class MBDCOptions:
+    """The MBDC head's shape. Defaults are the paper's (4 heads x 46 reduced channels);
+    small architectures set their own (`dalip.model.factory.ARCHITECTURE_MBDC`)."""
+
+    heads: int = 4
+    reduced_dim: int = 46
+    dropout: float = 0.1
+    learnable_temperature: bool = False
+
+
+PAPER_MBDC = MBDCOptions()
 
 
 @dataclass
@@ -22,7 +44,7 @@ class SourceConfig:
     (tar shards, brace patterns allowed). Paths in a CSV are relative to the file.
     """
 
-    kind: str
+    kind: SourceKind
     path: str
     weight: float = 1.0
     image_key: str = "filepath"
@@ -48,8 +70,8 @@ class ModelConfig:
     alpha: float = 0.5
     heads: int | None = None
     reduced_dim: int | None = None
-    dropout: float = 0.1
-    learnable_temperature: bool = False
+    dropout: float = PAPER_MBDC.dropout
+    learnable_temperature: bool = PAPER_MBDC.learnable_temperature
     separate_second_temperature: bool = False
     image_size: int | None = None
     context_length: int | None = None
@@ -59,8 +81,8 @@ class ModelConfig:
 class LossConfig:
     """kind: "dalip" or "clip" (the plain OpenCLIP loss: first order only, alpha = 1)."""
 
-    kind: str = "dalip"
-    combine: str = "losses"
+    kind: LossKind = "dalip"
+    combine: CombineMode = "losses"
     local_loss: bool = False
     gather_with_grad: bool = True
 
@@ -91,7 +113,7 @@ class OptimConfig:
     beta2: float = 0.98
     eps: float = 1e-6
     warmup_steps: int = 100
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
     accumulation: int = 1
@@ -121,7 +143,7 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 1
     steps: int | None = None
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     grad_checkpointing: bool = False
     device: str = "auto"
     seed: int = 0
@@ -132,99 +154,6 @@ class TrainConfig:
     max_nonfinite: int = 5
     tensorboard: bool = True
     progress: bool = True
-
-
-PRECISIONS = ("fp32", "bf16", "amp")
-LOSS_KINDS = ("dalip", "clip")
-SCHEDULES = ("cosine", "constant")
-SOURCE_KINDS = ("csv", "folder", "webdataset")
-
-
-T = TypeVar("T")
-
-
-def from_dict(cls: type[T], data: Any, where: str = "") -> T:
-    """Build dataclass `cls` from plain data; unknown fields and wrong types are ValueErrors."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where or 'config'}: expected a mapping of fields, got {_kind(data)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [key for key in data if key not in names]
-    if unknown:
-        raise ValueError(f"unknown field {_join(where, unknown[0])!r}; expected one of: {', '.join(names)}")
-    values = {key: _convert(hints[key], value, _join(where, key)) for key, value in data.items()}
-    try:
-        return cls(**values)
-    except TypeError as error:  # a required field is missing
-        raise ValueError(f"{where or 'config'}: {error}") from error
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        return _convert(options[0], value, where)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{where}: expected a list, got {_kind(value)}")
-        return [_convert(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {_kind(value)}")
-        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    return _convert_scalar(hint, value, where)
-
-
-def _convert_scalar(hint: Any, value: Any, where: str) -> Any:
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    else:
-        return value
-    raise ValueError(f"{where}: expected {hint.__name__}, got {_kind(value)} {value!r}")
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` strings (values parsed as YAML: 1e-4, true, [a, b], null)."""
-    for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"override {override!r}: expected FIELD=VALUE, e.g. optim.lr=1e-4")
-        parts = key.strip().split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ValueError(f"override {override!r}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-    return data
 
 
 def load_train_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> TrainConfig:
@@ -260,10 +189,9 @@ def _rebase(path: str, base: Path) -> str:
 
 
 def validate_train_config(config: TrainConfig) -> None:
-    """Semantic checks that types cannot express; raises ValueError / FileNotFoundError."""
-    _choice("precision", config.precision, PRECISIONS)
-    _choice("loss.kind", config.loss.kind, LOSS_KINDS)
-    _choice("optim.schedule", config.optim.schedule, SCHEDULES)
+    """Choices (Literal fields) and checks that types cannot express; raises ValueError /
+    FileNotFoundError naming the field."""
+    check_choices(config)
     for name in ("batch_size", "epochs", "checkpoint_every", "keep_last", "log_every", "max_nonfinite"):
         _positive(name, getattr(config, name))
     _positive("optim.accumulation", config.optim.accumulation)
@@ -276,7 +204,6 @@ def validate_train_config(config: TrainConfig) -> None:
     if not config.data.sources:
         raise ValueError("data.sources: expected at least one source (kind, path, weight)")
     for index, source in enumerate(config.data.sources):
-        _choice(f"data.sources[{index}].kind", source.kind, SOURCE_KINDS)
         if source.weight <= 0:
             raise ValueError(f"data.sources[{index}].weight: expected a positive weight, got {source.weight}")
         if source.kind != "webdataset" and not os.path.exists(source.path):
@@ -285,11 +212,6 @@ def validate_train_config(config: TrainConfig) -> None:
         raise FileNotFoundError(f"data.val: image folder not found: {config.data.val}")
     if config.model.config_file is not None and not os.path.isfile(config.model.config_file):
         raise FileNotFoundError(f"model.config_file: not found: {config.model.config_file}")
-
-
-def _choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
 
 
 def _positive(name: str, value: int) -> None:

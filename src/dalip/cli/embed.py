@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dalip.atomic import atomic_write
-from dalip.cli.common import MODEL_HELP, add_runtime_flags, runtime_options
+from dalip.cli.common import MODEL_HELP, add_runtime_flags, runtime_from_flags
 from dalip.evaluation.runtime import embed
 from dalip.evaluation.specs import load_model
 
@@ -37,7 +37,7 @@ def run_embed(args: argparse.Namespace) -> int:
         texts = [line for line in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
     loaded = load_model(args.model)
     features, items = embed(loaded.model, loaded.tokenizer, loaded.preprocess, images=args.images or (),
-                            texts=texts or (), **runtime_options(args))
+                            texts=texts or (), runtime=runtime_from_flags(args))
     arrays = {"first": features.first.numpy(), "items": np.array(items), "kind": np.array("text" if texts else "image")}
     if features.second is not None:
         arrays["second"] = features.second.numpy()

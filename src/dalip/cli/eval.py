@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, show_progress
+from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, runtime_from_flags
 from dalip.evaluation.specs import parse_model_arg
 from dalip.evaluation.suite import run_suite
+from dalip.evaluation.suite_file import load_suite
 from dalip.report.suite import markdown_table, write_suite_report
 
 
@@ -56,11 +57,9 @@ def run_eval(args: argparse.Namespace) -> int:
     models = dict(parse_model_arg(spec) for spec in args.model)
     if len(models) != len(args.model):
         raise ValueError(f"--model: display names must be unique, got {args.model}")
-    results = run_suite(
-        models, args.suite or _flag_suite(args), args.out, device=args.device, precision=args.precision,
-        batch_size=args.batch_size, workers=args.workers, modes=[args.mode] if args.mode else None,
-        progress=show_progress(args),
-    )
+    suite = load_suite(args.suite or _flag_suite(args))
+    runtime = runtime_from_flags(args, suite)
+    results = run_suite(models, suite, args.out, runtime, modes=[args.mode] if args.mode else None)
     write_suite_report(results, Path(args.out))
     print(markdown_table(results), end="")
     print(f"results: {Path(args.out) / 'results.json'}")

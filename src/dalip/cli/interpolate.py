@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, show_progress
+from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, runtime_from_flags
+from dalip.evaluation.suite_file import load_suite
 from dalip.evaluation.wiseft import interpolate
 from dalip.report.suite import interpolation_table, write_interpolation_report
 
@@ -33,11 +34,10 @@ def parse_weights(text: str) -> list[float]:
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
-    results = interpolate(
-        args.start, args.tuned, parse_weights(args.weights), args.suite, args.out, device=args.device,
-        precision=args.precision, batch_size=args.batch_size, workers=args.workers,
-        modes=[args.mode] if args.mode else None, progress=show_progress(args), save_models=args.save_models,
-    )
+    weights = parse_weights(args.weights)
+    suite = load_suite(args.suite)
+    results = interpolate(args.start, args.tuned, weights, suite, args.out, runtime_from_flags(args, suite),
+                          modes=[args.mode] if args.mode else None, save_models=args.save_models)
     write_interpolation_report(results, Path(args.out))
     print(interpolation_table(results), end="")
     print(f"results: {Path(args.out) / 'results.json'}; plot: {Path(args.out) / 'interpolation.png'}")

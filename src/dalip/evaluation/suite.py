@@ -1,149 +1,98 @@
-"""Evaluation suites: several datasets x several models in one table (WiSE-FT: `wiseft.py`).
-
-A suite is a YAML file (or the same structure as a Python dict / list of datasets):
-
-    name: plants-quick              # optional
-    modes: [fused, first]           # similarity modes, or "all"; default [fused]
-    templates: generic              # default zero-shot templates (set name, file or list)
-    batch_size: 64
-    workers: 0
-    seed: 0                         # linear-probe hold-out and few-shot draws
-    datasets:
-      - {name: plant-zs, task: zeroshot, domain: plant, path: plant/test, templates: plant}
-      - {name: plant-ret, task: retrieval, domain: plant, path: plant/test/captions.csv}
-      - {name: plant-lp, task: linear_probe, domain: plant, train: plant/train, test: plant/test}
-      - {name: plant-fs, task: fewshot, domain: plant, train: plant/train, test: plant/test}
-
-Relative paths are relative to the YAML file. Each dataset gets one score per model and
-mode (zeroshot: top-1; retrieval: mean recall; linear_probe: top-1; fewshot: mean
-accuracy at the largest k); domain means and the overall mean (over datasets) follow.
-"""
+"""Evaluation suites: several datasets x several models in one table (the suite itself:
+`suite_file.py`; WiSE-FT sweeps: `wiseft.py`). Each task runs through the `TASKS` table."""
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import yaml
 from torch import nn
 
 from dalip.evaluation import probe
 from dalip.evaluation.record import reproducibility_record
 from dalip.evaluation.retrieval import retrieval
-from dalip.evaluation.runtime import resolve_modes
+from dalip.evaluation.runtime import Runtime, resolve_modes
 from dalip.evaluation.specs import LoadedModel, check_spec, default_name, load_model
-from dalip.evaluation.templates import load_templates
+from dalip.evaluation.suite_file import DatasetSpec, Suite, load_suite, suite_summary, with_overrides
 from dalip.evaluation.zero_shot import zero_shot
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("zeroshot", "retrieval", "linear_probe", "fewshot")
+
+@dataclass(frozen=True)
+class Job:
+    """One suite entry for one model: what a task runner needs."""
+
+    loaded: LoadedModel
+    spec: DatasetSpec
+    suite: Suite
+    modes: list[str]
+    runtime: Runtime
+    out_dir: Path
+    cache: dict  # probe features shared by linear_probe and fewshot entries
+
+    @property
+    def features(self) -> str:
+        # a model without second-order features is probed on what it has
+        return self.spec.features if self.loaded.has_second_order else "first"
 
 
-@dataclass
-class DatasetSpec:
-    """One dataset of a suite (see the module docstring for the YAML form)."""
-
-    name: str
-    task: str
-    domain: str = "general"
-    path: str | None = None
-    train: str | None = None
-    test: str | None = None
-    templates: str | list[str] | None = None
-    class_names: list[str] | None = None
-    image_key: str = "filepath"
-    caption_key: str = "caption"
-    label_key: str = "label"
-    features: str = "first"
-    c_values: list[float] | None = None
-    shots: list[int] = field(default_factory=lambda: [1, 5])
-    folds: int = 5
-    splits: str | None = None  # few-shot splits file to reuse
-
-    def check(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"dataset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
-        needs = ("path",) if self.task in ("zeroshot", "retrieval") else ("train", "test")
-        for key in needs:
-            if not getattr(self, key):
-                raise ValueError(f"dataset {self.name!r}: task {self.task} needs {', '.join(needs)}")
+def _zero_shot(job: Job) -> dict[str, Any]:
+    loaded, spec = job.loaded, job.spec
+    return zero_shot(
+        loaded.model, spec.path, loaded.tokenizer, loaded.preprocess, templates=spec.templates or job.suite.templates,
+        modes=job.modes, runtime=job.runtime, class_names=spec.class_names, label_key=spec.label_key,
+        image_key=spec.image_key,
+    )
 
 
-@dataclass
-class Suite:
-    datasets: list[DatasetSpec]
-    name: str = "suite"
-    modes: list[str] = field(default_factory=lambda: ["fused"])
-    templates: str | list[str] = "generic"
-    batch_size: int = 64
-    workers: int = 0
-    seed: int = 0
-    source: str | None = None  # the YAML file, when read from one
+def _retrieval(job: Job) -> dict[str, Any]:
+    loaded, spec = job.loaded, job.spec
+    return retrieval(loaded.model, spec.path, loaded.tokenizer, loaded.preprocess, modes=job.modes,
+                     runtime=job.runtime, image_key=spec.image_key, caption_key=spec.caption_key)
 
 
-def _dataset_from(entry: Mapping[str, Any], base: Path, index: int) -> DatasetSpec:
-    known = {f.name for f in fields(DatasetSpec)}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise ValueError(f"suite dataset #{index + 1}: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    if "task" not in entry:
-        raise ValueError(f"suite dataset #{index + 1}: missing 'task' (one of {TASKS})")
-    values = dict(entry)
-    values.setdefault("name", Path(str(values.get("path") or values.get("test") or f"dataset{index}")).name)
-    for key in ("path", "train", "test", "splits"):
-        if values.get(key):
-            values[key] = str(base / os.path.expanduser(str(values[key])))
-    if isinstance(values.get("templates"), str) and (base / values["templates"]).is_file():
-        values["templates"] = str(base / values["templates"])
-    spec = DatasetSpec(**values)
-    spec.check()
-    return spec
+def _linear_probe(job: Job) -> dict[str, Any]:
+    spec = job.spec
+    return probe.linear_probe(
+        job.loaded.model, spec.train, spec.test, job.loaded.preprocess, features=job.features,
+        c_values=spec.c_values or probe.DEFAULT_C_VALUES, seed=job.suite.seed, runtime=job.runtime,
+        cache=job.cache, label_key=spec.label_key, image_key=spec.image_key,
+    )
 
 
-def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]] | Suite) -> Suite:
-    """A suite from a YAML file, a dict with `datasets`, or a list of dataset dicts."""
-    if isinstance(suite, Suite):
-        return suite
-    base, source = Path.cwd(), None
-    if isinstance(suite, (str, os.PathLike)):
-        if not os.path.isfile(suite):
-            raise FileNotFoundError(f"suite file not found: {suite}")
-        base, source = Path(suite).resolve().parent, str(Path(suite).resolve())
-        suite = yaml.safe_load(Path(suite).read_text(encoding="utf-8")) or {}
-    top = {"datasets": list(suite)} if isinstance(suite, Sequence) else dict(suite)
-    known = {f.name for f in fields(Suite)} - {"source"}
-    unknown = sorted(set(top) - known)
-    if unknown:
-        raise ValueError(f"suite: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    if not top.get("datasets"):
-        raise ValueError("suite: no datasets (expected a 'datasets' list)")
-    datasets = [_dataset_from(entry, base, i) for i, entry in enumerate(top.pop("datasets"))]
-    names = [d.name for d in datasets]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"suite: dataset names must be unique, repeated: {duplicates}")
-    if isinstance(top.get("templates"), str) and (base / top["templates"]).is_file():
-        top["templates"] = str(base / top["templates"])
-    if isinstance(top.get("modes"), str):
-        top["modes"] = [top["modes"]]
-    return Suite(datasets=datasets, source=source, **top)
+def _fewshot(job: Job) -> dict[str, Any]:
+    spec = job.spec
+    return probe.fewshot(
+        job.loaded.model, spec.train, spec.test, job.loaded.preprocess, shots=spec.shots, folds=spec.folds,
+        seed=job.suite.seed, features=job.features, splits_path=job.out_dir / "fewshot_splits" / f"{spec.name}.json",
+        splits_from=spec.splits, runtime=job.runtime, cache=job.cache, label_key=spec.label_key,
+        image_key=spec.image_key,
+    )
 
 
-def with_overrides(
-    suite: Suite, modes: Sequence[str] | None = None, batch_size: int | None = None, workers: int | None = None
-) -> Suite:
-    """The suite with command-line / caller overrides applied (None keeps the suite's value)."""
-    if modes is not None:
-        suite.modes = list(modes)
-    if batch_size is not None:
-        suite.batch_size = batch_size
-    if workers is not None:
-        suite.workers = workers
-    return suite
+def _largest_k_mean(result: dict[str, Any]) -> float:
+    largest = max(result["accuracy"], key=lambda key: int(key.split("-")[0]))
+    return result["accuracy"][largest]["mean"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """How a suite task runs, and the one number per dataset and mode it puts in the table."""
+
+    run: Callable[[Job], dict[str, Any]]
+    score: Callable[[dict[str, Any], str], float]
+
+
+TASKS: dict[str, Task] = {
+    "zeroshot": Task(_zero_shot, lambda result, mode: result["modes"][mode]["top1"]),
+    "retrieval": Task(_retrieval, lambda result, mode: result["modes"][mode]["mean_recall"]),
+    "linear_probe": Task(_linear_probe, lambda result, mode: result["top1"]),
+    "fewshot": Task(_fewshot, lambda result, mode: _largest_k_mean(result)),
+}
 
 
 def model_modes(loaded: LoadedModel, modes: Sequence[str]) -> list[str]:
@@ -151,18 +100,6 @@ def model_modes(loaded: LoadedModel, modes: Sequence[str]) -> list[str]:
     if not loaded.has_second_order:
         return ["first"]
     return resolve_modes(loaded.model, modes)
-
-
-def primary_score(task: str, result: dict[str, Any], mode: str) -> float:
-    """The one number per dataset that goes into the table."""
-    if task == "zeroshot":
-        return result["modes"][mode]["top1"]
-    if task == "retrieval":
-        return result["modes"][mode]["mean_recall"]
-    if task == "linear_probe":
-        return result["top1"]
-    largest = max(result["accuracy"], key=lambda key: int(key.split("-")[0]))
-    return result["accuracy"][largest]["mean"]
 
 
 def summarise(datasets: Mapping[str, dict[str, Any]], modes: Sequence[str]) -> dict[str, Any]:
@@ -180,26 +117,29 @@ def summarise(datasets: Mapping[str, dict[str, Any]], modes: Sequence[str]) -> d
     return summary
 
 
+def suite_runtime(suite: Suite, device: str = "auto") -> Runtime:
+    """The runtime a suite asks for: its batch size and workers, on `device`."""
+    return Runtime(suite.batch_size, suite.workers, device)
+
+
 def run_suite(
     models: Mapping[str, Any] | Sequence[Any] | Any,
     suite_path_or_list: Any,
     out_dir: str | os.PathLike,
-    *,
-    device: str = "auto",
-    precision: str = "fp32",
-    batch_size: int | None = None,
-    workers: int | None = None,
+    runtime: Runtime | None = None,
     modes: Sequence[str] | None = None,
-    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every model on every dataset of a suite; returns the results (with a
     reproducibility record). Few-shot splits are saved in `out_dir`; the report files
     (results.json/.md/.png) are written by `dalip.report.suite.write_suite_report`.
 
     `models`: {display name: spec} (spec: DALIPModel, dalip checkpoint path or
-    `openclip:ARCH:WEIGHTS`), a list of specs, or one spec.
+    `openclip:ARCH:WEIGHTS`), a list of specs, or one spec. `runtime` (default: the
+    suite's batch size and workers, device auto) replaces the suite's batch size and workers.
     """
-    suite = with_overrides(load_suite(suite_path_or_list), modes, batch_size, workers)
+    suite = load_suite(suite_path_or_list)
+    runtime = runtime or suite_runtime(suite)
+    suite = with_overrides(suite, modes, runtime.batch_size, runtime.workers)
     named = _name_models(models)
     for spec in named.values():
         check_spec(spec)
@@ -207,19 +147,10 @@ def run_suite(
     for name, spec in named.items():
         loaded = load_model(spec, name)
         logger.info("evaluating %s (%s)", name, loaded.spec)
-        results["models"][name] = evaluate_loaded(loaded, suite, Path(out_dir), device, precision, progress)
+        results["models"][name] = evaluate_loaded(loaded, suite, Path(out_dir), runtime)
         del loaded
     results["record"] = reproducibility_record(results, suite)
     return results
-
-
-def suite_summary(suite: Suite) -> dict[str, Any]:
-    """The suite as plain data (with templates resolved to the lists used)."""
-    described = asdict(suite)
-    for entry in described["datasets"]:
-        if entry["task"] == "zeroshot":
-            entry["templates"] = load_templates(entry["templates"] or suite.templates)
-    return described
 
 
 def _name_models(models: Any) -> dict[str, Any]:
@@ -243,54 +174,19 @@ def _name_models(models: Any) -> dict[str, Any]:
     return named
 
 
-def evaluate_loaded(
-    loaded: LoadedModel, suite: Suite, out_dir: Path, device: str = "auto",
-    precision: str = "fp32", progress: bool = False,
-) -> dict[str, Any]:
+def evaluate_loaded(loaded: LoadedModel, suite: Suite, out_dir: Path, runtime: Runtime) -> dict[str, Any]:
     """One model on every dataset of a suite -> {spec, sha256, modes, datasets, summary}."""
     modes = model_modes(loaded, suite.modes)
-    runtime = dict(batch_size=suite.batch_size, workers=suite.workers, device=device,
-                   precision=precision, progress=progress)
-    cache: dict = {}  # probe features shared by linear_probe and fewshot entries
+    cache: dict = {}
     datasets = {}
     for spec in suite.datasets:
         logger.info("  %s: %s (%s)", loaded.name, spec.name, spec.task)
-        result = run_dataset(loaded, spec, suite, modes, out_dir, runtime, cache)
+        task = TASKS[spec.task]
+        result = task.run(Job(loaded, spec, suite, modes, runtime, out_dir, cache))
         result["domain"] = spec.domain
-        result["scores"] = {mode: primary_score(spec.task, result, mode) for mode in modes}
+        result["scores"] = {mode: task.score(result, mode) for mode in modes}
         datasets[spec.name] = result
     return {
         "spec": loaded.spec, "sha256": loaded.sha256, "second_order": loaded.has_second_order,
         "modes": modes, "datasets": datasets, "summary": summarise(datasets, modes),
     }
-
-
-def run_dataset(
-    loaded: LoadedModel, spec: DatasetSpec, suite: Suite, modes: list[str], out_dir: Path,
-    runtime: dict[str, Any], cache: dict,
-) -> dict[str, Any]:
-    """Run one suite entry with the right evaluation function."""
-    model, preprocess, tokenizer = loaded.model, loaded.preprocess, loaded.tokenizer
-    keys = dict(image_key=spec.image_key, label_key=spec.label_key)
-    if spec.task == "zeroshot":
-        return zero_shot(
-            model, spec.path, tokenizer, preprocess, templates=spec.templates or suite.templates,
-            modes=modes, class_names=spec.class_names, **keys, **runtime,
-        )
-    if spec.task == "retrieval":
-        return retrieval(
-            model, spec.path, tokenizer, preprocess, modes=modes, image_key=spec.image_key,
-            caption_key=spec.caption_key, **runtime,
-        )
-    # a model without second-order features is probed on what it has
-    features = spec.features if loaded.has_second_order else "first"
-    if spec.task == "linear_probe":
-        return probe.linear_probe(
-            model, spec.train, spec.test, preprocess, features=features,
-            c_values=spec.c_values or probe.DEFAULT_C_VALUES, seed=suite.seed, cache=cache, **keys, **runtime,
-        )
-    return probe.fewshot(
-        model, spec.train, spec.test, preprocess, shots=spec.shots, folds=spec.folds, seed=suite.seed,
-        features=features, splits_path=out_dir / "fewshot_splits" / f"{spec.name}.json",
-        splits_from=spec.splits, cache=cache, **keys, **runtime,
-    )

@@ -5,33 +5,36 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import fields, replace
 from typing import Any, Callable, Iterator
 
 import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
-from dalip.model.dalip_model import OUR_MBDC_DEFAULTS, DALIPModel
+from dalip.config import PAPER_MBDC, MBDCOptions
+from dalip.model.dalip_model import DALIPModel
 from dalip.model.file_format import read_checkpoint_config, read_state_dict
 from dalip.model.registry import check_model_name, register_config
 
 logger = logging.getLogger(__name__)
 
-MBDC_OPTION_NAMES = ("heads", "reduced_dim", "dropout", "learnable_temperature")
-PAPER_MBDC_DEFAULTS = {"heads": 4, "reduced_dim": 46}
+# Our small architectures use a smaller MBDC than the paper's (4 heads x 46): a 4324-wide
+# projection would dwarf a model of a few million parameters.
+ARCHITECTURE_MBDC: dict[str, MBDCOptions] = {"dalip-tiny": replace(PAPER_MBDC, reduced_dim=16)}
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16,
                   "pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}
 
 
-def mbdc_options_for(model_name: str, **overrides: Any) -> dict[str, Any]:
-    """MBDC options: paper defaults, then per-model defaults (ours), then `overrides`."""
-    unknown = sorted(set(overrides) - set(MBDC_OPTION_NAMES))
+def mbdc_options_for(model_name: str, **overrides: Any) -> MBDCOptions:
+    """MBDC options: the paper's, then the architecture's own (ours), then `overrides` (None: keep)."""
+    names = [item.name for item in fields(MBDCOptions)]
+    unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise ValueError(f"unknown MBDC option(s) {unknown}; expected some of {list(MBDC_OPTION_NAMES)}")
-    options = {**PAPER_MBDC_DEFAULTS, **OUR_MBDC_DEFAULTS.get(model_name, {})}
-    options.update({k: v for k, v in overrides.items() if v is not None})
-    return options
+        raise ValueError(f"unknown MBDC option(s) {unknown}; expected some of {names}")
+    options = ARCHITECTURE_MBDC.get(model_name, PAPER_MBDC)
+    return replace(options, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def resolve_pretrained(model_name: str, pretrained: str | None) -> str:
@@ -105,7 +108,7 @@ def create_model(
     quiet = _quiet_root_logger() if source == "dalip" else contextlib.nullcontext()
     with quiet:  # our checkpoint's weights are loaded below
         clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
-    model = DALIPModel(clip, model_name, alpha, separate_second_temperature=separate_second_temperature, **options)
+    model = DALIPModel(clip, model_name, alpha, options, separate_second_temperature=separate_second_temperature)
     model.newly_initialized = []
     if source == "dalip":
         model.newly_initialized = load_matching_weights(model, pretrained)
@@ -118,8 +121,7 @@ def create_model(
             module.to(_LOW_PRECISION[precision])
     model.to(device)
     preprocess_train, preprocess_val = create_transforms(model, aug_cfg)
-    tokenizer = open_clip.get_tokenizer(model_name, context_length=model.clip.context_length)
-    return model, preprocess_train, preprocess_val, tokenizer
+    return model, preprocess_train, preprocess_val, create_tokenizer(model)
 
 
 def create_transforms(model: DALIPModel, aug_cfg: dict[str, Any] | None = None) -> tuple[Callable, Callable]:
@@ -129,6 +131,11 @@ def create_transforms(model: DALIPModel, aug_cfg: dict[str, Any] | None = None) 
         image_transform_v2(config, is_train=True, aug_cfg=aug_cfg),
         image_transform_v2(config, is_train=False),
     )
+
+
+def create_tokenizer(model: DALIPModel) -> Callable:
+    """open_clip's tokenizer for the model's architecture, at the model's context length."""
+    return open_clip.get_tokenizer(model.model_name, context_length=model.clip.context_length)
 
 
 def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[str]:
@@ -163,9 +170,8 @@ def build_model(config: dict[str, Any]) -> DALIPModel:
     if config.get("preprocess_cfg"):
         open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
     return DALIPModel(
-        clip, name, config.get("alpha", 0.5),
+        clip, name, config.get("alpha", 0.5), MBDCOptions(**config.get("mbdc", {})),
         separate_second_temperature=config.get("separate_second_temperature", False),
-        **config.get("mbdc", {}),
     )
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dalip.config import PAPER_MBDC
 from dalip.model.bdc import brownian_distance_covariance, upper_triangle_indices, vectorize_upper_triangle
 
 _COSINE_EPS = 1e-8  # F.cosine_similarity's default
@@ -37,11 +38,11 @@ class MBDC(nn.Module):
     def __init__(
         self,
         dim: int,
-        heads: int = 4,
-        reduced_dim: int = 46,
+        heads: int = PAPER_MBDC.heads,
+        reduced_dim: int = PAPER_MBDC.reduced_dim,
         out_dim: int | None = None,
-        dropout: float = 0.1,
-        learnable_temperature: bool = False,
+        dropout: float = PAPER_MBDC.dropout,
+        learnable_temperature: bool = PAPER_MBDC.learnable_temperature,
         eps: float = 1e-5,
     ) -> None:
         super().__init__()

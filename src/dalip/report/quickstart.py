@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import open_clip
 from PIL import Image
 
 from dalip.atomic import write_json, write_text
-from dalip.checkpoint import load_checkpoint
 from dalip.config import SourceConfig
 from dalip.data import make_source
+from dalip.evaluation.specs import load_model
 from dalip.evaluation.zero_shot import predict
-from dalip.model.factory import create_transforms
 from dalip.report.figures import new_figure, save_figure
 from dalip.train.run_log import read_metrics
 
@@ -140,10 +138,9 @@ def prediction_grid(out: Path, data: Path, path: Path, count: int = 6) -> None:
     paths = [image_path for image_path, _ in picks]
     predictions = {}
     for run in ("tuned-clip", "tuned-dalip"):
-        model = load_checkpoint(out / run / "model.safetensors")
-        tokenizer = open_clip.get_tokenizer(model.model_name, context_length=model.clip.context_length)
-        _, preprocess = create_transforms(model)
-        found = predict(model, paths, source.classes, tokenizer, preprocess, templates="plant", top_k=3)
+        loaded = load_model(out / run / "model.safetensors")
+        found = predict(loaded.model, paths, source.classes, loaded.tokenizer, loaded.preprocess,
+                        templates="plant", top_k=3)
         predictions[run] = {entry["image"]: entry["predictions"] for entry in found}
     figure, axes = new_figure(2.8 * len(picks), 3.4, len(picks))
     for axis, (image_path, label) in zip(axes, picks):

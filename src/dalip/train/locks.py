@@ -16,8 +16,7 @@ def apply_locks(model: DALIPModel, lock: LockConfig) -> None:
         model.clip.lock_text_tower(unlocked_layers=lock.text_unlocked_layers)
 
 
-def freeze(module: nn.Module | None) -> None:
-    if module is None:
-        return
-    for parameter in module.parameters() if isinstance(module, nn.Module) else [module]:
+def freeze(module: nn.Module) -> None:
+    """Stop training every parameter of `module` (e.g. the MBDC heads of a plain CLIP run)."""
+    for parameter in module.parameters():
         parameter.requires_grad_(False)

@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the learning-rate schedule."""
+"""AdamW parameter groups, the learning-rate schedule, and applying gradients (clip, scale, step)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from dalip.config import OptimConfig
 from dalip.model.dalip_model import DALIPModel
+from dalip.train.state import all_ranks_agree
 
 
 def _no_weight_decay(name: str, parameter: torch.Tensor) -> bool:
@@ -65,3 +66,26 @@ def create_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, config)
     )
+
+
+def apply_gradients(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    grad_clip: float | None, loss_is_finite: bool, device: torch.device,
+) -> bool:
+    """The update after backward: unscale, clip the gradient norm, step; returns whether the
+    weights changed. The scaler is updated and the gradients cleared either way.
+
+    A non-finite loss (on any rank) skips the step; so does a non-finite gradient norm,
+    except under amp, where the scaler skips overflowing steps itself.
+    """
+    finite = loss_is_finite
+    if finite:
+        scaler.unscale_(optimizer)
+        parameters = [p for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip or float("inf"))
+        finite = scaler.is_enabled() or all_ranks_agree(bool(torch.isfinite(norm).item()), device)
+    if finite:
+        scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return finite
