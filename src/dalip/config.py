@@ -20,6 +20,9 @@ LossKind = Literal["dalip", "clip"]
 CombineMode = Literal["losses", "similarity"]
 Schedule = Literal["cosine", "constant"]
 SourceKind = Literal["csv", "folder", "webdataset"]
+# Where MBDC's token weights meet the reduction: "before_norm" is dalip 0.1's (nearly inert).
+Weighting = Literal["after_norm", "batchnorm", "none", "before_norm"]
+DropoutKind = Literal["element", "channel"]  # channel: whole reduced channels of a token set
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class MBDCOptions:
     reduced_dim: int = 46
     dropout: float = 0.1
     learnable_temperature: bool = False
+    dropout_kind: DropoutKind = "element"
+    weighting: Weighting = "after_norm"
 
 
 PAPER_MBDC = MBDCOptions()
@@ -62,6 +67,9 @@ class ModelConfig:
     name: an open_clip ViT architecture or one of ours; config_file: optional JSON
     architecture (open_clip format) registered under its file name before building.
     heads / reduced_dim: None takes the model's default (paper: 4 x 46).
+    weighting: where the summary-cosine token weights meet the MBDC reduction
+    ("after_norm", "batchnorm", "none", or dalip 0.1's nearly inert "before_norm");
+    dropout_kind: "element" or "channel" (whole reduced channels) at rate `dropout`.
     """
 
     name: str = "dalip-tiny"
@@ -72,6 +80,8 @@ class ModelConfig:
     reduced_dim: int | None = None
     dropout: float = PAPER_MBDC.dropout
     learnable_temperature: bool = PAPER_MBDC.learnable_temperature
+    dropout_kind: DropoutKind = PAPER_MBDC.dropout_kind
+    weighting: Weighting = PAPER_MBDC.weighting
     separate_second_temperature: bool = False
     image_size: int | None = None
     context_length: int | None = None

@@ -26,7 +26,7 @@ from torch import nn
 
 from dalip.checkpoint import load_checkpoint
 from dalip.model.dalip_model import DALIPModel
-from dalip.model.factory import create_tokenizer, create_transforms, resolve_pretrained
+from dalip.model.factory import create_tokenizer, create_transforms, resolve_pretrained, tag_uses_quick_gelu
 from dalip.model.features import Encoder, Features
 
 OPENCLIP_PREFIX = "openclip:"
@@ -122,7 +122,9 @@ def _load_open_clip(spec: str, name: str) -> LoadedModel:
     except ValueError as error:
         raise ValueError(f"model spec {spec!r}: {error}") from error
     try:
-        clip, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=weights)
+        clip, _, preprocess = open_clip.create_model_and_transforms(
+            architecture, pretrained=weights, force_quick_gelu=tag_uses_quick_gelu(architecture, weights)
+        )
     except RuntimeError as error:  # a file of another architecture, or a failed download
         raise OSError(f"model spec {spec!r}: open_clip could not load {weights}: {str(error).splitlines()[0]}") from error
     tokenizer = open_clip.get_tokenizer(architecture)

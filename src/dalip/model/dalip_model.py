@@ -15,7 +15,7 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
 from dalip.config import PAPER_MBDC, MBDCOptions
@@ -160,7 +160,7 @@ class DALIPModel(nn.Module):
         """JSON-able description that rebuilds this architecture (stored in checkpoints)."""
         return {
             "model_name": self.model_name,
-            "open_clip_config": open_clip.get_model_config(self.model_name),
+            "open_clip_config": self._open_clip_config(),
             "alpha": self.alpha,
             "mbdc": dataclasses.asdict(self.mbdc_options),
             "separate_second_temperature": self.logit_scale_second is not None,
@@ -168,6 +168,13 @@ class DALIPModel(nn.Module):
             "context_length": int(self.clip.context_length),
             "preprocess_cfg": dict(getattr(self.clip.visual, "preprocess_cfg", {}) or {}),
         }
+
+    def _open_clip_config(self) -> dict[str, Any] | None:
+        """The registered architecture, with `quick_gelu` set when the towers were built with it."""
+        config = open_clip.get_model_config(self.model_name)
+        if config is not None and any(isinstance(m, QuickGELU) for m in self.clip.modules()):
+            config = {**config, "quick_gelu": True}
+        return config
 
     def save(self, path: str | Path) -> None:
         """Write weights and config to a safetensors file (atomically)."""

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 # Our small architectures use a smaller MBDC than the paper's (4 heads x 46): a 4324-wide
 # projection would dwarf a model of a few million parameters.
 ARCHITECTURE_MBDC: dict[str, MBDCOptions] = {"dalip-tiny": replace(PAPER_MBDC, reduced_dim=16)}
+# dalip 0.1 wrote no weighting or dropout kind: its checkpoints keep the behaviour they were trained with.
+LEGACY_MBDC_OPTIONS = {"weighting": "before_norm", "dropout_kind": "element"}
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16,
                   "pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}
@@ -56,13 +58,24 @@ def resolve_pretrained(model_name: str, pretrained: str | None) -> str:
     return "tag"
 
 
+def tag_uses_quick_gelu(model_name: str, pretrained: str | None) -> bool:
+    """True when `pretrained` is an open_clip tag whose weights were trained with QuickGELU
+    (OpenAI's): the model must then be built with it, which open_clip only warns about."""
+    if not pretrained or os.path.isfile(pretrained):
+        return False
+    return bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False))
+
+
 def _create_clip(
     model_name: str, weights: str | None, precision: str, image_size: Any,
     context_length: int | None, cache_dir: str | None,
 ) -> open_clip.CLIP:
+    quick_gelu = tag_uses_quick_gelu(model_name, weights)
+    if quick_gelu:
+        logger.info("building %s with QuickGELU: the %r weights were trained with it", model_name, weights)
     try:
         return open_clip.create_model(
-            model_name, pretrained=weights, precision=precision,
+            model_name, pretrained=weights, precision=precision, force_quick_gelu=quick_gelu,
             force_image_size=image_size, force_context_length=context_length, cache_dir=cache_dir,
         )
     except RuntimeError as error:
@@ -97,7 +110,7 @@ def create_model(
             file, or a dalip checkpoint file. Parameters the weights do not cover (the MBDC
             heads, for open_clip weights) are listed in `model.newly_initialized`.
         alpha: weight of the first-order similarity in the fused similarity.
-        **mbdc_options: heads, reduced_dim, dropout, learnable_temperature.
+        **mbdc_options: heads, reduced_dim, dropout, dropout_kind, weighting, learnable_temperature.
 
     Returns: (model, preprocess_train, preprocess_val, tokenizer).
     """
@@ -165,12 +178,13 @@ def build_model(config: dict[str, Any]) -> DALIPModel:
     check_model_name(name)
     with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
         clip = open_clip.create_model(
-            name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length")
+            name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length"),
+            force_quick_gelu=bool((config.get("open_clip_config") or {}).get("quick_gelu", False)),
         )
     if config.get("preprocess_cfg"):
         open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
     return DALIPModel(
-        clip, name, config.get("alpha", 0.5), MBDCOptions(**config.get("mbdc", {})),
+        clip, name, config.get("alpha", 0.5), MBDCOptions(**{**LEGACY_MBDC_OPTIONS, **config.get("mbdc", {})}),
         separate_second_temperature=config.get("separate_second_temperature", False),
     )
 

@@ -122,5 +122,7 @@ def _create_model(config: TrainConfig, second_order: bool) -> tuple[DALIPModel, 
         heads=model_config.heads,
         reduced_dim=model_config.reduced_dim,
         dropout=model_config.dropout,
+        dropout_kind=model_config.dropout_kind,
+        weighting=model_config.weighting,
         learnable_temperature=model_config.learnable_temperature,
     )
