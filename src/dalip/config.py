@@ -127,6 +127,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
     accumulation: int = 1
+    head_warmup_steps: int = 0  # first N steps: only MBDC heads and temperatures train
 
 
 @dataclass

@@ -23,6 +23,7 @@ from dalip.model.file_format import save_model
 from dalip.train.distributed import (
     DistributedContext, context_from_environment, init_distributed, micro_batch_size, shutdown_distributed,
 )
+from dalip.train.locks import tower_parameters
 from dalip.train.optim import apply_gradients, create_optimizer, create_scheduler
 from dalip.train.run_log import RunLog
 from dalip.train.state import (
@@ -78,6 +79,7 @@ class Trainer:
         if context.is_distributed:
             self.task.distribute(self.device)
         self.optimizer = create_optimizer(self.model, config.optim)
+        self.towers = tower_parameters(self.model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "amp")
         self.dataset = build_data(config, self.task, context)
         # One loader for the whole run: workers persist across epochs (the dataset reads
@@ -198,8 +200,10 @@ class Trainer:
         started = time.perf_counter()
         losses = self.forward_backward(micro)
         loss_is_finite = all_ranks_agree(bool(torch.isfinite(losses["loss"]).item()), self.device)
+        # During the head warm-up the towers get no gradient: AdamW neither moves nor decays them.
+        held = self.towers if self.position.step < self.config.optim.head_warmup_steps else ()
         finite = apply_gradients(self.model, self.optimizer, self.scaler, self.config.optim.grad_clip,
-                                 loss_is_finite, self.device)
+                                 loss_is_finite, self.device, held=held)
         if finite:
             self.position.nonfinite_in_row = 0
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -71,16 +72,20 @@ def create_scheduler(
 def apply_gradients(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
     grad_clip: float | None, loss_is_finite: bool, device: torch.device,
+    held: Sequence[torch.nn.Parameter] = (),
 ) -> bool:
     """The update after backward: unscale, clip the gradient norm, step; returns whether the
     weights changed. The scaler is updated and the gradients cleared either way.
 
     A non-finite loss (on any rank) skips the step; so does a non-finite gradient norm,
-    except under amp, where the scaler skips overflowing steps itself.
+    except under amp, where the scaler skips overflowing steps itself. `held` parameters
+    lose their gradients before clipping, so this step leaves them exactly as they are.
     """
     finite = loss_is_finite
     if finite:
         scaler.unscale_(optimizer)
+        for parameter in held:
+            parameter.grad = None
         parameters = [p for p in model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip or float("inf"))
         finite = scaler.is_enabled() or all_ranks_agree(bool(torch.isfinite(norm).item()), device)
