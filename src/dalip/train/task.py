@@ -73,6 +73,8 @@ class TrainingTask:
 
     def distribute(self, device: torch.device) -> None:
         """Run the model's forward through DistributedDataParallel (gradients averaged over ranks)."""
+        if device.type == "cuda":  # MBDC weighting "batchnorm" then normalises over the global batch
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # in place: the root is no BatchNorm
         ids = [device.index] if device.type == "cuda" else None
         self.encoder = DistributedDataParallel(self.model, device_ids=ids)
 
