@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dalip.config import PAPER_MBDC
+from dalip.config import PAPER_MBDC, DropoutKind, Weighting
 from dalip.model.bdc import brownian_distance_covariance, upper_triangle_indices, vectorize_upper_triangle
 
 _COSINE_EPS = 1e-8  # F.cosine_similarity's default
-WEIGHTINGS = ("after_norm", "batchnorm", "none", "before_norm")
-DROPOUT_KINDS = ("element", "channel")
+WEIGHTINGS = get_args(Weighting)
+DROPOUT_KINDS = get_args(DropoutKind)
 
 
 class MBDC(nn.Module):
@@ -57,8 +59,8 @@ class MBDC(nn.Module):
         dropout: float = PAPER_MBDC.dropout,
         learnable_temperature: bool = PAPER_MBDC.learnable_temperature,
         eps: float = 1e-5,
-        dropout_kind: str = "element",
-        weighting: str = "after_norm",
+        dropout_kind: DropoutKind = PAPER_MBDC.dropout_kind,
+        weighting: Weighting = PAPER_MBDC.weighting,
     ) -> None:
         super().__init__()
         if heads < 1 or dim % heads != 0:
