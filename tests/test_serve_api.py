@@ -16,8 +16,8 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from dalip.cli import main  # noqa: E402
-from dalip.evaluate import embed  # noqa: E402
-from dalip.model_specs import load_model  # noqa: E402
+from dalip.evaluation.runtime import embed  # noqa: E402
+from dalip.evaluation.specs import load_model  # noqa: E402
 from dalip.serve import Gallery, Identifier, ServeOptions  # noqa: E402
 from dalip.serve.app import create_app  # noqa: E402
 

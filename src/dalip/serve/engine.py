@@ -22,12 +22,12 @@ from urllib.parse import quote
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dalip.evaluate import class_embeddings, label_probabilities, top_labels
-from dalip.evaluation_data import Runtime, encode_dataset
-from dalip.model import Features
-from dalip.model_specs import LoadedModel
+from dalip.evaluation.zero_shot import class_embeddings, label_probabilities, top_labels
+from dalip.evaluation.runtime import Runtime, encode_dataset
+from dalip.model.features import Features
+from dalip.evaluation.specs import LoadedModel
 from dalip.serve.gallery import Gallery, NeighbourIndex, image_vectors, load_or_build_index, vector_kind
-from dalip.templates import load_templates
+from dalip.evaluation.templates import load_templates
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +144,8 @@ class Identifier:
                 where = f"model {number}/{len(self.models)} ({model.name})"
                 if self.default_labels:
                     self.progress = f"{where}: embedding {len(self.default_labels)} labels"
-                    with self.runtime.evaluating(model.loaded.model):
-                        model.label_embeddings(self.default_labels, self.templates, self.runtime, pin=True)
+                    with self.runtime.evaluating(model.loaded.model) as runtime:
+                        model.label_embeddings(self.default_labels, self.templates, runtime, pin=True)
                 if self.gallery is not None:
                     model.index = load_or_build_index(
                         self.gallery, model.loaded, self.runtime, self.cache_dir,
@@ -171,10 +171,10 @@ class Identifier:
         with self.lock:
             for model in self.models:
                 start = time.perf_counter()
-                with self.runtime.evaluating(model.loaded.model):
-                    features = model.encode(image, self.runtime)
+                with self.runtime.evaluating(model.loaded.model) as runtime:
+                    features = model.encode(image, runtime)
                     if predictions:
-                        classes = model.label_embeddings(labels, self.templates, self.runtime)
+                        classes = model.label_embeddings(labels, self.templates, runtime)
                         for mode in model.modes:
                             probabilities = label_probabilities(model.loaded.model, features, classes, mode)
                             result["predictions"][model.result_name(mode)] = top_labels(probabilities, labels, self.options.top_k)[0]

@@ -25,12 +25,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dalip.checkpoint import atomic_write
+from dalip.atomic import atomic_write
 from dalip.config import SourceConfig
 from dalip.data import make_source
-from dalip.evaluation_data import ImageFileDataset, Runtime, encode_dataset
-from dalip.model import Features
-from dalip.model_specs import LoadedModel
+from dalip.evaluation.datasets import ImageFileDataset
+from dalip.evaluation.runtime import Runtime, encode_dataset
+from dalip.model.features import Features
+from dalip.evaluation.specs import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def build_index(
 ) -> NeighbourIndex:
     """Encode every gallery image with the model (unreadable ones are left out and logged)."""
     vectors, rows = [], []
-    with runtime.evaluating(loaded.model):
+    with runtime.evaluating(loaded.model) as runtime:
         for start in range(0, len(gallery), CHUNK_IMAGES):
             paths = [str(gallery.root / p) for p in gallery.paths[start:start + CHUNK_IMAGES]]
             dataset = ImageFileDataset(paths, loaded.preprocess)

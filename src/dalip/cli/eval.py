@@ -1,0 +1,66 @@
+"""`dalip eval`: evaluate and compare models on a suite or on single datasets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, runtime_from_flags
+from dalip.evaluation.specs import parse_model_arg
+from dalip.evaluation.suite import run_suite
+from dalip.evaluation.suite_file import load_suite
+from dalip.report.suite import markdown_table, write_suite_report
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate and compare models on a suite or on single datasets",
+        description="Zero-shot classification, retrieval, linear probe and few-shot; writes "
+                    "results.json, results.md and results.png to --out and prints the table.",
+    )
+    parser.add_argument("--model", "-m", action="append", required=True, metavar="[NAME=]SPEC", help=MODEL_HELP)
+    parser.add_argument("--suite", help="suite YAML (datasets, tasks, domains; see README)")
+    parser.add_argument("--zeroshot", action="append", default=[], metavar="PATH",
+                        help="image folder or labelled CSV for zero-shot classification (repeatable)")
+    parser.add_argument("--retrieval", action="append", default=[], metavar="CSV", help="caption CSV (repeatable)")
+    parser.add_argument("--linear-probe", action="append", default=[], nargs=2, metavar=("TRAIN", "TEST"))
+    parser.add_argument("--fewshot", action="append", default=[], nargs=2, metavar=("TRAIN", "TEST"))
+    parser.add_argument("--templates", default="generic", help="generic, plant, none or a file (one per line, with {})")
+    parser.add_argument("--domain", default="general", help="domain tag of the datasets given by flags")
+    parser.add_argument("--features", default="first", choices=("first", "second", "concat"),
+                        help="image features for probes (default first)")
+    parser.add_argument("--seed", type=int, default=0, help="probe hold-out and few-shot draws")
+    parser.add_argument("--mode", default=None, choices=MODES, help="similarity mode (default: fused, or the suite's)")
+    parser.add_argument("--out", required=True, help="output folder")
+    add_runtime_flags(parser)
+    parser.set_defaults(handler=run_eval)
+
+
+def _flag_suite(args: argparse.Namespace) -> dict[str, Any]:
+    datasets = [dict(name=Path(p).stem if Path(p).is_file() else Path(p).name, task="zeroshot", path=p)
+                for p in args.zeroshot]
+    datasets += [dict(name=Path(p).stem, task="retrieval", path=p) for p in args.retrieval]
+    datasets += [dict(name=f"{Path(test).name}-probe", task="linear_probe", train=train, test=test,
+                      features=args.features) for train, test in args.linear_probe]
+    datasets += [dict(name=f"{Path(test).name}-fewshot", task="fewshot", train=train, test=test,
+                      features=args.features) for train, test in args.fewshot]
+    for entry in datasets:
+        entry["domain"] = args.domain
+    return {"datasets": datasets, "templates": args.templates, "seed": args.seed}
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    flagged = args.zeroshot or args.retrieval or args.linear_probe or args.fewshot
+    if bool(args.suite) == bool(flagged):
+        raise ValueError("give either --suite FILE or dataset flags (--zeroshot, --retrieval, --linear-probe, --fewshot)")
+    models = dict(parse_model_arg(spec) for spec in args.model)
+    if len(models) != len(args.model):
+        raise ValueError(f"--model: display names must be unique, got {args.model}")
+    suite = load_suite(args.suite or _flag_suite(args))
+    runtime = runtime_from_flags(args, suite)
+    results = run_suite(models, suite, args.out, runtime, modes=[args.mode] if args.mode else None)
+    write_suite_report(results, Path(args.out))
+    print(markdown_table(results), end="")
+    print(f"results: {Path(args.out) / 'results.json'}")
+    return 0
