@@ -106,11 +106,12 @@ def bare_forward(model: Any, images: torch.Tensor, batch: int, mode: str) -> Cal
 def evaluation(model: Any, folder: str, tokenizer: Any, preprocess: Callable, args: argparse.Namespace,
                mode: str, workers: int) -> Callable[[], float]:
     """A function running `zero_shot` on the folder; returns the images/s it reports."""
+    from dalip.evaluation.runtime import Runtime
     from dalip.evaluation.zero_shot import zero_shot
 
     def run() -> float:
         result = zero_shot(model, folder, tokenizer, preprocess, templates=args.templates, modes=(mode,),
-                           batch_size=args.batch, workers=workers)
+                           runtime=Runtime(args.batch, workers))
         return result["images_per_second"]
 
     return run

@@ -78,6 +78,8 @@ class StubTokenizer:
 class StubModel(torch.nn.Module):
     """encode_image / encode_text look features up; similarity as DALIPModel's."""
 
+    has_second_order = True
+
     def __init__(self, image_first, image_second, text_first, text_second, alpha: float = 0.5) -> None:
         super().__init__()
         self.image_table = Features(unit(image_first), unit(image_second))

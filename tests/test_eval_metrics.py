@@ -36,7 +36,7 @@ def test_zero_shot_metrics_match_hand_computed_values(zero_shot_folder):
     model = StubModel(IMAGE_FIRST, IMAGE_SECOND, EYE, EYE, alpha=0.5)
     result = zero_shot(
         model, zero_shot_folder, StubTokenizer(CLASSES), stub_preprocess, templates=["{}"],
-        modes=("all",), batch_size=4,
+        modes=("all",), runtime=Runtime(batch_size=4),
     )
     # first: predictions a a b b a a -> 3/6; recall a 2/3, b 1, c 0
     # second: a b a b c c -> 5/6; recall a 2/3, b 1, c 1

@@ -4,7 +4,9 @@
 1. start model: dalip-tiny trained with the plain CLIP loss on the general data only —
    a stand-in for a pretrained OpenCLIP model (cached in the output folder);
 2. domain tuning, twice, from the start model on plant 10 : general 3 with identical
-   data, steps and seed: once with the CLIP loss, once with the DALIP loss;
+   data, steps and seed: once with the CLIP loss, once with the DALIP loss. The general
+   part covers only every other general concept (PlantMix's general pairs are a slice of
+   what pretraining saw), so the general test, over all of them, measures retention;
 3. evaluation of all three on the held-out plant and general test splits (zero-shot and
    retrieval), and WiSE-FT sweeps from the start model to each tuned model.
 """
@@ -42,6 +44,7 @@ class Budget:
 
     species: int
     general_classes: int
+    general_tune_classes: int  # general concepts in the tuning mix (every other one)
     train_per_class: int
     test_per_class: int
     image_size: int
@@ -53,12 +56,12 @@ class Budget:
 
 BUDGETS = {
     # "test" exists for the test suite: every file, in about a minute.
-    "test": Budget(species=6, general_classes=4, train_per_class=6, test_per_class=4, image_size=64,
+    "test": Budget(species=6, general_classes=4, general_tune_classes=2, train_per_class=6, test_per_class=4, image_size=64,
                    batch_size=16, start_steps=6, tune_steps=6, workers=0),
-    "small": Budget(species=24, general_classes=12, train_per_class=40, test_per_class=20, image_size=64,
-                    batch_size=32, start_steps=300, tune_steps=300, workers=2),
-    "medium": Budget(species=24, general_classes=12, train_per_class=100, test_per_class=30, image_size=64,
-                     batch_size=64, start_steps=1000, tune_steps=1000, workers=2),
+    "small": Budget(species=24, general_classes=44, general_tune_classes=22, train_per_class=40, test_per_class=20, image_size=64,
+                    batch_size=32, start_steps=500, tune_steps=200, workers=2),
+    "medium": Budget(species=24, general_classes=44, general_tune_classes=22, train_per_class=100, test_per_class=30, image_size=64,
+                     batch_size=64, start_steps=1500, tune_steps=600, workers=2),
 }
 
 
@@ -79,6 +82,19 @@ def generate_data(out: Path, budget: Budget, seed: int) -> Path:
     return root
 
 
+def tuning_subset(data: Path, budget: Budget) -> Path:
+    """A captions CSV of the general training split restricted to every other concept
+    (`budget.general_tune_classes` of them), beside the split's own captions.csv."""
+    split = data / "general" / "train"
+    folders = [line.split("\t")[0] for line in (split / "classes.txt").read_text().splitlines() if line]
+    kept = set(folders[::2][: budget.general_tune_classes])
+    lines = (split / "captions.csv").read_text().splitlines()
+    rows = [line for line in lines[1:] if line.split("/", 1)[0] in kept]
+    path = split / "captions-tuning.csv"
+    path.write_text("\n".join([lines[0], *rows]) + "\n")
+    return path
+
+
 def run_config(out: Path, data: Path, budget: Budget, seed: int, stage: str) -> TrainConfig:
     """The TrainConfig of one stage; written to <run>/config.yaml by the training loop."""
     general = SourceConfig(kind="csv", path=str(data / "general/train/captions.csv"), weight=3.0)
@@ -89,6 +105,7 @@ def run_config(out: Path, data: Path, budget: Budget, seed: int, stage: str) -> 
     else:
         model = ModelConfig(name=MODEL_NAME, pretrained=str(out / "start" / "model.safetensors"))
         kind = stage.removeprefix("tuned-")
+        general = SourceConfig(kind="csv", path=str(tuning_subset(data, budget)), weight=3.0)
         loss, sources, steps, lr = LossConfig(kind=kind), [plant, general], budget.tune_steps, 3e-4
     return TrainConfig(
         model=model, loss=loss,

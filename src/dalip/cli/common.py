@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from typing import Callable
+
+from dalip.evaluation.runtime import Runtime
+from dalip.evaluation.suite_file import Suite
 
 MODES = ("fused", "first", "second", "all")
 MODEL_HELP = "dalip checkpoint, or openclip:ARCH:WEIGHTS (file or tag); prefix NAME= to name it"
@@ -39,12 +42,11 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        batch_size=64 if args.batch_size is None else args.batch_size,
-        workers=0 if args.workers is None else args.workers, device=args.device,
-        precision=args.precision, progress=show_progress(args),
-    )
+def runtime_from_flags(args: argparse.Namespace, suite: Suite | None = None) -> Runtime:
+    """The runtime flags as a Runtime; unset sizes come from the suite (else 64 and 0)."""
+    batch_size = args.batch_size or (suite.batch_size if suite else 64)
+    workers = args.workers if args.workers is not None else (suite.workers if suite else 0)
+    return Runtime(batch_size, workers, args.device, args.precision, show_progress(args))
 
 
 def show_progress(args: argparse.Namespace) -> bool:

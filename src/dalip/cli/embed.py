@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dalip.atomic import atomic_write
-from dalip.cli.common import MODEL_HELP, add_force_flag, add_runtime_flags, report_unreadable, runtime_options
+from dalip.cli.common import MODEL_HELP, add_force_flag, add_runtime_flags, report_unreadable, runtime_from_flags
 from dalip.data.files import read_text_lines
 from dalip.evaluation.datasets import list_image_files
 from dalip.evaluation.runtime import embed
@@ -43,7 +43,7 @@ def run_embed(args: argparse.Namespace) -> int:
     images = list_image_files(args.images) if args.images else ()
     loaded = load_model(args.model)
     features, items = embed(loaded.model, loaded.tokenizer, loaded.preprocess, images=images,
-                            texts=texts or (), **runtime_options(args))
+                            texts=texts or (), runtime=runtime_from_flags(args))
     if images:
         report_unreadable(list(images), items)
     arrays = {"first": features.first.numpy(), "items": np.array(items), "kind": np.array("text" if texts else "image")}

@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dalip.cli.common import MODEL_HELP, MODES, add_force_flag, add_runtime_flags, show_progress
+from dalip.cli.common import MODEL_HELP, MODES, add_force_flag, add_runtime_flags, runtime_from_flags
 from dalip.evaluation.specs import check_spec, parse_model_arg
-from dalip.evaluation.suite import load_suite, run_suite
+from dalip.evaluation.suite import run_suite
+from dalip.evaluation.suite_file import load_suite
 from dalip.outputs import OutputFolder
 from dalip.report.suite import markdown_table, write_suite_report
 
@@ -61,12 +62,9 @@ def run_eval(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite or _flag_suite(args))  # a broken suite or model path fails before --out is touched
     for spec in models.values():
         check_spec(spec)
+    runtime = runtime_from_flags(args, suite)
     with OutputFolder(args.out, "eval", force=args.force):
-        results = run_suite(
-            models, suite, args.out, device=args.device, precision=args.precision,
-            batch_size=args.batch_size, workers=args.workers, modes=[args.mode] if args.mode else None,
-            progress=show_progress(args),
-        )
+        results = run_suite(models, suite, args.out, runtime, modes=[args.mode] if args.mode else None)
         write_suite_report(results, Path(args.out))
     print(markdown_table(results), end="")
     print(f"results: {Path(args.out) / 'results.json'}")

@@ -6,9 +6,9 @@ import argparse
 import math
 from pathlib import Path
 
-from dalip.cli.common import MODEL_HELP, MODES, add_force_flag, add_runtime_flags, show_progress
+from dalip.cli.common import MODEL_HELP, MODES, add_force_flag, add_runtime_flags, runtime_from_flags
 from dalip.evaluation.specs import check_spec
-from dalip.evaluation.suite import load_suite
+from dalip.evaluation.suite_file import load_suite
 from dalip.evaluation.wiseft import interpolate
 from dalip.outputs import OutputFolder
 from dalip.report.suite import interpolation_table, write_interpolation_report
@@ -45,11 +45,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
     check_spec(args.start)
     check_spec(args.tuned)
     with OutputFolder(args.out, "interpolate", force=args.force):
-        results = interpolate(
-            args.start, args.tuned, weights, suite, args.out, device=args.device,
-            precision=args.precision, batch_size=args.batch_size, workers=args.workers,
-            modes=[args.mode] if args.mode else None, progress=show_progress(args), save_models=args.save_models,
-        )
+        results = interpolate(args.start, args.tuned, weights, suite, args.out, runtime_from_flags(args, suite),
+                              modes=[args.mode] if args.mode else None, save_models=args.save_models)
         write_interpolation_report(results, Path(args.out))
     print(interpolation_table(results), end="")
     print(f"results: {Path(args.out) / 'results.json'}; plot: {Path(args.out) / 'interpolation.png'}")

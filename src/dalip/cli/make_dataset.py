@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+import typing
 
 from dalip.data.synthetic import GeneratorOptions, make_dataset
+from dalip.data.synthetic.generator import ImageFormat
 
 _DEFAULTS = GeneratorOptions()
 
@@ -40,15 +42,15 @@ def add_make_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.
             "folders, CSV files and WebDataset shards, with a manifest.json."
         ),
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty, or an earlier make-dataset's with --force)")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default %(default)s)")
     for flag, metavar, kind, text in _COUNT_OPTIONS:
         default = getattr(_DEFAULTS, flag[2:].replace("-", "_"))
         parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default %(default)s)")
-    parser.add_argument("--image-format", choices=("jpg", "png"), default=_DEFAULTS.image_format,
+    parser.add_argument("--image-format", choices=typing.get_args(ImageFormat), default=_DEFAULTS.image_format,
                         help="image encoding (default %(default)s)")
     parser.add_argument("--force", action="store_true",
-                        help="write into a non-empty folder, replacing a previous dataset there")
+                        help="replace the dataset an earlier make-dataset wrote in --out (only the files it wrote)")
     parser.set_defaults(handler=run_make_dataset)
     return parser
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, count, report_unreadable, runtime_options
+from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, count, report_unreadable, runtime_from_flags
 from dalip.evaluation.datasets import list_image_files
 from dalip.evaluation.specs import load_model
 from dalip.evaluation.zero_shot import check_labels, predict, read_label_file
@@ -32,7 +32,7 @@ def run_predict(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     mode = args.mode if loaded.has_second_order else "first"
     predictions = predict(loaded.model, paths, labels, loaded.tokenizer, loaded.preprocess,
-                          templates=args.templates, mode=mode, top_k=args.top_k, **runtime_options(args))
+                          templates=args.templates, mode=mode, top_k=args.top_k, runtime=runtime_from_flags(args))
     unreadable = report_unreadable(paths, [item["image"] for item in predictions])
     if args.json:
         print(json.dumps({"model": loaded.spec, "mode": mode, "results": predictions, "unreadable": unreadable},

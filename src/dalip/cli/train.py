@@ -9,7 +9,8 @@ import yaml
 
 from dalip.config import config_to_dict, load_train_config
 from dalip.evaluation.zero_shot import training_validation
-from dalip.train.loop import NonFiniteLossError, train
+from dalip.train.loop import train
+from dalip.train.optim import NonFiniteLossError
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:

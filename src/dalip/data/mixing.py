@@ -73,12 +73,14 @@ class MixedDataset(IterableDataset):
         # per source: 1 once a worker read a whole pass of it and every sample was bad
         self._unusable = torch.zeros(len(self.sources), dtype=torch.int8).share_memory_()
 
-    def check_sources(self) -> None:
-        """ValueError naming a source of which a whole pass was unreadable (any worker)."""
+    def unusable_source(self) -> ValueError | None:
+        """The error naming a source of which a whole pass was unreadable (in any worker), or
+        None; the training loop raises it, on every rank."""
         for index in self._unusable.nonzero().flatten().tolist():
             skipped = ", ".join(f"{reason}={n}" for reason, n in sorted(self.skipped().items()))
-            raise ValueError(f"data.sources[{index}] ({self.sources[index].name}): every sample of a full pass "
-                             f"was skipped ({skipped or 'no readable sample'}); fix or remove this source")
+            return ValueError(f"data.sources[{index}] ({self.sources[index].name}): every sample of a full pass "
+                              f"was skipped ({skipped or 'no readable sample'}); fix or remove this source")
+        return None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: new shard/sample order, caption draws and source draws."""

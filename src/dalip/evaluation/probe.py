@@ -25,6 +25,7 @@ from dalip.atomic import write_json
 from dalip.evaluation.datasets import load_classification_dataset
 from dalip.evaluation.runtime import EncodedImages, Runtime, encode_dataset
 from dalip.evaluation.zero_shot import classification_metrics
+from dalip.model.features import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def feature_matrix(encoded: EncodedImages, kind: str = "first") -> np.ndarray:
 
 
 def encode_split(
-    model: Any, source: Any, preprocess: Any, runtime: Runtime, kind: str,
+    model: Encoder, source: Any, preprocess: Any, runtime: Runtime, kind: str,
     class_names: Sequence[str] | None = None, cache: dict | None = None,
     label_key: str = "label", image_key: str = "filepath",
 ) -> tuple[EncodedImages, list[str], str, int]:
@@ -53,8 +54,8 @@ def encode_split(
     if cache is not None and key in cache:
         return cache[key]
     dataset, names, where = load_classification_dataset(source, preprocess, class_names, label_key, image_key)
-    with runtime.evaluating(model):
-        encoded = encode_dataset(model, dataset, runtime, second_order=kind != "first", desc="probe")
+    with runtime.evaluating(model) as resolved:
+        encoded = encode_dataset(model, dataset, resolved, second_order=kind != "first", desc="probe")
     result = (encoded, names, where, len(dataset))
     if cache is not None:
         cache[key] = result
@@ -101,17 +102,16 @@ def fit_linear_probe(
 
 
 def linear_probe(
-    model: Any, train: Any, test: Any, preprocess: Any, features: str = "first",
+    model: Encoder, train: Any, test: Any, preprocess: Any, features: str = "first",
     c_values: Sequence[float] = DEFAULT_C_VALUES, seed: int = 0, holdout_fraction: float = 0.2,
-    batch_size: int = 64, workers: int = 0, device: str | torch.device | None = None,
-    precision: str = "fp32", progress: bool = False, cache: dict | None = None,
+    runtime: Runtime | None = None, cache: dict | None = None,
     label_key: str = "label", image_key: str = "filepath",
 ) -> dict[str, Any]:
     """Linear probe of frozen image features; train/test are image folders, CSVs or datasets.
 
     Returns {top1, top5, mean_per_class_recall, chosen_C, heldout_accuracy_by_C, ...}.
     """
-    runtime = Runtime(batch_size, workers, device, precision, progress)
+    runtime = runtime or Runtime()
     keys = dict(label_key=label_key, image_key=image_key)
     train_set, names, train_where, train_size = encode_split(model, train, preprocess, runtime, features, None, cache, **keys)
     test_set, _, test_where, test_size = encode_split(model, test, preprocess, runtime, features, names, cache, **keys)
@@ -172,10 +172,9 @@ def save_splits(path: str | os.PathLike, record: dict[str, Any]) -> None:
 
 
 def fewshot(
-    model: Any, train: Any, test: Any, preprocess: Any, shots: Sequence[int] = (1, 5),
+    model: Encoder, train: Any, test: Any, preprocess: Any, shots: Sequence[int] = (1, 5),
     folds: int = 5, seed: int = 0, features: str = "first", splits_path: str | os.PathLike | None = None,
-    splits_from: str | os.PathLike | None = None, batch_size: int = 64, workers: int = 0, device: str | torch.device | None = None,
-    precision: str = "fp32", progress: bool = False, cache: dict | None = None,
+    splits_from: str | os.PathLike | None = None, runtime: Runtime | None = None, cache: dict | None = None,
     label_key: str = "label", image_key: str = "filepath",
 ) -> dict[str, Any]:
     """k-shot nearest-centroid accuracy, mean and std over `folds` seeded draws per k.
@@ -185,7 +184,7 @@ def fewshot(
     With `splits_from`, the draws are read from such a file instead of sampled (then
     `shots`, `folds` and `seed` come from the file).
     """
-    runtime = Runtime(batch_size, workers, device, precision, progress)
+    runtime = runtime or Runtime()
     keys = dict(label_key=label_key, image_key=image_key)
     train_set, names, train_where, train_size = encode_split(model, train, preprocess, runtime, features, None, cache, **keys)
     test_set, _, test_where, test_size = encode_split(model, test, preprocess, runtime, features, names, cache, **keys)

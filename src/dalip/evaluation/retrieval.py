@@ -9,7 +9,7 @@ import torch
 
 from dalip.evaluation.datasets import ImageFileDataset, read_caption_csv
 from dalip.evaluation.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
-from dalip.model.features import Features
+from dalip.model.features import Encoder, Features
 
 
 def retrieval_metrics(
@@ -36,16 +36,12 @@ def retrieval_metrics(
 
 
 def retrieval(
-    model: Any,
+    model: Encoder,
     csv_path: str | os.PathLike,
     tokenizer: Any,
     preprocess: Any,
     modes: Sequence[str] = ("fused",),
-    batch_size: int = 64,
-    workers: int = 0,
-    device: str | torch.device | None = None,
-    precision: str = "fp32",
-    progress: bool = False,
+    runtime: Runtime | None = None,
     image_key: str = "filepath",
     caption_key: str = "caption",
 ) -> dict[str, Any]:
@@ -55,12 +51,11 @@ def retrieval(
     may also hold a JSON list of captions (or a JSON object of named captions).
     Returns {"modes": {mode: {image_to_text_R@k, text_to_image_R@k, mean_recall}}, ...}.
     """
-    runtime = Runtime(batch_size, workers, device, precision, progress)
     modes = resolve_modes(model, modes)
     paths, captions, owners = read_caption_csv(csv_path, image_key, caption_key)
     dataset = ImageFileDataset(paths, preprocess)
     second_order = modes != ["first"]
-    with runtime.evaluating(model):
+    with (runtime or Runtime()).evaluating(model) as runtime:
         images = encode_dataset(model, dataset, runtime, second_order, "retrieval")
         texts = encode_texts(model, tokenizer, captions, runtime, second_order)
     kept = images.indices  # images that could be read; their captions only

@@ -8,6 +8,7 @@ autocast when asked) and return CPU float32 features; `embed` is the public form
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -18,68 +19,65 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from dalip.config import Precision
+from dalip.data import collate_skipping
 from dalip.evaluation.datasets import ImageFileDataset, list_image_files
 from dalip.model.dalip_model import SIMILARITY_MODES
-from dalip.model.features import Features
+from dalip.model.devices import autocast, resolve_device
+from dalip.model.features import Encoder, Features, concat_features
+from dalip.schema import check_fields, checked
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
+def model_device(model: Encoder, device: str | torch.device | None) -> torch.device:
+    """`device` resolved ("auto", "cuda", ...); None: where the model's parameters are."""
+    if device is not None:
+        return resolve_device(device)
+    parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def resolve_device(device: str | torch.device | None, model: Any = None) -> torch.device:
-    """"auto" -> cuda when available else cpu; None -> the model's own device."""
-    if device is None:
-        parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-        return parameter.device if parameter is not None else torch.device("cpu")
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
-    return torch.device(device)
-
-
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
-    """How an evaluation runs (not what it measures)."""
+    """How an evaluation runs (not what it measures): every evaluation function takes one.
 
-    batch_size: int = 64
-    workers: int = 0
+    device None: wherever the model's parameters are; "auto": CUDA when available.
+    """
+
+    batch_size: int = checked(64, minimum=1)
+    workers: int = checked(0, minimum=0)
     device: str | torch.device | None = None
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.workers < 0:
-            raise ValueError(f"batch size must be >= 1 and workers >= 0, got {self.batch_size}, {self.workers}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_fields(self)  # ranges and the precision's choices, as for any config
 
     @contextlib.contextmanager
-    def evaluating(self, model: Any) -> Iterator[None]:
-        """Model on the device, in eval mode, gradients off; training mode restored after."""
-        self.device = resolve_device(self.device, model)
+    def evaluating(self, model: Encoder) -> Iterator["Runtime"]:
+        """Model on the device, in eval mode, gradients off; training mode restored after.
+        Yields this runtime with its device resolved."""
+        runtime = dataclasses.replace(self, device=model_device(model, self.device))
         was_training = getattr(model, "training", False)
         if hasattr(model, "to"):
-            model.to(self.device)  # outside no_grad/inference mode so parameters stay trainable
+            model.to(runtime.device)  # outside no_grad/inference mode so parameters stay trainable
         if hasattr(model, "eval"):
             model.eval()
         try:
             with torch.no_grad():
-                yield
+                yield runtime
         finally:
             if was_training:
                 model.train()
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        device_type = torch.device(self.device or "cpu").type
-        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return autocast(self.precision, torch.device(self.device or "cpu").type)
 
 
-def resolve_modes(model: Any, modes: Sequence[str] | str) -> list[str]:
+def resolve_modes(model: Encoder, modes: Sequence[str] | str) -> list[str]:
     """Validate similarity modes; "all" means every mode the model supports."""
     modes = [modes] if isinstance(modes, str) else list(modes)
-    has_second = getattr(model, "has_second_order", True)
+    has_second = model.has_second_order
     if "all" in modes:
         return list(SIMILARITY_MODES) if has_second else ["first"]
     for mode in modes:
@@ -95,12 +93,6 @@ def resolve_modes(model: Any, modes: Sequence[str] | str) -> list[str]:
 def _to_cpu(features: Features) -> Features:
     second = None if features.second is None else features.second.float().cpu()
     return Features(features.first.float().cpu(), second)
-
-
-def _concat(parts: list[Features]) -> Features:
-    first = torch.cat([p.first for p in parts])
-    second = None if parts[0].second is None else torch.cat([p.second for p in parts])
-    return Features(first, second)
 
 
 class EncodedImages(NamedTuple):
@@ -126,16 +118,11 @@ class _Indexed(Dataset):
         return None if item is None else (item[0], int(item[1]), index)
 
 
-def _collate(batch: list[Any]) -> Any:
-    kept = [item for item in batch if item is not None]
-    return torch.utils.data.default_collate(kept) if kept else None
-
-
-def encode_dataset(model: Any, dataset: Dataset, runtime: Runtime, second_order: bool, desc: str = "images") -> EncodedImages:
+def encode_dataset(model: Encoder, dataset: Dataset, runtime: Runtime, second_order: bool, desc: str = "images") -> EncodedImages:
     """Encode every readable image of a dataset of (image, label); call inside `runtime.evaluating`."""
     loader = DataLoader(
         _Indexed(dataset), batch_size=runtime.batch_size, num_workers=runtime.workers,
-        collate_fn=_collate, pin_memory=torch.device(runtime.device).type == "cuda",
+        collate_fn=collate_skipping, pin_memory=torch.device(runtime.device).type == "cuda",
     )
     parts, labels, indices = [], [], []
     start = time.perf_counter()
@@ -151,23 +138,22 @@ def encode_dataset(model: Any, dataset: Dataset, runtime: Runtime, second_order:
     if not parts:
         raise ValueError(f"{desc}: none of the {len(dataset)} images could be read")
     count = sum(len(p.first) for p in parts)
-    return EncodedImages(_concat(parts), torch.cat(labels), torch.cat(indices), count / max(elapsed, 1e-9))
+    return EncodedImages(concat_features(parts), torch.cat(labels), torch.cat(indices), count / max(elapsed, 1e-9))
 
 
-def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], runtime: Runtime, second_order: bool) -> Features:
+def encode_texts(model: Encoder, tokenizer: Any, texts: Sequence[str], runtime: Runtime, second_order: bool) -> Features:
     """Texts -> Features (N, D), batched; call inside `runtime.evaluating`."""
     parts = []
     for start in range(0, len(texts), runtime.batch_size):
         tokens = tokenizer(list(texts[start:start + runtime.batch_size])).to(runtime.device)
         with runtime.autocast():
             parts.append(_to_cpu(model.encode_text(tokens, second_order=second_order)))
-    return _concat(parts)
+    return concat_features(parts)
 
 
 def embed(
-    model: Any, tokenizer: Any = None, preprocess: Any = None, images: Sequence[str | os.PathLike] = (),
-    texts: Sequence[str] = (), batch_size: int = 64, workers: int = 0, device: str | torch.device | None = None,
-    precision: str = "fp32", progress: bool = False,
+    model: Encoder, tokenizer: Any = None, preprocess: Any = None, images: Sequence[str | os.PathLike] = (),
+    texts: Sequence[str] = (), runtime: Runtime | None = None,
 ) -> tuple[Features, list[str]]:
     """Features of images (files/folders) or of texts, and the item each row belongs to.
 
@@ -176,9 +162,8 @@ def embed(
     """
     if bool(images) == bool(texts):
         raise ValueError("embed: give either images or texts")
-    runtime = Runtime(batch_size, workers, device, precision, progress)
-    second_order = getattr(model, "has_second_order", True)
-    with runtime.evaluating(model):
+    second_order = model.has_second_order
+    with (runtime or Runtime()).evaluating(model) as runtime:
         if texts:
             return encode_texts(model, tokenizer, list(texts), runtime, second_order), list(texts)
         paths = list_image_files(images)

@@ -26,14 +26,16 @@ from torch import nn
 
 from dalip.checkpoint import load_checkpoint
 from dalip.model.dalip_model import DALIPModel
-from dalip.model.factory import create_transforms, load_error_reason, quiet_loading
-from dalip.model.features import Features
+from dalip.model.factory import (
+    create_tokenizer, create_transforms, load_error_reason, quiet_loading, resolve_pretrained, tag_uses_quick_gelu,
+)
+from dalip.model.features import Encoder, Features
 
 OPENCLIP_PREFIX = "openclip:"
 
 
 class OpenCLIPModel(nn.Module):
-    """A plain open_clip CLIP with DALIPModel's evaluation interface (first order only)."""
+    """A plain open_clip CLIP with DALIPModel's evaluation interface (`Encoder`, first order only)."""
 
     has_second_order = False
 
@@ -61,7 +63,7 @@ class LoadedModel:
     """A model ready for evaluation with its transform, tokenizer and provenance."""
 
     name: str
-    model: nn.Module
+    model: Encoder
     preprocess: Any
     tokenizer: Any
     spec: str
@@ -69,7 +71,7 @@ class LoadedModel:
 
     @property
     def has_second_order(self) -> bool:
-        return getattr(self.model, "has_second_order", True)
+        return self.model.has_second_order
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -107,8 +109,8 @@ def default_name(spec: str) -> str:
 
 def from_dalip_model(model: DALIPModel, name: str, spec: str = "<in memory>", sha256: str | None = None) -> LoadedModel:
     """Wrap a DALIPModel with its validation transform and tokenizer."""
-    tokenizer = open_clip.get_tokenizer(model.model_name, context_length=model.clip.context_length)
-    return LoadedModel(name, model, create_transforms(model)[1], tokenizer, spec, sha256 or state_sha256(model))
+    preprocess = create_transforms(model)[1]
+    return LoadedModel(name, model, preprocess, create_tokenizer(model), spec, sha256 or state_sha256(model))
 
 
 def _load_open_clip(spec: str, name: str) -> LoadedModel:
@@ -117,15 +119,15 @@ def _load_open_clip(spec: str, name: str) -> LoadedModel:
         raise ValueError(f"model spec {spec!r}: expected openclip:ARCH:WEIGHTS (a file or a pretrained tag)")
     if open_clip.get_model_config(architecture) is None:
         raise ValueError(f"model spec {spec!r}: unknown open_clip architecture {architecture!r}")
-    is_file = os.path.isfile(weights)
-    if not is_file and (os.sep in weights or "/" in weights or weights.endswith((".pt", ".bin", ".safetensors"))):
-        raise FileNotFoundError(f"model spec {spec!r}: weights file not found: {weights}")
-    if not is_file and weights not in open_clip.list_pretrained_tags_by_model(architecture):
-        tags = ", ".join(open_clip.list_pretrained_tags_by_model(architecture)) or "none"
-        raise ValueError(f"model spec {spec!r}: {weights!r} is neither a file nor a pretrained tag of {architecture} (tags: {tags})")
+    try:
+        is_file = resolve_pretrained(architecture, weights) != "tag"
+    except ValueError as error:
+        raise ValueError(f"model spec {spec!r}: {error}") from error
     try:
         with quiet_loading():
-            clip, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=weights)
+            clip, _, preprocess = open_clip.create_model_and_transforms(
+                architecture, pretrained=weights, force_quick_gelu=tag_uses_quick_gelu(architecture, weights)
+            )
     except Exception as error:  # a file is untrusted input: any failure to read it is the file's
         if is_file:
             raise ValueError(f"model spec {spec!r}: {weights} is not an open_clip checkpoint of {architecture} "

@@ -21,7 +21,9 @@ from torch import nn
 
 from dalip.evaluation.record import reproducibility_record
 from dalip.evaluation.specs import LoadedModel, load_model, state_sha256
-from dalip.evaluation.suite import evaluate_loaded, load_suite, suite_summary, with_overrides
+from dalip.evaluation.runtime import Runtime
+from dalip.evaluation.suite import evaluate_loaded, suite_runtime
+from dalip.evaluation.suite_file import load_suite, suite_summary, with_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +77,8 @@ def interpolate(
     weights: Sequence[float],
     suite: Any,
     out_dir: str | os.PathLike,
-    *,
-    device: str = "auto",
-    precision: str = "fp32",
-    batch_size: int | None = None,
-    workers: int | None = None,
+    runtime: Runtime | None = None,
     modes: Sequence[str] | None = None,
-    progress: bool = False,
     save_models: bool = False,
 ) -> dict[str, Any]:
     """Evaluate WiSE-FT interpolations of `start` and `tuned` (model specs) with a suite.
@@ -92,7 +89,9 @@ def interpolate(
     DALIPModel is saved as `out_dir`/models/wise_ft_<w>.safetensors.
     """
     weights = _check_weights(weights)
-    suite = with_overrides(load_suite(suite), modes, batch_size, workers)
+    suite = load_suite(suite)
+    runtime = runtime or suite_runtime(suite)
+    suite = with_overrides(suite, modes, runtime.batch_size, runtime.workers)
     out_dir = Path(out_dir)
     start_model, tuned_model = load_model(start, "start"), load_model(tuned, "tuned")
     results: dict[str, Any] = {
@@ -108,7 +107,7 @@ def interpolate(
         point = LoadedModel(name, model, tuned_model.preprocess, tuned_model.tokenizer,
                             f"wise-ft w={weight:g}", state_sha256(model))
         logger.info("evaluating WiSE-FT %s", name)
-        entry = evaluate_loaded(point, suite, out_dir, device, precision, progress)
+        entry = evaluate_loaded(point, suite, out_dir, runtime)
         entry["weight"] = weight
         results["models"][name] = entry
         results["interpolation"].append({"weight": weight, "summary": entry["summary"]})

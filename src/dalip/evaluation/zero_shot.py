@@ -15,11 +15,13 @@ from typing import Any, Callable, Sequence
 import torch
 
 from dalip.config import TrainConfig
+from dalip.data.captions import fill_template
 from dalip.data.files import read_text_lines
 from dalip.evaluation.datasets import ImageFileDataset, list_image_files, load_classification_dataset
 from dalip.evaluation.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
-from dalip.evaluation.templates import fill, load_templates
-from dalip.model.features import Features
+from dalip.evaluation.templates import load_templates
+from dalip.model.features import Encoder, Features
+from dalip.train.task import TrainingTask
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +53,14 @@ def classification_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[s
 
 
 def class_embeddings(
-    model: Any, tokenizer: Any, class_names: Sequence[str], templates: Sequence[str],
+    model: Encoder, tokenizer: Any, class_names: Sequence[str], templates: Sequence[str],
     runtime: Runtime, second_order: bool = True,
 ) -> Features:
     """One embedding per class: each feature kind averaged over templates, re-normalised.
 
     Returns Features with first (C, D) and second (C, D2) or None.
     """
-    texts = [fill(t, name) for name in class_names for t in templates]
+    texts = [fill_template(t, name) for name in class_names for t in templates]
     encoded = encode_texts(model, tokenizer, texts, runtime, second_order)
 
     def average(features: torch.Tensor | None) -> torch.Tensor | None:
@@ -71,17 +73,13 @@ def class_embeddings(
 
 
 def zero_shot(
-    model: Any,
+    model: Encoder,
     images_path_or_dataset: str | os.PathLike | torch.utils.data.Dataset,
     tokenizer: Any,
     preprocess: Any,
     templates: str | Sequence[str] = "generic",
     modes: Sequence[str] = ("fused",),
-    batch_size: int = 64,
-    workers: int = 0,
-    device: str | torch.device | None = None,
-    precision: str = "fp32",
-    progress: bool = False,
+    runtime: Runtime | None = None,
     class_names: Sequence[str] | None = None,
     label_key: str = "label",
     image_key: str = "filepath",
@@ -95,14 +93,13 @@ def zero_shot(
     Returns {"modes": {mode: {top1, top5, mean_per_class_recall}}, "images_per_second",
     "num_images", "class_names", "templates", ...}.
     """
-    runtime = Runtime(batch_size, workers, device, precision, progress)
     modes = resolve_modes(model, modes)
     templates = load_templates(templates)
     dataset, names, where = load_classification_dataset(
         images_path_or_dataset, preprocess, class_names, label_key, image_key
     )
     second_order = modes != ["first"]
-    with runtime.evaluating(model):
+    with (runtime or Runtime()).evaluating(model) as runtime:
         classes = class_embeddings(model, tokenizer, names, templates, runtime, second_order)
         encoded = encode_dataset(model, dataset, runtime, second_order, "zero-shot")
     results = {
@@ -141,7 +138,7 @@ def read_label_file(path: str | os.PathLike) -> list[str]:
     return check_labels(lines, os.fspath(path))
 
 
-def _probability_scale(model: Any) -> float:
+def _probability_scale(model: Encoder) -> float:
     """exp(logit_scale) of the model's CLIP (the trained temperature), 100 when unknown."""
     clip = getattr(model, "clip", None)
     scale = getattr(clip, "logit_scale", None)
@@ -149,43 +146,49 @@ def _probability_scale(model: Any) -> float:
 
 
 def predict(
-    model: Any, images: Sequence[str | os.PathLike], labels: Sequence[str], tokenizer: Any, preprocess: Any,
-    templates: str | Sequence[str] = "none", mode: str = "fused", top_k: int = 5, batch_size: int = 64,
-    workers: int = 0, device: str | torch.device | None = None, precision: str = "fp32", progress: bool = False,
+    model: Encoder, images: Sequence[str | os.PathLike], labels: Sequence[str], tokenizer: Any, preprocess: Any,
+    templates: str | Sequence[str] = "none", mode: str = "fused", top_k: int = 5, runtime: Runtime | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k labels per image with probabilities (softmax of the model's scaled similarity).
 
     `images`: files and/or folders. Returns [{"image": path, "predictions": [{"label", "probability"}]}]
     for every readable image, in input order.
     """
-    runtime = Runtime(batch_size, workers, device, precision, progress)
     (mode,) = resolve_modes(model, [mode])
     labels, templates = check_labels(labels), load_templates(templates)
     paths = list_image_files(images)
-    with runtime.evaluating(model):
+    with (runtime or Runtime()).evaluating(model) as runtime:
         classes = class_embeddings(model, tokenizer, labels, templates, runtime, mode != "first")
         encoded = encode_dataset(model, ImageFileDataset(paths, preprocess), runtime, mode != "first", "predict")
-    probabilities = (_probability_scale(model) * model.similarity(encoded.features, classes, mode)).softmax(dim=1)
+    ranked = top_labels(label_probabilities(model, encoded.features, classes, mode), labels, top_k)
+    return [{"image": paths[index], "predictions": row} for index, row in zip(encoded.indices.tolist(), ranked)]
+
+
+def label_probabilities(model: Any, images: Features, classes: Features, mode: str) -> torch.Tensor:
+    """(N, C) softmax over labels of the model's temperature times its similarity (`mode`)."""
+    return (_probability_scale(model) * model.similarity(images, classes, mode)).softmax(dim=1)
+
+
+def top_labels(probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+    """Per row of probabilities (N, C): the top_k [{"label", "probability"}], most likely first."""
     top = probabilities.topk(min(top_k, len(labels)), dim=1)
     return [
-        {"image": paths[index], "predictions": [
-            {"label": labels[c], "probability": p} for c, p in zip(classes_.tolist(), values.tolist())
-        ]}
-        for index, values, classes_ in zip(encoded.indices.tolist(), top.values, top.indices)
+        [{"label": labels[c], "probability": p} for c, p in zip(columns.tolist(), values.tolist())]
+        for values, columns in zip(top.values, top.indices)
     ]
 
 
-def training_validation(config: TrainConfig) -> Callable[..., dict[str, Any]] | None:
+def training_validation(config: TrainConfig) -> Callable[[TrainingTask, int], dict[str, Any]] | None:
     """The zero-shot check `dalip.train.loop.train` runs every `eval_every` steps on `data.val`
-    (None when the config asks for none)."""
+    (None when the config asks for none); fused and first order when the task has both."""
     if not (config.eval_every and config.data.val):
         return None
-    modes = ("fused", "first") if config.loss.kind == "dalip" else ("first",)
 
-    def validate(model: Any, tokenizer: Any, preprocess: Any, device: torch.device, batch_size: int) -> dict[str, Any]:
+    def validate(task: TrainingTask, batch_size: int) -> dict[str, Any]:
+        modes = ("fused", "first") if task.second_order else ("first",)
         return zero_shot(
-            model, config.data.val, tokenizer, preprocess, templates=config.data.val_templates,
-            modes=modes, batch_size=batch_size, workers=config.data.workers, device=device,
+            task.model, config.data.val, task.tokenizer, task.preprocess_val, templates=config.data.val_templates,
+            modes=modes, runtime=Runtime(batch_size, config.data.workers),
         )
 
     return validate

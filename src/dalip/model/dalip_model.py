@@ -7,6 +7,7 @@ what `open_clip.CLIP.encode_image` / `encode_text` return.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
+from dalip.config import PAPER_MBDC, MBDCOptions
 from dalip.model.features import Features
 from dalip.model.file_format import save_model
 from dalip.model.mbdc import MBDC
@@ -24,9 +26,6 @@ from dalip.model.mbdc import MBDC
 logger = logging.getLogger(__name__)
 
 SIMILARITY_MODES = ("fused", "first", "second")
-# Our small configs use a smaller MBDC than the paper's (4 heads x 46): a 4324-wide
-# projection would dwarf a model of a few million parameters.
-OUR_MBDC_DEFAULTS: dict[str, dict[str, int]] = {"dalip-tiny": {"heads": 4, "reduced_dim": 16}}
 
 
 class _Capture:
@@ -51,18 +50,17 @@ class DALIPModel(nn.Module):
     """An open_clip CLIP with image and text MBDC heads.
 
     `self.clip` is the plain open_clip model (unchanged); `encode_image` / `encode_text`
-    return `Features(first, second)`.
+    return `Features(first, second)`. Implements `dalip.model.features.Encoder`.
     """
+
+    has_second_order = True
 
     def __init__(
         self,
         clip: open_clip.CLIP,
         model_name: str,
         alpha: float = 0.5,
-        heads: int = 4,
-        reduced_dim: int = 46,
-        dropout: float = 0.1,
-        learnable_temperature: bool = False,
+        mbdc: MBDCOptions = PAPER_MBDC,
         separate_second_temperature: bool = False,
     ) -> None:
         super().__init__()
@@ -76,15 +74,12 @@ class DALIPModel(nn.Module):
         self.clip = clip
         self.model_name = model_name
         self.alpha = float(alpha)
-        self.mbdc_options = dict(
-            heads=heads, reduced_dim=reduced_dim, dropout=dropout,
-            learnable_temperature=learnable_temperature,
-        )
+        self.mbdc_options = mbdc
         dim = clip.text_projection.shape[-1] if isinstance(clip.text_projection, nn.Parameter) \
             else clip.text_projection.out_features
         self.embed_dim = dim
-        self.image_mbdc = MBDC(dim, **self.mbdc_options)
-        self.text_mbdc = MBDC(dim, **self.mbdc_options)
+        self.image_mbdc = MBDC(dim, **dataclasses.asdict(mbdc))
+        self.text_mbdc = MBDC(dim, **dataclasses.asdict(mbdc))
         self.logit_scale_second = (
             nn.Parameter(clip.logit_scale.detach().clone()) if separate_second_temperature else None
         )
@@ -165,14 +160,21 @@ class DALIPModel(nn.Module):
         """JSON-able description that rebuilds this architecture (stored in checkpoints)."""
         return {
             "model_name": self.model_name,
-            "open_clip_config": open_clip.get_model_config(self.model_name),
+            "open_clip_config": self._open_clip_config(),
             "alpha": self.alpha,
-            "mbdc": dict(self.mbdc_options),
+            "mbdc": dataclasses.asdict(self.mbdc_options),
             "separate_second_temperature": self.logit_scale_second is not None,
             "image_size": _as_list(self.clip.visual.image_size),
             "context_length": int(self.clip.context_length),
             "preprocess_cfg": dict(getattr(self.clip.visual, "preprocess_cfg", {}) or {}),
         }
+
+    def _open_clip_config(self) -> dict[str, Any] | None:
+        """The registered architecture, with `quick_gelu` set when the towers were built with it."""
+        config = open_clip.get_model_config(self.model_name)
+        if config is not None and any(isinstance(m, QuickGELU) for m in self.clip.modules()):
+            config = {**config, "quick_gelu": True}
+        return config
 
     def save(self, path: str | Path) -> None:
         """Write weights and config to a safetensors file (atomically)."""

@@ -6,34 +6,39 @@ import contextlib
 import logging
 import os
 import warnings
+from dataclasses import fields, replace
 from typing import Any, Callable, Iterator
 
 import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
-from dalip.model.dalip_model import OUR_MBDC_DEFAULTS, DALIPModel
+from dalip.config import PAPER_MBDC, MBDCOptions
+from dalip.model.dalip_model import DALIPModel
 from dalip.model.file_format import read_checkpoint_config, read_state_dict
 from dalip.model.registry import check_model_name, register_config
 from dalip.model.stored_config import check_model_name as check_safe_model_name
 
 logger = logging.getLogger(__name__)
 
-MBDC_OPTION_NAMES = ("heads", "reduced_dim", "dropout", "learnable_temperature")
-PAPER_MBDC_DEFAULTS = {"heads": 4, "reduced_dim": 46}
+# Our small architectures use a smaller MBDC than the paper's (4 heads x 46): a 4324-wide
+# projection would dwarf a model of a few million parameters.
+ARCHITECTURE_MBDC: dict[str, MBDCOptions] = {"dalip-tiny": replace(PAPER_MBDC, reduced_dim=16)}
+# dalip 0.1 wrote no weighting or dropout kind: its checkpoints keep the behaviour they were trained with.
+LEGACY_MBDC_OPTIONS = {"weighting": "before_norm", "dropout_kind": "element"}
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16,
                   "pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}
 
 
-def mbdc_options_for(model_name: str, **overrides: Any) -> dict[str, Any]:
-    """MBDC options: paper defaults, then per-model defaults (ours), then `overrides`."""
-    unknown = sorted(set(overrides) - set(MBDC_OPTION_NAMES))
+def mbdc_options_for(model_name: str, **overrides: Any) -> MBDCOptions:
+    """MBDC options: the paper's, then the architecture's own (ours), then `overrides` (None: keep)."""
+    names = [item.name for item in fields(MBDCOptions)]
+    unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise ValueError(f"unknown MBDC option(s) {unknown}; expected some of {list(MBDC_OPTION_NAMES)}")
-    options = {**PAPER_MBDC_DEFAULTS, **OUR_MBDC_DEFAULTS.get(model_name, {})}
-    options.update({k: v for k, v in overrides.items() if v is not None})
-    return options
+        raise ValueError(f"unknown MBDC option(s) {unknown}; expected some of {names}")
+    options = ARCHITECTURE_MBDC.get(model_name, PAPER_MBDC)
+    return replace(options, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def resolve_pretrained(model_name: str, pretrained: str | None) -> str:
@@ -55,14 +60,25 @@ def resolve_pretrained(model_name: str, pretrained: str | None) -> str:
     return "tag"
 
 
+def tag_uses_quick_gelu(model_name: str, pretrained: str | None) -> bool:
+    """True when `pretrained` is an open_clip tag whose weights were trained with QuickGELU
+    (OpenAI's): the model must then be built with it, which open_clip only warns about."""
+    if not pretrained or os.path.isfile(pretrained):
+        return False
+    return bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False))
+
+
 def _create_clip(
     model_name: str, weights: str | None, precision: str, image_size: Any,
     context_length: int | None, cache_dir: str | None,
 ) -> open_clip.CLIP:
+    quick_gelu = tag_uses_quick_gelu(model_name, weights)
+    if quick_gelu:
+        logger.info("building %s with QuickGELU: the %r weights were trained with it", model_name, weights)
     try:
         with quiet_loading():
             return open_clip.create_model(
-                model_name, pretrained=weights, precision=precision,
+                model_name, pretrained=weights, precision=precision, force_quick_gelu=quick_gelu,
                 force_image_size=image_size, force_context_length=context_length, cache_dir=cache_dir,
             )
     except Exception as error:  # a file is untrusted input: any failure to read it is the file's
@@ -108,7 +124,7 @@ def create_model(
             file, or a dalip checkpoint file. Parameters the weights do not cover (the MBDC
             heads, for open_clip weights) are listed in `model.newly_initialized`.
         alpha: weight of the first-order similarity in the fused similarity.
-        **mbdc_options: heads, reduced_dim, dropout, learnable_temperature.
+        **mbdc_options: heads, reduced_dim, dropout, dropout_kind, weighting, learnable_temperature.
 
     Returns: (model, preprocess_train, preprocess_val, tokenizer).
     """
@@ -121,7 +137,7 @@ def create_model(
     quiet = _quiet_root_logger() if source in ("dalip", "none") else contextlib.nullcontext()
     with quiet:
         clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
-    model = DALIPModel(clip, model_name, alpha, separate_second_temperature=separate_second_temperature, **options)
+    model = DALIPModel(clip, model_name, alpha, options, separate_second_temperature=separate_second_temperature)
     model.newly_initialized = []
     if source == "dalip":
         model.newly_initialized = load_matching_weights(model, pretrained)
@@ -134,8 +150,7 @@ def create_model(
             module.to(_LOW_PRECISION[precision])
     model.to(device)
     preprocess_train, preprocess_val = create_transforms(model, aug_cfg)
-    tokenizer = open_clip.get_tokenizer(model_name, context_length=model.clip.context_length)
-    return model, preprocess_train, preprocess_val, tokenizer
+    return model, preprocess_train, preprocess_val, create_tokenizer(model)
 
 
 def create_transforms(model: DALIPModel, aug_cfg: dict[str, Any] | None = None) -> tuple[Callable, Callable]:
@@ -145,6 +160,11 @@ def create_transforms(model: DALIPModel, aug_cfg: dict[str, Any] | None = None) 
         image_transform_v2(config, is_train=True, aug_cfg=aug_cfg),
         image_transform_v2(config, is_train=False),
     )
+
+
+def create_tokenizer(model: DALIPModel) -> Callable:
+    """open_clip's tokenizer for the model's architecture, at the model's context length."""
+    return open_clip.get_tokenizer(model.model_name, context_length=model.clip.context_length)
 
 
 def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[str]:
@@ -179,14 +199,14 @@ def build_model(config: dict[str, Any], where: str = "checkpoint") -> DALIPModel
     try:
         with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
             clip = open_clip.create_model(
-                name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length")
+                name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length"),
+                force_quick_gelu=bool((config.get("open_clip_config") or {}).get("quick_gelu", False)),
             )
             if config.get("preprocess_cfg"):
                 open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
         return DALIPModel(
-            clip, name, config.get("alpha", 0.5),
+            clip, name, config.get("alpha", 0.5), MBDCOptions(**{**LEGACY_MBDC_OPTIONS, **config.get("mbdc", {})}),
             separate_second_temperature=config.get("separate_second_temperature", False),
-            **config.get("mbdc", {}),
         )
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError) as error:
         raise ValueError(f"{where}: its stored architecture {name!r} cannot be built "

@@ -1,4 +1,5 @@
-"""Rank and world size from the torchrun environment; process-group setup."""
+"""Rank and world size from the torchrun environment, process-group setup, and how the
+global batch splits over ranks and accumulation steps."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from dalip.config import TrainConfig
+from dalip.model.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -32,13 +36,8 @@ def context_from_environment(device: str | None = None) -> DistributedContext:
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
-    if device is None or device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device: {device!r} requested but no CUDA GPU is available; use device=cpu or auto")
-        device = f"cuda:{local_rank}" if device == "cuda" else device
-    return DistributedContext(rank, local_rank, world_size, device)
+    resolved = resolve_device(device or "auto", local_rank)
+    return DistributedContext(rank, local_rank, world_size, str(resolved))
 
 
 def init_distributed(context: DistributedContext) -> None:
@@ -56,10 +55,12 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over ranks (a copy; the input is left as it was)."""
-    if not dist.is_initialized():
-        return value.clone()
-    result = value.detach().clone()
-    dist.all_reduce(result)
-    return result / dist.get_world_size()
+def micro_batch_size(config: TrainConfig, world_size: int) -> int:
+    """Samples per rank per forward pass: batch_size / (world_size x accumulation)."""
+    parts = world_size * config.optim.accumulation
+    if config.batch_size % parts:
+        raise ValueError(
+            f"batch_size: {config.batch_size} is not divisible by world size x optim.accumulation "
+            f"= {world_size} x {config.optim.accumulation}"
+        )
+    return config.batch_size // parts

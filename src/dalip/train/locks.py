@@ -16,8 +16,12 @@ def apply_locks(model: DALIPModel, lock: LockConfig) -> None:
         model.clip.lock_text_tower(unlocked_layers=lock.text_unlocked_layers)
 
 
-def freeze(module: nn.Module | None) -> None:
-    if module is None:
-        return
-    for parameter in module.parameters() if isinstance(module, nn.Module) else [module]:
+def freeze(module: nn.Module) -> None:
+    """Stop training every parameter of `module` (e.g. the MBDC heads of a plain CLIP run)."""
+    for parameter in module.parameters():
         parameter.requires_grad_(False)
+
+
+def tower_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The open_clip towers' parameters (not the temperature): what a head warm-up holds still."""
+    return [p for name, p in model.named_parameters() if name.startswith("clip.") and name != "clip.logit_scale"]

@@ -22,7 +22,9 @@ import torch
 import yaml
 
 from dalip.outputs import OutputFolder
-from dalip.train.state import all_ranks_agree, load_training_state, resolve_resume, training_checkpoints
+from dalip.train.state import (
+    Position, all_ranks_agree, load_training_state, resolve_resume, restore_training_state, training_checkpoints,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,38 @@ def read_resume_state(
     changes = check_resume_changes(state["config"], config, allow_changes, path)
     record = {"step": position["step"], "checkpoint": str(path), "changed": {k: list(v) for k, v in changes.items()}}
     return state, record if changes else None
+
+
+def start_run(
+    out_dir: Path, config: Mapping[str, Any], resume: str | None, allow_changes: Iterable[str], is_main: bool,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int | None]:
+    """(training state to resume or None, the allowed config changes it makes as [] or [record],
+    its step or None); rank 0 also tidies out_dir (`tidy_out_dir`). Every rank calls it."""
+    state, changes, step = None, [], None
+    if resume:
+        state, change = read_resume_state(resume, out_dir / "checkpoints", config, allow_changes)
+        changes, step = ([change] if change else []), int(state["position"]["step"])
+    if is_main:
+        tidy_out_dir(out_dir, config, step)
+    return state, changes, step
+
+
+def restore_with_current_hyperparameters(
+    state: dict[str, Any], components: dict[str, Any], rank: int, world_size: int,
+) -> Position:
+    """`restore_training_state`, then this run's optimiser hyper-parameters put back
+    (`apply_current_hyperparameters`); a checkpoint that does not fit is a ValueError naming it."""
+    optimizer, scheduler = components["optimizer"], components["scheduler"]
+    fresh_groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    fresh_base_lrs = list(scheduler.base_lrs)
+    try:
+        position = restore_training_state(state, components, rank, world_size)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"--resume: checkpoint {state['path']} does not fit this run "
+                         f"({type(error).__name__}: {reason})") from error
+    apply_current_hyperparameters(optimizer, scheduler, fresh_groups, fresh_base_lrs)
+    return position
 
 
 def tidy_out_dir(out_dir: Path, config: Mapping[str, Any], resumed_step: int | None) -> None:

@@ -11,8 +11,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-class MetricsLog:
-    """Appends one JSON object per logged step to `metrics.jsonl`; mirrors scalars to TensorBoard."""
+class RunLog:
+    """The run log: one JSON object per logged step appended to `metrics.jsonl`, scalars
+    mirrored to TensorBoard (when installed); a no-op on ranks other than 0 (`enabled`)."""
 
     def __init__(
         self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True, purge_step: int | None = None,

@@ -66,6 +66,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def training_state(components: dict[str, Any], position: Position, world_size: int, **plain: Any) -> dict[str, Any]:
+    """What a training checkpoint holds: each component's `state_dict()` (model, optimiser,
+    scheduler, scaler), the position, every rank's RNG state and plain data (configs).
+    Collective: every rank must call it."""
+    state = {name: component.state_dict() for name, component in components.items()}
+    return {**state, "position": position.as_dict(), "rng": gather_rng_states(), **plain, "world_size": world_size}
+
+
+def restore_training_state(state: dict[str, Any], components: dict[str, Any], rank: int, world_size: int) -> Position:
+    """Load `training_state`'s components and this rank's RNG state; returns the position."""
+    for name, component in components.items():
+        component.load_state_dict(state[name])
+    rng = state["rng"]
+    set_rng_state(rng[rank] if len(rng) == world_size else rng[0])
+    return Position(**state["position"])
+
+
 def gather_rng_states() -> list[dict[str, Any]]:
     """Every rank's RNG state (rank order); just this process's when not distributed."""
     own = rng_state()

@@ -2,6 +2,10 @@
 
 It plays the role of PlantMix's general data: a different visual world whose captions
 keep the text side general while the plant part trains fine-grained recognition.
+
+The first 12 classes are dalip 0.1's (so `general_classes=12` writes the same data);
+the 32 after them bind a colour to a shape ("purple hexagon") beside a small distractor
+of another colour and shape, so telling them apart takes both attributes of the right object.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ GENERAL_CLASSES: tuple[tuple[str, str], ...] = (
     ("tree", "tree"),
     ("boat_on_water", "boat on water"),
 )
+_BOUND_COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
+_BOUND_SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross")
+GENERAL_CLASSES = GENERAL_CLASSES + tuple(
+    (f"{colour}_{shape}", f"{colour} {shape}")
+    for shape in _BOUND_SHAPES for colour in _BOUND_COLOURS
+    if f"{colour}_{shape}" not in ("red_circle", "blue_square", "green_triangle", "yellow_star")
+)
 _PALETTE = {"red": (200, 40, 40), "blue": (40, 70, 200), "green": (40, 160, 60), "yellow": (230, 200, 40),
             "orange": (235, 130, 30), "purple": (130, 60, 170), "black": (30, 30, 30), "white": (240, 240, 240)}
 _FIXED_COLOUR = {"red_circle": "red", "blue_square": "blue", "green_triangle": "green", "yellow_star": "yellow"}
@@ -42,7 +53,12 @@ def _shape(
     if kind == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
         return
-    corners = {"square": 4, "triangle": 3, "star": 10}[kind]
+    if kind == "cross":  # a plus sign: two bars of width r/2.5
+        w = r / 2.5
+        draw.rectangle([cx - r, cy - w, cx + r, cy + w], fill=fill)
+        draw.rectangle([cx - w, cy - r, cx + w, cy + r], fill=fill)
+        return
+    corners = {"square": 4, "triangle": 3, "star": 10, "hexagon": 6}[kind]
     phi = angle + np.arange(corners) * 2 * np.pi / corners
     radius = np.where(np.arange(corners) % 2 == 1, 0.45 * r, r) if kind == "star" else np.full(corners, r)
     draw.polygon(list(zip(cx + radius * np.cos(phi), cy + radius * np.sin(phi))), fill=fill)
@@ -108,6 +124,22 @@ def _landscape(draw: ImageDraw.ImageDraw, folder: str, canvas: int, rng: np.rand
     return "outdoor"
 
 
+def _bound_shape(draw: ImageDraw.ImageDraw, folder: str, pose: Pose, canvas: int, rng: np.random.Generator) -> str:
+    """A `colour_shape` object at the pose, after a small distractor of another colour and
+    shape elsewhere; returns the distractor's description for the caption."""
+    colour, kind = folder.split("_")
+    other_colour = str(rng.choice([c for c in _BOUND_COLOURS if c != colour]))
+    other_kind = str(rng.choice([k for k in _BOUND_SHAPES if k != kind]))
+    cx, cy = canvas * (0.5 + np.asarray(pose.shift) * 2)
+    r = canvas * pose.scale * 0.7
+    corner = rng.integers(4)
+    dx, dy = (0.2 if corner % 2 else 0.8), (0.2 if corner // 2 else 0.8)
+    _shape(draw, other_kind, canvas * dx, canvas * dy, r * 0.4, _jitter(_PALETTE[other_colour], rng),
+           rng.uniform(0, np.pi))
+    _shape(draw, kind, cx, cy, r, _jitter(_PALETTE[colour], rng), np.deg2rad(pose.angle))
+    return f"with a small {other_colour} {other_kind}"
+
+
 def render_general(folder: str, pose: Pose, size: int) -> tuple[Image.Image, str]:
     """One general-domain picture `(size, size)` of class `folder`, and a detail word
     (colour or setting) used in its caption."""
@@ -128,6 +160,8 @@ def render_general(folder: str, pose: Pose, size: int) -> tuple[Image.Image, str
         detail = _pattern(draw, folder, canvas, rng)
     elif folder in ("sun_over_hills", "house", "tree", "boat_on_water"):
         detail = _landscape(draw, folder, canvas, rng)
+    elif folder.partition("_")[0] in _BOUND_COLOURS and folder.partition("_")[2] in _BOUND_SHAPES:
+        detail = _bound_shape(draw, folder, pose, canvas, rng)
     else:
         raise ValueError(f"unknown general class {folder!r}")
     return finish(image, pose, size, rng), detail
@@ -135,7 +169,8 @@ def render_general(folder: str, pose: Pose, size: int) -> tuple[Image.Image, str
 
 def general_caption(readable: str, detail: str, rng: np.random.Generator) -> str:
     """A web-like caption for a general-domain picture."""
-    noun = readable if readable.split()[0] in ("two", "three") else f"a {readable}"
+    article = "an" if readable[0] in "aeiou" else "a"
+    noun = readable if readable.split()[0] in ("two", "three") else f"{article} {readable}"
     styles = (
         f"a photo of {noun}",
         readable,

@@ -18,17 +18,17 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 from PIL import Image
 
-from dalip.config import check_fields, checked
 from dalip.data.synthetic.general import GENERAL_CLASSES, general_caption, render_general
 from dalip.data.synthetic.plants import TRAITS, Species, alt_text, make_species, multi_captions
 from dalip.data.synthetic.render import sample_pose, render_leaf
 from dalip.data.synthetic.writers import SplitWriter, encode_image
 from dalip.outputs import OutputFolder
+from dalip.schema import check_fields, checked
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ SPLITS = ("train", "val", "test")
 DOMAINS = ("plant", "general")
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+ImageFormat = Literal["jpg", "png"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class GeneratorOptions:
     test_per_class: int = checked(20, minimum=1)
     general_classes: int = checked(12, minimum=0, maximum=len(GENERAL_CLASSES))
     samples_per_shard: int = checked(200, minimum=1)
-    image_format: str = checked("jpg", choices=("jpg", "png"))
+    image_format: ImageFormat = "jpg"
 
     def validate(self) -> None:
         """ValueError naming the first option of the wrong type or out of range."""

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from dalip.data.captions import check_template
+
 TEMPLATE_DIR = Path(__file__).parent
 
 
@@ -37,10 +39,7 @@ def check_templates(templates: Sequence[str], where: str) -> list[str]:
     templates = list(templates)
     if not templates:
         raise ValueError(f"{where}: no templates (expected one template per line with '{{}}')")
-    for template in templates:
-        if "{}" not in template:
-            raise ValueError(f"{where}: template {template!r} has no '{{}}' placeholder for the class name")
-    return templates
+    return [check_template(template, where) for template in templates]
 
 
 def load_templates(spec: str | os.PathLike | Sequence[str]) -> list[str]:
@@ -57,7 +56,3 @@ def load_templates(spec: str | os.PathLike | Sequence[str]) -> list[str]:
         f"or a file with one template per line"
     )
 
-
-def fill(template: str, class_name: str) -> str:
-    """"a photo of a {}." + "rose" -> "a photo of a rose."."""
-    return template.replace("{}", class_name)

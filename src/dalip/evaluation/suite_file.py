@@ -1,0 +1,170 @@
+"""What a suite is: its datasets and settings, read from YAML, a dict or a list (run: `suite.py`).
+
+A suite is a YAML file (or the same structure as a Python dict / list of datasets):
+
+    name: plants-quick              # optional
+    modes: [fused, first]           # similarity modes, or "all"; default [fused]
+    templates: generic              # default zero-shot templates (set name, file or list)
+    batch_size: 64
+    workers: 0
+    seed: 0                         # linear-probe hold-out and few-shot draws
+    datasets:
+      - {name: plant-zs, task: zeroshot, domain: plant, path: plant/test, templates: plant}
+      - {name: plant-ret, task: retrieval, domain: plant, path: plant/test/captions.csv}
+      - {name: plant-lp, task: linear_probe, domain: plant, train: plant/train, test: plant/test}
+      - {name: plant-fs, task: fewshot, domain: plant, train: plant/train, test: plant/test}
+
+Relative paths are relative to the YAML file. Every key is checked against the dataclasses
+below (types, Literal choices, ranges); a mistake is a ValueError naming the file and the
+key. Each dataset gets one score per model and
+mode (zeroshot: top-1; retrieval: mean recall; linear_probe: top-1; fewshot: mean
+accuracy at the largest k); domain means and the overall mean (over datasets) follow.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from dalip.evaluation.templates import load_templates
+from dalip.model.dalip_model import SIMILARITY_MODES
+from dalip.schema import check_choice, check_fields, checked, from_dict, read_yaml
+
+TaskName = Literal["zeroshot", "retrieval", "linear_probe", "fewshot"]
+FeatureKind = Literal["first", "second", "concat"]  # image features a probe fits on
+MODES = (*SIMILARITY_MODES, "all")
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset of a suite (see the module docstring for the YAML form)."""
+
+    name: str
+    task: TaskName
+    domain: str = "general"
+    path: str | None = None
+    train: str | None = None
+    test: str | None = None
+    templates: str | list[str] | None = None
+    class_names: list[str] | None = None
+    image_key: str = "filepath"
+    caption_key: str = "caption"
+    label_key: str = "label"
+    features: FeatureKind = "first"
+    c_values: list[float] | None = checked(None, above=0)
+    shots: list[int] = checked(default_factory=lambda: [1, 5], minimum=1)
+    folds: int = checked(5, minimum=1)
+    splits: str | None = None  # few-shot splits file to reuse
+
+    def check(self, where: str = "") -> None:
+        """ValueError for what the types cannot say; `where` prefixes the field names."""
+        where = where or f"dataset {self.name!r}: "
+        if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ValueError(f"{where}name: {self.name!r} is not a plain name (it names files such as "
+                             f"fewshot_splits/NAME.json); use no / or \\")
+        needs = ("path",) if self.task in ("zeroshot", "retrieval") else ("train", "test")
+        for key in needs:
+            if not getattr(self, key):
+                raise ValueError(f"{where}task {self.task} needs {', '.join(needs)}")
+        if self.task == "fewshot" and not self.shots:
+            raise ValueError(f"{where}shots: expected at least one k, e.g. [1, 5]")
+
+
+@dataclass
+class Suite:
+    """A suite: datasets and how to score them (see the module docstring for the YAML form)."""
+
+    datasets: list[DatasetSpec]
+    name: str = "suite"
+    modes: list[str] = field(default_factory=lambda: ["fused"])  # each one of MODES
+    templates: str | list[str] = "generic"
+    batch_size: int = checked(64, minimum=1)
+    workers: int = checked(0, minimum=0)
+    seed: int = checked(0, minimum=0)
+    source: str | None = None  # the YAML file, when read from one
+
+
+def _dataset_from(entry: Any, base: Path, index: int, where: str) -> DatasetSpec:
+    here = f"{where}: datasets[{index}]"
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{here}: expected a mapping such as {{name: x, task: zeroshot, path: dir}}, "
+                         f"got {type(entry).__name__} {entry!r}")
+    if "task" not in entry:
+        raise ValueError(f"{here}: missing 'task' (one of {', '.join(typing.get_args(TaskName))})")
+    values = dict(entry)
+    values.setdefault("name", Path(str(values.get("path") or values.get("test") or f"dataset{index}")).name)
+    spec = from_dict(DatasetSpec, values, f"{here}.")
+    check_fields(spec, f"{here}.")
+    for key in ("path", "train", "test", "splits"):
+        if getattr(spec, key):
+            setattr(spec, key, str(base / os.path.expanduser(getattr(spec, key))))
+    spec.templates = _rebased_templates(spec.templates, base)
+    spec.check(f"{here}.")
+    return spec
+
+
+def _rebased_templates(templates: Any, base: Path) -> Any:
+    if isinstance(templates, str) and (base / templates).is_file():
+        return str(base / templates)
+    return templates
+
+
+def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]] | Suite) -> Suite:
+    """A suite from a YAML file, a dict with `datasets`, or a list of dataset dicts."""
+    if isinstance(suite, Suite):
+        return suite
+    base, source, where = Path.cwd(), None, "suite"
+    if isinstance(suite, (str, os.PathLike)):
+        where = os.fspath(suite)
+        base, source = Path(suite).resolve().parent, str(Path(suite).resolve())
+        suite = read_yaml(suite, "suite file")
+    if isinstance(suite, list):
+        suite = {"datasets": suite}
+    if not isinstance(suite, Mapping):
+        raise ValueError(f"{where}: expected a mapping with a 'datasets' list (or a list of datasets), "
+                         f"got {'nothing' if suite is None else type(suite).__name__}")
+    top = dict(suite)
+    if isinstance(top.get("modes"), str):
+        top["modes"] = [top["modes"]]
+    entries = top.pop("datasets", None)
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{where}: no datasets (expected a non-empty 'datasets' list)")
+    if "source" in top:
+        raise ValueError(f"{where}: unknown field 'source'")
+    settings = from_dict(Suite, {**top, "datasets": []}, f"{where}: ")
+    check_fields(settings, f"{where}: ")
+    for index, mode in enumerate(settings.modes):
+        check_choice(f"{where}: modes[{index}]", mode, MODES)
+    settings.datasets = [_dataset_from(entry, base, i, where) for i, entry in enumerate(entries)]
+    names = [d.name for d in settings.datasets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: dataset names must be unique, repeated: {duplicates}")
+    settings.templates = _rebased_templates(settings.templates, base)
+    settings.source = source
+    return settings
+
+
+def with_overrides(
+    suite: Suite, modes: Sequence[str] | None = None, batch_size: int | None = None, workers: int | None = None
+) -> Suite:
+    """The suite with command-line / caller overrides applied (None keeps the suite's value)."""
+    if modes is not None:
+        suite.modes = list(modes)
+    if batch_size is not None:
+        suite.batch_size = batch_size
+    if workers is not None:
+        suite.workers = workers
+    return suite
+
+
+def suite_summary(suite: Suite) -> dict[str, Any]:
+    """The suite as plain data (with templates resolved to the lists used)."""
+    described = asdict(suite)
+    for entry in described["datasets"]:
+        if entry["task"] == "zeroshot":
+            entry["templates"] = load_templates(entry["templates"] or suite.templates)
+    return described
