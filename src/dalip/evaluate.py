@@ -255,6 +255,21 @@ def predict(
     ]
 
 
+def embed_classes(
+    model: Any, tokenizer: Any, labels: Sequence[str], templates: str | Sequence[str] = "none",
+    batch_size: int = 64, device: str | torch.device | None = None, precision: str = "fp32",
+) -> Features:
+    """Zero-shot class vectors, built as `zero_shot` builds them: each feature kind averaged
+    over the templates and re-normalised (fuse them afterwards with `model.fused_embedding`).
+
+    Returns Features(first (C, D), second (C, D2) or None), one row per label.
+    """
+    runtime = Runtime(batch_size, 0, device, precision, False)
+    labels, templates = check_labels(labels), load_templates(templates)
+    with runtime.evaluating(model):
+        return class_embeddings(model, tokenizer, labels, templates, runtime, getattr(model, "has_second_order", True))
+
+
 def embed(
     model: Any, tokenizer: Any = None, preprocess: Any = None, images: Sequence[str | os.PathLike] = (),
     texts: Sequence[str] = (), batch_size: int = 64, workers: int = 0, device: str | torch.device | None = None,

@@ -8,6 +8,7 @@ what `open_clip.CLIP.encode_image` / `encode_text` return.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,6 +46,12 @@ class Features(NamedTuple):
 
     first: torch.Tensor
     second: torch.Tensor | None
+
+
+def fuse(first: torch.Tensor, second: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(B, D) and (B, D2) unit rows -> (B, D + D2) unit rows whose dot products are
+    `alpha * cos(first) + (1 - alpha) * cos(second)`."""
+    return torch.cat([math.sqrt(alpha) * first, math.sqrt(1.0 - alpha) * second], dim=-1)
 
 
 def unsupported_reason(config: dict[str, Any]) -> str | None:
@@ -201,6 +208,16 @@ class DALIPModel(nn.Module):
         if mode == "second":
             return second
         return self.alpha * (image.first @ text.first.T) + (1.0 - self.alpha) * second
+
+    def fused_embedding(self, features: Features) -> torch.Tensor:
+        """One unit vector per row, (B, D + D2): `[sqrt(alpha) * first, sqrt(1 - alpha) * second]`.
+
+        Dot products of these vectors equal the fused similarity, so a single-vector tool
+        (a vector index, CLIP_benchmark, an ONNX consumer) ranks exactly as `similarity`.
+        """
+        if features.second is None:
+            raise ValueError("fused_embedding needs second-order features (encode with second_order=True)")
+        return fuse(features.first, features.second, self.alpha)
 
     def forward(
         self, images: torch.Tensor, texts: torch.Tensor, second_order: bool = True
