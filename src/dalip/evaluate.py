@@ -26,7 +26,7 @@ from dalip.evaluation_data import (
     resolve_modes,
 )
 from dalip.model import Features
-from dalip.templates import fill, load_templates
+from dalip.templates import fill, load_templates, template_set_name
 
 logger = logging.getLogger(__name__)
 
@@ -58,26 +58,42 @@ def classification_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[s
 
 
 def retrieval_metrics(
-    scores: torch.Tensor, text_to_image: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
+    scores: torch.Tensor, text_to_image: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
+    positives: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Recall@k both ways; scores (N_images, N_texts), text_to_image (N_texts,) image index.
 
-    Image->text: an image counts as found when any of its captions is in its top k.
-    Text->image: a caption counts when its image is in its top k. `mean_recall` is the
-    mean of all the recalls (both directions, every k).
+    Image->text: an image counts as found when a positive text is in its top k.
+    Text->image: a caption counts when a positive image is in its top k. `positives`
+    (N_images, N_texts) bool says which pairs match; by default only a caption's own image
+    (`caption_positives` also counts captions identical to the image's own). `mean_recall`
+    is the mean of all the recalls (both directions, every k).
     """
-    positives = text_to_image[None, :] == torch.arange(scores.shape[0])[:, None]  # (N_img, N_txt)
+    if positives is None:
+        positives = text_to_image[None, :] == torch.arange(scores.shape[0])[:, None]  # (N_img, N_txt)
     metrics: dict[str, float] = {}
     for k in ks:
         top_texts = scores.topk(min(k, scores.shape[1]), dim=1).indices  # (N_img, k)
-        found = positives.gather(1, top_texts).any(dim=1)
-        metrics[f"image_to_text_R@{k}"] = found.float().mean().item()
+        metrics[f"image_to_text_R@{k}"] = positives.gather(1, top_texts).any(dim=1).float().mean().item()
     for k in ks:
         top_images = scores.T.topk(min(k, scores.shape[0]), dim=1).indices  # (N_txt, k)
-        found = (top_images == text_to_image[:, None]).any(dim=1)
-        metrics[f"text_to_image_R@{k}"] = found.float().mean().item()
+        metrics[f"text_to_image_R@{k}"] = positives.T.gather(1, top_images).any(dim=1).float().mean().item()
     metrics["mean_recall"] = sum(metrics.values()) / len(metrics)
     return metrics
+
+
+def caption_positives(captions: Sequence[str], text_to_image: torch.Tensor, num_images: int) -> torch.Tensor:
+    """(N_images, N_texts) bool: text j matches image i when its text is identical to one of
+    image i's own captions.
+
+    Identical captions get identical features, so with only the owner counted, which of
+    them ranks first (and so R@k) would depend on the order of the rows.
+    """
+    ids: dict[str, int] = {}
+    caption_ids = torch.tensor([ids.setdefault(caption, len(ids)) for caption in captions], dtype=torch.long)
+    owns = torch.zeros(num_images, len(ids), dtype=torch.bool)  # (N_img, N_distinct)
+    owns[text_to_image, caption_ids] = True
+    return owns[:, caption_ids]  # (N_img, N_txt)
 
 
 def class_embeddings(
@@ -123,11 +139,12 @@ def zero_shot(
     name, a file or a list; `modes` any of fused/first/second or ("all",).
 
     Returns {"modes": {mode: {top1, top5, mean_per_class_recall}}, "images_per_second",
-    "num_images", "class_names", "templates", ...}.
+    "num_images", "class_names", "template_set" (the set's name, a file path or "custom"),
+    "templates" (the list used), ...}.
     """
     runtime = Runtime(batch_size, workers, device, precision, progress)
     modes = resolve_modes(model, modes)
-    templates = load_templates(templates)
+    template_set, templates = template_set_name(templates), load_templates(templates)
     dataset, names, where = load_classification_dataset(
         images_path_or_dataset, preprocess, class_names, label_key, image_key
     )
@@ -146,6 +163,7 @@ def zero_shot(
         "skipped": len(dataset) - len(encoded.labels),
         "num_classes": len(names),
         "class_names": list(names),
+        "template_set": template_set,
         "templates": templates,
         "modes": results,
         "images_per_second": encoded.images_per_second,
@@ -169,7 +187,9 @@ def retrieval(
     """Image->text and text->image recall@1/5/10 on a caption CSV/TSV.
 
     Rows with the same image path are one image with several captions; a caption cell
-    may also hold a JSON list of captions (or a JSON object of named captions).
+    may also hold a JSON list of captions (or a JSON object of named captions). A caption
+    identical to one of an image's own captions counts as a hit for that image, both ways
+    (`caption_positives`); `shared_captions` counts the captions that match several images.
     Returns {"modes": {mode: {image_to_text_R@k, text_to_image_R@k, mean_recall}}, ...}.
     """
     runtime = Runtime(batch_size, workers, device, precision, progress)
@@ -186,8 +206,11 @@ def retrieval(
     text_to_image = position[torch.as_tensor(owners)]
     keep_text = text_to_image >= 0
     texts = Features(texts.first[keep_text], None if texts.second is None else texts.second[keep_text])
+    kept_captions = [caption for caption, keep in zip(captions, keep_text.tolist()) if keep]
+    positives = caption_positives(kept_captions, text_to_image[keep_text], len(kept))
     results = {
-        mode: retrieval_metrics(model.similarity(images.features, texts, mode), text_to_image[keep_text])
+        mode: retrieval_metrics(model.similarity(images.features, texts, mode), text_to_image[keep_text],
+                                positives=positives)
         for mode in modes
     }
     return {
@@ -196,6 +219,8 @@ def retrieval(
         "num_images": len(kept),
         "num_texts": int(keep_text.sum()),
         "skipped": len(paths) - len(kept),
+        "positives": "own or identical caption",
+        "shared_captions": int((positives.sum(dim=0) > 1).sum()),
         "modes": results,
         "images_per_second": images.images_per_second,
     }

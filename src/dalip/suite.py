@@ -3,6 +3,7 @@
 A suite is a YAML file (or the same structure as a Python dict / list of datasets):
 
     name: plants-quick              # optional
+    domain: plant                   # domain of datasets that name none; default "unspecified"
     modes: [fused, first]           # similarity modes, or "all"; default [fused]
     templates: generic              # default zero-shot templates (set name, file or list)
     batch_size: 64
@@ -32,7 +33,7 @@ from torch import nn
 
 from dalip.evaluation_data import resolve_modes
 from dalip.model_specs import LoadedModel, check_spec, default_name, load_model
-from dalip.templates import load_templates
+from dalip.templates import load_templates, template_set_name
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class DatasetSpec:
 
     name: str
     task: str
-    domain: str = "general"
+    domain: str | None = None  # None: the suite's domain
     path: str | None = None
     train: str | None = None
     test: str | None = None
@@ -73,6 +74,7 @@ class DatasetSpec:
 class Suite:
     datasets: list[DatasetSpec]
     name: str = "suite"
+    domain: str = "unspecified"
     modes: list[str] = field(default_factory=lambda: ["fused"])
     templates: str | list[str] = "generic"
     batch_size: int = 64
@@ -126,7 +128,10 @@ def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[s
         top["templates"] = str(base / top["templates"])
     if isinstance(top.get("modes"), str):
         top["modes"] = [top["modes"]]
-    return Suite(datasets=datasets, source=source, **top)
+    loaded = Suite(datasets=datasets, source=source, **top)
+    for dataset in loaded.datasets:
+        dataset.domain = dataset.domain or loaded.domain
+    return loaded
 
 
 def with_overrides(
@@ -215,7 +220,8 @@ def suite_summary(suite: Suite) -> dict[str, Any]:
     described = asdict(suite)
     for entry in described["datasets"]:
         if entry["task"] == "zeroshot":
-            entry["templates"] = load_templates(entry["templates"] or suite.templates)
+            spec = entry["templates"] or suite.templates
+            entry["template_set"], entry["templates"] = template_set_name(spec), load_templates(spec)
     return described
 
 

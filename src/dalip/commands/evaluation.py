@@ -55,8 +55,9 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--retrieval", action="append", default=[], metavar="CSV", help="caption CSV (repeatable)")
     parser.add_argument("--linear-probe", action="append", default=[], nargs=2, metavar=("TRAIN", "TEST"))
     parser.add_argument("--fewshot", action="append", default=[], nargs=2, metavar=("TRAIN", "TEST"))
-    parser.add_argument("--templates", default="generic", help="generic, plant, none or a file (one per line, with {})")
-    parser.add_argument("--domain", default="general", help="domain tag of the datasets given by flags")
+    parser.add_argument("--templates", default="generic", help="generic, plant, none, openai (80), simple (7) or a file (one per line, with {})")
+    parser.add_argument("--domain", default="unspecified",
+                        help="domain tag of the datasets given by flags (default: unspecified)")
     parser.add_argument("--features", default="first", choices=("first", "second", "concat"),
                         help="image features for probes (default first)")
     parser.add_argument("--seed", type=int, default=0, help="probe hold-out and few-shot draws")
@@ -107,7 +108,8 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
     labels = parser.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help="comma-separated labels, e.g. 'rose,oak,maple'")
     labels.add_argument("--labels-file", help="one label per line")
-    parser.add_argument("--templates", default="none", help="none (labels as given), generic, plant or a file")
+    parser.add_argument("--templates", default="none",
+                        help="none (labels as given), generic, plant, openai, simple or a file")
     parser.add_argument("--mode", default="fused", choices=MODES[:3], help="similarity mode (default fused)")
     parser.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
