@@ -27,10 +27,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
-    # mkstemp creates 0600; a finished file gets the mode open() would give it.
-    os.chmod(temporary, 0o666 & ~current_umask())
     try:
         write(temporary)
+        # mkstemp creates 0600 (and a writer may replace the file): the finished file gets
+        # the mode open() would have given it.
+        os.chmod(temporary, 0o666 & ~current_umask())
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
