@@ -187,42 +187,58 @@ def retrieval(
     """Image->text and text->image recall@1/5/10 on a caption CSV/TSV.
 
     Rows with the same image path are one image with several captions; a caption cell
-    may also hold a JSON list of captions (or a JSON object of named captions). A caption
-    identical to one of an image's own captions counts as a hit for that image, both ways
-    (`caption_positives`); `shared_captions` counts the captions that match several images.
-    Returns {"modes": {mode: {image_to_text_R@k, text_to_image_R@k, mean_recall}}, ...}.
+    may also hold a JSON list of captions (or a JSON object of named captions).
+    Returns {"modes": {mode: {image_to_text_R@k, text_to_image_R@k, mean_recall}}, ...}
+    as `retrieval_on`.
+    """
+    paths, captions, owners = read_caption_csv(csv_path, image_key, caption_key)
+    return retrieval_on(
+        model, ImageFileDataset(paths, preprocess), captions, owners, tokenizer, os.path.abspath(csv_path),
+        modes=modes, batch_size=batch_size, workers=workers, device=device, precision=precision, progress=progress,
+    )
+
+
+def retrieval_on(
+    model: Any, images: torch.utils.data.Dataset, captions: Sequence[str], owners: Sequence[int], tokenizer: Any,
+    where: str, modes: Sequence[str] = ("fused",), batch_size: int = 64, workers: int = 0,
+    device: str | torch.device | None = None, precision: str = "fp32", progress: bool = False,
+) -> dict[str, Any]:
+    """Recall@1/5/10 both ways: `images` yields (image tensor, any) or None (unreadable),
+    caption j belongs to image `owners[j]`.
+
+    A caption identical to one of an image's own captions counts as a hit for that image,
+    both ways (`caption_positives`); `shared_captions` counts the captions that match
+    several images. Captions of unreadable images are left out.
     """
     runtime = Runtime(batch_size, workers, device, precision, progress)
     modes = resolve_modes(model, modes)
-    paths, captions, owners = read_caption_csv(csv_path, image_key, caption_key)
-    dataset = ImageFileDataset(paths, preprocess)
     second_order = modes != ["first"]
     with runtime.evaluating(model):
-        images = encode_dataset(model, dataset, runtime, second_order, "retrieval")
-        texts = encode_texts(model, tokenizer, captions, runtime, second_order)
-    kept = images.indices  # images that could be read; their captions only
-    position = torch.full((len(paths),), -1, dtype=torch.long)
+        encoded = encode_dataset(model, images, runtime, second_order, "retrieval")
+        texts = encode_texts(model, tokenizer, list(captions), runtime, second_order)
+    kept = encoded.indices  # images that could be read; their captions only
+    position = torch.full((len(images),), -1, dtype=torch.long)
     position[kept] = torch.arange(len(kept))
-    text_to_image = position[torch.as_tensor(owners)]
+    text_to_image = position[torch.as_tensor(list(owners), dtype=torch.long)]
     keep_text = text_to_image >= 0
     texts = Features(texts.first[keep_text], None if texts.second is None else texts.second[keep_text])
     kept_captions = [caption for caption, keep in zip(captions, keep_text.tolist()) if keep]
     positives = caption_positives(kept_captions, text_to_image[keep_text], len(kept))
     results = {
-        mode: retrieval_metrics(model.similarity(images.features, texts, mode), text_to_image[keep_text],
+        mode: retrieval_metrics(model.similarity(encoded.features, texts, mode), text_to_image[keep_text],
                                 positives=positives)
         for mode in modes
     }
     return {
         "task": "retrieval",
-        "dataset": os.path.abspath(csv_path),
+        "dataset": where,
         "num_images": len(kept),
         "num_texts": int(keep_text.sum()),
-        "skipped": len(paths) - len(kept),
+        "skipped": len(images) - len(kept),
         "positives": "own or identical caption",
         "shared_captions": int((positives.sum(dim=0) > 1).sum()),
         "modes": results,
-        "images_per_second": images.images_per_second,
+        "images_per_second": encoded.images_per_second,
     }
 
 

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 from torch import nn
 
+from dalip.evaluation.clip_benchmark import evaluate_clip_benchmark, write_clip_benchmark_results
 from dalip.evaluation_data import resolve_modes
 from dalip.model_specs import LoadedModel, check_spec, default_name, load_model
 from dalip.templates import load_templates, template_set_name
@@ -60,10 +61,14 @@ class DatasetSpec:
     shots: list[int] = field(default_factory=lambda: [1, 5])
     folds: int = 5
     splits: str | None = None  # few-shot splits file to reuse
+    clip_benchmark: str | None = None  # a CLIP_benchmark `wds/NAME` dataset; `path` is its root
+    split: str = "test"  # CLIP_benchmark split
 
     def check(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"dataset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
+        if self.clip_benchmark and self.task not in ("zeroshot", "retrieval"):
+            raise ValueError(f"dataset {self.name!r}: CLIP_benchmark datasets are zeroshot or retrieval, not {self.task}")
         needs = ("path",) if self.task in ("zeroshot", "retrieval") else ("train", "test")
         for key in needs:
             if not getattr(self, key):
@@ -212,6 +217,9 @@ def run_suite(
         del loaded
     results["record"] = reproducibility_record(results, suite)
     write_suite_report(results, Path(out_dir))
+    benchmarks = {spec.name: spec.clip_benchmark for spec in suite.datasets if spec.clip_benchmark}
+    if benchmarks:
+        write_clip_benchmark_results(results, benchmarks, Path(out_dir))
     return results
 
 
@@ -277,6 +285,11 @@ def run_dataset(
 
     model, preprocess, tokenizer = loaded.model, loaded.preprocess, loaded.tokenizer
     keys = dict(image_key=spec.image_key, label_key=spec.label_key)
+    if spec.clip_benchmark:
+        return evaluate_clip_benchmark(
+            loaded, spec.clip_benchmark, spec.path, spec.split, spec.task, modes, runtime,
+            templates=spec.templates, default_templates=suite.templates, class_names=spec.class_names,
+        )
     if spec.task == "zeroshot":
         return evaluate.zero_shot(
             model, spec.path, tokenizer, preprocess, templates=spec.templates or suite.templates,
@@ -299,3 +312,4 @@ def run_dataset(
         features=features, splits_path=out_dir / "fewshot_splits" / f"{spec.name}.json",
         splits_from=spec.splits, cache=cache, **keys, **runtime,
     )
+
