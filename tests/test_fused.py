@@ -3,6 +3,9 @@ class vectors built per feature kind before fusing."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import open_clip
 import pytest
@@ -13,6 +16,9 @@ from eval_fixtures import make_workspace
 import dalip
 from dalip.cli import main
 from dalip.templates import fill, load_templates
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import fused_search  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +55,11 @@ def test_embed_fused_writes_vectors_whose_dot_products_rank_as_dalip(workspace, 
         second = torch.from_numpy(saved_images["second"]), torch.from_numpy(saved_texts["second"])
     expected = model.similarity(dalip.Features(first[0], second[0]), dalip.Features(first[1], second[1]), "fused")
     np.testing.assert_allclose(scores, expected.numpy(), atol=1e-5)
+    # the README's vector-index example ranks the images for each caption by the same scores
+    with np.load(images) as saved_images, np.load(texts) as saved_texts:
+        found, rows = fused_search.search(saved_images["fused"], saved_texts["fused"], top_k=3)
+    assert rows.tolist() == expected.T.argsort(dim=1, descending=True)[:, :3].tolist()
+    np.testing.assert_allclose(found, expected.T.sort(dim=1, descending=True).values[:, :3].numpy(), atol=1e-5)
 
 
 def test_class_vectors_average_each_kind_then_fuse(workspace, tmp_path):
