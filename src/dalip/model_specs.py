@@ -159,7 +159,10 @@ def _load_open_clip(spec: str, name: str) -> LoadedModel:
 
 
 def check_spec(spec: Any) -> None:
-    """Fail early (before any evaluation) on a checkpoint path that does not exist."""
+    """Fail early (before any evaluation) on a checkpoint path or folder that does not exist."""
+    if isinstance(spec, str) and spec.removeprefix(OPENCLIP_PREFIX).startswith(LOCAL_DIR_PREFIX):
+        resolve_folder(spec.removeprefix(OPENCLIP_PREFIX))
+        return
     if isinstance(spec, (str, os.PathLike)) and not os.fspath(spec).startswith((OPENCLIP_PREFIX, *FOLDER_PREFIXES)):
         if not os.path.exists(spec):
             raise FileNotFoundError(f"checkpoint not found: {os.fspath(spec)}")

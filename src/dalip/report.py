@@ -102,7 +102,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([label] + cells) + " |")
     legend = (
         "Scores in %. zeroshot: top-1; retrieval: mean of image->text and text->image "
-        "recall@1/5/10; linear_probe: top-1; fewshot: mean nearest-centroid accuracy at the "
+        "recall@1/5/10, a caption identical to one of an image's own counting as its match; linear_probe: top-1; fewshot: mean nearest-centroid accuracy at the "
         "largest k. Modes: fused = alpha*cos(first) + (1-alpha)*cos(second); first / second "
         "alone (plain open_clip models: first only). Probes use image features only, so "
         "their score is the same in every mode of a model. overall = mean over datasets."

@@ -24,8 +24,8 @@ from open_clip.transformer import QuickGELU
 from safetensors.torch import load_file, save_file
 
 from dalip.export.files import write_files
-from dalip.factory import build_model
-from dalip.model import DALIPModel
+from dalip.factory import _register_config
+from dalip.model import DALIPModel, check_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,11 @@ def is_fused_folder(folder: str | os.PathLike) -> bool:
 
 def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> DALIPModel:
     """The fused two-tower model of a folder written by `export_folder(..., fused=True)`,
-    weights loaded, in eval mode."""
+    weights loaded, in eval mode.
+
+    The open_clip model is built by open_clip from the folder itself (its `model_cfg`, QuickGELU
+    and preprocessing included, its weights); the MBDC heads come from `dalip_heads.safetensors`.
+    """
     config = read_folder_config(folder)
     if "dalip" not in config:
         raise ValueError(
@@ -106,26 +110,22 @@ def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -
     heads_path = Path(folder) / HEADS_NAME
     if not heads_path.is_file():
         raise FileNotFoundError(f"{heads_path}: missing (the fused model's MBDC heads)")
-    model = build_model({**config["dalip"], "open_clip_config": config["model_cfg"]})
-    clip_state = _read_weights(Path(folder))
-    state = {f"clip.{key}": value for key, value in clip_state.items()}
-    state.update(load_file(str(heads_path), device="cpu"))
+    own = config["dalip"]
+    name = own["model_name"]
+    if open_clip.get_model_config(name) is None:  # so that the model can be saved and rebuilt
+        _register_config(name, config["model_cfg"])
+    check_model_name(name)
     try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(f"{folder}: weights do not match its config: {str(error).splitlines()[0]}") from error
+        clip = open_clip.create_model(f"{LOCAL_DIR_PREFIX}{folder}")
+    except RuntimeError as error:  # weights that do not fit the folder's config
+        raise ValueError(f"{folder}: open_clip could not load it: {str(error).splitlines()[0]}") from error
+    model = DALIPModel(clip, name, own.get("alpha", 0.5), separate_second_temperature=own.get(
+        "separate_second_temperature", False), **own.get("mbdc", {}))
+    missing, unexpected = model.load_state_dict(load_file(str(heads_path), device="cpu"), strict=False)
+    wrong = unexpected + [key for key in missing if not key.startswith("clip.")]
+    if wrong:
+        raise ValueError(f"{heads_path}: heads do not match the config's MBDC options (e.g. {wrong[0]})")
     return model.to(device).eval()
-
-
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    path = folder / WEIGHTS_NAME
-    if path.is_file():
-        return load_file(str(path), device="cpu")
-    legacy = folder / "open_clip_pytorch_model.bin"
-    if legacy.is_file():
-        state = torch.load(legacy, map_location="cpu", weights_only=True)
-        return state.get("state_dict", state)
-    raise FileNotFoundError(f"{path}: missing (the open_clip weights)")
 
 
 def hf_hub_folder(repo: str) -> Path:
