@@ -93,3 +93,5 @@ def test_embed_fused_refuses_a_plain_open_clip_model(workspace, tmp_path, capsys
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--fused" in error[0] and "first-order" in error[0]
     assert not out.exists()
+    assert main(["embed", "-m", spec, "--texts", "a fern", "--templates", "plant", "--out", str(out)]) == 2
+    assert "--templates applies to class vectors only" in capsys.readouterr().err

@@ -184,8 +184,8 @@ def _add_embed(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--texts-file", help="one text per line")
     source.add_argument("--labels", help="comma-separated class names: zero-shot class vectors")
     source.add_argument("--labels-file", help="class names, one per line: zero-shot class vectors")
-    parser.add_argument("--templates", default="none",
-                        help="with --labels: template set (none, generic, plant, openai, simple) or file")
+    parser.add_argument("--templates", default=None,
+                        help="with --labels: template set (none (default), generic, plant, openai, simple) or file")
     parser.add_argument("--fused", action="store_true",
                         help="also write 'fused' = [sqrt(alpha) first, sqrt(1 - alpha) second] and 'alpha'")
     parser.add_argument("--out", required=True, help="output .npz file")
@@ -204,13 +204,17 @@ def _embed_arrays(args: argparse.Namespace) -> dict[str, Any]:
         if not Path(args.texts_file).is_file():
             raise FileNotFoundError(f"texts file not found: {args.texts_file}")
         texts = [line for line in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = args.labels or args.labels_file
+    if args.templates and not labels:
+        raise ValueError("--templates applies to class vectors only (--labels or --labels-file)")
+    templates = args.templates or "none"
     loaded = load_model(args.model)
     if args.fused and not loaded.has_second_order:
         raise ValueError(f"--fused: {args.model} is a plain open_clip model with first-order features only")
-    if args.labels or args.labels_file:
+    if labels:
         items = read_label_file(args.labels_file) if args.labels_file else check_labels(args.labels.split(","), "--labels")
         runtime = _runtime(args)
-        features = embed_classes(loaded.model, loaded.tokenizer, items, args.templates, runtime["batch_size"],
+        features = embed_classes(loaded.model, loaded.tokenizer, items, templates, runtime["batch_size"],
                                  runtime["device"], runtime["precision"])
         kind = "class"
     else:
@@ -226,7 +230,7 @@ def _embed_arrays(args: argparse.Namespace) -> dict[str, Any]:
     if kind == "class":
         from dalip.templates import load_templates
 
-        arrays["templates"] = np.array(load_templates(args.templates))
+        arrays["templates"] = np.array(load_templates(templates))
     return arrays
 
 
