@@ -7,8 +7,8 @@ Figures, from one run:
   `dalip train` builds them: the model's training transform and tokenizer) from the
   image-folder, CSV and WebDataset forms of the generated plant training split, per
   epoch after a first warm-up epoch (worker start-up is reported apart);
-- step: samples/s of one `dalip-tiny` training step (forward, DALIP loss, backward,
-  AdamW) on a fixed batch of the same size;
+- step: samples/s of one `dalip-tiny` training step (`bench_step.training_step`: the
+  TrainingTask forward and DALIP loss, backward, clipping, AdamW) on a fixed batch of the same size;
 - fed: samples/s of training steps fed by each loader, i.e. with the loader's workers
   competing with the step for the same cores.
 
@@ -110,16 +110,11 @@ def fed_steps(loader, step_on: Callable[[torch.Tensor, torch.Tensor], float], st
 
 
 def measure(args: argparse.Namespace, root: str) -> dict[str, Any]:
-    import open_clip
-
-    from dalip.factory import create_transforms
-
     manifest, generator = generate(root, args)
-    model = bench_step.build_dalip(MODEL, {}, False, args.seed)
-    transform = create_transforms(model)[0]  # the training transform, as `dalip train` (augment on)
-    tokenizer = open_clip.get_tokenizer(MODEL, context_length=model.clip.context_length)
-    images, texts = bench_step.random_batch(model.clip, args.batch, args.seed)
-    step_on = bench_step.dalip_step_on(model)
+    task, config = bench_step.build_task(MODEL, {}, False, args.seed)
+    transform, tokenizer = task.preprocess_train, task.tokenizer  # as `dalip train` (augment on)
+    images, texts = bench_step.random_batch(task.model.clip, args.batch, args.seed)
+    step_on = bench_step.training_step(task, config)
     loaders = build_loaders(source_configs(root, manifest), transform, tokenizer, args)
     runners = {kind: epoch_runner(loader) for kind, loader in loaders.items()}
 

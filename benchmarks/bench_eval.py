@@ -1,4 +1,4 @@
-"""Evaluation throughput: `dalip.evaluate.zero_shot` against the model's bare image forward.
+"""Evaluation throughput: `dalip.evaluation.zero_shot.zero_shot` against the model's bare image forward.
 
 - eval: `zero_shot` on an image folder written by `dalip.data.synthetic.make_dataset`
   (the plant test split, JPEG, 64 px); the figure is the `images_per_second` it
@@ -62,7 +62,7 @@ def generate(out_dir: str, args: argparse.Namespace) -> tuple[str, int]:
 
 def preprocessed_images(folder: str, preprocess: Callable) -> torch.Tensor:
     """Every image of the folder decoded and transformed: (N, 3, H, W)."""
-    from dalip.evaluation_data import load_classification_dataset
+    from dalip.evaluation.datasets import load_classification_dataset
 
     dataset, _, _ = load_classification_dataset(folder, preprocess)
     return torch.stack([dataset[i][0] for i in range(len(dataset))])
@@ -71,7 +71,7 @@ def preprocessed_images(folder: str, preprocess: Callable) -> torch.Tensor:
 def loading_only(folder: str, preprocess: Callable, batch: int) -> Callable[[], float]:
     """A function reading, decoding, transforming and collating the folder in this process
     (DataLoader, workers=0), no model; returns images/s."""
-    from dalip.evaluation_data import load_classification_dataset
+    from dalip.evaluation.datasets import load_classification_dataset
 
     dataset, _, _ = load_classification_dataset(folder, preprocess)
 
@@ -106,11 +106,12 @@ def bare_forward(model: Any, images: torch.Tensor, batch: int, mode: str) -> Cal
 def evaluation(model: Any, folder: str, tokenizer: Any, preprocess: Callable, args: argparse.Namespace,
                mode: str, workers: int) -> Callable[[], float]:
     """A function running `zero_shot` on the folder; returns the images/s it reports."""
-    from dalip.evaluate import zero_shot
+    from dalip.evaluation.runtime import Runtime
+    from dalip.evaluation.zero_shot import zero_shot
 
     def run() -> float:
         result = zero_shot(model, folder, tokenizer, preprocess, templates=args.templates, modes=(mode,),
-                           batch_size=args.batch, workers=workers)
+                           runtime=Runtime(args.batch, workers))
         return result["images_per_second"]
 
     return run
@@ -158,7 +159,7 @@ def profile_call(function: Callable[[], float]) -> dict[str, Any]:
     profiler = cProfile.Profile()
     profiler.runcall(function)
     stats = pstats.Stats(profiler)
-    wanted = {"loop": ("evaluation_data.py", "encode_dataset"), "encode_image": ("dalip/model.py", "encode_image"),
+    wanted = {"loop": ("evaluation/runtime.py", "encode_dataset"), "encode_image": ("model/dalip_model.py", "encode_image"),
               "loader_wait": ("dataloader.py", "__next__")}
     seconds = {name: 0.0 for name in wanted}
     for (filename, _, function_name), (_, _, _, cumulative, _) in stats.stats.items():
@@ -250,7 +251,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
-    from dalip.factory import create_model
+    from dalip.model.factory import create_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from dalip.data.general import GENERAL_CLASSES, render_general  # noqa: E402
-from dalip.data.plants import make_species  # noqa: E402
-from dalip.data.render import render_leaf, sample_pose  # noqa: E402
+from dalip.data.synthetic.general import GENERAL_CLASSES, render_general  # noqa: E402
+from dalip.data.synthetic.plants import make_species  # noqa: E402
+from dalip.data.synthetic.render import render_leaf, sample_pose  # noqa: E402
 from dalip.data.synthetic import make_dataset  # noqa: E402
 
 TARGET_IMAGES_PER_SECOND = 300

@@ -60,7 +60,8 @@ def deepbdc_triu_vector(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def reference_mbdc(module: MBDC, tokens: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
-    """MBDC(tokens (B, M, dim), summary (B, dim)) -> (B, out_dim), one head at a time."""
+    """MBDC(tokens (B, M, dim), summary (B, dim)) -> (B, out_dim), one head at a time
+    (the default weighting, "after_norm": the reduced tokens are scaled by their weights)."""
     count = tokens.shape[1]
     x = module.token_proj(tokens)  # (B, M, dim)
     s = module.token_proj(summary)  # (B, dim)
@@ -73,7 +74,7 @@ def reference_mbdc(module: MBDC, tokens: torch.Tensor, summary: torch.Tensor) ->
         x_head = x[:, :, part]  # (B, M, c)
         cosine = F.cosine_similarity(x_head, s[:, None, part], dim=-1)  # (B, M)
         weights = torch.softmax(cosine, dim=-1) * count  # (B, M)
-        reduced = module.dropout(module.reduce(x_head * weights[..., None]))  # (B, M, r)
+        reduced = module.dropout(module.reduce(x_head) * weights[..., None])  # (B, M, r), weighting after_norm
         bdc = deepbdc_covariance(reduced.transpose(1, 2), scale, module.eps)  # (B, r, r)
         vectors.append(deepbdc_triu_vector(bdc))
     vector = torch.cat(vectors, dim=1)  # (B, H * r(r+1)/2)

@@ -1,9 +1,11 @@
-"""One optimiser step, DALIP against plain CLIP on the same open_clip model and batch.
+"""One training step, DALIP against plain CLIP on the same open_clip model and batch.
 
-DALIP: `DALIPModel` forward (first- and second-order features), `DALIPLoss`, backward,
-AdamW step over every parameter. CLIP: `model.clip` forward, `open_clip.loss.ClipLoss`,
-backward, AdamW step over the open_clip parameters. Random initialisation (no
-download), random images and token ids, CPU, float32, train mode.
+Both variants run the step `dalip train` runs (`dalip.train.task.TrainingTask` built from a
+TrainConfig, the loop's parameter groups, gradient clipping, grad scaler, schedule and
+temperature clamp; see `training_step`). DALIP: `loss.kind: dalip` (first- and
+second-order features, both loss terms). CLIP: `loss.kind: clip` (MBDC skipped, heads
+frozen, first-order loss only). Random initialisation (no download), random images and
+token ids, CPU, float32, train mode.
 
 Time: both variants in one process, interleaved (CLIP DALIP CLIP DALIP ...), medians.
 Peak memory: each variant in a fresh subprocess (the two run side by side; glibc
@@ -33,6 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+
+from dalip.config import LossConfig, ModelConfig, TrainConfig  # noqa: E402
+from dalip.train.optim import apply_gradients, create_optimizer, create_scheduler  # noqa: E402
+from dalip.train.task import TrainingTask  # noqa: E402
 
 DEFAULT_MODELS = "dalip-tiny:64,ViT-B-16:8"
 TIME_TARGETS = {"ViT-B-16": 1.05, "dalip-tiny": 1.15}
@@ -65,29 +71,19 @@ def parse_mbdc_options(items: list[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- model and batch
 
 
-def build_clip(name: str, seed: int):
-    """The plain open_clip model, randomly initialised, train mode."""
-    import open_clip
+def build_task(name: str, mbdc: dict[str, Any], shared: bool, seed: int, kind: str = "dalip") -> tuple[Any, Any]:
+    """(TrainingTask, TrainConfig) as `dalip train` builds them for `loss.kind` = `kind`.
 
-    import dalip  # noqa: F401  (registers our model configs, e.g. dalip-tiny)
-
-    torch.manual_seed(seed)
-    return open_clip.create_model(name).train()
-
-
-def build_dalip(name: str, mbdc: dict[str, Any], shared: bool, seed: int):
-    """DALIPModel on `build_clip(name, seed)`, MBDC options as `dalip.create_model` resolves them.
-
-    Built without create_model's transforms and tokenizer, so both variants hold the same
-    objects besides the MBDC heads (the memory comparison counts everything resident).
+    kind "clip" is the plain CLIP baseline: the same open_clip model (same seed, so the
+    same weights), MBDC skipped and its heads frozen, the first-order loss only.
     """
-    from dalip.factory import mbdc_options_for
-    from dalip.model import DALIPModel
-
-    model = DALIPModel(build_clip(name, seed), name, **mbdc_options_for(name, **mbdc)).train()
-    if shared:
-        model.text_mbdc = model.image_mbdc  # one MBDC for both towers (an option, not the default)
-    return model
+    config = TrainConfig(model=ModelConfig(name=name, **mbdc), loss=LossConfig(kind=kind))
+    torch.manual_seed(seed)
+    task = TrainingTask.from_config(config)
+    task.model.train()
+    if shared and kind == "dalip":
+        task.model.text_mbdc = task.model.image_mbdc  # one MBDC for both towers (an option, not the default)
+    return task, config
 
 
 def random_batch(clip, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,44 +103,31 @@ def random_batch(clip, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return images, texts
 
 
-def dalip_step_on(model) -> Callable[[torch.Tensor, torch.Tensor], float]:
-    """A DALIP optimiser step (forward, loss, backward, AdamW) on whatever batch it is given."""
-    import dalip
-
-    loss_fn = dalip.DALIPLoss(alpha=0.5)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+def training_step(task, config) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """One optimiser step as the training loop takes it on one micro-batch: the task's forward
+    under its autocast, backward through the grad scaler, `apply_gradients` (AdamW over the
+    run's parameter groups, gradient clipping, the scaler), the schedule, the temperature clamp."""
+    optimizer = create_optimizer(task.model, config.optim)
+    scheduler = create_scheduler(optimizer, config.optim, total_steps=1_000_000)
+    scaler = torch.amp.GradScaler("cpu", enabled=config.precision == "amp")
+    device = torch.device("cpu")
 
     def step(images: torch.Tensor, texts: torch.Tensor) -> float:
-        optimizer.zero_grad(set_to_none=True)
-        out = model(images, texts)
-        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])["loss"]
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        with task.autocast():
+            losses = task(images, texts)
+        scaler.scale(losses["loss"]).backward()
+        apply_gradients(task.model, optimizer, scaler, config.optim.grad_clip,
+                        bool(torch.isfinite(losses["loss"]).item()), device)
+        scheduler.step()
+        task.clamp_temperatures()
+        return losses["loss"].item()
 
     return step
 
 
-def dalip_step(model, images: torch.Tensor, texts: torch.Tensor) -> Callable[[], float]:
-    step_on = dalip_step_on(model)
+def bound_step(task, config, images: torch.Tensor, texts: torch.Tensor) -> Callable[[], float]:
+    step_on = training_step(task, config)
     return lambda: step_on(images, texts)
-
-
-def clip_step(clip, images: torch.Tensor, texts: torch.Tensor) -> Callable[[], float]:
-    from open_clip.loss import ClipLoss
-
-    loss_fn = ClipLoss()
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=1e-5)
-
-    def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        image_features, text_features, logit_scale = clip(images, texts)
-        loss = loss_fn(image_features, text_features, logit_scale)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return step
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -186,14 +169,9 @@ def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import dalip  # noqa: F401
 
     after_imports = resident_kib()
-    if spec["variant"] == "clip":
-        clip = build_clip(spec["model"], spec["seed"])
-        images, texts = random_batch(clip, spec["batch"], spec["seed"])
-        step = clip_step(clip, images, texts)
-    else:
-        model = build_dalip(spec["model"], spec["mbdc"], spec["shared"], spec["seed"])
-        images, texts = random_batch(model.clip, spec["batch"], spec["seed"])
-        step = dalip_step(model, images, texts)
+    task, config = build_task(spec["model"], spec["mbdc"], spec["shared"], spec["seed"], spec["variant"])
+    images, texts = random_batch(task.model.clip, spec["batch"], spec["seed"])
+    step = bound_step(task, config, images, texts)
     after_build = resident_kib()
     peak_was_reset = reset_peak()
     for _ in range(spec["steps"]):
@@ -239,13 +217,14 @@ def measure_memory(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
-    model = build_dalip(name, args.mbdc, args.shared_mbdc, args.seed)
-    images, texts = random_batch(model.clip, batch, args.seed)
-    steps = {"clip": clip_step(model.clip, images, texts), "dalip": dalip_step(model, images, texts)}
+    tasks = {kind: build_task(name, args.mbdc, args.shared_mbdc, args.seed, kind) for kind in ("clip", "dalip")}
+    images, texts = random_batch(tasks["dalip"][0].model.clip, batch, args.seed)
+    steps = {kind: bound_step(task, config, images, texts) for kind, (task, config) in tasks.items()}
     times = _common.time_interleaved(steps, repeats=args.repeats, warmup=args.warmup)
+    model = tasks["dalip"][0].model
     base = count_parameters(model.clip)
     extra = count_parameters(model) - base
-    del model, steps
+    del model, tasks, steps
 
     memory: dict[str, list[dict[str, Any]]] = {"clip": [], "dalip": []}
     for _ in range(args.memory_repeats):
@@ -377,7 +356,8 @@ def report(figures: dict[str, Any]) -> str:
             f"({'met' if m['memory_total_target_met'] else 'MISSED'})."
         )
     return "\n".join([
-        f"DALIP options: {figures['dalip_options']}. One step = forward, loss, backward, AdamW step; "
+        f"DALIP options: {figures['dalip_options']}. One step = TrainingTask forward and loss, backward, "
+        f"clipping and AdamW over the run's parameter groups, schedule, temperature clamp; "
         f"float32, train mode, random init and data; {figures['repeats']} interleaved timed steps "
         f"per variant (medians). Memory: fresh subprocess per variant, {figures['memory_steps']} steps; "
         "\"step\" = peak resident set (VmHWM, reset after building model, optimiser and batch) minus "

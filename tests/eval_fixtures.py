@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dalip.model import Features
-from dalip.model_specs import LoadedModel
+from dalip.model.features import Features
+from dalip.evaluation.specs import LoadedModel
 
 
 # A zero-shot case worked out by hand (tests/test_eval_metrics.py): images 0-2 are class
@@ -77,6 +77,8 @@ class StubTokenizer:
 
 class StubModel(torch.nn.Module):
     """encode_image / encode_text look features up; similarity as DALIPModel's."""
+
+    has_second_order = True
 
     def __init__(self, image_first, image_second, text_first, text_second, alpha: float = 0.5) -> None:
         super().__init__()

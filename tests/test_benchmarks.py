@@ -8,6 +8,7 @@ disagrees with dalip, and writes RESULTS.md sections without touching others.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import _common  # noqa: E402
 import bench_data  # noqa: E402
 import bench_mbdc  # noqa: E402
 import bench_step  # noqa: E402
+
+from dalip.train.task import TrainingTask  # noqa: E402
 
 TINY_MBDC = ["--threads", "1", "--batch", "3", "--tokens", "9", "--width", "16", "--heads", "2",
              "--reduced-dim", "4", "--repeats", "1", "--warmup", "0", "--json", "--no-record"]
@@ -128,3 +131,14 @@ def test_scripts_have_help(capsys):
             module.main(["--help"])
         assert exit_info.value.code == 0
         assert "--quick" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["clip", "dalip"])
+def test_bench_step_times_the_training_task(kind):
+    task, config = bench_step.build_task("dalip-tiny", {}, False, 0, kind)
+    assert isinstance(task, TrainingTask) and task.second_order == (kind == "dalip")
+    heads, clip = task.model.image_mbdc.mix.weight.clone(), task.model.clip.text_projection.clone()
+    images, texts = bench_step.random_batch(task.model.clip, 2, 0)
+    assert math.isfinite(bench_step.training_step(task, config)(images, texts))
+    assert not torch.equal(clip, task.model.clip.text_projection)
+    assert torch.equal(heads, task.model.image_mbdc.mix.weight) == (kind == "clip")  # frozen for CLIP

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import dalip
-from dalip.checkpoint import atomic_write, read_checkpoint_config
+from dalip.atomic import atomic_write
+from dalip.model.file_format import read_checkpoint_config
 from conftest import TEST_MBDC
 
 

@@ -15,6 +15,7 @@ from dalip.config import SourceConfig
 from dalip.data import CsvSource, ImageFolderSource, WebDatasetSource, make_source
 from dalip.data.captions import choose_caption, parse_caption_field
 from dalip.data.sources import StreamSplit
+from dalip.evaluation.datasets import load_classification_dataset
 
 
 def test_csv_source_reads_generated_split(tiny_dataset):
@@ -41,8 +42,9 @@ def test_folder_source_classes_labels_and_templates(tiny_dataset):
     image, caption = source[0]
     assert image.mode == "RGB" and image.size == (32, 32)
     assert caption == f"a photo of {source.classes[label]}."
-    view = source.as_classification()
-    assert view.classes == source.classes and view[3][1] == source.samples[3][1]
+    # evaluation reads the same folder as (image, label) with the same classes
+    dataset, names, _ = load_classification_dataset(str(root / "plant/val"), lambda image: image)
+    assert names == source.classes and dataset[3][1] == source.samples[3][1]
 
 
 def test_folder_without_classes_file_uses_sorted_folders(tmp_path):

@@ -13,8 +13,8 @@ import pytest
 
 from data_fixtures import TINY_OPTIONS, generate_tiny, tiny_dataset  # noqa: F401
 from dalip.cli import main
-from dalip.data.plants import TRAITS, make_species
-from dalip.data.render import render_leaf, sample_pose
+from dalip.data.synthetic.plants import TRAITS, make_species
+from dalip.data.synthetic.render import render_leaf, sample_pose
 
 
 def _tree_hash(root: Path) -> str:

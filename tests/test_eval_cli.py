@@ -107,6 +107,6 @@ def test_suite_errors_name_the_problem(workspace, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("datasets:\n  - {name: x, task: segmentation, path: test}\n")
     assert main(["eval", "-m", str(workspace["start"]), "--suite", str(bad), "--out", str(tmp_path)]) == 2
-    assert "task must be one of" in _one_line_error(capsys)
+    assert "task: expected one of zeroshot" in _one_line_error(capsys)
     assert main(["eval", "-m", str(workspace["start"]), "--out", str(tmp_path)]) == 2
     assert "--suite" in _one_line_error(capsys)

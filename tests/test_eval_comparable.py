@@ -9,10 +9,10 @@ import pytest
 import torch
 from eval_fixtures import StubModel, loaded_stub, make_workspace, unit, write_csv, write_image
 
-from dalip import evaluate
 from dalip.cli import main
-from dalip.suite import load_suite
-from dalip.templates import builtin_template_sets, load_templates
+from dalip.evaluation import retrieval
+from dalip.evaluation.suite_file import load_suite
+from dalip.evaluation.templates import builtin_template_sets, load_templates
 
 # Images 0 and 1 share the caption "oak leaf": image 1 is near the oak axis, so both copies
 # of that caption tie for its top 1; image 0 is nearer maple (a miss either way).
@@ -33,15 +33,15 @@ def test_tied_captions_count_for_every_image_that_has_them():
     owner = torch.tensor([0, 1, 2, 3])
     swapped = [1, 0, 2, 3]  # the two "oak leaf" rows exchanged
     captions = [caption for _, caption in CAPTIONS]
-    positives = evaluate.caption_positives(captions, owner, 4)
+    positives = retrieval.caption_positives(captions, owner, 4)
     assert positives[:, 0].tolist() == [True, True, False, False]
-    by_identity = evaluate.retrieval_metrics(scores, owner, (1,), positives)
+    by_identity = retrieval.retrieval_metrics(scores, owner, (1,), positives)
     assert by_identity["image_to_text_R@1"] == 0.75 and by_identity["text_to_image_R@1"] == 1.0
-    swapped_positives = evaluate.caption_positives([captions[i] for i in swapped], owner[swapped], 4)
-    assert evaluate.retrieval_metrics(scores[:, swapped], owner[swapped], (1,), swapped_positives) == by_identity
+    swapped_positives = retrieval.caption_positives([captions[i] for i in swapped], owner[swapped], 4)
+    assert retrieval.retrieval_metrics(scores[:, swapped], owner[swapped], (1,), swapped_positives) == by_identity
     # counting the owner only, the same scores give a result that depends on the row order
-    owner_only = evaluate.retrieval_metrics(scores, owner, (1,))
-    assert owner_only != evaluate.retrieval_metrics(scores[:, swapped], owner[swapped], (1,))
+    owner_only = retrieval.retrieval_metrics(scores, owner, (1,))
+    assert owner_only != retrieval.retrieval_metrics(scores[:, swapped], owner[swapped], (1,))
 
 
 @pytest.mark.parametrize("order", [[0, 1, 2, 3], [1, 0, 3, 2]])
@@ -52,7 +52,7 @@ def test_retrieval_on_a_csv_does_not_depend_on_row_order(tmp_path, order):
     csv_path = write_csv(tmp_path / "captions.csv", rows)
     eye = torch.eye(3).tolist()
     loaded = loaded_stub(StubModel(IMAGES, IMAGES, eye, eye), TEXTS)
-    result = evaluate.retrieval(loaded.model, csv_path, loaded.tokenizer, loaded.preprocess, modes=["first"])
+    result = retrieval.retrieval(loaded.model, csv_path, loaded.tokenizer, loaded.preprocess, modes=["first"])
     assert result["modes"]["first"]["image_to_text_R@1"] == 0.75
     assert result["modes"]["first"]["text_to_image_R@1"] == 1.0
     assert result["shared_captions"] == 2 and result["positives"] == "own or identical caption"

@@ -10,10 +10,11 @@ from eval_fixtures import make_workspace
 
 import dalip
 from dalip.cli import main
-from dalip.model_specs import load_model
-from dalip.suite import run_suite
-from dalip.wiseft import interpolate
-from dalip.wiseft import interpolate_weights
+from dalip.evaluation.specs import load_model
+from dalip.evaluation.suite import run_suite
+from dalip.evaluation.wiseft import interpolate
+from dalip.evaluation.wiseft import interpolate_weights
+from dalip.report.suite import write_interpolation_report
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,7 @@ def test_sweep_endpoints_reproduce_the_models_own_results(workspace, tmp_path):
         {"name": "ret", "task": "retrieval", "domain": "general", "path": str(workspace["captions"])},
     ]}
     sweep = interpolate(str(workspace["start"]), str(workspace["tuned"]), [0, 0.5, 1], suite, tmp_path / "sweep")
+    write_interpolation_report(sweep, tmp_path / "sweep")
     alone = run_suite({"start": str(workspace["start"]), "tuned": str(workspace["tuned"])}, suite, tmp_path / "alone")
     for weight, name in (("w=0", "start"), ("w=1", "tuned")):
         for dataset in ("zs", "ret"):

@@ -19,8 +19,9 @@ from eval_fixtures import (
     write_image,
 )
 
-from dalip import evaluate
-from dalip.evaluation_data import Runtime
+from dalip.evaluation.retrieval import retrieval, retrieval_metrics
+from dalip.evaluation.runtime import Runtime
+from dalip.evaluation.zero_shot import class_embeddings, mean_per_class_recall, top_k_accuracy, zero_shot
 
 
 
@@ -33,9 +34,9 @@ def zero_shot_folder(tmp_path):
 
 def test_zero_shot_metrics_match_hand_computed_values(zero_shot_folder):
     model = StubModel(IMAGE_FIRST, IMAGE_SECOND, EYE, EYE, alpha=0.5)
-    result = evaluate.zero_shot(
+    result = zero_shot(
         model, zero_shot_folder, StubTokenizer(CLASSES), stub_preprocess, templates=["{}"],
-        modes=("all",), batch_size=4,
+        modes=("all",), runtime=Runtime(batch_size=4),
     )
     # first: predictions a a b b a a -> 3/6; recall a 2/3, b 1, c 0
     # second: a b a b c c -> 5/6; recall a 2/3, b 1, c 1
@@ -55,7 +56,7 @@ def test_zero_shot_on_labelled_csv_matches_folder(zero_shot_folder, tmp_path):
             for c, count, name in zip("abc", (3, 1, 2), CLASSES) for n in range(count)]
     table = write_csv(tmp_path / "labels.csv", rows)
     model = StubModel(IMAGE_FIRST, IMAGE_SECOND, EYE, EYE)
-    result = evaluate.zero_shot(model, table, StubTokenizer(CLASSES), stub_preprocess, templates="none", modes=["first"])
+    result = zero_shot(model, table, StubTokenizer(CLASSES), stub_preprocess, templates="none", modes=["first"])
     assert result["modes"]["first"]["top1"] == pytest.approx(0.5)
     assert list(result["modes"]) == ["first"]
 
@@ -68,16 +69,16 @@ def test_top_k_and_per_class_recall_on_a_score_matrix():
         [0.0, 0.1, 0.2, 0.9, 0.4, 0.5],  # label 3: rank 1
     ])
     labels = torch.tensor([5, 0, 4, 3])
-    assert evaluate.top_k_accuracy(scores, labels, 1) == pytest.approx(0.25)
-    assert evaluate.top_k_accuracy(scores, labels, 2) == pytest.approx(0.5)
-    assert evaluate.top_k_accuracy(scores, labels, 5) == pytest.approx(0.5)
-    assert evaluate.mean_per_class_recall(scores, labels) == pytest.approx(0.25)
+    assert top_k_accuracy(scores, labels, 1) == pytest.approx(0.25)
+    assert top_k_accuracy(scores, labels, 2) == pytest.approx(0.5)
+    assert top_k_accuracy(scores, labels, 5) == pytest.approx(0.5)
+    assert mean_per_class_recall(scores, labels) == pytest.approx(0.25)
 
 
 def test_class_embeddings_average_each_kind_over_templates_and_renormalise():
     texts = ["alpha", "x alpha"]
     model = StubModel([[1, 0]], [[1, 0]], [[1, 0], [0, 1]], [[1, 0, 0], [1, 1, 0]])
-    classes = evaluate.class_embeddings(model, StubTokenizer(texts), ["alpha"], ["{}", "x {}"], Runtime())
+    classes = class_embeddings(model, StubTokenizer(texts), ["alpha"], ["{}", "x {}"], Runtime())
     root_half = 2 ** -0.5
     assert torch.allclose(classes.first, torch.tensor([[root_half, root_half]]))
     second = torch.tensor([[1 + root_half, root_half, 0.0]])
@@ -104,7 +105,7 @@ def _caption_csv(tmp_path):
 def test_retrieval_recall_on_a_toy_case(tmp_path):
     table = _caption_csv(tmp_path)
     model = StubModel(RETRIEVAL_IMAGES, RETRIEVAL_IMAGES, RETRIEVAL_TEXT_FEATURES, RETRIEVAL_TEXT_FEATURES)
-    result = evaluate.retrieval(model, table, StubTokenizer(RETRIEVAL_TEXTS), stub_preprocess, modes=["first"])
+    result = retrieval(model, table, StubTokenizer(RETRIEVAL_TEXTS), stub_preprocess, modes=["first"])
     metrics = result["modes"]["first"]
     # image->text top-1: img0 -> cap0a (hit), img1 -> cap0b (miss), img2 -> cap2a (hit)
     assert metrics["image_to_text_R@1"] == pytest.approx(2 / 3)
@@ -120,7 +121,7 @@ def test_retrieval_leaves_out_unreadable_images_and_their_captions(tmp_path):
     table = _caption_csv(tmp_path)
     (tmp_path / "img" / "1.png").write_bytes(b"not a png")
     model = StubModel(RETRIEVAL_IMAGES, RETRIEVAL_IMAGES, RETRIEVAL_TEXT_FEATURES, RETRIEVAL_TEXT_FEATURES)
-    result = evaluate.retrieval(model, table, StubTokenizer(RETRIEVAL_TEXTS), stub_preprocess, modes=["first"])
+    result = retrieval(model, table, StubTokenizer(RETRIEVAL_TEXTS), stub_preprocess, modes=["first"])
     assert (result["num_images"], result["num_texts"], result["skipped"]) == (2, 4, 1)
     # without img1 and cap1, img0 finds cap0a and img2 finds cap2a first
     assert result["modes"]["first"]["image_to_text_R@1"] == pytest.approx(1.0)
@@ -129,7 +130,7 @@ def test_retrieval_leaves_out_unreadable_images_and_their_captions(tmp_path):
 def test_retrieval_metrics_at_two():
     images = torch.nn.functional.normalize(torch.tensor(RETRIEVAL_IMAGES, dtype=torch.float), dim=-1)
     texts = torch.nn.functional.normalize(torch.tensor(RETRIEVAL_TEXT_FEATURES, dtype=torch.float), dim=-1)
-    metrics = evaluate.retrieval_metrics(images @ texts.T, torch.tensor([0, 0, 1, 2, 2]), ks=(1, 2))
+    metrics = retrieval_metrics(images @ texts.T, torch.tensor([0, 0, 1, 2, 2]), ks=(1, 2))
     assert metrics["image_to_text_R@2"] == pytest.approx(1.0)
     # cap0b ranks img0 third; cap2a and cap2b find their image second
     assert metrics["text_to_image_R@2"] == pytest.approx(4 / 5)
@@ -138,14 +139,14 @@ def test_retrieval_metrics_at_two():
 def test_unknown_mode_and_missing_second_order_are_refused(zero_shot_folder):
     model = StubModel(IMAGE_FIRST, IMAGE_SECOND, EYE, EYE)
     with pytest.raises(ValueError, match="similarity mode"):
-        evaluate.zero_shot(model, zero_shot_folder, StubTokenizer(CLASSES), stub_preprocess, modes=["both"])
+        zero_shot(model, zero_shot_folder, StubTokenizer(CLASSES), stub_preprocess, modes=["both"])
     model.has_second_order = False
     with pytest.raises(ValueError, match="second-order"):
-        evaluate.zero_shot(model, zero_shot_folder, StubTokenizer(CLASSES), stub_preprocess, modes=["fused"])
+        zero_shot(model, zero_shot_folder, StubTokenizer(CLASSES), stub_preprocess, modes=["fused"])
 
 
 def test_folder_without_images_is_a_value_error(tmp_path):
     (tmp_path / "empty" / "a").mkdir(parents=True)
     model = StubModel(IMAGE_FIRST, IMAGE_SECOND, EYE, EYE)
     with pytest.raises(ValueError, match="no images"):
-        evaluate.zero_shot(model, tmp_path / "empty", StubTokenizer(CLASSES), stub_preprocess)
+        zero_shot(model, tmp_path / "empty", StubTokenizer(CLASSES), stub_preprocess)

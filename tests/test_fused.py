@@ -15,7 +15,8 @@ from eval_fixtures import make_workspace
 
 import dalip
 from dalip.cli import main
-from dalip.templates import fill, load_templates
+from dalip.data.captions import fill_template
+from dalip.evaluation.templates import load_templates
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import fused_search  # noqa: E402
@@ -71,7 +72,7 @@ def test_class_vectors_average_each_kind_then_fuse(workspace, tmp_path):
     templates = load_templates("plant")
     tokenizer = open_clip.get_tokenizer("test-tiny")
     with torch.no_grad():
-        per_prompt = model.encode_text(tokenizer([fill(t, name) for name in labels for t in templates]))
+        per_prompt = model.encode_text(tokenizer([fill_template(t, name) for name in labels for t in templates]))
 
     def per_class(features: torch.Tensor) -> torch.Tensor:
         return features.reshape(len(labels), len(templates), -1).mean(dim=1)  # (C, D)

@@ -17,8 +17,14 @@ def reference_mbdc(module: MBDC, tokens, summary, mask=None):
         for h in range(module.heads):
             part = slice(h * module.head_dim, (h + 1) * module.head_dim)
             cosine = F.cosine_similarity(x[:, part], s[part][None], dim=-1)
-            weighted = x[:, part] * (torch.softmax(cosine, 0) * keep.sum())[:, None]
-            bdc = reference_bdc(module.reduce(weighted))
+            weights = (torch.softmax(cosine, 0) * keep.sum())[:, None]
+            if module.weighting in ("before_norm", "batchnorm"):  # weights on the reduction's input
+                reduced = module.reduce(x[:, part] * weights)
+            elif module.weighting == "after_norm":
+                reduced = module.reduce(x[:, part]) * weights
+            else:
+                reduced = module.reduce(x[:, part])
+            bdc = reference_bdc(reduced)
             rows, cols = torch.triu_indices(module.reduced_dim, module.reduced_dim)
             vectors.append(bdc[rows, cols])
         vector = torch.cat(vectors)
@@ -36,9 +42,13 @@ def test_output_shape_and_norm(heads, reduced_dim, tokens_count, out_dim):
 
 
 @torch.no_grad()
-def test_batched_heads_match_plain_reference():
+@pytest.mark.parametrize("weighting", ["after_norm", "batchnorm", "none", "before_norm"])
+def test_batched_heads_match_plain_reference(weighting):
     torch.manual_seed(0)
-    module = MBDC(24, heads=3, reduced_dim=4).double().eval()
+    module = MBDC(24, heads=3, reduced_dim=4, weighting=weighting).double()
+    if weighting == "batchnorm":  # running statistics away from (0, 1), so eval mode differs from identity
+        module.train()(torch.randn(4, 7, 24, dtype=torch.float64) * 3 + 1, torch.randn(4, 24, dtype=torch.float64))
+    module.eval()
     tokens, summary = torch.randn(2, 7, 24, dtype=torch.float64), torch.randn(2, 24, dtype=torch.float64)
     mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
     torch.testing.assert_close(module(tokens, summary, mask), reference_mbdc(module, tokens, summary, mask))

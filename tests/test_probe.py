@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from eval_fixtures import StubModel, stub_preprocess, write_folder
 
-from dalip import probe
+from dalip.evaluation import probe
 
 
 def _blobs(seed: int, per_class: int, classes: int = 3, dim: int = 8, spread: float = 1.0):
@@ -85,8 +85,8 @@ def test_fewshot_saves_splits_and_reuses_them(tmp_path):
 
 
 def test_probe_feature_kinds():
-    from dalip.evaluation_data import EncodedImages
-    from dalip.model import Features
+    from dalip.evaluation.runtime import EncodedImages
+    from dalip.model.features import Features
 
     import torch
 

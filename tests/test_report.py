@@ -10,8 +10,8 @@ from conftest import TEST_MBDC
 from eval_fixtures import CLASSES, EYE, IMAGE_FIRST, IMAGE_SECOND, StubModel, loaded_stub, write_folder
 
 import dalip
-from dalip.report import markdown_table
-from dalip.suite import load_suite, run_suite
+from dalip.report.suite import markdown_table, write_suite_report
+from dalip.evaluation.suite import load_suite, run_suite
 
 
 def _results(scores: dict[str, dict[str, dict[str, float]]]) -> dict:
@@ -46,6 +46,7 @@ def test_run_suite_with_stub_models(tmp_path):
     suite = {"modes": "all", "templates": "none", "datasets": [{"task": "zeroshot", "domain": "plant", "path": "zs"}]}
     (tmp_path / "suite.yaml").write_text(json.dumps(suite))  # JSON is YAML
     results = run_suite([dalip_like, loaded_stub(clip_like, CLASSES, "clip-like")], tmp_path / "suite.yaml", tmp_path / "out")
+    write_suite_report(results, tmp_path / "out")
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| dalip-like [fused] | 66.7 | 66.7 | 66.7 |" in table
     assert "| dalip-like [second] | 83.3 | 83.3 | 83.3 |" in table
@@ -55,7 +56,7 @@ def test_run_suite_with_stub_models(tmp_path):
 
 def test_suite_file_checks(tmp_path):
     (tmp_path / "s.yaml").write_text("datasets:\n  - {task: zeroshot, path: data/test, colour: red}\n")
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['colour'\]"):
+    with pytest.raises(ValueError, match=r"unknown field 'suite.datasets\[0\].colour'"):
         load_suite(tmp_path / "s.yaml")
     (tmp_path / "s.yaml").write_text("datasets:\n  - {task: fewshot, train: a}\n")
     with pytest.raises(ValueError, match="needs train, test"):

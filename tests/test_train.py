@@ -8,9 +8,13 @@ from safetensors.torch import load_file
 
 import dalip
 from dalip.cli import main
-from dalip.config import OptimConfig
-from dalip.metrics import read_metrics
-from dalip.optim import lr_factor, parameter_groups
+from dalip.config import OptimConfig, load_train_config
+from dalip.data import build_loader, build_train_dataset
+from dalip.train.distributed import DistributedContext
+from dalip.train.loop import Trainer
+from dalip.train.optim import lr_factor, parameter_groups
+from dalip.train.run_log import read_metrics
+from dalip.train.task import MAX_LOGIT_SCALE, TrainingTask
 from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
 
 
@@ -104,19 +108,15 @@ def test_bf16_run_has_finite_loss(train_data, tmp_path):
 
 
 def test_accumulated_gradient_is_the_full_batch_gradient(train_data, tmp_path):
-    from dalip.config_io import load_train_config
-    from dalip.distributed import DistributedContext
-    from dalip.train import Trainer
-
     gradients = []
     for accumulation in (1, 2):
         path = write_config(train_data, tmp_path / f"acc{accumulation}", optim={"accumulation": accumulation})
         trainer = Trainer(load_train_config(path), DistributedContext())
         trainer.dataset.set_epoch(0)
-        images, texts = next(iter(__import__("dalip.data", fromlist=["x"]).build_loader(trainer.dataset, 8, 0)))
+        images, texts = next(iter(build_loader(trainer.dataset, 8, 0)))
         micro = [(images[i:i + 8 // accumulation], texts[i:i + 8 // accumulation])
                  for i in range(0, 8, 8 // accumulation)]
-        trainer._forward_backward(micro)
+        trainer.forward_backward(micro)
         gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
     assert gradients[0].keys() == gradients[1].keys()
     for name, value in gradients[0].items():
@@ -136,9 +136,7 @@ def test_accumulation_matches_one_big_batch(train_data, tmp_path):
 
 
 def test_nonfinite_loss_skips_the_step_then_stops(train_data, tmp_path, monkeypatch, capsys):
-    import dalip.train as train_module
-
-    original = train_module.Trainer._losses
+    original = TrainingTask.losses
     calls = {"n": 0}
 
     def sometimes_nan(self, *args):
@@ -148,7 +146,7 @@ def test_nonfinite_loss_skips_the_step_then_stops(train_data, tmp_path, monkeypa
             losses["loss"] = losses["loss"] * float("nan")
         return losses
 
-    monkeypatch.setattr(train_module.Trainer, "_losses", sometimes_nan)
+    monkeypatch.setattr(TrainingTask, "losses", sometimes_nan)
     out = tmp_path / "nan"
     code = main(["train", "--config", str(write_config(train_data, out, steps=20, max_nonfinite=3))])
     assert code == 1
@@ -196,3 +194,26 @@ def test_zero_shot_evaluation_every_n_steps(train_data, tmp_path):
         modes = record["eval"]["modes"]
         assert set(modes) == {"fused", "first"}
         assert 0.0 <= modes["fused"]["top1"] <= 1.0 and record["eval"]["num_images"] == 8
+
+
+@pytest.mark.parametrize("kind", ["dalip", "clip"])
+def test_training_task_is_the_step_the_config_asks_for(train_data, tmp_path, kind):
+    torch.manual_seed(0)
+    config = load_train_config(write_config(train_data, tmp_path / "task", loss={"kind": kind}))
+    task = TrainingTask.from_config(config)
+    assert task.second_order == (kind == "dalip") and task.loss.alpha == task.model.alpha
+    images, texts = next(iter(build_loader(build_train_dataset(
+        config.data.sources, task.preprocess_val, task.tokenizer, seed=0), 8, 0)))
+    losses = task(images, texts)
+    assert set(losses) == {"loss", "first_order_loss", "second_order_loss"} and losses["loss"].requires_grad
+    losses["loss"].backward()
+    heads = [p for p in task.model.image_mbdc.parameters()]
+    if kind == "clip":  # the plain CLIP baseline: first order only, heads neither used nor trained
+        assert task.model.alpha == 1.0 and losses["second_order_loss"] == 0
+        assert all(not p.requires_grad and p.grad is None for p in heads)
+    else:
+        assert task.model.alpha == config.model.alpha and all(p.grad is not None for p in heads)
+    with torch.no_grad():
+        task.model.clip.logit_scale.fill_(10.0)
+    task.clamp_temperatures()
+    assert task.model.clip.logit_scale.item() == pytest.approx(MAX_LOGIT_SCALE)

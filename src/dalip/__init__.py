@@ -1,13 +1,16 @@
 """dalip: Distribution Alignment-based Language-Image Pre-training on OpenCLIP."""
 
-from dalip.bdc import brownian_distance_covariance, upper_triangle_indices, vectorize_upper_triangle
-from dalip.checkpoint import save_model
-from dalip.factory import create_model, load_checkpoint
-from dalip.loss import DALIPLoss
-from dalip.mbdc import MBDC
-from dalip.model import DALIPModel, Features, supported_model_names
-
 __version__ = "0.1.0"
+
+from dalip.checkpoint import load_checkpoint  # noqa: E402
+from dalip.loss import DALIPLoss  # noqa: E402
+from dalip.model.bdc import brownian_distance_covariance, upper_triangle_indices, vectorize_upper_triangle  # noqa: E402
+from dalip.model.dalip_model import DALIPModel  # noqa: E402
+from dalip.model.factory import create_model  # noqa: E402
+from dalip.model.features import Features  # noqa: E402
+from dalip.model.file_format import save_model  # noqa: E402
+from dalip.model.mbdc import MBDC  # noqa: E402
+from dalip.model.registry import supported_model_names  # noqa: E402
 
 __all__ = [
     "MBDC",

@@ -6,14 +6,17 @@ Built on open_clip's ClipLoss, which also gathers features across ranks
 
 from __future__ import annotations
 
+import typing
+
 import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from torch import nn
 
-from dalip.model import Features
+from dalip.config import CombineMode
+from dalip.model.features import Features
 
-COMBINE_MODES = ("losses", "similarity")
+COMBINE_MODES = typing.get_args(CombineMode)
 
 
 class DALIPLoss(nn.Module):
@@ -33,7 +36,7 @@ class DALIPLoss(nn.Module):
     def __init__(
         self,
         alpha: float = 0.5,
-        combine: str = "losses",
+        combine: CombineMode = "losses",
         local_loss: bool = False,
         gather_with_grad: bool = False,
         cache_labels: bool = False,

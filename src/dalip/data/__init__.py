@@ -1,8 +1,7 @@
 """Data: image-text sources, weighted mixing, skip accounting and the synthetic generator.
 
 Training code calls `build_train_dataset(...)` then `build_loader(...)`; evaluation code
-uses `make_source(...)` (an `ImageFolderSource` / `CsvSource` with `classes`, `samples`
-and `as_classification()`). `make_dataset(...)` writes the embedded plant dataset.
+uses `make_source(...)` (an `ImageFolderSource` / `CsvSource` with `classes` and `samples`). `make_dataset(...)` writes the embedded plant dataset.
 """
 
 from dalip.data.captions import DEFAULT_CAPTION_KEYS, DEFAULT_TEMPLATES
@@ -11,14 +10,13 @@ from dalip.data.mixing import MixedDataset, build_loader, build_train_dataset, c
 from dalip.data.shards import WebDatasetSource
 from dalip.data.skips import SKIP_REASONS, SkipCounter
 from dalip.data.make import make_source
-from dalip.data.sources import ClassificationView, Source, StreamSplit
+from dalip.data.sources import Source, StreamSplit
 from dalip.data.synthetic import make_dataset
 
 __all__ = [
     "DEFAULT_CAPTION_KEYS",
     "DEFAULT_TEMPLATES",
     "SKIP_REASONS",
-    "ClassificationView",
     "CsvSource",
     "ImageFolderSource",
     "MixedDataset",

@@ -124,10 +124,17 @@ def tokenize_caption(caption: str, tokenizer: Tokenizer | None) -> Any:
     return tokens[0] if isinstance(tokens, (list, tuple)) else tokens
 
 
+TEMPLATE_PLACEHOLDERS = ("{}", "{c}")  # where a template takes the class name
+
+
+def check_template(template: str, where: str = "caption template") -> str:
+    """The template, or ValueError (naming `where`) when it has no class-name placeholder."""
+    if not any(placeholder in template for placeholder in TEMPLATE_PLACEHOLDERS):
+        raise ValueError(f"{where}: template {template!r} has no '{{}}' placeholder for the class name")
+    return template
+
+
 def fill_template(template: str, class_name: str) -> str:
     """"a photo of a {}." + "Quercia lobata" -> "a photo of a Quercia lobata."."""
-    if "{}" in template:
-        return template.replace("{}", class_name)
-    if "{c}" in template:
-        return template.replace("{c}", class_name)
-    raise ValueError(f"caption template {template!r} has no '{{}}' placeholder for the class name")
+    placeholder = next(p for p in TEMPLATE_PLACEHOLDERS if p in check_template(template))
+    return template.replace(placeholder, class_name)

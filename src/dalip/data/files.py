@@ -17,6 +17,7 @@ from dalip.config import SourceConfig
 from dalip.data.captions import (
     DEFAULT_TEMPLATES,
     CaptionError,
+    check_template,
     fill_template,
     parse_caption_field,
 )
@@ -68,7 +69,7 @@ class ImageFolderSource(MapSource):
             )
         self.templates = list(config.templates) if config.templates else list(DEFAULT_TEMPLATES)
         for template in self.templates:
-            fill_template(template, "x")  # fail early on a template without a placeholder
+            check_template(template, config.path)  # fail early, not at the first sample
         super().__init__(config.path, items, builder, seed)
 
     @staticmethod

@@ -207,26 +207,6 @@ class MapSource(Source, torch.utils.data.Dataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         return self.stream(StreamSplit(self.shared_epoch.get(), 0, 1, worker, workers))
 
-    def as_classification(self) -> "ClassificationView":
-        """The same images as a map-style `(image, label)` dataset for evaluation."""
-        return ClassificationView(self)
-
-
-class ClassificationView(torch.utils.data.Dataset):
-    """`(transform(image), label)` per item of a `MapSource`; None for unreadable images."""
-
-    def __init__(self, source: MapSource) -> None:
-        self.source = source
-        self.classes: list[str] = list(getattr(source, "classes", []))
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        path, label = self.source.samples[index]
-        image = decode_image(read_file(path), self.source.skip_counter, path)
-        return None if image is None else (self.source.builder.image(image), label)
-
 
 def check_path_exists(path: str, what: str) -> str:
     """`path` made absolute, or FileNotFoundError naming it and what was expected there."""

@@ -1,5 +1,5 @@
-"""CLIP_benchmark datasets in dalip: its WebDataset layout read as it is, results also
-written in its JSON format.
+"""CLIP_benchmark datasets in dalip: its WebDataset layout read as it is (its JSON results
+format: `dalip.report.clip_benchmark`).
 
 The layout of a `wds/NAME` dataset (as CLIP_benchmark's `clip_benchmark_export_wds` writes it):
 
@@ -15,20 +15,20 @@ Images are read straight from the tar files by offset, so loader workers can sha
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch.utils.data import Dataset
 
-from dalip import evaluate
-from dalip.checkpoint import atomic_write
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image
+from dalip.evaluation.retrieval import retrieval_on
+from dalip.evaluation.runtime import Runtime
+from dalip.evaluation.specs import LoadedModel
+from dalip.evaluation.zero_shot import zero_shot
 
 PREFIX = "wds/"
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
@@ -192,14 +192,15 @@ def retrieval_captions(data: ClipBenchmarkData) -> tuple[list[str], list[int]]:
 
 
 def evaluate_clip_benchmark(
-    loaded: Any, name: str, root: str | os.PathLike, split: str, task: str, modes: list[str],
-    runtime: dict[str, Any], templates: Any = None, default_templates: Any = "openai",
-    class_names: list[str] | None = None,
+    loaded: LoadedModel, name: str, root: str | os.PathLike, split: str, task: str, modes: Sequence[str],
+    runtime: Runtime | None = None, templates: Any = None, default_templates: Any = "openai",
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Zero-shot or retrieval on a CLIP_benchmark dataset with a loaded model (`LoadedModel`).
+    """Zero-shot or retrieval on a CLIP_benchmark dataset with a loaded model.
 
     Zero-shot uses `templates` when given, else the dataset's own templates, else
-    `default_templates`. Returns the result of `evaluate.zero_shot` / `retrieval_on`.
+    `default_templates`. Returns the result of `zero_shot` / `retrieval_on`, plus
+    `dataset_root`.
     """
     data = read_clip_benchmark(name, root, split)
     if data.task != task:
@@ -208,57 +209,13 @@ def evaluate_clip_benchmark(
     where = f"{name}:{split}"
     if task == "retrieval":
         captions, owners = retrieval_captions(data)
-        result = evaluate.retrieval_on(loaded.model, images, captions, owners, loaded.tokenizer, where,
-                                       modes=modes, **runtime)
+        result = retrieval_on(loaded.model, images, captions, owners, loaded.tokenizer, where, modes, runtime)
     else:
-        result = evaluate.zero_shot(loaded.model, images, loaded.tokenizer, loaded.preprocess,
-                                    templates=templates or data.templates or default_templates, modes=modes,
-                                    class_names=class_names or data.classes, **runtime)
+        result = zero_shot(loaded.model, images, loaded.tokenizer, loaded.preprocess,
+                           templates=templates or data.templates or default_templates, modes=modes,
+                           runtime=runtime, class_names=class_names or data.classes)
         if not templates and data.templates:
             result["template_set"] = data.templates_file
         result["dataset"] = where
     result["dataset_root"] = os.path.abspath(root)
     return result
-
-
-def clip_benchmark_metrics(task: str, metrics: dict[str, float], num_classes: int | None = None) -> dict[str, float]:
-    """Our metric names -> CLIP_benchmark's (its `acc5` is NaN under 5 classes; its
-    `image_retrieval` is text->image, `text_retrieval` image->text)."""
-    if task == "zeroshot":
-        return {
-            "acc1": metrics["top1"],
-            "acc5": metrics["top5"] if (num_classes or 0) >= 5 else math.nan,
-            "mean_per_class_recall": metrics["mean_per_class_recall"],
-        }
-    ks = sorted(int(key.split("@")[1]) for key in metrics if key.startswith("text_to_image_R@"))
-    converted = {}
-    for k in ks:
-        converted[f"image_retrieval_recall@{k}"] = metrics[f"text_to_image_R@{k}"]
-        converted[f"text_retrieval_recall@{k}"] = metrics[f"image_to_text_R@{k}"]
-    return converted
-
-
-def write_clip_benchmark_results(results: dict[str, Any], datasets: dict[str, str], out_dir: Path) -> list[Path]:
-    """One CLIP_benchmark-style JSON per (dataset, model, mode) in `out_dir/clip_benchmark/`.
-
-    `datasets` maps a suite dataset name to its CLIP_benchmark name (`wds/NAME`).
-    """
-    written = []
-    for model_name, entry in results["models"].items():
-        for dataset_name, benchmark_name in datasets.items():
-            result = entry["datasets"][dataset_name]
-            task = "zeroshot_classification" if result["task"] == "zeroshot" else "zeroshot_retrieval"
-            for mode, metrics in result["modes"].items():
-                dump = {
-                    "dataset": benchmark_name, "model": model_name, "pretrained": entry["spec"], "task": task,
-                    "metrics": clip_benchmark_metrics(result["task"], metrics, result.get("num_classes")),
-                    "language": "en", "similarity": mode,
-                }
-                if "templates" in result:
-                    dump["templates"] = result["templates"]
-                slug = f"{benchmark_name.replace('/', '_')}_{model_name}_{mode}_{task}.json".replace(os.sep, "_")
-                path = out_dir / "clip_benchmark" / slug
-                text = json.dumps(dump) + "\n"
-                atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
-                written.append(path)
-    return written

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Mapping
 
-from dalip.checkpoint import current_umask
+from dalip.atomic import file_mode
 
 
 def check_output_folder(folder: str | os.PathLike, names: list[str], force: bool) -> Path:
@@ -38,7 +38,7 @@ def write_files(folder: str | os.PathLike, writers: Mapping[str, Callable[[Path]
         clashes = [p.name for p in staged if (folder / p.name).exists() and p.name not in writers]
         if clashes and not force:
             raise FileExistsError(f"{folder} already holds {', '.join(clashes)}; use --force to overwrite")
-        mode = 0o666 & ~current_umask()
+        mode = file_mode()
         for path in staged:
             os.chmod(path, mode)
             os.replace(path, folder / path.name)

@@ -20,12 +20,13 @@ from typing import Any
 
 import open_clip
 import torch
-from open_clip.transformer import QuickGELU
+from huggingface_hub import hf_hub_download
 from safetensors.torch import load_file, save_file
 
 from dalip.export.files import write_files
-from dalip.factory import _register_config
-from dalip.model import DALIPModel, check_model_name
+from dalip.model.dalip_model import DALIPModel
+from dalip.model.factory import wrap_clip
+from dalip.model.registry import check_model_name, register_config
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,13 @@ def open_clip_config(model: DALIPModel) -> dict[str, Any]:
     """`open_clip_config.json` of the model: `model_cfg` as built (forced image size,
     context length, QuickGELU included) and its `preprocess_cfg`."""
     config = model.config()
-    model_cfg = copy.deepcopy(config["open_clip_config"])
+    if config["open_clip_config"] is None:
+        raise ValueError(f"{model.model_name}: open_clip has no config of this architecture to export")
+    model_cfg = copy.deepcopy(config["open_clip_config"])  # `quick_gelu` set when built with it
     size = config["image_size"]  # as built, e.g. [224, 224] (a forced size included)
     square = isinstance(size, list) and len(size) == 2 and size[0] == size[1]
     model_cfg["vision_cfg"]["image_size"] = size[0] if square else size
     model_cfg["text_cfg"]["context_length"] = config["context_length"]
-    if any(isinstance(module, QuickGELU) for module in model.clip.modules()):
-        model_cfg["quick_gelu"] = True
     preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model.clip))
     preprocess_cfg = {key: list(v) if isinstance(v, tuple) else v for key, v in preprocess_cfg.items()}
     return {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
@@ -113,14 +114,13 @@ def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -
     own = config["dalip"]
     name = own["model_name"]
     if open_clip.get_model_config(name) is None:  # so that the model can be saved and rebuilt
-        _register_config(name, config["model_cfg"])
+        register_config(name, config["model_cfg"])
     check_model_name(name)
     try:
         clip = open_clip.create_model(f"{LOCAL_DIR_PREFIX}{folder}")
     except RuntimeError as error:  # weights that do not fit the folder's config
         raise ValueError(f"{folder}: open_clip could not load it: {str(error).splitlines()[0]}") from error
-    model = DALIPModel(clip, name, own.get("alpha", 0.5), separate_second_temperature=own.get(
-        "separate_second_temperature", False), **own.get("mbdc", {}))
+    model = wrap_clip(clip, own)
     missing, unexpected = model.load_state_dict(load_file(str(heads_path), device="cpu"), strict=False)
     wrong = unexpected + [key for key in missing if not key.startswith("clip.")]
     if wrong:
@@ -131,8 +131,6 @@ def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -
 def hf_hub_folder(repo: str) -> Path:
     """Fetch (or find in the Hugging Face cache) an open_clip repository's files; the local
     snapshot folder. Offline (HF_HUB_OFFLINE=1) only the cache is read."""
-    from huggingface_hub import hf_hub_download
-
     def fetch(name: str, required: bool = True) -> Path | None:
         try:
             return Path(hf_hub_download(repo_id=repo, filename=name))

@@ -16,13 +16,13 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-import open_clip
 import torch
 from torch import nn
 
 from dalip.export.files import write_files
 from dalip.export.folder import open_clip_config
-from dalip.model import DALIPModel
+from dalip.model.dalip_model import DALIPModel
+from dalip.model.factory import create_tokenizer
 
 IMAGE_NAME = "image_encoder.onnx"
 TEXT_NAME = "text_encoder.onnx"
@@ -84,7 +84,7 @@ def export_onnx(model: DALIPModel, folder: str | os.PathLike, force: bool = Fals
     model = model.eval()
     size = _pair(model.clip.visual.image_size)
     images = torch.zeros(2, 3, *size)
-    tokenizer = open_clip.get_tokenizer(model.model_name, context_length=model.clip.context_length)
+    tokenizer = create_tokenizer(model)
     texts = tokenizer(["a photo of a leaf", "a serrate ovate leaf with brown spots"])
     text = json.dumps(onnx_info(model), indent=2) + "\n"
     writers = {

@@ -1,0 +1,33 @@
+"""What several subcommands share: model-spec help, similarity modes, runtime flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dalip.evaluation.runtime import Runtime
+from dalip.evaluation.suite_file import Suite
+
+MODES = ("fused", "first", "second", "all")
+MODEL_HELP = ("dalip checkpoint, local-dir:FOLDER or hf-hub:ORG/REPO (open_clip folders), or "
+              "openclip:ARCH:WEIGHTS (file or tag); prefix NAME= to name it")
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--batch-size", type=int, default=None, help="images per batch (default 64, or the suite's)")
+    group.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default 0)")
+    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+    group.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast (GPU)")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def runtime_from_flags(args: argparse.Namespace, suite: Suite | None = None) -> Runtime:
+    """The runtime flags as a Runtime; unset sizes come from the suite (else 64 and 0)."""
+    batch_size = args.batch_size or (suite.batch_size if suite else 64)
+    workers = args.workers if args.workers is not None else (suite.workers if suite else 0)
+    return Runtime(batch_size, workers, args.device, args.precision, show_progress(args))
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()

@@ -1,0 +1,44 @@
+"""`dalip predict`: top-k zero-shot labels for images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, runtime_from_flags
+from dalip.evaluation.specs import load_model
+from dalip.evaluation.zero_shot import check_labels, predict, read_label_file
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("predict", help="top-k labels for images (zero-shot)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files and/or folders")
+    parser.add_argument("--model", "-m", required=True, metavar="SPEC", help=MODEL_HELP)
+    labels = parser.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", help="comma-separated labels, e.g. 'rose,oak,maple'")
+    labels.add_argument("--labels-file", help="one label per line")
+    parser.add_argument("--templates", default="none",
+                        help="none (labels as given), generic, plant, openai, simple or a file")
+    parser.add_argument("--mode", default="fused", choices=MODES[:3], help="similarity mode (default fused)")
+    parser.add_argument("--top-k", type=int, default=5, help="labels shown per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_runtime_flags(parser)
+    parser.set_defaults(handler=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    labels = read_label_file(args.labels_file) if args.labels_file else check_labels(args.labels.split(","), "--labels")
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    loaded = load_model(args.model)
+    mode = args.mode if loaded.has_second_order else "first"
+    predictions = predict(loaded.model, args.images, labels, loaded.tokenizer, loaded.preprocess,
+                          templates=args.templates, mode=mode, top_k=args.top_k, runtime=runtime_from_flags(args))
+    if args.json:
+        print(json.dumps({"model": loaded.spec, "mode": mode, "results": predictions}, indent=2))
+        return 0
+    for item in predictions:
+        print(item["image"])
+        for prediction in item["predictions"]:
+            print(f"  {prediction['probability']:7.2%}  {prediction['label']}")
+    return 0

@@ -1,1 +1,0 @@
-"""Subcommand parsers of the `dalip` command (the command-line layer; see dalip.cli)."""

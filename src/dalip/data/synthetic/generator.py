@@ -1,0 +1,201 @@
+"""The embedded dataset generator: fine-grained synthetic plants plus general pictures.
+
+`make_dataset(out_dir, seed=0, ...)` writes, deterministically in `seed`:
+
+    out_dir/manifest.json                  seed, options, counts, species and their traits,
+                                           every split's files and shard sizes
+    out_dir/plant/{train,val,test}/        one split folder each (layout in
+    out_dir/general/{train,val,test}/      `writers.py`): <class>/<id>.jpg,
+                                           classes.txt, captions.csv, shards/*.tar, sizes.json
+
+Every image has its own random generator seeded by (seed, domain, split, class, index),
+so the output does not depend on the order images are rendered in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from dalip.data.synthetic.general import GENERAL_CLASSES, general_caption, render_general
+from dalip.data.synthetic.plants import TRAITS, Species, alt_text, make_species, multi_captions
+from dalip.data.synthetic.render import sample_pose, render_leaf
+from dalip.data.synthetic.writers import SplitWriter, encode_image
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+DOMAINS = ("plant", "general")
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """What `make_dataset` writes (all of it is recorded in the manifest)."""
+
+    seed: int = 0
+    species: int = 24
+    image_size: int = 64
+    train_per_class: int = 40
+    val_per_class: int = 10
+    test_per_class: int = 20
+    general_classes: int = 12
+    samples_per_shard: int = 200
+    image_format: str = "jpg"
+
+    def validate(self) -> None:
+        """ValueError naming the first option out of range."""
+        checks = [
+            ("species", self.species >= 2, ">= 2"),
+            ("image_size", 16 <= self.image_size <= 1024, "between 16 and 1024"),
+            ("train_per_class", self.train_per_class >= 1, ">= 1"),
+            ("val_per_class", self.val_per_class >= 1, ">= 1"),
+            ("test_per_class", self.test_per_class >= 1, ">= 1"),
+            ("general_classes", 0 <= self.general_classes <= len(GENERAL_CLASSES),
+             f"between 0 and {len(GENERAL_CLASSES)}"),
+            ("samples_per_shard", self.samples_per_shard >= 1, ">= 1"),
+            ("image_format", self.image_format in ("jpg", "png"), "'jpg' or 'png'"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+    def per_class(self, split: str) -> int:
+        return {"train": self.train_per_class, "val": self.val_per_class, "test": self.test_per_class}[split]
+
+
+def prepare_output(out_dir: str, force: bool) -> None:
+    """Create `out_dir`; refuse a non-empty one unless `force`, which removes only what a
+    previous run wrote there (plant/, general/, manifest.json)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"{out_dir}: exists and is not a folder")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not force:
+            raise ValueError(
+                f"{out_dir}: folder is not empty (expected an empty or new folder; use --force to overwrite)"
+            )
+        for name in (*DOMAINS, MANIFEST):
+            path = os.path.join(out_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+    os.makedirs(out_dir, exist_ok=True)
+
+
+Renderer = Callable[[int, np.random.Generator], tuple[Image.Image, str, dict[str, str]]]
+
+
+def _plant_renderer(species: list[Species], size: int) -> Renderer:
+    def render(label: int, rng: np.random.Generator) -> tuple[Image.Image, str, dict[str, str]]:
+        chosen = species[label]
+        image = render_leaf(chosen.traits, sample_pose(rng), size)
+        return image, alt_text(chosen, rng), multi_captions(chosen)
+
+    return render
+
+
+def _general_renderer(classes: list[tuple[str, str]], size: int) -> Renderer:
+    def render(label: int, rng: np.random.Generator) -> tuple[Image.Image, str, dict[str, str]]:
+        folder, readable = classes[label]
+        image, detail = render_general(folder, sample_pose(rng), size)
+        caption = general_caption(readable, detail, rng)
+        return image, caption, {"common": readable, "description": caption}
+
+    return render
+
+
+def write_split(
+    root: str, classes: list[tuple[str, str]], render: Renderer, options: GeneratorOptions, key: list[int]
+) -> dict[str, Any]:
+    """Render and write one split; `key` = [seed, domain, split] seeds every image."""
+    per_class = options.per_class(SPLITS[key[2]])
+    items = [(label, index) for label in range(len(classes)) for index in range(per_class)]
+    order = np.random.default_rng([*key, 99]).permutation(len(items))  # classes mixed in shards
+    writer = SplitWriter(root, classes, options.samples_per_shard, options.image_format)
+    for position in order:
+        label, index = items[position]
+        image, caption, captions = render(label, np.random.default_rng([*key, label, index]))
+        writer.add(label, encode_image(image, options.image_format), caption, captions)
+    return writer.close()
+
+
+def make_dataset(
+    out_dir: str,
+    seed: int = 0,
+    species: int = 24,
+    image_size: int = 64,
+    *,
+    force: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Write the synthetic dataset under `out_dir` (layout in the module docstring).
+
+    Further keyword options are the fields of `GeneratorOptions` (train_per_class,
+    val_per_class, test_per_class, general_classes, samples_per_shard, image_format).
+    Returns the manifest, also written to `out_dir/manifest.json`.
+    """
+    unknown = set(options) - set(GeneratorOptions.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown make_dataset options {sorted(unknown)}")
+    config = GeneratorOptions(seed=seed, species=species, image_size=image_size, **options)
+    config.validate()
+    prepare_output(out_dir, force)
+    plants = make_species(config.species, config.seed)
+    domains: dict[str, tuple[list[tuple[str, str]], Renderer]] = {
+        "plant": ([(s.folder, s.scientific) for s in plants], _plant_renderer(plants, config.image_size)),
+        "general": (
+            list(GENERAL_CLASSES[: config.general_classes]),
+            _general_renderer(list(GENERAL_CLASSES), config.image_size),
+        ),
+    }
+    splits: dict[str, dict[str, Any]] = {}
+    for domain_index, (domain, (classes, render)) in enumerate(domains.items()):
+        if not classes:
+            continue
+        for split_index, split in enumerate(SPLITS):
+            root = os.path.join(out_dir, domain, split)
+            entry = write_split(root, classes, render, config, [config.seed, domain_index, split_index])
+            splits[f"{domain}/{split}"] = entry
+            shards = len(entry["shard_sizes"])
+            logger.info("wrote %s/%s: %d images, %d shards", domain, split, entry["count"], shards)
+    manifest = _manifest(config, plants, splits, out_dir)
+    with open(os.path.join(out_dir, MANIFEST), "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=1, sort_keys=True)
+    return manifest
+
+
+def _manifest(
+    config: GeneratorOptions, plants: list[Species], splits: dict[str, dict[str, Any]], out_dir: str
+) -> dict[str, Any]:
+    """JSON-able record of what was written (paths relative to `out_dir`)."""
+    files = {}
+    for name, entry in splits.items():
+        shards = [f"shards/{shard}" for shard in entry["shard_sizes"]]
+        for relative in [entry["csv"], entry["classes"], "shards/sizes.json", *shards]:
+            files[f"{name}/{relative}"] = os.path.getsize(os.path.join(out_dir, name, relative))
+    return {
+        "generator": "dalip.data.synthetic",
+        "format_version": FORMAT_VERSION,
+        "options": asdict(config),
+        "seed": config.seed,
+        "image_size": config.image_size,
+        "traits": {trait: list(values) for trait, values in TRAITS.items()},
+        "species": [
+            {"label": i, "folder": s.folder, "scientific": s.scientific, "common": s.common,
+             "family": s.family, "traits": s.traits, "differs_from_genus_base_in": s.changed}
+            for i, s in enumerate(plants)
+        ],
+        "general_classes": [readable for _, readable in GENERAL_CLASSES[: config.general_classes]],
+        "splits": splits,
+        "counts": {name: entry["count"] for name, entry in splits.items()},
+        "files": files,
+    }

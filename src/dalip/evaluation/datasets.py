@@ -1,0 +1,140 @@
+"""Evaluation data: labelled images (folders, CSVs, datasets), caption CSVs, image lists.
+
+Image folders and labelled CSVs are listed with `dalip.data.make_source` (its `samples`
+and `classes`); caption CSVs for retrieval (several captions per image) and plain file
+lists are read here. Every dataset yields `(image, label)`, or None for an unreadable image.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch.utils.data import Dataset
+
+from dalip.config import SourceConfig
+from dalip.data import make_source
+from dalip.data.captions import parse_caption_field
+from dalip.data.files import IMAGE_EXTENSIONS
+from dalip.data.skips import SkipCounter
+from dalip.data.sources import decode_image, read_file
+
+logger = logging.getLogger(__name__)
+
+
+class ImageFileDataset(Dataset):
+    """(transform(image), label) per image path (label 0 when none); None when unreadable."""
+
+    def __init__(self, paths: Sequence[str], transform: Any, labels: Sequence[int] | None = None) -> None:
+        self.paths = list(paths)
+        self.labels = list(labels) if labels is not None else [0] * len(self.paths)
+        self.transform = transform
+        self.skip_counter = SkipCounter()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        path = self.paths[index]
+        image = decode_image(read_file(path), self.skip_counter, path)
+        return None if image is None else (self.transform(image), self.labels[index])
+
+
+def load_classification_dataset(
+    source: str | os.PathLike | Dataset, transform: Any, class_names: Sequence[str] | None = None,
+    label_key: str = "label", image_key: str = "filepath",
+) -> tuple[Dataset, list[str], str]:
+    """(dataset of (image, label), class names, description) from a folder, a CSV or a dataset."""
+    if isinstance(source, Dataset):
+        names = class_names or getattr(source, "classes", None)
+        if not names:
+            raise ValueError("a dataset passed for evaluation needs a `classes` attribute or class_names")
+        return source, list(names), type(source).__name__
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such image folder or labelled CSV")
+    if os.path.isdir(path):
+        config = SourceConfig(kind="folder", path=path)
+    elif path.lower().endswith((".csv", ".tsv")):
+        # captions are not read for classification; the label column stands in for them
+        config = SourceConfig(kind="csv", path=path, image_key=image_key, caption_key=label_key, label_key=label_key)
+    else:
+        raise ValueError(f"{path}: expected an image folder (root/<class>/*.jpg) or a labelled .csv/.tsv file")
+    source = make_source(config)  # only its listing (samples, classes) is used here
+    names = list(class_names) if class_names else list(source.classes)
+    labels = [label for _, label in source.samples]
+    if min(labels) < 0 or max(labels) >= len(names):
+        raise ValueError(f"{path}: labels run from {min(labels)} to {max(labels)} but {len(names)} class names are known")
+    dataset = ImageFileDataset([p for p, _ in source.samples], transform, labels)
+    return dataset, names, os.path.abspath(path)
+
+
+def _cell_captions(cell: str) -> list[str]:
+    """A caption cell -> its captions: plain text, a JSON list, or a JSON object of named captions."""
+    text = (cell or "").strip()
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"caption cell is not a valid JSON list: {error}") from error
+    else:
+        values = list(parse_caption_field(text, "caption").values())
+    flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
+    return [v.strip() for v in flat if isinstance(v, str) and v.strip()]
+
+
+def read_caption_csv(path: str | os.PathLike, image_key: str = "filepath", caption_key: str = "caption") -> tuple[list[str], list[str], list[int]]:
+    """(unique image paths, captions, owning image index per caption) from a CSV/TSV.
+
+    Image paths are relative to the file; rows that repeat a path add captions to it.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such caption CSV/TSV file")
+    delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        missing = [key for key in (image_key, caption_key) if key not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing} (columns present: {reader.fieldnames})")
+        rows = list(reader)
+    folder = os.path.dirname(os.path.abspath(path))
+    paths: dict[str, int] = {}
+    captions, owners = [], []
+    for number, row in enumerate(rows, start=2):
+        try:
+            cell = _cell_captions(row[caption_key])
+        except ValueError as error:
+            raise ValueError(f"{path}, line {number}: {error}") from error
+        if not cell:
+            logger.warning("%s, line %d: no caption; row ignored", path, number)
+            continue
+        image = os.path.join(folder, row[image_key])
+        owner = paths.setdefault(image, len(paths))
+        captions += cell
+        owners += [owner] * len(cell)
+    if not captions:
+        raise ValueError(f"{path}: no captions (expected columns {image_key!r} and {caption_key!r})")
+    return list(paths), captions, owners
+
+
+def list_image_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Image files named directly or found (recursively, sorted) in the given folders."""
+    found: list[str] = []
+    for item in map(os.fspath, inputs):
+        if os.path.isdir(item):
+            inside = sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not inside:
+                raise ValueError(f"{item}: no images found (expected *{', *'.join(IMAGE_EXTENSIONS)} files)")
+            found += inside
+        elif os.path.isfile(item):
+            found.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such image file or folder")
+    if not found:
+        raise ValueError("no images given")
+    return found

@@ -1,0 +1,50 @@
+"""The reproducibility record of an evaluation: versions, hashes, seeds, data and sizes."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+from dalip import __version__
+from dalip.evaluation.specs import file_sha256
+
+_SIZE_KEYS = ("num_images", "num_texts", "num_classes", "skipped", "train_size", "test_size")
+_PATH_KEYS = ("dataset", "train", "test", "splits_file")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def reproducibility_record(results: dict[str, Any], suite: Any) -> dict[str, Any]:
+    """Versions, checkpoint hashes, seeds, modes, templates, class names, data paths and sizes."""
+    datasets: dict[str, Any] = {}
+    for entry in results["models"].values():
+        for name, result in entry["datasets"].items():
+            described = datasets.setdefault(name, {"task": result["task"], "domain": result["domain"]})
+            described.update({k: result[k] for k in _PATH_KEYS + _SIZE_KEYS if k in result})
+            for key in ("template_set", "templates", "class_names", "features", "chosen_C", "shots", "folds"):
+                if key in result:
+                    described[key] = result[key]
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "dalip": __version__, "open_clip_torch": _version("open_clip_torch"), "torch": _version("torch"),
+            "numpy": _version("numpy"), "scikit-learn": _version("scikit-learn"),
+            "python": sys.version.split()[0],
+        },
+        "platform": platform.platform(),
+        "command": sys.argv,
+        "suite_file": suite.source,
+        "suite_sha256": file_sha256(suite.source) if suite.source else None,
+        "seed": suite.seed,
+        "similarity_modes": {name: entry["modes"] for name, entry in results["models"].items()},
+        "checkpoints": {name: {"spec": e["spec"], "sha256": e["sha256"]} for name, e in results["models"].items()},
+        "datasets": datasets,
+    }

@@ -1,0 +1,116 @@
+"""WiSE-FT: weight-space interpolation between a start model and its fine-tuned version.
+
+`theta(w) = (1 - w) * theta_start + w * theta_tuned` for every floating-point tensor.
+The result has the tuned model's architecture: MBDC heads are interpolated when the
+start model has them too (a dalip checkpoint) and taken from the tuned model otherwise
+(a plain open_clip start, `openclip:ARCH:WEIGHTS`). Each point is evaluated by a suite,
+so the table and plot show how much domain accuracy is gained and general accuracy kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from dalip.evaluation.record import reproducibility_record
+from dalip.evaluation.specs import LoadedModel, load_model, state_sha256
+from dalip.evaluation.runtime import Runtime
+from dalip.evaluation.suite import evaluate_loaded, suite_runtime
+from dalip.evaluation.suite_file import load_suite, suite_summary, with_overrides
+
+logger = logging.getLogger(__name__)
+
+
+def interpolate_state(
+    start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], weight: float
+) -> dict[str, torch.Tensor]:
+    """(1 - weight) * start + weight * tuned per tensor; tensors only the tuned model has are kept."""
+    mixed = {}
+    for key, tuned_value in tuned.items():
+        start_value = start.get(key)
+        if start_value is None:
+            if key.startswith("clip."):
+                raise ValueError(f"start model has no weight {key!r}: the two models are different architectures")
+            mixed[key] = tuned_value  # e.g. MBDC heads that a plain open_clip start lacks
+        elif start_value.shape != tuned_value.shape:
+            raise ValueError(
+                f"weight {key!r} has shape {tuple(start_value.shape)} in the start model and "
+                f"{tuple(tuned_value.shape)} in the tuned one: the models are different architectures"
+            )
+        elif not tuned_value.is_floating_point():
+            mixed[key] = tuned_value
+        else:
+            value = (1.0 - weight) * start_value.float() + weight * tuned_value.float()
+            mixed[key] = value.to(tuned_value.dtype)
+    return mixed
+
+
+def interpolate_weights(start: nn.Module, tuned: nn.Module, weight: float) -> nn.Module:
+    """A copy of `tuned` whose weights are interpolated towards `start` (w=1: tuned, w=0: start)."""
+    model = copy.deepcopy(tuned).cpu()
+    start_state = {k: v.detach().cpu() for k, v in start.state_dict().items()}
+    tuned_state = {k: v.detach().cpu() for k, v in tuned.state_dict().items()}
+    model.load_state_dict(interpolate_state(start_state, tuned_state, weight))
+    return model.eval()
+
+
+def _check_weights(weights: Sequence[float]) -> list[float]:
+    weights = [float(w) for w in weights]
+    if not weights or not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"interpolation weights must be a non-empty list of numbers, got {weights}")
+    outside = [w for w in weights if not 0.0 <= w <= 1.0]
+    if outside:
+        logger.warning("weights %s lie outside [0, 1]: extrapolating", outside)
+    return weights
+
+
+def interpolate(
+    start: Any,
+    tuned: Any,
+    weights: Sequence[float],
+    suite: Any,
+    out_dir: str | os.PathLike,
+    runtime: Runtime | None = None,
+    modes: Sequence[str] | None = None,
+    save_models: bool = False,
+) -> dict[str, Any]:
+    """Evaluate WiSE-FT interpolations of `start` and `tuned` (model specs) with a suite.
+
+    Returns the results dict ("models" keyed "w=<w>", plus "interpolation" per weight), which
+    `dalip.report.suite.write_interpolation_report` turns into results.json/.md/.png (one row
+    per weight), interpolation.md and interpolation.png. With `save_models`, each interpolated
+    DALIPModel is saved as `out_dir`/models/wise_ft_<w>.safetensors.
+    """
+    weights = _check_weights(weights)
+    suite = load_suite(suite)
+    runtime = runtime or suite_runtime(suite)
+    suite = with_overrides(suite, modes, runtime.batch_size, runtime.workers)
+    out_dir = Path(out_dir)
+    start_model, tuned_model = load_model(start, "start"), load_model(tuned, "tuned")
+    results: dict[str, Any] = {
+        "suite": suite_summary(suite), "models": {}, "interpolation": [],
+        "start": {"spec": start_model.spec, "sha256": start_model.sha256},
+        "tuned": {"spec": tuned_model.spec, "sha256": tuned_model.sha256},
+    }
+    for weight in weights:
+        model = interpolate_weights(start_model.model, tuned_model.model, weight)
+        name = f"w={weight:g}"
+        if save_models and hasattr(model, "save"):
+            model.save(out_dir / "models" / f"wise_ft_{weight:g}.safetensors")
+        point = LoadedModel(name, model, tuned_model.preprocess, tuned_model.tokenizer,
+                            f"wise-ft w={weight:g}", state_sha256(model))
+        logger.info("evaluating WiSE-FT %s", name)
+        entry = evaluate_loaded(point, suite, out_dir, runtime)
+        entry["weight"] = weight
+        results["models"][name] = entry
+        results["interpolation"].append({"weight": weight, "summary": entry["summary"]})
+        del model, point
+    results["record"] = reproducibility_record(results, suite)
+    return results

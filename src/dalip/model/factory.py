@@ -1,0 +1,207 @@
+"""create_model: an open_clip architecture + pretrained weights -> DALIPModel, transforms, tokenizer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import fields, replace
+from typing import Any, Callable, Iterator
+
+import open_clip
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
+
+from dalip.config import PAPER_MBDC, MBDCOptions
+from dalip.model.dalip_model import DALIPModel
+from dalip.model.file_format import read_checkpoint_config, read_state_dict
+from dalip.model.registry import check_model_name, register_config
+
+logger = logging.getLogger(__name__)
+
+# Our small architectures use a smaller MBDC than the paper's (4 heads x 46): a 4324-wide
+# projection would dwarf a model of a few million parameters.
+ARCHITECTURE_MBDC: dict[str, MBDCOptions] = {"dalip-tiny": replace(PAPER_MBDC, reduced_dim=16)}
+# dalip 0.1 wrote no weighting or dropout kind: its checkpoints keep the behaviour they were trained with.
+LEGACY_MBDC_OPTIONS = {"weighting": "before_norm", "dropout_kind": "element"}
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+_LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16,
+                  "pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}
+
+
+def mbdc_options_for(model_name: str, **overrides: Any) -> MBDCOptions:
+    """MBDC options: the paper's, then the architecture's own (ours), then `overrides` (None: keep)."""
+    names = [item.name for item in fields(MBDCOptions)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"unknown MBDC option(s) {unknown}; expected some of {names}")
+    options = ARCHITECTURE_MBDC.get(model_name, PAPER_MBDC)
+    return replace(options, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def resolve_pretrained(model_name: str, pretrained: str | None) -> str:
+    """Classify `pretrained`: "none", "dalip" (our checkpoint), "file" (open_clip weights) or "tag"."""
+    if not pretrained:
+        return "none"
+    if os.path.isfile(pretrained):
+        return "dalip" if read_checkpoint_config(pretrained) is not None else "file"
+    looks_like_path = os.sep in pretrained or "/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
+    if looks_like_path:
+        raise ValueError(f"pretrained file not found: {pretrained}")
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained not in tags:
+        known = ", ".join(tags) if tags else "none (use a local checkpoint file)"
+        raise ValueError(
+            f"unknown pretrained tag {pretrained!r} for {model_name}; expected a checkpoint file "
+            f"or one of: {known}"
+        )
+    return "tag"
+
+
+def tag_uses_quick_gelu(model_name: str, pretrained: str | None) -> bool:
+    """True when `pretrained` is an open_clip tag whose weights were trained with QuickGELU
+    (OpenAI's): the model must then be built with it, which open_clip only warns about."""
+    if not pretrained or os.path.isfile(pretrained):
+        return False
+    return bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False))
+
+
+def _create_clip(
+    model_name: str, weights: str | None, precision: str, image_size: Any,
+    context_length: int | None, cache_dir: str | None,
+) -> open_clip.CLIP:
+    quick_gelu = tag_uses_quick_gelu(model_name, weights)
+    if quick_gelu:
+        logger.info("building %s with QuickGELU: the %r weights were trained with it", model_name, weights)
+    try:
+        return open_clip.create_model(
+            model_name, pretrained=weights, precision=precision, force_quick_gelu=quick_gelu,
+            force_image_size=image_size, force_context_length=context_length, cache_dir=cache_dir,
+        )
+    except RuntimeError as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if weights is not None and os.path.isfile(weights):
+            raise ValueError(f"pretrained file {weights} does not hold {model_name} weights: {message}") from error
+        if weights is not None:
+            raise OSError(f"could not fetch pretrained weights {weights!r} for {model_name}: {message}") from error
+        raise
+
+
+def create_model(
+    model_name: str,
+    pretrained: str | None = None,
+    alpha: float = 0.5,
+    *,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    image_size: int | None = None,
+    context_length: int | None = None,
+    separate_second_temperature: bool = False,
+    aug_cfg: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+    **mbdc_options: Any,
+) -> tuple[DALIPModel, Callable, Callable, Callable]:
+    """Build a DALIP model on an open_clip architecture.
+
+    Args:
+        model_name: an open_clip ViT architecture (`open_clip.list_models()`) or one of ours
+            (`dalip-tiny`).
+        pretrained: None, an open_clip tag (downloaded by open_clip), an open_clip checkpoint
+            file, or a dalip checkpoint file. Parameters the weights do not cover (the MBDC
+            heads, for open_clip weights) are listed in `model.newly_initialized`.
+        alpha: weight of the first-order similarity in the fused similarity.
+        **mbdc_options: heads, reduced_dim, dropout, dropout_kind, weighting, learnable_temperature.
+
+    Returns: (model, preprocess_train, preprocess_val, tokenizer).
+    """
+    check_model_name(model_name)
+    options = mbdc_options_for(model_name, **mbdc_options)
+    source = resolve_pretrained(model_name, pretrained)
+    open_clip_weights = pretrained if source in ("file", "tag") else None
+    quiet = _quiet_root_logger() if source == "dalip" else contextlib.nullcontext()
+    with quiet:  # our checkpoint's weights are loaded below
+        clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
+    model = DALIPModel(clip, model_name, alpha, options, separate_second_temperature=separate_second_temperature)
+    model.newly_initialized = []
+    if source == "dalip":
+        model.newly_initialized = load_matching_weights(model, pretrained)
+    elif source in ("file", "tag"):
+        model.newly_initialized = model.mbdc_parameter_names()
+    if model.newly_initialized and source != "none":
+        logger.info("newly initialised (not in %s): %s", pretrained, ", ".join(model.newly_initialized))
+    if precision in _LOW_PRECISION:
+        for module in (model.image_mbdc, model.text_mbdc):
+            module.to(_LOW_PRECISION[precision])
+    model.to(device)
+    preprocess_train, preprocess_val = create_transforms(model, aug_cfg)
+    return model, preprocess_train, preprocess_val, create_tokenizer(model)
+
+
+def create_transforms(model: DALIPModel, aug_cfg: dict[str, Any] | None = None) -> tuple[Callable, Callable]:
+    """open_clip's train (augmenting) and validation transforms for the model's image tower."""
+    config = PreprocessCfg(**model.clip.visual.preprocess_cfg)
+    return (
+        image_transform_v2(config, is_train=True, aug_cfg=aug_cfg),
+        image_transform_v2(config, is_train=False),
+    )
+
+
+def create_tokenizer(model: DALIPModel) -> Callable:
+    """open_clip's tokenizer for the model's architecture, at the model's context length."""
+    return open_clip.get_tokenizer(model.model_name, context_length=model.clip.context_length)
+
+
+def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[str]:
+    """Load a dalip checkpoint's weights into `model`; returns parameters left as initialised.
+
+    Every open_clip weight must match; MBDC weights whose shapes differ (other heads or
+    reduced dim) are kept as initialised.
+    """
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing_clip = [k for k in own if k.startswith("clip.") and (k not in state or state[k].shape != own[k].shape)]
+    if missing_clip:
+        raise ValueError(
+            f"checkpoint {path} does not match {model.model_name}: e.g. {missing_clip[0]} "
+            f"is missing or has another shape"
+        )
+    matching = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(matching, strict=False)
+    return [name for name, _ in model.named_parameters() if name not in matching]
+
+
+def build_model(config: dict[str, Any]) -> DALIPModel:
+    """Rebuild the architecture stored in a checkpoint (weights are loaded by the caller)."""
+    name = config["model_name"]
+    if open_clip.get_model_config(name) is None and config.get("open_clip_config"):
+        register_config(name, config["open_clip_config"])
+    check_model_name(name)
+    with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
+        clip = open_clip.create_model(
+            name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length"),
+            force_quick_gelu=bool((config.get("open_clip_config") or {}).get("quick_gelu", False)),
+        )
+    if config.get("preprocess_cfg"):
+        open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
+    return wrap_clip(clip, config)
+
+
+def wrap_clip(clip: open_clip.CLIP, config: dict[str, Any]) -> DALIPModel:
+    """A DALIPModel around an open_clip model already built, with the heads a stored config
+    (`DALIPModel.config()`) describes (weights are loaded by the caller)."""
+    return DALIPModel(
+        clip, config["model_name"], config.get("alpha", 0.5),
+        MBDCOptions(**{**LEGACY_MBDC_OPTIONS, **config.get("mbdc", {})}),
+        separate_second_temperature=config.get("separate_second_temperature", False),
+    )
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)

@@ -1,0 +1,70 @@
+"""open_clip's name -> JSON architecture registry: our configs, and which names DALIP supports.
+
+Importing this module registers the architectures in `configs/` (e.g. `dalip-tiny`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import open_clip
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def register_model_configs(path: str | Path = MODEL_CONFIG_DIR) -> None:
+    """Add a folder (or file) of open_clip JSON model configs to open_clip's registry."""
+    path = Path(path)
+    names = [p.stem for p in path.glob("*.json")] if path.is_dir() else [path.stem]
+    if not all(name in open_clip.list_models() for name in names):
+        open_clip.add_model_config(path)
+
+
+register_model_configs()
+
+
+def register_config(name: str, open_clip_config: dict[str, Any]) -> None:
+    """Register an architecture given as data (e.g. the copy stored in a checkpoint)."""
+    # open_clip keeps what a scan registered, so the file is only needed during the call.
+    with tempfile.TemporaryDirectory(prefix="dalip-config-") as folder:
+        (Path(folder) / f"{name}.json").write_text(json.dumps(open_clip_config))
+        open_clip.add_model_config(folder)
+
+
+def unsupported_reason(config: dict[str, Any]) -> str | None:
+    """Why an open_clip model config cannot carry DALIP heads, or None when it can."""
+    vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+    if "timm_model_name" in vision:
+        return "its image tower is a timm model, not open_clip's VisionTransformer"
+    if "hf_model_name" in text or config.get("custom_text"):
+        return "its text tower is not open_clip's own text transformer"
+    if vision.get("attentional_pool"):
+        return "its image tower pools with attention, so it has no summary token"
+    if vision.get("pool_type", "tok") not in ("tok", "avg"):
+        return f"image pool type {vision.get('pool_type')!r} has no summary token"
+    return None
+
+
+def supported_model_names() -> list[str]:
+    """open_clip architectures (and ours) that DALIP can wrap."""
+    return [
+        name for name in open_clip.list_models()
+        if unsupported_reason(open_clip.get_model_config(name)) is None
+    ]
+
+
+def check_model_name(model_name: str) -> None:
+    """Raise ValueError unless `model_name` is a registered, supported architecture."""
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        vits = [n for n in supported_model_names() if n.startswith(("ViT-", "dalip-"))]
+        raise ValueError(
+            f"unknown model name {model_name!r}; expected an open_clip ViT architecture or one "
+            f"of ours, e.g. {', '.join(vits[:8])} (see open_clip.list_models())"
+        )
+    reason = unsupported_reason(config)
+    if reason is not None:
+        raise ValueError(f"model {model_name!r} is not supported by DALIP: {reason}")

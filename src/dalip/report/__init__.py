@@ -1,0 +1,2 @@
+"""Reports: tables, plots and files rendered from evaluation results (suite.py: suites and
+WiSE-FT sweeps; quickstart.py: the quickstart's report; figures.py: shared figure helpers)."""

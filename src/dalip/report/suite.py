@@ -1,0 +1,135 @@
+"""Suite and WiSE-FT reports: results.json, Markdown tables, PNG charts, from `run_suite` /
+`interpolate` results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from dalip.atomic import write_json, write_text
+from dalip.report.clip_benchmark import write_clip_benchmark_results
+from dalip.report.figures import new_figure, save_figure
+
+RESULT_FILES = ("results.json", "results.md", "results.png")
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def table_columns(results: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
+    """([(dataset name, domain)] grouped by domain in suite order, [domains])."""
+    datasets = [(d["name"], d["domain"]) for d in results["suite"]["datasets"]]
+    domains = list(dict.fromkeys(domain for _, domain in datasets))
+    return [d for domain in domains for d in datasets if d[1] == domain], domains
+
+
+def table_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """[("model [mode]", {dataset: score, "domains": {...}, "overall": x})] in model order."""
+    rows = []
+    for name, entry in results["models"].items():
+        for mode in entry["modes"]:
+            scores = {dataset: result["scores"][mode] for dataset, result in entry["datasets"].items()}
+            rows.append((f"{name} [{mode}]", {**scores, **entry["summary"][mode]}))
+    return rows
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """One row per model and similarity mode; datasets grouped by domain, then domain means."""
+    columns, domains = table_columns(results)
+    header = ["model [mode]"] + [f"{name} ({domain})" for name, domain in columns]
+    header += [f"mean {domain}" for domain in domains] + ["overall"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for label, row in table_rows(results):
+        cells = [_percent(row.get(name)) for name, _ in columns]
+        cells += [_percent(row["domains"].get(domain)) for domain in domains] + [_percent(row["overall"])]
+        lines.append("| " + " | ".join([label] + cells) + " |")
+    legend = (
+        "Scores in %. zeroshot: top-1; retrieval: mean of image->text and text->image "
+        "recall@1/5/10, a caption identical to one of an image's own counting as its match; "
+        "linear_probe: top-1; fewshot: mean nearest-centroid accuracy at the "
+        "largest k. Modes: fused = alpha*cos(first) + (1-alpha)*cos(second); first / second "
+        "alone (plain open_clip models: first only). Probes use image features only, so "
+        "their score is the same in every mode of a model. overall = mean over datasets."
+    )
+    return "\n".join(lines) + "\n\n" + legend + "\n"
+
+
+def bar_chart(results: dict[str, Any], path: str | Path) -> None:
+    """Grouped bars: per-domain means and the overall mean, one bar per model and mode."""
+    _, domains = table_columns(results)
+    groups = [f"mean {d}" for d in domains] + ["overall"]
+    rows = table_rows(results)
+    figure, (axes,) = new_figure(max(5.0, 1.2 * len(groups) * max(1, len(rows)) * 0.5 + 2), 4)
+    width = 0.8 / max(1, len(rows))
+    for number, (label, row) in enumerate(rows):
+        values = [100 * row["domains"][d] for d in domains] + [100 * row["overall"]]
+        positions = [g + (number - (len(rows) - 1) / 2) * width for g in range(len(groups))]
+        axes.bar(positions, values, width=width, label=label)
+    axes.set_xticks(range(len(groups)), groups)
+    axes.set_ylabel("score (%)")
+    axes.set_ylim(0, 100)
+    axes.legend(fontsize="small")
+    save_figure(figure, path)
+
+
+def write_suite_report(results: dict[str, Any], out_dir: Path) -> None:
+    """results.json, results.md (table) and results.png (bar chart) in `out_dir`; CLIP_benchmark
+    datasets also in its JSON format, in `out_dir/clip_benchmark/`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "results.json", results)
+    write_text(out_dir / "results.md", markdown_table(results))
+    bar_chart(results, out_dir / "results.png")
+    write_clip_benchmark_results(results, out_dir)
+
+
+def interpolation_table(results: dict[str, Any]) -> str:
+    """One row per (mode, w): per-domain means and the overall mean."""
+    _, domains = table_columns(results)
+    header = ["mode", "w"] + [f"mean {d}" for d in domains] + ["overall"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for point in results["interpolation"]:
+        for mode, summary in point["summary"].items():
+            cells = [_percent(summary["domains"].get(d)) for d in domains] + [_percent(summary["overall"])]
+            lines.append("| " + " | ".join([mode, f"{point['weight']:g}"] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _domain_pair(domains: Sequence[str]) -> tuple[str, str] | None:
+    """(x, y) for the trade-off plot: general on x, the first other domain on y."""
+    others = [d for d in domains if d != "general"]
+    return ("general", others[0]) if "general" in domains and others else None
+
+
+def interpolation_plot(results: dict[str, Any], path: str | Path) -> None:
+    """Left: general vs domain mean along w (when both exist); right: per-domain mean vs w."""
+    _, domains = table_columns(results)
+    pair = _domain_pair(domains)
+    figure, axes = new_figure(10 if pair else 5, 4, 2 if pair else 1)
+    weights = [p["weight"] for p in results["interpolation"]]
+    modes = list(results["interpolation"][0]["summary"])
+    for mode in modes:
+        summaries = [p["summary"][mode] for p in results["interpolation"]]
+        if pair:
+            xs = [100 * s["domains"][pair[0]] for s in summaries]
+            ys = [100 * s["domains"][pair[1]] for s in summaries]
+            axes[0].plot(xs, ys, marker="o", label=mode)
+            for w, x, y in zip(weights, xs, ys):
+                axes[0].annotate(f"{w:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+        for domain in domains:
+            axes[-1].plot(weights, [100 * s["domains"][domain] for s in summaries], marker="o", label=f"{domain} [{mode}]")
+    if pair:
+        axes[0].set(xlabel=f"{pair[0]} mean (%)", ylabel=f"{pair[1]} mean (%)", title="WiSE-FT trade-off (labels: w)")
+        axes[0].legend(fontsize="small")
+    axes[-1].set(xlabel="w (0 = start, 1 = tuned)", ylabel="domain mean (%)", title="per-domain mean vs w")
+    axes[-1].legend(fontsize="small")
+    save_figure(figure, path)
+
+
+def write_interpolation_report(results: dict[str, Any], out_dir: Path) -> None:
+    """The suite report (one row per w) plus interpolation.md and interpolation.png."""
+    write_suite_report(results, out_dir)
+    write_text(out_dir / "interpolation.md", interpolation_table(results))
+    interpolation_plot(results, out_dir / "interpolation.png")

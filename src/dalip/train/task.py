@@ -1,0 +1,130 @@
+"""The training step as an object: `TrainingTask` owns the model, the loss, whether the
+second order is on, and the temperature clamp; `task(images, texts)` returns the losses.
+
+The loop (`loop.py`) orchestrates around it (data, accumulation, optimiser, schedule,
+checkpoints, logging); tests and `benchmarks/bench_step.py` run this same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from dalip.config import Precision, TrainConfig
+from dalip.loss import DALIPLoss
+from dalip.model.dalip_model import DALIPModel
+from dalip.model.factory import create_model
+from dalip.model.features import Features
+from dalip.model.devices import autocast
+from dalip.model.registry import register_model_configs
+from dalip.train.locks import apply_locks, freeze
+
+MAX_LOGIT_SCALE = math.log(100.0)  # as OpenCLIP: temperature never below 0.01
+
+
+class TrainingTask:
+    """Model + loss + second order on/off + temperature clamp: one training step's computation.
+
+    `second_order=False` is the plain OpenCLIP baseline (`loss.kind: clip`): MBDC is
+    skipped in the forward pass and the loss is first order only (alpha 1).
+
+    Attributes set by `from_config`: `preprocess_train`, `preprocess_val` and `tokenizer`,
+    what the data needs to feed this model (None when the task is built directly).
+    """
+
+    def __init__(
+        self, model: DALIPModel, loss: DALIPLoss, second_order: bool = True, precision: Precision = "fp32"
+    ) -> None:
+        if not second_order and loss.alpha < 1.0:
+            raise ValueError(f"a first-order-only task needs a loss with alpha 1, got {loss.alpha}")
+        self.model = model
+        self.loss = loss
+        self.second_order = second_order
+        self.precision = precision
+        self.encoder: torch.nn.Module = model  # its DistributedDataParallel wrapper once distributed
+        self.preprocess_train: Callable | None = None
+        self.preprocess_val: Callable | None = None
+        self.tokenizer: Callable | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: TrainConfig, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1
+    ) -> "TrainingTask":
+        """Build the model (weights, heads, locks, checkpointing) and the loss a run asks for."""
+        second_order = config.loss.kind == "dalip"
+        model, preprocess_train, preprocess_val, tokenizer = _create_model(config, second_order)
+        if not second_order:  # the plain CLIP baseline trains no MBDC parameter
+            freeze(model.image_mbdc)
+            freeze(model.text_mbdc)
+        apply_locks(model, config.lock)
+        if config.grad_checkpointing:
+            model.clip.set_grad_checkpointing(True)
+        loss = DALIPLoss(
+            alpha=model.alpha, combine=config.loss.combine, local_loss=config.loss.local_loss,
+            gather_with_grad=config.loss.gather_with_grad, cache_labels=True, rank=rank, world_size=world_size,
+        )
+        task = cls(model.to(device), loss, second_order, config.precision)
+        task.preprocess_train, task.preprocess_val, task.tokenizer = preprocess_train, preprocess_val, tokenizer
+        return task
+
+    def distribute(self, device: torch.device) -> None:
+        """Run the model's forward through DistributedDataParallel (gradients averaged over ranks)."""
+        if device.type == "cuda":  # MBDC weighting "batchnorm" then normalises over the global batch
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # in place: the root is no BatchNorm
+        ids = [device.index] if device.type == "cuda" else None
+        self.encoder = DistributedDataParallel(self.model, device_ids=ids)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The mixed-precision context of the forward pass (`amp`: float16 with a grad scaler)."""
+        return autocast(self.precision, self.model.clip.logit_scale.device.type)
+
+    def encode(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, Any]:
+        """images (B, 3, H, W), texts (B, L) -> features and exponentiated temperatures."""
+        return self.encoder(images, texts, second_order=self.second_order)
+
+    def losses(
+        self, output: dict[str, Any], image: Features | None = None, text: Features | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms of `encode`'s output; `image` / `text` replace its features (e.g. by
+        those of the whole accumulated batch)."""
+        image = output["image_features"] if image is None else image
+        text = output["text_features"] if text is None else text
+        return self.loss(image, text, output["logit_scale"], output.get("logit_scale_second"))
+
+    def forward(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"loss" (differentiable), "first_order_loss", "second_order_loss"} of a batch."""
+        return self.losses(self.encode(images, texts))
+
+    __call__ = forward
+
+    def clamp_temperatures(self) -> None:
+        """Keep every learnable temperature within OpenCLIP's bound (call after each update)."""
+        with torch.no_grad():
+            self.model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            if self.model.logit_scale_second is not None:
+                self.model.logit_scale_second.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def _create_model(config: TrainConfig, second_order: bool) -> tuple[DALIPModel, Callable, Callable, Callable]:
+    model_config = config.model
+    if model_config.config_file:
+        register_model_configs(model_config.config_file)
+    return create_model(
+        model_config.name,
+        pretrained=model_config.pretrained,
+        # A first-order run has alpha 1, so its fused similarity is its first order.
+        alpha=model_config.alpha if second_order else 1.0,
+        image_size=model_config.image_size,
+        context_length=model_config.context_length,
+        separate_second_temperature=model_config.separate_second_temperature and second_order,
+        heads=model_config.heads,
+        reduced_dim=model_config.reduced_dim,
+        dropout=model_config.dropout,
+        dropout_kind=model_config.dropout_kind,
+        weighting=model_config.weighting,
+        learnable_temperature=model_config.learnable_temperature,
+    )
