@@ -2,10 +2,11 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
-from dalip.cli import main
+from dalip.cli.main import build_parser, main
 
 EXPECTED_FILES = [
     "report.md", "results.json",
@@ -71,9 +72,15 @@ def test_refuses_to_overwrite_without_force(quickstart_run, capsys):
     assert len(err.splitlines()) == 1 and "pass --force" in err
 
 
-def test_force_reuses_the_cached_start_model(quickstart_run):
+def test_force_reuses_the_cached_start_model(quickstart_run, capsys):
     before = (quickstart_run / "start/model.safetensors").stat().st_mtime_ns
     assert main(["quickstart", "--out", str(quickstart_run), "--budget", "test", "--force"]) == 0
+    serve = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert serve[:2] == ["dalip", "serve"]
+    arguments = build_parser().parse_args(serve[1:])
+    assert [spec.split("=")[0] for spec in arguments.model] == ["tuned-clip", "tuned-dalip"]
+    assert all(Path(spec.split("=", 1)[1]).is_file() for spec in arguments.model)
+    assert Path(arguments.gallery) == quickstart_run / "data" / "plant" / "test"
     assert (quickstart_run / "start/model.safetensors").stat().st_mtime_ns == before
     results = json.loads((quickstart_run / "results.json").read_text())
     assert results["timings_seconds"]["start"] == 0.0

@@ -13,13 +13,13 @@ import sys
 from typing import Callable, Sequence
 
 from dalip import __version__
-from dalip.cli import embed, export, interpolate, make_dataset, predict, quickstart, train
+from dalip.cli import embed, export, interpolate, make_dataset, predict, quickstart, serve, train
 from dalip.cli import eval as eval_command
 
 Handler = Callable[[argparse.Namespace], int]
 
 # Modules that add subcommands, in the order `dalip --help` lists them.
-COMMAND_MODULES = (quickstart, make_dataset, train, eval_command, predict, embed, export, interpolate)
+COMMAND_MODULES = (quickstart, make_dataset, train, eval_command, predict, embed, export, interpolate, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

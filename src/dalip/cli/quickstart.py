@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from dalip.quickstart import quickstart
@@ -34,4 +35,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
     print(f"\nTotal time: {results['timings_seconds']['total']:.0f} s. Files in {out}/:")
     print("  report.md, results.json; figures/loss_curves.png, accuracy.png, predictions.png, wiseft.png;")
     print("  start/, tuned-clip/, tuned-dalip/ (model.safetensors, metrics.jsonl); eval/; wiseft-clip/, wiseft-dalip/")
+    models = " ".join(f"-m {run}={shlex.quote(str(out / run / 'model.safetensors'))}" for run in ("tuned-clip", "tuned-dalip"))
+    print("\nTry both tuned models on a photo in your browser (after pip install -e \".[serve]\"):")
+    print(f"  dalip serve {models} --gallery {shlex.quote(str(out / 'data' / 'plant' / 'test'))}")
     return 0

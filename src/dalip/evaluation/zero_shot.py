@@ -162,13 +162,21 @@ def predict(
     with (runtime or Runtime()).evaluating(model) as runtime:
         classes = class_embeddings(model, tokenizer, labels, templates, runtime, mode != "first")
         encoded = encode_dataset(model, ImageFileDataset(paths, preprocess), runtime, mode != "first", "predict")
-    probabilities = (_probability_scale(model) * model.similarity(encoded.features, classes, mode)).softmax(dim=1)
+    ranked = top_labels(label_probabilities(model, encoded.features, classes, mode), labels, top_k)
+    return [{"image": paths[index], "predictions": row} for index, row in zip(encoded.indices.tolist(), ranked)]
+
+
+def label_probabilities(model: Any, images: Features, classes: Features, mode: str) -> torch.Tensor:
+    """(N, C) softmax over labels of the model's temperature times its similarity (`mode`)."""
+    return (_probability_scale(model) * model.similarity(images, classes, mode)).softmax(dim=1)
+
+
+def top_labels(probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+    """Per row of probabilities (N, C): the top_k [{"label", "probability"}], most likely first."""
     top = probabilities.topk(min(top_k, len(labels)), dim=1)
     return [
-        {"image": paths[index], "predictions": [
-            {"label": labels[c], "probability": p} for c, p in zip(classes_.tolist(), values.tolist())
-        ]}
-        for index, values, classes_ in zip(encoded.indices.tolist(), top.values, top.indices)
+        [{"label": labels[c], "probability": p} for c, p in zip(columns.tolist(), values.tolist())]
+        for values, columns in zip(top.values, top.indices)
     ]
 
 

@@ -1,0 +1,165 @@
+"""The web app of `dalip serve` (FastAPI): the page, the JSON API and the gallery's images.
+
+Routes:
+- `GET /`: the page (`page.html`, a single file with its own style and script);
+- `GET /api/health`: 200 and what the server offers once the labels and gallery indexes are
+  ready; 503 and a progress line while they are prepared; 500 if preparing failed;
+- `POST /api/predict`, `/api/neighbours`, `/api/identify` (both, as the page asks):
+  multipart forms with a file field `image` and an optional text field `labels`;
+- `GET /gallery/{path}`: a gallery image named in a neighbours answer (no other file).
+
+A user's mistake is answered with a 4xx status and `{"error": message}`; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from dalip.serve.engine import Identifier
+from dalip.serve.uploads import MEGABYTE, RequestError, human_size, parse_labels, read_image
+
+logger = logging.getLogger(__name__)
+
+FORM_OVERHEAD = 2 * MEGABYTE  # room for the labels and the multipart framing around the photo
+
+
+def page_html() -> str:
+    return resources.files("dalip.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def create_app(identifier: Identifier) -> FastAPI:
+    """The app; on start-up it prepares `identifier` in a background thread unless already ready."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.preparing = None
+        if not identifier.ready:
+            app.state.preparing = threading.Thread(target=_prepare, args=(identifier,), name="dalip-serve-prepare", daemon=True)
+            app.state.preparing.start()
+        yield
+
+    app = FastAPI(title="dalip serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    gallery_paths = set(identifier.gallery.paths) if identifier.gallery else set()
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, error: RequestError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return page_html()
+
+    @app.get("/api/health")
+    def health() -> JSONResponse:
+        if identifier.failure:
+            return JSONResponse({"status": "failed", "error": identifier.failure}, status_code=500)
+        if not identifier.ready:
+            return JSONResponse({"status": "preparing", "progress": identifier.progress}, status_code=503)
+        return JSONResponse({"status": "ready", **identifier.describe()})
+
+    @app.post("/api/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        result = await _answer(identifier, request, predictions=True, neighbours=False)
+        return {"models": result["predictions"], "modes": result["modes"], "seconds": result["seconds"],
+                "labels": result["labels"]}
+
+    @app.post("/api/neighbours")
+    async def neighbours(request: Request) -> dict[str, Any]:
+        result = await _answer(identifier, request, predictions=False, neighbours=True)
+        by = {model.name: model.vector_kind for model in identifier.models}
+        return {"models": result["neighbours"], "by": by, "seconds": result["seconds"]}
+
+    @app.post("/api/identify")
+    async def identify(request: Request) -> dict[str, Any]:
+        return await _answer(identifier, request, predictions=True, neighbours=identifier.gallery is not None)
+
+    @app.get("/gallery/{path:path}")
+    def gallery_image(path: str) -> FileResponse:
+        if path not in gallery_paths:
+            raise RequestError(404, f"{path}: not an image of the gallery")
+        return FileResponse(identifier.gallery.root / path)
+
+    return app
+
+
+def _prepare(identifier: Identifier) -> None:
+    try:
+        identifier.prepare()
+    except Exception as error:  # shown by /api/health and on the page; the server stays up
+        logger.error("preparing failed: %s", error)
+        identifier.failure = str(error)
+
+
+async def _answer(identifier: Identifier, request: Request, predictions: bool, neighbours: bool) -> dict[str, Any]:
+    if identifier.failure:
+        raise RequestError(503, f"the server could not prepare: {identifier.failure}")
+    if not identifier.ready:
+        raise RequestError(503, f"the server is still preparing ({identifier.progress}); try again shortly")
+    image, labels = await _read_form(identifier, request)
+    try:
+        result = await run_in_threadpool(identifier.identify, image, labels, predictions, neighbours)
+    except ValueError as error:
+        raise RequestError(400, str(error)) from error
+    except LookupError as error:
+        raise RequestError(404, str(error)) from error
+    used = labels or identifier.default_labels or []
+    result["labels"] = {"count": len(used), "source": "request" if labels else "server"} if predictions else None
+    return result
+
+
+async def _read_form(identifier: Identifier, request: Request) -> tuple[Image.Image, list[str] | None]:
+    """The decoded photo and the labels (None: the server's) of a multipart request."""
+    limit = identifier.options.max_upload_bytes
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
+        raise RequestError(413, f"the upload is {human_size(int(length))}; the limit is {human_size(limit)} "
+                                f"(dalip serve --max-upload-mb)")
+    try:
+        form = await request.form(max_files=1, max_fields=4)
+    except HTTPException as error:
+        raise RequestError(400, f"could not read the form: {error.detail}") from error
+    upload, labels = form.get("image"), form.get("labels")
+    if upload is None or isinstance(upload, str):
+        raise RequestError(400, "no photo: send it as a file field named 'image' (multipart/form-data)")
+    if labels is not None and not isinstance(labels, str):
+        raise RequestError(400, "'labels' must be a text field (one label per line), not a file")
+    data = await upload.read()
+    image = await run_in_threadpool(read_image, data, upload.filename or "image", limit)
+    return image, parse_labels(labels, identifier.options.max_labels)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (port 0: a free one); ValueError names the flags when that fails."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as error:
+        sock.close()
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ValueError(f"--host {host} --port {port}: cannot listen there ({reason}); choose another --port") from error
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run(app: FastAPI, sock: socket.socket) -> None:
+    """Serve until interrupted (Ctrl-C)."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    server.run(sockets=[sock])

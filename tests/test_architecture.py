@@ -1,0 +1,80 @@
+"""The package's shape (README "Architecture"): imports point one way along the data flow,
+sit at the top of files, and files and functions stay small enough to read."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dalip"
+# Stages in data-flow order; a module may import its own stage and the ones before it.
+STAGES = (
+    ("atomic", "schema", "config"), ("data",), ("model",), ("loss",), ("train",), ("checkpoint",),
+    ("export",), ("evaluation",), ("report",), ("quickstart",), ("serve",), ("cli",),
+)
+RANK = {name: rank for rank, names in enumerate(STAGES) for name in names}
+# Modules that need an optional extra (FastAPI, uvicorn): imported where they are used.
+OPTIONAL = {"dalip.serve.app"}
+MAX_FILE_LINES = 310
+MAX_FUNCTION_LINES = 60
+
+
+def _modules() -> list[Path]:
+    return sorted(path for path in PACKAGE.rglob("*.py"))
+
+
+def _stage(module: str) -> str | None:
+    """'dalip.train.loop' -> 'train'; the package itself ('dalip') has no stage."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "dalip" else None
+
+
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(relative.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(tree: ast.AST) -> list[tuple[ast.AST, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node, node.module))
+        elif isinstance(node, ast.Import):
+            found.extend((node, alias.name) for alias in node.names)
+    return [(node, name) for node, name in found if name == "dalip" or name.startswith("dalip.")]
+
+
+def test_every_stage_is_known():
+    stages = {_stage(_module_name(path)) for path in _modules()} - {None, "__main__", "version"}
+    assert stages <= set(RANK), f"modules outside the README's stages: {sorted(stages - set(RANK))}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down_the_data_flow_and_sit_at_the_top(path):
+    tree = ast.parse(path.read_text())
+    top_level = {id(node) for node in tree.body}
+    importer = _stage(_module_name(path))
+    for node, name in _imports(tree):
+        # `if TYPE_CHECKING:` blocks are top level too; everything else nested is a function body.
+        nested = id(node) not in top_level and not any(
+            isinstance(block, ast.If) and node in block.body for block in tree.body
+        )
+        assert not nested or name in OPTIONAL, f"{path.name}:{node.lineno} imports {name} inside a function"
+        imported = _stage(name)
+        if importer in RANK and imported in RANK:
+            assert RANK[imported] <= RANK[importer], (
+                f"{path.name}:{node.lineno}: stage {importer!r} imports the later stage {imported!r} ({name})"
+            )
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_files_and_functions_stay_small(path):
+    source = path.read_text()
+    assert len(source.splitlines()) <= MAX_FILE_LINES, f"{path} has {len(source.splitlines())} lines"
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            assert length <= MAX_FUNCTION_LINES, f"{path.name}:{node.lineno} {node.name} has {length} lines"
