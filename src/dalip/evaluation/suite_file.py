@@ -3,6 +3,7 @@
 A suite is a YAML file (or the same structure as a Python dict / list of datasets):
 
     name: plants-quick              # optional
+    domain: plant                   # domain of datasets that name none; default "unspecified"
     modes: [fused, first]           # similarity modes, or "all"; default [fused]
     templates: generic              # default zero-shot templates (set name, file or list)
     batch_size: 64
@@ -13,6 +14,7 @@ A suite is a YAML file (or the same structure as a Python dict / list of dataset
       - {name: plant-ret, task: retrieval, domain: plant, path: plant/test/captions.csv}
       - {name: plant-lp, task: linear_probe, domain: plant, train: plant/train, test: plant/test}
       - {name: plant-fs, task: fewshot, domain: plant, train: plant/train, test: plant/test}
+      - {name: cars, task: zeroshot, clip_benchmark: wds/cars, path: benchmark/cars}
 
 Relative paths are relative to the YAML file. Each dataset gets one score per model and
 mode (zeroshot: top-1; retrieval: mean recall; linear_probe: top-1; fewshot: mean
@@ -28,7 +30,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from dalip.evaluation.templates import load_templates
+from dalip.evaluation.templates import load_templates, template_set_name
 from dalip.schema import from_dict
 
 TaskName = Literal["zeroshot", "retrieval", "linear_probe", "fewshot"]
@@ -41,7 +43,7 @@ class DatasetSpec:
 
     name: str
     task: TaskName
-    domain: str = "general"
+    domain: str | None = None  # None: the suite's domain
     path: str | None = None
     train: str | None = None
     test: str | None = None
@@ -55,8 +57,12 @@ class DatasetSpec:
     shots: list[int] = field(default_factory=lambda: [1, 5])
     folds: int = 5
     splits: str | None = None  # few-shot splits file to reuse
+    clip_benchmark: str | None = None  # a CLIP_benchmark `wds/NAME` dataset; `path` is its root
+    split: str = "test"  # CLIP_benchmark split
 
     def check(self) -> None:
+        if self.clip_benchmark and self.task not in ("zeroshot", "retrieval"):
+            raise ValueError(f"dataset {self.name!r}: CLIP_benchmark datasets are zeroshot or retrieval, not {self.task}")
         needs = ("path",) if self.task in ("zeroshot", "retrieval") else ("train", "test")
         for key in needs:
             if not getattr(self, key):
@@ -69,6 +75,7 @@ class Suite:
 
     datasets: list[DatasetSpec]
     name: str = "suite"
+    domain: str = "unspecified"  # of datasets that name none
     modes: list[str] = field(default_factory=lambda: ["fused"])
     templates: str | list[str] = "generic"
     batch_size: int = 64
@@ -117,6 +124,8 @@ def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[s
     settings = from_dict(Suite, {**top, "datasets": []}, "suite")
     settings.datasets = [_dataset_from(entry, base, i) for i, entry in enumerate(entries)]
     settings.source = source
+    for dataset in settings.datasets:
+        dataset.domain = dataset.domain or settings.domain
     names = [d.name for d in settings.datasets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -138,9 +147,12 @@ def with_overrides(
 
 
 def suite_summary(suite: Suite) -> dict[str, Any]:
-    """The suite as plain data (with templates resolved to the lists used)."""
+    """The suite as plain data (with templates resolved to the set names and lists used)."""
     described = asdict(suite)
     for entry in described["datasets"]:
+        if entry["clip_benchmark"] and not entry["templates"]:
+            continue  # the dataset's own templates, known once it is read (each result records them)
         if entry["task"] == "zeroshot":
-            entry["templates"] = load_templates(entry["templates"] or suite.templates)
+            spec = entry["templates"] or suite.templates
+            entry["template_set"], entry["templates"] = template_set_name(spec), load_templates(spec)
     return described
