@@ -24,8 +24,6 @@ from _common import format_table, machine, print_json, record_section, run_heade
 METRICS = (
     ("plant-zeroshot", "top1"), ("plant-zeroshot", "top5"), ("plant-zeroshot", "mean_per_class_recall"),
     ("general-zeroshot", "top1"), ("general-zeroshot", "top5"),
-    ("plant-retrieval", "image_to_text_R@1"), ("plant-retrieval", "text_to_image_R@1"),
-    ("general-retrieval", "image_to_text_R@1"), ("general-retrieval", "text_to_image_R@1"),
 )
 # (model, mode) columns: the start model, the CLIP-tuned one, the DALIP-tuned one in both modes.
 COLUMNS = (("start", "first"), ("tuned-clip", "first"), ("tuned-dalip", "fused"), ("tuned-dalip", "first"))

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dalip"
 # Stages in data-flow order; a module may import its own stage and the ones before it.
 STAGES = (
     ("atomic", "schema", "outputs", "config"), ("data",), ("model",), ("loss",), ("train",), ("checkpoint",),
-    ("evaluation",), ("report",), ("quickstart",), ("serve",), ("cli",),
+    ("export",), ("evaluation",), ("report",), ("quickstart",), ("serve",), ("cli",),
 )
 RANK = {name: rank for rank, names in enumerate(STAGES) for name in names}
 # Modules that need an optional extra (FastAPI, uvicorn): imported where they are used.

@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import dalip
 from conftest import TEST_MBDC
 from dalip.cli import main
 from guard_helpers import files_under, write_safetensors
@@ -154,8 +155,6 @@ def test_generated_suites(suite, dataset):
 
 @pytest.fixture(scope="module")
 def real_checkpoint(tmp_path_factory):
-    import dalip
-
     torch.manual_seed(0)
     model, *_ = dalip.create_model("test-tiny", **TEST_MBDC)
     path = tmp_path_factory.mktemp("fuzz-model") / "model.safetensors"

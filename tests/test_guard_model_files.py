@@ -10,16 +10,17 @@ import tempfile
 
 import pytest
 import torch
+from PIL import Image
 
+import dalip
 from conftest import TEST_MBDC
+from dalip.cli import main
 from guard_helpers import user_error, write_safetensors
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A real test-tiny checkpoint: (path, state dict, stored config)."""
-    import dalip
-
     torch.manual_seed(0)
     model, *_ = dalip.create_model("test-tiny", **TEST_MBDC)
     path = tmp_path_factory.mktemp("saved") / "model.safetensors"
@@ -39,8 +40,6 @@ def _commands(checkpoint, tmp_path, images):
 
 
 def _images(tmp_path):
-    from PIL import Image
-
     for name in ("a", "b"):
         (tmp_path / "images" / name).mkdir(parents=True)
         Image.new("RGB", (32, 32), (10, 200, 30)).save(tmp_path / "images" / name / "0.png")
@@ -135,8 +134,6 @@ def test_unreadable_weights_as_a_model_spec_are_one_line(saved, tmp_path, capsys
 
 @pytest.mark.parametrize("kind", ["pickle", "random", "truncated"])
 def test_unreadable_weights_as_model_pretrained_are_one_line(saved, tmp_path, capsys, kind, monkeypatch):
-    from PIL import Image
-
     bad = _bad_weight_files(saved, tmp_path)[kind]
     (tmp_path / "img").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "img" / "0.png")
@@ -154,3 +151,21 @@ def test_training_checkpoint_with_a_list_config_is_one_line(saved, tmp_path, cap
     torch.save({"model": saved[1], "dalip_config": ["test-tiny"]}, path)
     message = user_error(capsys, "export", path, tmp_path / "plain.pt")
     assert "step_000000001.pt" in message
+
+
+@pytest.mark.parametrize("section, expected", [
+    ({"model_name": "../../escape"}, "model_name"),
+    ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "cannot be loaded"),
+    ({"alpha": float("nan")}, "alpha"),
+    (["test-tiny"], "'dalip' section"),
+])
+def test_fused_folder_with_a_crafted_dalip_section_is_one_line(saved, tmp_path, capsys, section, expected):
+    folder = tmp_path / "fused"
+    assert main(["export", str(saved[0]), str(folder), "--format", "fused-dir"]) == 0
+    config_path = folder / "open_clip_config.json"
+    config = json.loads(config_path.read_text())
+    config["dalip"] = {**config["dalip"], **section} if isinstance(section, dict) else section
+    config_path.write_text(json.dumps(config))
+    message = user_error(capsys, "embed", "-m", f"local-dir:{folder}", "--texts", "a leaf", "--out", tmp_path / "e.npz")
+    assert "fused" in message and expected in message
+    assert not (tmp_path / "e.npz").exists()

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from dalip.cli import main
 from dalip.outputs import LOCK_NAME, MANIFEST_NAME, OutputFolder, check_output_file, read_manifest
 from guard_helpers import files_under, user_error
 
@@ -45,8 +46,6 @@ def test_make_dataset_never_touches_a_folder_it_did_not_write(tmp_path, capsys, 
 
 
 def test_make_dataset_force_deletes_only_what_it_wrote(tmp_path, capsys):
-    from dalip.cli import main
-
     out = tmp_path / "data"
     assert main(["make-dataset", "--out", str(out), *TINY_DATASET]) == 0
     written = set(read_manifest(out)["files"])

@@ -5,16 +5,19 @@ continues the run it belongs to, and a run whose data or weights went bad stops.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from dalip.cli import main
-from dalip.train.run_log import read_metrics
 from dalip.outputs import LOCK_NAME
+from dalip.train.run_log import read_metrics
 from guard_helpers import files_under, user_error
 from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
 
@@ -65,8 +68,6 @@ def test_cuda_without_a_gpu_is_one_line(train_data, tmp_path, capsys):
 
 
 def test_relative_paths_in_a_config_are_relative_to_the_file(train_data, tmp_path, monkeypatch, capsys):
-    import yaml
-
     (tmp_path / "configs").mkdir()
     (tmp_path / "cwd").mkdir()
     config = tmp_path / "configs" / "run.yaml"
@@ -86,11 +87,6 @@ def test_relative_paths_in_a_config_are_relative_to_the_file(train_data, tmp_pat
 
 
 def test_the_shipped_tiny_config_writes_inside_the_checkout(monkeypatch, tmp_path, capsys):
-    import shutil
-    from pathlib import Path
-
-    import yaml
-
     checkout = tmp_path / "checkout"
     (checkout / "configs").mkdir(parents=True)
     shutil.copy(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml", checkout / "configs")

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees half a file, a failed write leaves the old one."""
+"""Atomic file writes: a reader never sees half a file, a failed write leaves the old one,
+and the finished file has the mode the user's umask gives (as `open()` would)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.close(handle)
     try:
         write(temporary)
+        # mkstemp creates 0600 (and a writer may replace the file): the finished file gets
+        # the mode open() would have given it, so others can read it where the umask allows.
+        os.chmod(temporary, file_mode())
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
@@ -27,6 +31,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode `open()` gives a new file under the current umask (0o644 under 022)."""
+    return 0o666 & ~current_umask()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

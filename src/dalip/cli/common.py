@@ -11,7 +11,8 @@ from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.suite_file import Suite
 
 MODES = ("fused", "first", "second", "all")
-MODEL_HELP = "dalip checkpoint, or openclip:ARCH:WEIGHTS (file or tag); prefix NAME= to name it"
+MODEL_HELP = ("dalip checkpoint, local-dir:FOLDER or hf-hub:ORG/REPO (open_clip folders), or "
+              "openclip:ARCH:WEIGHTS (file or tag); prefix NAME= to name it")
 
 
 def count(minimum: int) -> Callable[[str], int]:

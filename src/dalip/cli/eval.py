@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dalip.cli.common import MODEL_HELP, MODES, add_force_flag, add_runtime_flags, runtime_from_flags
+from dalip.evaluation.clip_benchmark import PREFIX, describe_clip_benchmark
 from dalip.evaluation.specs import check_spec, parse_model_arg
 from dalip.evaluation.suite import run_suite
 from dalip.evaluation.suite_file import load_suite
@@ -27,8 +28,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--retrieval", action="append", default=[], metavar="CSV", help="caption CSV (repeatable)")
     parser.add_argument("--linear-probe", action="append", default=[], nargs=2, metavar=("TRAIN", "TEST"))
     parser.add_argument("--fewshot", action="append", default=[], nargs=2, metavar=("TRAIN", "TEST"))
-    parser.add_argument("--templates", default="generic", help="generic, plant, none or a file (one per line, with {})")
-    parser.add_argument("--domain", default="general", help="domain tag of the datasets given by flags")
+    parser.add_argument("--clip-benchmark", action="append", default=[], metavar="wds/NAME",
+                        help="a CLIP_benchmark WebDataset dataset (zero-shot or retrieval; repeatable), "
+                             "read from --dataset-root; results also in CLIP_benchmark's JSON format")
+    parser.add_argument("--dataset-root", metavar="DIR",
+                        help="folder of the --clip-benchmark dataset ({name} is replaced by NAME)")
+    parser.add_argument("--split", default="test", help="CLIP_benchmark split (default test)")
+    parser.add_argument("--templates", default=None,
+                        help="generic (default), plant, none, openai (80), simple (7) or a file (one per line, "
+                             "with {}); CLIP_benchmark datasets use their own unless this is given")
+    parser.add_argument("--domain", default="unspecified",
+                        help="domain tag of the datasets given by flags (default: unspecified)")
     parser.add_argument("--features", default="first", choices=("first", "second", "concat"),
                         help="image features for probes (default first)")
     parser.add_argument("--seed", type=int, default=0, help="probe hold-out and few-shot draws")
@@ -47,15 +57,35 @@ def _flag_suite(args: argparse.Namespace) -> dict[str, Any]:
                       features=args.features) for train, test in args.linear_probe]
     datasets += [dict(name=f"{Path(test).name}-fewshot", task="fewshot", train=train, test=test,
                       features=args.features) for train, test in args.fewshot]
+    datasets += [_clip_benchmark_entry(name, args) for name in args.clip_benchmark]
     for entry in datasets:
         entry["domain"] = args.domain
-    return {"datasets": datasets, "templates": args.templates, "seed": args.seed}
+    return {"datasets": datasets, "templates": args.templates or "generic", "seed": args.seed}
+
+
+def _clip_benchmark_entry(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    if not name.startswith(PREFIX) or name == PREFIX:
+        raise ValueError(f"--clip-benchmark {name!r}: expected wds/NAME (CLIP_benchmark's WebDataset datasets)")
+    if not args.dataset_root:
+        raise ValueError(f"--clip-benchmark {name}: give --dataset-root DIR (the folder holding {args.split}/)")
+    if len(args.clip_benchmark) > 1 and "{name}" not in args.dataset_root:
+        raise ValueError("--dataset-root: with several --clip-benchmark datasets, put {name} in it")
+    short = name[len(PREFIX):]
+    root = args.dataset_root.replace("{name}", short)
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"--dataset-root: {root} is not a folder (expected {name}'s {args.split}/ inside)")
+    task = describe_clip_benchmark(name, root, args.split).task  # checks the layout before any model loads
+    entry = dict(name=short.replace("/", "_"), task=task, path=root, clip_benchmark=name, split=args.split)
+    if args.templates:
+        entry["templates"] = args.templates
+    return entry
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    flagged = args.zeroshot or args.retrieval or args.linear_probe or args.fewshot
+    flagged = args.zeroshot or args.retrieval or args.linear_probe or args.fewshot or args.clip_benchmark
     if bool(args.suite) == bool(flagged):
-        raise ValueError("give either --suite FILE or dataset flags (--zeroshot, --retrieval, --linear-probe, --fewshot)")
+        raise ValueError("give either --suite FILE or dataset flags (--zeroshot, --retrieval, --linear-probe, "
+                         "--fewshot, --clip-benchmark)")
     models = dict(parse_model_arg(spec) for spec in args.model)
     if len(models) != len(args.model):
         raise ValueError(f"--model: display names must be unique, got {args.model}")

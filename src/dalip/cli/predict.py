@@ -18,7 +18,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     labels = parser.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help="comma-separated labels, e.g. 'rose,oak,maple'")
     labels.add_argument("--labels-file", help="one label per line")
-    parser.add_argument("--templates", default="none", help="none (labels as given), generic, plant or a file")
+    parser.add_argument("--templates", default="none",
+                        help="none (labels as given), generic, plant, openai, simple or a file")
     parser.add_argument("--mode", default="fused", choices=MODES[:3], help="similarity mode (default fused)")
     parser.add_argument("--top-k", type=count(1), default=5, help="labels shown per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")

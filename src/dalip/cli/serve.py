@@ -8,14 +8,14 @@ import ipaddress
 import logging
 from typing import Any
 
+from dalip.cli.common import MODEL_HELP as SPEC_HELP
 from dalip.evaluation.specs import check_spec, load_model, parse_model_arg
 from dalip.evaluation.zero_shot import read_label_file
 from dalip.serve import Gallery, Identifier, ServeOptions
 from dalip.serve.gallery import CACHE_FOLDER
 from dalip.serve.uploads import MEGABYTE
 
-MODEL_HELP = ("dalip checkpoint, or openclip:ARCH:WEIGHTS (file or tag); prefix NAME= to name it "
-              "(repeat -m to compare models side by side)")
+MODEL_HELP = SPEC_HELP + " (repeat -m to compare models side by side)"
 SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
 
 logger = logging.getLogger("dalip.serve")
@@ -36,7 +36,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gallery", metavar="FOLDER", help="image folder (root/<class>/*.jpg) searched for similar images")
     parser.add_argument("--index-cache", metavar="FOLDER",
                         help="where gallery indexes are cached (default: GALLERY/.dalip-index)")
-    parser.add_argument("--templates", default="none", metavar="NAME|FILE", help="none (labels as given; default), generic, plant or a file")
+    parser.add_argument("--templates", default="none", metavar="NAME|FILE", help="none (labels as given; default), generic, plant, openai, simple or a file")
     parser.add_argument("--top-k", type=int, metavar="K", default=5, help="labels shown per model (default 5)")
     parser.add_argument("--neighbours", type=int, metavar="N", default=8, help="similar images shown per model (default 8)")
     parser.add_argument("--max-upload-mb", type=float, metavar="MB", default=20.0, help="largest photo accepted (default 20)")

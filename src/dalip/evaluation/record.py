@@ -29,7 +29,7 @@ def reproducibility_record(results: dict[str, Any], suite: Any) -> dict[str, Any
         for name, result in entry["datasets"].items():
             described = datasets.setdefault(name, {"task": result["task"], "domain": result["domain"]})
             described.update({k: result[k] for k in _PATH_KEYS + _SIZE_KEYS if k in result})
-            for key in ("templates", "class_names", "features", "chosen_C", "shots", "folds"):
+            for key in ("template_set", "templates", "class_names", "features", "chosen_C", "shots", "folds"):
                 if key in result:
                     described[key] = result[key]
     return {

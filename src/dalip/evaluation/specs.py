@@ -1,11 +1,17 @@
-"""Models named on a command line or in Python: dalip checkpoints and plain open_clip models.
+"""Models named on a command line or in Python: dalip checkpoints, open_clip model folders
+and plain open_clip models.
 
 A model spec is one of:
 - a `DALIPModel` instance;
 - the path of a dalip checkpoint (`model.save` file or a training `step_*.pt`);
 - `openclip:ARCH:WEIGHTS`: a plain open_clip model, `ARCH` an open_clip architecture and
   `WEIGHTS` an open_clip checkpoint file (for example one written by `dalip export`) or
-  an open_clip pretrained tag (fetched by open_clip).
+  an open_clip pretrained tag (fetched by open_clip);
+- `local-dir:PATH` or `hf-hub:ORG/REPO`: an open_clip model folder (`dalip export --format
+  open_clip-dir` or `fused-dir`, or any open_clip folder / Hugging Face repository): the
+  DALIP model when the folder holds the fused model, else a plain open_clip model;
+  `openclip:local-dir:PATH` / `openclip:hf-hub:ORG/REPO` always load the plain open_clip
+  (first-order) model.
 
 On the command line a spec may be prefixed with a display name: `NAME=SPEC`.
 Plain open_clip models have first-order features only (`has_second_order = False`).
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dalip.checkpoint import load_checkpoint
+from dalip.export.folder import HF_HUB_PREFIX, LOCAL_DIR_PREFIX, is_fused_folder, load_folder, resolve_folder
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.factory import (
     create_tokenizer, create_transforms, load_error_reason, quiet_loading, resolve_pretrained, tag_uses_quick_gelu,
@@ -32,6 +39,7 @@ from dalip.model.factory import (
 from dalip.model.features import Encoder, Features
 
 OPENCLIP_PREFIX = "openclip:"
+FOLDER_PREFIXES = (LOCAL_DIR_PREFIX, HF_HUB_PREFIX)
 
 
 class OpenCLIPModel(nn.Module):
@@ -94,16 +102,21 @@ def state_sha256(model: nn.Module) -> str:
 def parse_model_arg(argument: str) -> tuple[str, str]:
     """"NAME=SPEC" or "SPEC" -> (display name, spec); the name defaults to the file stem."""
     name, separator, spec = argument.partition("=")
-    if separator and name and not name.startswith(OPENCLIP_PREFIX) and os.sep not in name:
+    if separator and name and not name.startswith((OPENCLIP_PREFIX, *FOLDER_PREFIXES)) and os.sep not in name:
         return name, spec
     return default_name(argument), argument
 
 
 def default_name(spec: str) -> str:
     if spec.startswith(OPENCLIP_PREFIX):
-        parts = spec[len(OPENCLIP_PREFIX):].split(":", 1)
+        rest = spec[len(OPENCLIP_PREFIX):]
+        if rest.startswith(FOLDER_PREFIXES):
+            return default_name(rest)
+        parts = rest.split(":", 1)
         weights = Path(parts[1]).stem if len(parts) > 1 else ""
         return f"{parts[0]}:{weights}" if weights else parts[0]
+    if spec.startswith(FOLDER_PREFIXES):
+        return Path(spec.split(":", 1)[1].rstrip("/\\")).name or spec
     return Path(spec).stem
 
 
@@ -113,7 +126,23 @@ def from_dalip_model(model: DALIPModel, name: str, spec: str = "<in memory>", sh
     return LoadedModel(name, model, preprocess, create_tokenizer(model), spec, sha256 or state_sha256(model))
 
 
+def _load_folder(spec: str, name: str, plain: bool = False) -> LoadedModel:
+    """`local-dir:` / `hf-hub:` -> the fused DALIP model it holds, or plain open_clip."""
+    folder = resolve_folder(spec)
+    if not plain and is_fused_folder(folder):
+        return from_dalip_model(load_folder(folder), name, spec)
+    identifier = f"{LOCAL_DIR_PREFIX}{folder}"
+    try:
+        clip, _, preprocess = open_clip.create_model_and_transforms(identifier)
+    except RuntimeError as error:  # weights that do not fit the folder's config
+        raise ValueError(f"model spec {spec!r}: open_clip could not load {folder}: {str(error).splitlines()[0]}") from error
+    tokenizer = open_clip.get_tokenizer(identifier)
+    return LoadedModel(name, OpenCLIPModel(clip, identifier).eval(), preprocess, tokenizer, spec, state_sha256(clip))
+
+
 def _load_open_clip(spec: str, name: str) -> LoadedModel:
+    if spec[len(OPENCLIP_PREFIX):].startswith(FOLDER_PREFIXES):
+        return _load_folder(spec[len(OPENCLIP_PREFIX):], name, plain=True)
     architecture, _, weights = spec[len(OPENCLIP_PREFIX):].partition(":")
     if not architecture or not weights:
         raise ValueError(f"model spec {spec!r}: expected openclip:ARCH:WEIGHTS (a file or a pretrained tag)")
@@ -141,14 +170,18 @@ def _load_open_clip(spec: str, name: str) -> LoadedModel:
 
 
 def check_spec(spec: Any) -> None:
-    """Fail early (before any evaluation) on a checkpoint path that does not exist."""
-    if isinstance(spec, (str, os.PathLike)) and not os.fspath(spec).startswith(OPENCLIP_PREFIX):
+    """Fail early (before any evaluation) on a checkpoint path or local folder that does not exist."""
+    if isinstance(spec, str) and spec.removeprefix(OPENCLIP_PREFIX).startswith(LOCAL_DIR_PREFIX):
+        resolve_folder(spec.removeprefix(OPENCLIP_PREFIX))
+        return
+    if isinstance(spec, (str, os.PathLike)) and not os.fspath(spec).startswith((OPENCLIP_PREFIX, *FOLDER_PREFIXES)):
         if not os.path.exists(spec):
             raise FileNotFoundError(f"checkpoint not found: {os.fspath(spec)}")
 
 
 def load_model(spec: Any, name: str | None = None) -> LoadedModel:
-    """A DALIPModel, a LoadedModel, a dalip checkpoint path or an `openclip:` spec -> LoadedModel (CPU)."""
+    """A DALIPModel, a LoadedModel, a dalip checkpoint path, an `openclip:`, `local-dir:` or
+    `hf-hub:` spec -> LoadedModel (CPU)."""
     if isinstance(spec, LoadedModel):
         return spec
     if isinstance(spec, DALIPModel):
@@ -157,6 +190,8 @@ def load_model(spec: Any, name: str | None = None) -> LoadedModel:
     name = name or default_name(spec)
     if spec.startswith(OPENCLIP_PREFIX):
         return _load_open_clip(spec, name)
+    if spec.startswith(FOLDER_PREFIXES):
+        return _load_folder(spec, name)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"checkpoint not found: {spec}")
     return from_dalip_model(load_checkpoint(spec), name, os.path.abspath(spec), file_sha256(spec))

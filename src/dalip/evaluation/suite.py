@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 
 from dalip.evaluation import probe
+from dalip.evaluation.clip_benchmark import evaluate_clip_benchmark
 from dalip.evaluation.record import reproducibility_record
 from dalip.evaluation.retrieval import retrieval
 from dalip.evaluation.runtime import Runtime, resolve_modes
@@ -53,6 +54,15 @@ def _retrieval(job: Job) -> dict[str, Any]:
     loaded, spec = job.loaded, job.spec
     return retrieval(loaded.model, spec.path, loaded.tokenizer, loaded.preprocess, modes=job.modes,
                      runtime=job.runtime, image_key=spec.image_key, caption_key=spec.caption_key)
+
+
+def _clip_benchmark(job: Job) -> dict[str, Any]:
+    """A CLIP_benchmark dataset (zero-shot or retrieval), read in its WebDataset layout."""
+    spec = job.spec
+    return evaluate_clip_benchmark(
+        job.loaded, spec.clip_benchmark, spec.path, spec.split, spec.task, job.modes, job.runtime,
+        templates=spec.templates, default_templates=job.suite.templates, class_names=spec.class_names,
+    )
 
 
 def _linear_probe(job: Job) -> dict[str, Any]:
@@ -182,7 +192,8 @@ def evaluate_loaded(loaded: LoadedModel, suite: Suite, out_dir: Path, runtime: R
     for spec in suite.datasets:
         logger.info("  %s: %s (%s)", loaded.name, spec.name, spec.task)
         task = TASKS[spec.task]
-        result = task.run(Job(loaded, spec, suite, modes, runtime, out_dir, cache))
+        run = _clip_benchmark if spec.clip_benchmark else task.run
+        result = run(Job(loaded, spec, suite, modes, runtime, out_dir, cache))
         result["domain"] = spec.domain
         result["scores"] = {mode: task.score(result, mode) for mode in modes}
         datasets[spec.name] = result

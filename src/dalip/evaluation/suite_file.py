@@ -3,6 +3,7 @@
 A suite is a YAML file (or the same structure as a Python dict / list of datasets):
 
     name: plants-quick              # optional
+    domain: plant                   # domain of datasets that name none; default "unspecified"
     modes: [fused, first]           # similarity modes, or "all"; default [fused]
     templates: generic              # default zero-shot templates (set name, file or list)
     batch_size: 64
@@ -13,6 +14,7 @@ A suite is a YAML file (or the same structure as a Python dict / list of dataset
       - {name: plant-ret, task: retrieval, domain: plant, path: plant/test/captions.csv}
       - {name: plant-lp, task: linear_probe, domain: plant, train: plant/train, test: plant/test}
       - {name: plant-fs, task: fewshot, domain: plant, train: plant/train, test: plant/test}
+      - {name: cars, task: zeroshot, clip_benchmark: wds/cars, path: benchmark/cars}
 
 Relative paths are relative to the YAML file. Every key is checked against the dataclasses
 below (types, Literal choices, ranges); a mistake is a ValueError naming the file and the
@@ -29,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from dalip.evaluation.templates import load_templates
+from dalip.evaluation.templates import load_templates, template_set_name
 from dalip.model.dalip_model import SIMILARITY_MODES
 from dalip.schema import check_choice, check_fields, checked, from_dict, read_yaml
 
@@ -44,7 +46,7 @@ class DatasetSpec:
 
     name: str
     task: TaskName
-    domain: str = "general"
+    domain: str | None = None  # None: the suite's domain
     path: str | None = None
     train: str | None = None
     test: str | None = None
@@ -58,6 +60,8 @@ class DatasetSpec:
     shots: list[int] = checked(default_factory=lambda: [1, 5], minimum=1)
     folds: int = checked(5, minimum=1)
     splits: str | None = None  # few-shot splits file to reuse
+    clip_benchmark: str | None = None  # a CLIP_benchmark `wds/NAME` dataset; `path` is its root
+    split: str = "test"  # CLIP_benchmark split
 
     def check(self, where: str = "") -> None:
         """ValueError for what the types cannot say; `where` prefixes the field names."""
@@ -65,6 +69,9 @@ class DatasetSpec:
         if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0"):
             raise ValueError(f"{where}name: {self.name!r} is not a plain name (it names files such as "
                              f"fewshot_splits/NAME.json); use no / or \\")
+        if self.clip_benchmark and self.task not in ("zeroshot", "retrieval"):
+            raise ValueError(f"{where}clip_benchmark: CLIP_benchmark datasets are zeroshot or retrieval, "
+                             f"not {self.task}")
         needs = ("path",) if self.task in ("zeroshot", "retrieval") else ("train", "test")
         for key in needs:
             if not getattr(self, key):
@@ -79,6 +86,7 @@ class Suite:
 
     datasets: list[DatasetSpec]
     name: str = "suite"
+    domain: str = "unspecified"  # of datasets that name none
     modes: list[str] = field(default_factory=lambda: ["fused"])  # each one of MODES
     templates: str | list[str] = "generic"
     batch_size: int = checked(64, minimum=1)
@@ -139,6 +147,8 @@ def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[s
     for index, mode in enumerate(settings.modes):
         check_choice(f"{where}: modes[{index}]", mode, MODES)
     settings.datasets = [_dataset_from(entry, base, i, where) for i, entry in enumerate(entries)]
+    for dataset in settings.datasets:
+        dataset.domain = dataset.domain or settings.domain
     names = [d.name for d in settings.datasets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -162,9 +172,12 @@ def with_overrides(
 
 
 def suite_summary(suite: Suite) -> dict[str, Any]:
-    """The suite as plain data (with templates resolved to the lists used)."""
+    """The suite as plain data (with templates resolved to the set names and lists used)."""
     described = asdict(suite)
     for entry in described["datasets"]:
+        if entry["clip_benchmark"] and not entry["templates"]:
+            continue  # the dataset's own templates, known once it is read (each result records them)
         if entry["task"] == "zeroshot":
-            entry["templates"] = load_templates(entry["templates"] or suite.templates)
+            spec = entry["templates"] or suite.templates
+            entry["template_set"], entry["templates"] = template_set_name(spec), load_templates(spec)
     return described

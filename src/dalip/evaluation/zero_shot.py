@@ -19,7 +19,7 @@ from dalip.data.captions import fill_template
 from dalip.data.files import read_text_lines
 from dalip.evaluation.datasets import ImageFileDataset, list_image_files, load_classification_dataset
 from dalip.evaluation.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
-from dalip.evaluation.templates import load_templates
+from dalip.evaluation.templates import load_templates, template_set_name
 from dalip.model.features import Encoder, Features
 from dalip.train.task import TrainingTask
 
@@ -91,10 +91,11 @@ def zero_shot(
     name, a file or a list; `modes` any of fused/first/second or ("all",).
 
     Returns {"modes": {mode: {top1, top5, mean_per_class_recall}}, "images_per_second",
-    "num_images", "class_names", "templates", ...}.
+    "num_images", "class_names", "template_set" (the set's name, a file path or "custom"),
+    "templates" (the list used), ...}.
     """
     modes = resolve_modes(model, modes)
-    templates = load_templates(templates)
+    template_set, templates = template_set_name(templates), load_templates(templates)
     dataset, names, where = load_classification_dataset(
         images_path_or_dataset, preprocess, class_names, label_key, image_key
     )
@@ -113,6 +114,7 @@ def zero_shot(
         "skipped": len(dataset) - len(encoded.labels),
         "num_classes": len(names),
         "class_names": list(names),
+        "template_set": template_set,
         "templates": templates,
         "modes": results,
         "images_per_second": encoded.images_per_second,
@@ -176,6 +178,20 @@ def top_labels(probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -
         [{"label": labels[c], "probability": p} for c, p in zip(columns.tolist(), values.tolist())]
         for values, columns in zip(top.values, top.indices)
     ]
+
+
+def embed_classes(
+    model: Encoder, tokenizer: Any, labels: Sequence[str], templates: str | Sequence[str] = "none",
+    runtime: Runtime | None = None,
+) -> Features:
+    """Zero-shot class vectors, built as `zero_shot` builds them: each feature kind averaged
+    over the templates and re-normalised (fuse them afterwards with `model.fused_embedding`).
+
+    Returns Features(first (C, D), second (C, D2) or None), one row per label.
+    """
+    labels, templates = check_labels(labels), load_templates(templates)
+    with (runtime or Runtime()).evaluating(model) as runtime:
+        return class_embeddings(model, tokenizer, labels, templates, runtime, model.has_second_order)
 
 
 def training_validation(config: TrainConfig) -> Callable[[TrainingTask, int], dict[str, Any]] | None:

@@ -19,7 +19,7 @@ from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
 from dalip.config import PAPER_MBDC, MBDCOptions
-from dalip.model.features import Features
+from dalip.model.features import Features, fuse
 from dalip.model.file_format import save_model
 from dalip.model.mbdc import MBDC
 
@@ -142,6 +142,16 @@ class DALIPModel(nn.Module):
         if mode == "second":
             return second
         return self.alpha * (image.first @ text.first.T) + (1.0 - self.alpha) * second
+
+    def fused_embedding(self, features: Features) -> torch.Tensor:
+        """One unit vector per row, (B, D + D2): `[sqrt(alpha) * first, sqrt(1 - alpha) * second]`.
+
+        Dot products of these vectors equal the fused similarity, so a single-vector tool
+        (a vector index, CLIP_benchmark, an ONNX consumer) ranks exactly as `similarity`.
+        """
+        if features.second is None:
+            raise ValueError("fused_embedding needs second-order features (encode with second_order=True)")
+        return fuse(features.first, features.second, self.alpha)
 
     def forward(
         self, images: torch.Tensor, texts: torch.Tensor, second_order: bool = True

@@ -204,13 +204,20 @@ def build_model(config: dict[str, Any], where: str = "checkpoint") -> DALIPModel
             )
             if config.get("preprocess_cfg"):
                 open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
-        return DALIPModel(
-            clip, name, config.get("alpha", 0.5), MBDCOptions(**{**LEGACY_MBDC_OPTIONS, **config.get("mbdc", {})}),
-            separate_second_temperature=config.get("separate_second_temperature", False),
-        )
+        return wrap_clip(clip, config)
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError) as error:
         raise ValueError(f"{where}: its stored architecture {name!r} cannot be built "
                          f"({load_error_reason(error)})") from error
+
+
+def wrap_clip(clip: open_clip.CLIP, config: dict[str, Any]) -> DALIPModel:
+    """A DALIPModel around an open_clip model already built, with the heads a stored config
+    (`DALIPModel.config()`) describes (weights are loaded by the caller)."""
+    return DALIPModel(
+        clip, config["model_name"], config.get("alpha", 0.5),
+        MBDCOptions(**{**LEGACY_MBDC_OPTIONS, **config.get("mbdc", {})}),
+        separate_second_temperature=config.get("separate_second_temperature", False),
+    )
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ and the `Encoder` protocol evaluation relies on."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -40,3 +41,9 @@ def concat_features(parts: list[Features]) -> Features:
     first = torch.cat([p.first for p in parts])
     second = None if parts[0].second is None else torch.cat([p.second for p in parts])
     return Features(first, second)
+
+
+def fuse(first: torch.Tensor, second: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(B, D) and (B, D2) unit rows -> (B, D + D2) unit rows whose dot products are
+    `alpha * cos(first) + (1 - alpha) * cos(second)`."""
+    return torch.cat([math.sqrt(alpha) * first, math.sqrt(1.0 - alpha) * second], dim=-1)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dalip.atomic import write_json, write_text
+from dalip.report.clip_benchmark import write_clip_benchmark_results
 from dalip.report.figures import new_figure, save_figure
 
 RESULT_FILES = ("results.json", "results.md", "results.png")
@@ -46,7 +47,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([label] + cells) + " |")
     legend = (
         "Scores in %. zeroshot: top-1; retrieval: mean of image->text and text->image "
-        "recall@1/5/10; linear_probe: top-1; fewshot: mean nearest-centroid accuracy at the "
+        "recall@1/5/10, a caption identical to one of an image's own counting as its match; "
+        "linear_probe: top-1; fewshot: mean nearest-centroid accuracy at the "
         "largest k. Modes: fused = alpha*cos(first) + (1-alpha)*cos(second); first / second "
         "alone (plain open_clip models: first only). Probes use image features only, so "
         "their score is the same in every mode of a model. overall = mean over datasets."
@@ -73,11 +75,14 @@ def bar_chart(results: dict[str, Any], path: str | Path) -> None:
 
 
 def write_suite_report(results: dict[str, Any], out_dir: Path) -> None:
-    """results.json, results.md (table) and results.png (bar chart) in `out_dir`."""
+    """results.json, results.md (table) and results.png (bar chart) in `out_dir`; CLIP_benchmark
+    datasets also in its JSON format, in `out_dir/clip_benchmark/`."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "results.json", results)
     write_text(out_dir / "results.md", markdown_table(results))
     bar_chart(results, out_dir / "results.png")
+    write_clip_benchmark_results(results, out_dir)
 
 
 def interpolation_table(results: dict[str, Any]) -> str:

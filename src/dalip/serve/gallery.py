@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import zipfile
@@ -90,14 +89,12 @@ def vector_kind(model: torch.nn.Module) -> str:
 def image_vectors(model: torch.nn.Module, features: Features, kind: str) -> torch.Tensor:
     """(N, D) or (N, D + D2) unit rows whose dot products are the model's `kind` similarity.
 
-    fused: `[sqrt(alpha) * first, sqrt(1 - alpha) * second]`, so that
-    `u . v = alpha * cos(first) + (1 - alpha) * cos(second)`, DALIP's fused similarity.
-    (DESIGN.md names this DALIPModel.fused_embedding; it is computed here until the model has it.)
+    fused: `DALIPModel.fused_embedding`, `[sqrt(alpha) * first, sqrt(1 - alpha) * second]`, so
+    that `u . v = alpha * cos(first) + (1 - alpha) * cos(second)`, DALIP's fused similarity.
     """
     if kind == "first":
         return features.first
-    alpha = float(model.alpha)
-    return torch.cat([math.sqrt(alpha) * features.first, math.sqrt(1.0 - alpha) * features.second], dim=1)
+    return model.fused_embedding(features)
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Prompt template sets for zero-shot classification.
 
 A set is a text file with one template per line; `{}` marks where the class name goes.
-Blank lines and lines starting with "#" are ignored. Built-in sets live beside this file:
-`generic` (CLIP-style photo prompts), `plant` (plant and leaf prompts) and `none` (the
-class name alone).
+Blank lines and lines starting with "#" are ignored. Built-in sets: `generic` (CLIP-style
+photo prompts), `plant` (plant and leaf prompts) and `none` (the class name alone), as files
+beside this one; `openai` (OpenAI's 80 ImageNet prompts) and `simple` (open_clip's 7), read
+from `open_clip.zero_shot_metadata` so that zero-shot numbers compare with published ones.
 """
 
 from __future__ import annotations
@@ -12,14 +13,28 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from open_clip import zero_shot_metadata
+
 from dalip.data.captions import check_template
 
 TEMPLATE_DIR = Path(__file__).parent
+OPEN_CLIP_SETS = {
+    "openai": zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES,
+    "simple": zero_shot_metadata.SIMPLE_IMAGENET_TEMPLATES,
+}
 
 
 def builtin_template_sets() -> list[str]:
-    """Names of the built-in template sets (file stems in this folder)."""
-    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.txt"))
+    """Names of the built-in template sets (file stems in this folder, then open_clip's)."""
+    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.txt")) + sorted(OPEN_CLIP_SETS)
+
+
+def template_set_name(spec: str | os.PathLike | Sequence[str]) -> str:
+    """How results name a template spec: the built-in set, the file's absolute path, or "custom"."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return "custom"
+    name = os.fspath(spec)
+    return name if name in builtin_template_sets() else os.path.abspath(name)
 
 
 def read_template_file(path: str | os.PathLike) -> list[str]:
@@ -43,10 +58,12 @@ def check_templates(templates: Sequence[str], where: str) -> list[str]:
 
 
 def load_templates(spec: str | os.PathLike | Sequence[str]) -> list[str]:
-    """A built-in set name (`generic`, `plant`, `none`), a template file, or a list of templates."""
+    """A built-in set name (`generic`, `plant`, `none`, `openai`, `simple`), a template file, or a list."""
     if not isinstance(spec, (str, os.PathLike)):
         return check_templates(spec, "templates")
     name = str(spec)
+    if name in OPEN_CLIP_SETS:  # open_clip keeps them as functions of the class name
+        return check_templates([template("{}") for template in OPEN_CLIP_SETS[name]], name)
     if name in builtin_template_sets():
         return read_template_file(TEMPLATE_DIR / f"{name}.txt")
     if os.path.exists(name):
