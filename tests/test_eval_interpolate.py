@@ -59,7 +59,7 @@ def test_sweep_endpoints_reproduce_the_models_own_results(workspace, tmp_path):
         {"name": "ret", "task": "retrieval", "domain": "general", "path": str(workspace["captions"])},
     ]}
     sweep = interpolate(str(workspace["start"]), str(workspace["tuned"]), [0, 0.5, 1], suite, tmp_path / "sweep")
-    write_interpolation_report(sweep, tmp_path / "sweep")
+    write_interpolation_report(sweep, str(tmp_path / "sweep"))  # a plain path, as README shows
     alone = run_suite({"start": str(workspace["start"]), "tuned": str(workspace["tuned"])}, suite, tmp_path / "alone")
     for weight, name in (("w=0", "start"), ("w=1", "tuned")):
         for dataset in ("zs", "ret"):

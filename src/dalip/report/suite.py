@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -74,7 +75,7 @@ def bar_chart(results: dict[str, Any], path: str | Path) -> None:
     save_figure(figure, path)
 
 
-def write_suite_report(results: dict[str, Any], out_dir: Path) -> None:
+def write_suite_report(results: dict[str, Any], out_dir: str | os.PathLike) -> None:
     """results.json, results.md (table) and results.png (bar chart) in `out_dir`; CLIP_benchmark
     datasets also in its JSON format, in `out_dir/clip_benchmark/`."""
     out_dir = Path(out_dir)
@@ -128,8 +129,9 @@ def interpolation_plot(results: dict[str, Any], path: str | Path) -> None:
     save_figure(figure, path)
 
 
-def write_interpolation_report(results: dict[str, Any], out_dir: Path) -> None:
+def write_interpolation_report(results: dict[str, Any], out_dir: str | os.PathLike) -> None:
     """The suite report (one row per w) plus interpolation.md and interpolation.png."""
+    out_dir = Path(out_dir)
     write_suite_report(results, out_dir)
     write_text(out_dir / "interpolation.md", interpolation_table(results))
     interpolation_plot(results, out_dir / "interpolation.png")
