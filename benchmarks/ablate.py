@@ -39,8 +39,10 @@ from dalip.config import TrainConfig, apply_overrides, config_to_dict, from_dict
 from dalip.evaluation.suite import run_suite  # noqa: E402
 from dalip.quickstart import BUDGETS, generate_data, run_config, train_stage  # noqa: E402
 
-# dalip 0.1's recipe: the base every one-factor variant departs from.
-BASE = {"model.weighting": "before_norm", "model.dropout_kind": "element", "model.dropout": "0.1"}
+# dalip 0.1's recipe: the base every one-factor variant departs from (every factor spelt
+# out, so a run means the same whatever the package's defaults are).
+BASE = {"model.weighting": "before_norm", "model.dropout_kind": "element", "model.dropout": "0.1",
+        "model.alpha": "0.5", "loss.combine": "losses"}
 VARIANTS: dict[str, dict[str, str]] = {
     "base": {},
     "weighting=after_norm": {"model.weighting": "after_norm"},
@@ -72,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "winners=model.weighting=after_norm,model.dropout=0.0")
     parser.add_argument("--scratch", action="store_true",
                         help="also train DALIP and CLIP from random weights on the tuning mix")
+    parser.add_argument("--scratch-recipe", metavar="NAME", default=None,
+                        help="the variant whose recipe the from-scratch DALIP run uses (default: the first given)")
     parser.add_argument("--out", default="runs/ablate")
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
@@ -139,10 +143,11 @@ def run_seed(args: argparse.Namespace, seed: int, variants: dict[str, dict[str, 
         scores[name] = scored(model, data, args.split, run_dir)
     if args.scratch:
         scratch_steps = budget.start_steps + steps
-        for kind, base in (("scratch-clip", clip_base), ("scratch-dalip", dalip_base)):
+        recipe = {**BASE, **variants[args.scratch_recipe or next(iter(variants))]}
+        for kind, base, overrides in (("scratch-clip", clip_base, {}), ("scratch-dalip", dalip_base, recipe)):
             scratch = replace(base, model=replace(base.model, pretrained=None),
                               optim=replace(base.optim, lr=1e-3, warmup_steps=max(1, scratch_steps // 10)))
-            model = train_cached(tuned_config(scratch, out / f"{kind}-{scratch_steps}", {}, scratch_steps))
+            model = train_cached(tuned_config(scratch, out / f"{kind}-{scratch_steps}", overrides, scratch_steps))
             scores[kind] = scored(model, data, args.split, model.parent)
     return scores
 
@@ -183,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
     variants = variant_overrides(args)
+    if args.scratch_recipe is not None and args.scratch_recipe not in variants:
+        raise SystemExit(f"ablate.py: error: --scratch-recipe {args.scratch_recipe!r} is not among the variants {list(variants)}")
     per_seed = [run_seed(args, seed, variants) for seed in args.seeds]
     names = list(variants) + (["scratch-dalip"] if args.scratch else [])
     paired = format_table(
