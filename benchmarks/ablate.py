@@ -93,6 +93,15 @@ def variant_overrides(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     return chosen
 
 
+def stage_config(out: Path, data: Path, budget: Any, seed: int, stage: str) -> TrainConfig:
+    """The quickstart's config of a stage with alpha pinned to the base's: CLIP-loss runs
+    ignore alpha, but it is part of their config, so a cached run keeps matching when the
+    package default changes."""
+    config = run_config(out, data, budget, seed, stage)
+    pinned = apply_overrides(config_to_dict(config), [f"model.alpha={BASE['model.alpha']}"])
+    return from_dict(TrainConfig, pinned)
+
+
 def tuned_config(base: TrainConfig, run_dir: Path, overrides: dict[str, str], steps: int) -> TrainConfig:
     """`base` (the quickstart's tuning config) with the overrides, written to `run_dir`."""
     values = {key: (str(max(1, steps // 5)) if value == "FIFTH" else value) for key, value in overrides.items()}
@@ -131,12 +140,12 @@ def run_seed(args: argparse.Namespace, seed: int, variants: dict[str, dict[str, 
     steps = args.tune_steps or budget.tune_steps
     out = Path(args.out) / f"seed-{seed}"
     data = generate_data(out, budget, seed)
-    start = train_cached(run_config(out, data, budget, seed, "start"))
+    start = train_cached(stage_config(out, data, budget, seed, "start"))
     scores = {"start": scored(start, data, args.split, start.parent)}
-    clip_base = run_config(out, data, budget, seed, "tuned-clip")
+    clip_base = stage_config(out, data, budget, seed, "tuned-clip")
     clip = train_cached(tuned_config(clip_base, out / f"clip-{steps}", {}, steps))
     scores["clip"] = scored(clip, data, args.split, clip.parent)
-    dalip_base = run_config(out, data, budget, seed, "tuned-dalip")
+    dalip_base = stage_config(out, data, budget, seed, "tuned-dalip")
     for name, overrides in variants.items():
         run_dir = out / f"{name}-{steps}"
         model = train_cached(tuned_config(dalip_base, run_dir, {**BASE, **overrides}, steps))

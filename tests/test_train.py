@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 import dalip
 from dalip.cli import main
-from dalip.config import OptimConfig, load_train_config
+from dalip.config import DEFAULT_ALPHA, OptimConfig, load_train_config
 from dalip.data import build_loader, build_train_dataset
 from dalip.train.distributed import DistributedContext
 from dalip.train.loop import Trainer
@@ -39,7 +39,7 @@ def test_tiny_run_for_both_losses(train_data, tmp_path, kind, capsys):
         assert model.alpha == 1.0 and not heads_changed
         assert records[-1]["second_order_loss"] == 0.0
     else:
-        assert model.alpha == 0.5 and heads_changed
+        assert model.alpha == DEFAULT_ALPHA and heads_changed
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000000002.pt", "step_000000004.pt"]
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["loss"]["kind"] == kind

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from torch import nn
 
-from dalip.config import CombineMode
+from dalip.config import DEFAULT_ALPHA, CombineMode
 from dalip.model.features import Features
 
 COMBINE_MODES = typing.get_args(CombineMode)
@@ -35,7 +35,7 @@ class DALIPLoss(nn.Module):
 
     def __init__(
         self,
-        alpha: float = 0.5,
+        alpha: float = DEFAULT_ALPHA,
         combine: CombineMode = "losses",
         local_loss: bool = False,
         gather_with_grad: bool = False,

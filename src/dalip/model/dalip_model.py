@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, VisionTransformer
 from torch import nn
 
-from dalip.config import PAPER_MBDC, MBDCOptions
+from dalip.config import DEFAULT_ALPHA, PAPER_MBDC, MBDCOptions
 from dalip.model.features import Features, fuse
 from dalip.model.file_format import save_model
 from dalip.model.mbdc import MBDC
@@ -59,7 +59,7 @@ class DALIPModel(nn.Module):
         self,
         clip: open_clip.CLIP,
         model_name: str,
-        alpha: float = 0.5,
+        alpha: float = DEFAULT_ALPHA,
         mbdc: MBDCOptions = PAPER_MBDC,
         separate_second_temperature: bool = False,
     ) -> None:

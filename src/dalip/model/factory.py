@@ -13,7 +13,7 @@ import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 
-from dalip.config import PAPER_MBDC, MBDCOptions
+from dalip.config import DEFAULT_ALPHA, PAPER_MBDC, MBDCOptions
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.file_format import read_checkpoint_config, read_state_dict
 from dalip.model.registry import check_model_name, register_config
@@ -104,7 +104,7 @@ def load_error_reason(error: BaseException) -> str:
 def create_model(
     model_name: str,
     pretrained: str | None = None,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     *,
     precision: str = "fp32",
     device: str | torch.device = "cpu",
