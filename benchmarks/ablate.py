@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             "first order), mean ± standard deviation over seeds; zero-shot top-1",
             "", paired, "", "Absolute scores (%, mean ± std):", "", absolute,
         ])
-        record_section(f"Ablation: DALIP variants vs CLIP tuning ({args.split}, {steps} tuning steps)", body)
+        scratch = ", and from scratch" if args.scratch else ""
+        record_section(f"Ablation: DALIP variants vs CLIP tuning ({args.split}, {steps} tuning steps{scratch})", body)
     return 0
 
 
