@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from safetensors.torch import save_file
 
+import dalip
+from conftest import TEST_MBDC
 from dalip.cli import main
 
 
@@ -40,3 +43,12 @@ def write_safetensors(path: Path, state: dict[str, Any], config: Any, raw_config
     metadata = {"format": "dalip", "format_version": "1", "config": text, "extra": "{}"}
     save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
     return path
+
+
+def saved_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A real test-tiny checkpoint in `folder`: (path, state dict, stored config)."""
+    torch.manual_seed(0)
+    model, *_ = dalip.create_model("test-tiny", **TEST_MBDC)
+    path = folder / "model.safetensors"
+    model.save(path)
+    return path, model.state_dict(), model.config()

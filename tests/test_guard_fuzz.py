@@ -13,15 +13,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import dalip
-from conftest import TEST_MBDC
 from dalip.cli import main
-from guard_helpers import files_under, write_safetensors
+from guard_helpers import files_under, saved_checkpoint, write_safetensors
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -155,11 +152,8 @@ def test_generated_suites(suite, dataset):
 
 @pytest.fixture(scope="module")
 def real_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model, *_ = dalip.create_model("test-tiny", **TEST_MBDC)
-    path = tmp_path_factory.mktemp("fuzz-model") / "model.safetensors"
-    model.save(path)
-    return path.read_bytes(), model.state_dict(), model.config()
+    path, state, config = saved_checkpoint(tmp_path_factory.mktemp("fuzz-model"))
+    return path.read_bytes(), state, config
 
 
 @FUZZ

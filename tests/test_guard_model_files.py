@@ -12,20 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-import dalip
 from conftest import TEST_MBDC
 from dalip.cli import main
-from guard_helpers import user_error, write_safetensors
+from guard_helpers import saved_checkpoint, user_error, write_safetensors
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A real test-tiny checkpoint: (path, state dict, stored config)."""
-    torch.manual_seed(0)
-    model, *_ = dalip.create_model("test-tiny", **TEST_MBDC)
-    path = tmp_path_factory.mktemp("saved") / "model.safetensors"
-    model.save(path)
-    return path, model.state_dict(), model.config()
+    return saved_checkpoint(tmp_path_factory.mktemp("saved"))
 
 
 def _commands(checkpoint, tmp_path, images):
