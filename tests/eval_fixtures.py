@@ -112,7 +112,7 @@ def make_workspace(root: Path) -> dict[str, Path]:
     train/test image folders (3 classes), a caption CSV and a two-domain suite YAML."""
     import dalip
     from conftest import TEST_MBDC
-    from dalip.checkpoint import export_open_clip
+    from dalip.export.open_clip_file import export_open_clip
 
     paths: dict[str, Path] = {}
     for seed, name in ((0, "start"), (1, "tuned")):

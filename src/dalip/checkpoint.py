@@ -1,4 +1,4 @@
-"""Checkpoints for users: load any dalip checkpoint, export the first-order model to open_clip.
+"""Checkpoints for users: load any dalip checkpoint (exports live in `dalip.export`).
 
 The model file format lives with the model (`dalip.model.file_format`, `model.save`), the
 training checkpoint with the loop (`dalip.train.state`); this module reads either.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 
 import torch
-from safetensors.torch import save_file
 
-from dalip.atomic import atomic_write
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.factory import build_model
 from dalip.model.file_format import read_state_dict, require_dalip_checkpoint
@@ -38,16 +36,3 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
                          f"({str(error).strip().splitlines()[-1].strip()})") from error
     return model.to(device).eval()
 
-
-def export_open_clip(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Write the first-order model as a plain open_clip checkpoint.
-
-    `open_clip.create_model_and_transforms(model.model_name, pretrained=path)` loads it
-    (for our own architectures, after `import dalip` registers them). A `.safetensors`
-    path writes safetensors, anything else a `torch.save` file of `{"state_dict": ...}`.
-    """
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.clip.state_dict().items()}
-    if str(path).endswith(".safetensors"):
-        atomic_write(path, lambda temporary: save_file(state, temporary))
-    else:
-        atomic_write(path, lambda temporary: torch.save({"state_dict": state}, temporary))

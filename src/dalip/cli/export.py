@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from dalip.checkpoint import export_open_clip, load_checkpoint
+from dalip.checkpoint import load_checkpoint
 from dalip.export.files import check_output_folder
 from dalip.export.folder import export_folder
 from dalip.export.onnx import export_onnx
+from dalip.export.open_clip_file import export_open_clip
 from dalip.outputs import check_output_file
 
 EXPORT_FORMATS = ("open_clip", "open_clip-dir", "fused-dir", "onnx")

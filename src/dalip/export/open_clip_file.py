@@ -1,0 +1,25 @@
+"""The first-order model as one plain open_clip weights file (`dalip export --format open_clip`)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from safetensors.torch import save_file
+
+from dalip.atomic import atomic_write
+
+
+def export_open_clip(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Write the first-order model (`model.clip`) as a plain open_clip checkpoint.
+
+    `open_clip.create_model_and_transforms(model.model_name, pretrained=path)` loads it
+    (for our own architectures, after `import dalip` registers them). A `.safetensors`
+    path writes safetensors, anything else a `torch.save` file of `{"state_dict": ...}`.
+    The file is written atomically: complete or absent.
+    """
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.clip.state_dict().items()}
+    if str(path).endswith(".safetensors"):
+        atomic_write(path, lambda temporary: save_file(state, temporary))
+    else:
+        atomic_write(path, lambda temporary: torch.save({"state_dict": state}, temporary))
