@@ -135,3 +135,35 @@ def test_open_clip_transform_and_tokenizer_give_clip_batches(tiny_dataset):
     images, texts = next(iter(build_loader(dataset, batch_size=5, workers=0)))
     assert images.shape == (5, 3, 48, 48) and images.dtype == torch.float32
     assert texts.shape == (5, 77) and texts.dtype == torch.long
+
+
+def test_augmentation_is_seeded_per_sample_without_touching_other_generators(tiny_dataset, monkeypatch):
+    """A sample's random crop depends on (seed, sample) only, and drawing it leaves the
+    process's CPU generator where it was and never seeds a CUDA generator (on a GPU,
+    that would reset the dropout masks' generator at every sample; on a CPU-only machine,
+    torch.manual_seed queues a CUDA seeding with a stack trace per call)."""
+    import open_clip
+
+    from dalip.data import build_train_dataset
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the data pipeline seeded a CUDA generator")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", refuse)
+    monkeypatch.setattr(torch.cuda, "manual_seed", refuse)
+    root, _ = tiny_dataset
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    transform = open_clip.image_transform(48, is_train=True)
+    configs = [SourceConfig("csv", str(root / "general/val/captions.csv"))]
+
+    def first_images(seed: int) -> torch.Tensor:
+        stream = iter(build_train_dataset(configs, transform, tokenizer, seed=seed))
+        return torch.stack([next(stream)[0] for _ in range(4)])
+
+    torch.default_generator.manual_seed(123)
+    before = torch.get_rng_state()
+    images = first_images(0)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.default_generator.manual_seed(456)  # another process state: the same samples
+    assert torch.equal(first_images(0), images)
+    assert not torch.equal(first_images(1), images)
