@@ -12,7 +12,7 @@ from dalip.config import DEFAULT_ALPHA, OptimConfig, load_train_config
 from dalip.data import build_loader, build_train_dataset
 from dalip.train.distributed import DistributedContext
 from dalip.train.loop import Trainer
-from dalip.train.optim import lr_factor, parameter_groups
+from dalip.train.optim import create_optimizer, lr_factor, parameter_groups
 from dalip.train.run_log import read_metrics
 from dalip.train.task import MAX_LOGIT_SCALE, TrainingTask
 from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
@@ -169,6 +169,37 @@ def test_optimizer_groups_and_schedule(tiny_model):
     assert lr_factor(9, 100, config) == pytest.approx(1.0)
     assert lr_factor(55, 100, config) == pytest.approx(0.5)
     assert lr_factor(99, 100, config) < 0.01
+
+
+def test_fused_adamw_is_the_default_and_matches_the_default_update(tiny_model):
+    """optim.fused (default true) picks torch's fused AdamW; false keeps torch's default
+    implementation. Both give the same update up to float rounding, and an optimiser
+    state written by one implementation keeps it when loaded (exact resume of old runs)."""
+    import copy
+
+    model = tiny_model[0]
+    fused, default = OptimConfig(lr=1e-2), OptimConfig(lr=1e-2, fused=False)
+    assert create_optimizer(model, fused).defaults["fused"] is True
+    assert not create_optimizer(model, default).defaults["fused"]
+    after = {}
+    for name, config in (("fused", fused), ("default", default)):
+        copied = copy.deepcopy(model).train()
+        optimizer = create_optimizer(copied, config)
+        for step in range(3):
+            torch.manual_seed(step)
+            loss = sum((p * torch.randn_like(p)).sum() for p in copied.parameters() if p.requires_grad)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        after[name] = (copied.state_dict(), optimizer.state_dict())
+    moved = 0
+    for key, value in after["fused"][0].items():
+        torch.testing.assert_close(value, after["default"][0][key], rtol=1e-5, atol=1e-6)
+        moved += not torch.equal(value, model.state_dict()[key])
+    assert moved > 10  # the updates did something
+    resumed = create_optimizer(model, fused)
+    resumed.load_state_dict(after["default"][1])
+    assert not resumed.param_groups[0]["fused"]
 
 
 def test_locked_image_tower_does_not_change(train_data, tmp_path):

@@ -132,6 +132,7 @@ class OptimConfig:
     grad_clip: float | None = checked(1.0, above=0)
     accumulation: int = checked(1, minimum=1)
     head_warmup_steps: int = checked(0, minimum=0)  # first N steps: only MBDC heads and temperatures train
+    fused: bool = True  # torch's fused AdamW kernel (CPU and CUDA); false: torch's default implementation
 
 
 @dataclass
