@@ -12,6 +12,7 @@ import dalip
 from dalip.cli import main
 from dalip.evaluation.specs import load_model
 from dalip.evaluation.suite import run_suite
+from dalip.evaluation import wiseft
 from dalip.evaluation.wiseft import interpolate
 from dalip.evaluation.wiseft import interpolate_weights
 from dalip.report.suite import write_interpolation_report
@@ -68,6 +69,35 @@ def test_sweep_endpoints_reproduce_the_models_own_results(workspace, tmp_path):
     assert "| fused | 0.5 |" in (tmp_path / "sweep" / "interpolation.md").read_text()
     assert (tmp_path / "sweep" / "interpolation.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "sweep" / "results.json").read_text())["tuned"]["spec"].endswith("tuned.safetensors")
+
+
+def test_given_endpoint_evaluations_are_reused_only_where_they_are_that_model(workspace, tmp_path, monkeypatch):
+    """`evaluated` entries stand for w=1 (the tuned model) and for w=0 only when the start
+    has the tuned model's stored config; the sweep's figures do not change."""
+    suite = {"modes": ["fused", "first"], "batch_size": 6, "datasets": [
+        {"name": "zs", "task": "zeroshot", "domain": "plant", "path": str(workspace["test"])}]}
+    other_alpha = dalip.load_checkpoint(workspace["start"])
+    other_alpha.alpha = 0.3  # same weights, another stored config
+    other_alpha.save(tmp_path / "other.safetensors")
+    starts = {"start": str(workspace["start"]), "other": str(tmp_path / "other.safetensors")}
+    alone = run_suite({**starts, "tuned": str(workspace["tuned"])}, suite, tmp_path / "alone")["models"]
+    evaluated_points = []
+    evaluate = wiseft.evaluate_loaded
+    monkeypatch.setattr(wiseft, "evaluate_loaded",
+                        lambda point, *args: evaluated_points.append(point.name) or evaluate(point, *args))
+    for start, expected in (("start", ["w=0.5"]), ("other", ["w=0", "w=0.5"])):
+        evaluated_points.clear()
+        known = {0.0: alone[start], 1.0: alone["tuned"]}
+        sweep = interpolate(starts[start], str(workspace["tuned"]), [0, 0.5, 1], {**suite, "modes": ["first"]},
+                            tmp_path / f"sweep-{start}", evaluated=known)
+        assert evaluated_points == expected
+        evaluated_points.clear()
+        fresh = interpolate(starts[start], str(workspace["tuned"]), [0, 0.5, 1], {**suite, "modes": ["first"]},
+                            tmp_path / f"fresh-{start}")
+        assert [p["summary"] for p in sweep["interpolation"]] == [p["summary"] for p in fresh["interpolation"]]
+        assert sweep["models"]["w=1"]["modes"] == ["first"] and sweep["models"]["w=1"]["reused"]
+    with pytest.raises(ValueError, match="w=0 and w=1"):
+        interpolate(starts["start"], str(workspace["tuned"]), [0.5], suite, tmp_path / "bad", evaluated={0.5: alone["tuned"]})
 
 
 def test_interpolate_cli(workspace, tmp_path, capsys):

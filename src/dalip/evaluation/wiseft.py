@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from torch import nn
 from dalip.evaluation.record import reproducibility_record
 from dalip.evaluation.specs import LoadedModel, load_model, state_sha256
 from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.suite import evaluate_loaded, suite_runtime
+from dalip.evaluation.suite import evaluate_loaded, model_modes, suite_runtime
 from dalip.evaluation.suite_file import load_suite, suite_summary, with_overrides
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,27 @@ def _check_weights(weights: Sequence[float]) -> list[float]:
     return weights
 
 
+def _same_model(start: LoadedModel, tuned: LoadedModel) -> bool:
+    """Whether the w=0 point is the start model itself: the same stored config (alpha, heads,
+    architecture), so only the weights differ and w=0 takes all of them from the start."""
+    configs = [getattr(loaded.model, "config", None) for loaded in (start, tuned)]
+    return all(callable(config) for config in configs) and configs[0]() == configs[1]()
+
+
+def reused_entry(entry: Mapping[str, Any], modes: Sequence[str], weight: float) -> dict[str, Any]:
+    """A suite entry of the start or tuned model as the entry of the w=0 or w=1 point:
+    restricted to the sweep's `modes` (ValueError when it lacks one)."""
+    missing = [mode for mode in modes if mode not in entry["modes"]]
+    if missing:
+        raise ValueError(f"the evaluation given for w={weight:g} has no {', '.join(missing)} mode")
+    datasets = {}
+    for name, result in entry["datasets"].items():
+        datasets[name] = {**result, "modes": {m: result["modes"][m] for m in modes},
+                          "scores": {m: result["scores"][m] for m in modes}}
+    return {**entry, "spec": f"wise-ft w={weight:g} ({entry['spec']})", "modes": list(modes),
+            "datasets": datasets, "summary": {m: entry["summary"][m] for m in modes}, "reused": True}
+
+
 def interpolate(
     start: Any,
     tuned: Any,
@@ -80,6 +101,7 @@ def interpolate(
     runtime: Runtime | None = None,
     modes: Sequence[str] | None = None,
     save_models: bool = False,
+    evaluated: Mapping[float, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate WiSE-FT interpolations of `start` and `tuned` (model specs) with a suite.
 
@@ -87,7 +109,16 @@ def interpolate(
     `dalip.report.suite.write_interpolation_report` turns into results.json/.md/.png (one row
     per weight), interpolation.md and interpolation.png. With `save_models`, each interpolated
     DALIPModel is saved as `out_dir`/models/wise_ft_<w>.safetensors.
+
+    `evaluated` may give the entries this suite already produced for the tuned model (key
+    1.0) and the start model (key 0.0), as `run_suite` writes them: w=1 is the tuned model
+    exactly, so its entry is used instead of evaluating it again; so is w=0's when the
+    start has the tuned model's stored config (otherwise, e.g. a CLIP-trained start with
+    the DALIP-tuned model's alpha and heads, w=0 is a model of its own and is evaluated).
     """
+    unknown = [w for w in (evaluated or {}) if w not in (0.0, 1.0)]
+    if unknown:
+        raise ValueError(f"evaluated entries can stand only for w=0 and w=1, got {unknown}")
     weights = _check_weights(weights)
     suite = load_suite(suite)
     runtime = runtime or suite_runtime(suite)
@@ -99,18 +130,25 @@ def interpolate(
         "start": {"spec": start_model.spec, "sha256": start_model.sha256},
         "tuned": {"spec": tuned_model.spec, "sha256": tuned_model.sha256},
     }
+    known = dict(evaluated or {})
+    if 0.0 in known and not _same_model(start_model, tuned_model):
+        del known[0.0]
     for weight in weights:
-        model = interpolate_weights(start_model.model, tuned_model.model, weight)
         name = f"w={weight:g}"
-        if save_models and hasattr(model, "save"):
-            model.save(out_dir / "models" / f"wise_ft_{weight:g}.safetensors")
-        point = LoadedModel(name, model, tuned_model.preprocess, tuned_model.tokenizer,
-                            f"wise-ft w={weight:g}", state_sha256(model))
-        logger.info("evaluating WiSE-FT %s", name)
-        entry = evaluate_loaded(point, suite, out_dir, runtime)
+        if weight in known and not save_models:
+            logger.info("WiSE-FT %s is the %s model: its evaluation is reused", name, "tuned" if weight else "start")
+            entry = reused_entry(known[weight], model_modes(tuned_model, suite.modes), weight)
+        else:
+            model = interpolate_weights(start_model.model, tuned_model.model, weight)
+            if save_models and hasattr(model, "save"):
+                model.save(out_dir / "models" / f"wise_ft_{weight:g}.safetensors")
+            point = LoadedModel(name, model, tuned_model.preprocess, tuned_model.tokenizer,
+                                f"wise-ft w={weight:g}", state_sha256(model))
+            logger.info("evaluating WiSE-FT %s", name)
+            entry = evaluate_loaded(point, suite, out_dir, runtime)
+            del model, point
         entry["weight"] = weight
         results["models"][name] = entry
         results["interpolation"].append({"weight": weight, "summary": entry["summary"]})
-        del model, point
     results["record"] = reproducibility_record(results, suite)
     return results
