@@ -7,11 +7,13 @@ paired difference DALIP - CLIP. Results are recorded whether or not DALIP wins.
 
     python benchmarks/quality.py                      # 3 seeds, budget small
     python benchmarks/quality.py --budget medium --seeds 0 1 2
+    python benchmarks/quality.py --results qs-0 qs-1 qs-2   # quickstart folders already run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -35,12 +37,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", default="small", choices=("test", "small", "medium"))
     parser.add_argument("--out", default="runs/quality", help="where the per-seed quickstarts go")
     parser.add_argument("--quick", action="store_true", help="test budget, 2 seeds (a smoke run)")
+    parser.add_argument("--results", nargs="+", metavar="DIR",
+                        help="aggregate these finished `dalip quickstart` folders (one per seed, same budget) "
+                             "instead of running; --seeds and --budget are read from them")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.budget, args.seeds = "test", args.seeds[:2]
+    if args.results:
+        try:
+            args.loaded = load_results(args.results)
+        except ValueError as error:
+            parser.error(str(error))
+        args.budget, args.seeds = args.loaded[0]["budget"], [r["seed"] for r in args.loaded]
     return args
+
+
+def load_results(folders: list[str]) -> list[dict[str, Any]]:
+    """The results.json of finished quickstart folders; ValueError unless they are one
+    budget and distinct seeds."""
+    loaded = []
+    for folder in folders:
+        path = Path(folder) / "results.json"
+        if not path.is_file():
+            raise ValueError(f"{path}: not found (expected a finished `dalip quickstart` folder)")
+        loaded.append(json.loads(path.read_text()))
+    if len({r["budget"] for r in loaded}) > 1:
+        raise ValueError(f"--results: the folders mix budgets {sorted({r['budget'] for r in loaded})}")
+    if len({r["seed"] for r in loaded}) < len(loaded):
+        raise ValueError(f"--results: two folders have the same seed ({[r['seed'] for r in loaded]})")
+    return loaded
 
 
 def metric_values(results: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -92,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     per_seed, seconds = [], []
     for seed in args.seeds:
-        results = quickstart(Path(args.out) / f"seed-{seed}", seed=seed, budget=args.budget, force=True)
+        if args.results:
+            results = next(r for r in args.loaded if r["seed"] == seed)
+        else:
+            results = quickstart(Path(args.out) / f"seed-{seed}", seed=seed, budget=args.budget, force=True)
         per_seed.append(metric_values(results))
         seconds.append(results["timings_seconds"]["total"])
     figures = {"budget": args.budget, "seeds": args.seeds, "seconds_per_seed": seconds,

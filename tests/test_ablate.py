@@ -48,3 +48,14 @@ def test_combined_variants_and_argument_checks():
         ablate.parse_args(["--variants", "no-such-variant"])
     with pytest.raises(SystemExit, match="scratch-recipe"):
         ablate.main(["--variants", "base", "--scratch", "--scratch-recipe", "other", "--no-record"])
+
+
+def test_stage_configs_pin_the_recorded_ablation_settings(tmp_path):
+    """The recorded tables ran with alpha 0.5 in the CLIP stages, 2 loader workers and
+    torch's default AdamW: the command must still run that, whatever the quickstart's
+    budget and the package's defaults say now."""
+    from dalip.quickstart import BUDGETS
+
+    config = ablate.stage_config(tmp_path, tmp_path / "data", BUDGETS["small"], 0, "start")
+    assert (config.model.alpha, config.data.workers, config.optim.fused) == (0.5, 2, False)
+    assert config.steps == BUDGETS["small"].start_steps and config.loss.kind == "clip"
