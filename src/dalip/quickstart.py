@@ -176,16 +176,16 @@ def _run_stages(out: Path, settings: Budget, budget: str, seed: int, folder: Out
     folder.record()
     checkpoints = {run: str(out / run / "model.safetensors") for run in RUNS}
     mark = time.perf_counter()
-    evaluation = run_suite(checkpoints, suite(data, settings), out / "eval")
+    zero_shot = suite(data, settings)
+    evaluation = run_suite(checkpoints, zero_shot, out / "eval")
     write_suite_report(evaluation, out / "eval")
     timings["eval"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    zero_shot_only = {**suite(data, settings), "datasets": suite(data, settings)["datasets"][:2]}
     wise_ft = {}
     for kind in ("clip", "dalip"):
         sweep = out / f"wiseft-{kind}"
         known = {0.0: evaluation["models"]["start"], 1.0: evaluation["models"][f"tuned-{kind}"]}
-        wise_ft[kind] = interpolate(checkpoints["start"], checkpoints[f"tuned-{kind}"], WISE_FT_WEIGHTS, zero_shot_only,
+        wise_ft[kind] = interpolate(checkpoints["start"], checkpoints[f"tuned-{kind}"], WISE_FT_WEIGHTS, zero_shot,
                                     sweep, modes=["first"] if kind == "clip" else ["fused", "first"], evaluated=known)
         write_interpolation_report(wise_ft[kind], sweep)
     timings["wise_ft"] = time.perf_counter() - mark

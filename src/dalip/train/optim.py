@@ -56,8 +56,8 @@ def create_optimizer(model: DALIPModel, config: OptimConfig) -> torch.optim.Adam
     """AdamW over the run's parameter groups. `config.fused` picks torch's fused kernel: on
     2 CPU cores it takes a third of the time of torch's default (a per-tensor loop on CPU,
     for-each kernels on CUDA; dalip-tiny: 12 ms against 42), with the same update up to
-    float rounding. A resumed run keeps the implementation
-    its checkpoint was written with (the optimiser state records it)."""
+    float rounding. A resumed run keeps the implementation its checkpoint was written with
+    (the optimiser state records it)."""
     return torch.optim.AdamW(
         parameter_groups(model, config), betas=(config.beta1, config.beta2), eps=config.eps,
         fused=config.fused or None,
