@@ -51,6 +51,9 @@ class SourceConfig:
 
     kind: "csv" (CSV/TSV file), "folder" (root/<class>/*.jpg) or "webdataset"
     (tar shards, brace patterns allowed). Paths in a CSV are relative to the file.
+    resampled (webdataset only): each rank's DataLoader worker draws shards with
+    replacement instead of reading its share of them once; None (auto) resamples when the
+    source has fewer shards than ranks x workers, so that every worker mixes it in.
     """
 
     kind: SourceKind
@@ -62,6 +65,7 @@ class SourceConfig:
     templates: list[str] | None = None
     caption_weights: dict[str, float] | None = None
     num_samples: int | None = checked(None, minimum=1)
+    resampled: bool | None = None
 
 
 @dataclass

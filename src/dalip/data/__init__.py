@@ -6,7 +6,7 @@ uses `make_source(...)` (an `ImageFolderSource` / `CsvSource` with `classes` and
 
 from dalip.data.captions import DEFAULT_CAPTION_KEYS, DEFAULT_TEMPLATES
 from dalip.data.files import CsvSource, ImageFolderSource, read_classes_file
-from dalip.data.mixing import MixedDataset, build_loader, build_train_dataset, collate_skipping
+from dalip.data.mixing import MixedDataset, build_loader, build_train_dataset, collate_skipping, resampling_notes
 from dalip.data.shards import WebDatasetSource
 from dalip.data.skips import SKIP_REASONS, SkipCounter
 from dalip.data.make import make_source
@@ -30,4 +30,5 @@ __all__ = [
     "make_dataset",
     "make_source",
     "read_classes_file",
+    "resampling_notes",
 ]

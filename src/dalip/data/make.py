@@ -1,4 +1,4 @@
-"""`make_source`: a `SourceConfig` -> the source its `kind` names."""
+"""`make_source`: a `SourceConfig` -> the source its `kind` names; `check_source_config`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def make_source(
 
     `rank`/`world_size` are only used when a webdataset source is iterated on its own.
     """
+    check_source_config(config, f"source {config.path}: ")
     validate_caption_weights(config.caption_weights, f"source {config.path}")
     counter = skip_counter if skip_counter is not None else SkipCounter()
     builder = SampleBuilder(transform, tokenizer, config.caption_weights, counter)
@@ -36,3 +37,13 @@ def make_source(
     raise ValueError(
         f"source {config.path}: kind must be 'csv', 'folder' or 'webdataset', got {config.kind!r}"
     )
+
+
+def check_source_config(config: SourceConfig, where: str) -> None:
+    """What a source's field types cannot say: `resampled: true` needs webdataset shards.
+    ValueError naming the field otherwise: `where` "data.sources[1]" gives
+    "data.sources[1].resampled", a prefix ending in ": " is kept as is."""
+    field = f"{where}resampled" if where.endswith(": ") else f"{where}.resampled"
+    if config.resampled and config.kind != "webdataset":
+        raise ValueError(f"{field}: only webdataset sources are resampled (a {config.kind} source reads "
+                         f"each sample once per pass); remove resampled: true from it")

@@ -8,6 +8,11 @@ Epoch length: with one source, an epoch is one pass over it (each sample once). 
 several, it is `num_samples` samples (default: the sum of the sources' sizes), split
 evenly over ranks and workers; a source that runs out is restarted with a new order,
 so the weights hold. When a size is unknown, the mix ends when a source runs out.
+
+A resampled webdataset source (`SourceConfig.resampled`, `dalip.data.shards`) never runs
+out: every worker draws its shards with replacement, so it has a share on any number of
+ranks x workers and the weights hold globally; a single resampled source is drawn like
+a mix of one, `num_samples` per epoch. `resampling_notes` says which sources resample.
 """
 
 from __future__ import annotations
@@ -23,17 +28,13 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate
 from dalip.config import SourceConfig
 from dalip.data.captions import Tokenizer
 from dalip.data.skips import SharedEpoch, SkipCounter, log_skips, subtract_counts
-from dalip.data.make import make_source
-from dalip.data.sources import Sample, Source, StreamSplit, Transform
+from dalip.data.make import check_source_config, make_source
+from dalip.data.shards import WebDatasetSource
+from dalip.data.sources import Sample, Source, StreamSplit, Transform, worker_quota
 
 logger = logging.getLogger(__name__)
 
 DRAW_BLOCK = 1024  # source choices drawn at once (one numpy call per block)
-
-
-def worker_quota(total: int, worker: int, num_workers: int) -> int:
-    """Worker `worker`'s share of `total` samples (shares differ by at most one)."""
-    return total // num_workers + (1 if worker < total % num_workers else 0)
 
 
 class MixedDataset(IterableDataset):
@@ -72,11 +73,12 @@ class MixedDataset(IterableDataset):
         self.shared_epoch = SharedEpoch(0)
         # per source: 1 once a worker read a whole pass of it and every sample was bad
         self._unusable = torch.zeros(len(self.sources), dtype=torch.int8).share_memory_()
+        self._unusable_view = self._unusable.numpy()  # the same memory, read once per step without torch
 
     def unusable_source(self) -> ValueError | None:
         """The error naming a source of which a whole pass was unreadable (in any worker), or
         None; the training loop raises it, on every rank."""
-        for index in self._unusable.nonzero().flatten().tolist():
+        for index in self._unusable_view.nonzero()[0].tolist():
             skipped = ", ".join(f"{reason}={n}" for reason, n in sorted(self.skipped().items()))
             return ValueError(f"data.sources[{index}] ({self.sources[index].name}): every sample of a full pass "
                               f"was skipped ({skipped or 'no readable sample'}); fix or remove this source")
@@ -94,32 +96,39 @@ class MixedDataset(IterableDataset):
 
     def samples_per_worker(self, worker: int, num_workers: int) -> int | None:
         """How many samples worker `worker` of this rank produces per epoch (mixes only)."""
-        if len(self.sources) == 1 or self.num_samples is None:
+        if not self._draws_sources(num_workers) or self.num_samples is None:
             return None
         return worker_quota(self.num_samples // self.world_size, worker, num_workers)
+
+    def _draws_sources(self, num_workers: int) -> bool:
+        """Whether each sample's source is drawn (`_mix`): several sources, or one that
+        resamples (its stream has no end of its own); else one pass over the one source."""
+        return len(self.sources) > 1 or self.sources[0].resamples(self.world_size, num_workers)
 
     def __iter__(self) -> Iterator[Sample]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         split = StreamSplit(self.shared_epoch.get(), self.rank, self.world_size, worker, workers)
-        if len(self.sources) == 1:
-            yield from self.sources[0].stream(split)
-        else:
+        if self._draws_sources(workers):
             yield from self._mix(split)
+        else:
+            yield from self.sources[0].stream(split)
         logger.debug("epoch %d rank %d worker %d done; skips so far %s",
                      split.epoch, self.rank, worker, self.skipped())
 
     def _mix(self, split: StreamSplit) -> Iterator[Sample]:
-        """Draw each sample's source by weight until the quota (or a source) runs out."""
+        """Draw each sample's source by weight until the quota (or, sizes unknown, a source that
+        does not resample) runs out; an exhausted source restarts with the next `repeat`."""
         rng = np.random.default_rng([self.seed, split.epoch, split.rank, split.worker])
         quota = self.samples_per_worker(split.worker, split.num_workers)
         weights = self.weights.copy()
         repeats = [0] * len(self.sources)
+        endless = [source.resamples(split.world_size, split.num_workers) for source in self.sources]
         streams = [iter(source.stream(split)) for source in self.sources]
         fresh = [True] * len(self.sources)  # no sample taken from the current pass yet
-        produced, choices = 0, iter(())
+        produced, choices, pending = 0, iter(()), None
         while quota is None or produced < quota:
-            choice = next(choices, None)
+            choice, pending = (next(choices, None), None) if pending is None else (pending, None)
             if choice is None:
                 choices = iter(rng.choice(len(weights), size=DRAW_BLOCK, p=weights / weights.sum()).tolist())
                 continue
@@ -132,7 +141,7 @@ class MixedDataset(IterableDataset):
             if fresh[choice] and self.sources[choice].has_share(split):
                 self._unusable[choice] = 1  # every sample it has was bad: the run stops
                 return
-            if quota is None:
+            if quota is None and not endless[choice]:
                 return  # sizes unknown: one pass of the first source to run out
             if fresh[choice]:  # this worker was given no part of the source (e.g. no shard)
                 logger.info("%s has no share for rank %d worker %d; dropped from its mix",
@@ -147,6 +156,7 @@ class MixedDataset(IterableDataset):
             restart = StreamSplit(split.epoch, split.rank, split.world_size, split.worker,
                                   split.num_workers, repeats[choice])
             streams[choice] = iter(self.sources[choice].stream(restart))
+            pending = choice  # this draw takes its sample from the new pass (else small sources lose weight)
 
 
 def build_train_dataset(
@@ -164,6 +174,8 @@ def build_train_dataset(
     """
     if not sources:
         raise ValueError("data.sources: at least one source is needed")
+    for index, config in enumerate(sources):  # every config, before any shard is opened
+        check_source_config(config, f"data.sources[{index}]")
     counter = SkipCounter()
     built = []
     for index, config in enumerate(sources):
@@ -172,6 +184,20 @@ def build_train_dataset(
                                  rank=rank, world_size=world_size))
     weights = [config.weight for config in sources]
     return MixedDataset(built, weights, seed, rank, world_size, num_samples, counter)
+
+
+def resampling_notes(dataset: MixedDataset, num_workers: int) -> list[str]:
+    """Lines for the run log on how `dataset`'s webdataset sources are read with its
+    `world_size` ranks x `num_workers` DataLoader workers: those that resample (or that
+    should and were told not to), e.g. "data.sources[1] (general/{00000..00002}.tar): 3
+    shards < 2 ranks x 2 workers: each worker draws shards with replacement (...)"."""
+    notes = []
+    for index, source in enumerate(dataset.sources):
+        if isinstance(source, WebDatasetSource):
+            note = source.resampling_note(dataset.world_size, num_workers)
+            if note is not None:
+                notes.append(f"data.sources[{index}] ({source.name}): {note}")
+    return notes
 
 
 def collate_skipping(batch: list[Any]) -> Any:

@@ -1,12 +1,18 @@
 """WebDataset tar shards as img2dataset writes them, read with the `webdataset` package.
 
 A sample is the tar members sharing one key: an image (`jpg|jpeg|png|webp`) and a
-caption (`txt`, and/or `json` holding named captions). Shards are shuffled per epoch
-with a seed shared by all ranks and workers, then split by rank and by DataLoader
-worker, so that with at least `world_size * num_workers` shards every sample is read
-exactly once per epoch (no resampling). The epoch length comes from
+caption (`txt`, and/or `json` holding named captions). The epoch length comes from
 `SourceConfig.num_samples`, else from a `sizes.json` next to the shards
 ({shard file name: sample count}, as `dalip make-dataset` and OpenCLIP use).
+
+Two ways to read an epoch, chosen per source by `SourceConfig.resampled`:
+- split (the default with at least `world_size * num_workers` shards): shards are
+  shuffled per epoch with a seed shared by all ranks and workers, then split by rank and
+  by DataLoader worker, so every sample is read exactly once per epoch;
+- resampled (auto with fewer shards than that, as OpenCLIP's `--dataset-resampled`):
+  each worker draws shards with replacement, seeded by (seed, epoch, rank, worker,
+  repeat), until it has its share of the epoch length (endless when that is unknown).
+  Every worker then reads the source, so the mix's weights hold on any number of ranks.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ SIZES_FILE = "sizes.json"
 
 def _is_local(url: str) -> bool:
     return "://" not in url and not url.startswith("pipe:")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def expand_shards(pattern: str) -> list[str]:
@@ -125,24 +135,76 @@ class WebDatasetSource(Source, torch.utils.data.IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.num_samples = config.num_samples if config.num_samples else read_shard_sizes(self.urls)
+        self.resampled = config.resampled
+
+    def resamples(self, world_size: int, num_workers: int) -> bool:
+        """Whether each worker draws shards with replacement: `resampled` when set, else
+        (auto) when there are fewer shards than ranks x workers (0 workers count as 1)."""
+        if self.resampled is not None:
+            return self.resampled
+        return len(self.urls) < world_size * max(num_workers, 1)
+
+    def resampling_note(self, world_size: int, num_workers: int) -> str | None:
+        """One line on how this source is read by `world_size` ranks x `num_workers` DataLoader
+        workers, when that is not the plain split; None otherwise."""
+        workers = max(num_workers, 1)
+        shards = _count(len(self.urls), "shard")
+        readers = f"{_count(world_size, 'rank')} x {_count(workers, 'worker')}"
+        draws = "each worker draws shards with replacement"
+        if self.resampled is None and self.resamples(world_size, num_workers):
+            return f"{shards} < {readers}: {draws} (resampled: false turns this off)"
+        if self.resampled:
+            return f"resampled: true ({shards}, {readers}): {draws}"
+        if self.resampled is False and len(self.urls) < world_size * workers:
+            return (f"{shards} < {readers} with resampled: false: some workers read none of it, so the "
+                    f"mixing weights do not hold (remove resampled: false to resample)")
+        return None
 
     def has_share(self, split: StreamSplit) -> bool:
-        return bool(split.take(self.urls))
+        return self.resamples(split.world_size, split.num_workers) or bool(split.take(self.urls))
 
     def stream(self, split: StreamSplit) -> Iterator[Sample]:
+        if self.resamples(split.world_size, split.num_workers):
+            return self._resampled_stream(split)
+        return self._split_stream(split)
+
+    def _split_stream(self, split: StreamSplit) -> Iterator[Sample]:
+        """This split's share of the shards, each sample once (module docstring)."""
         order = np.random.default_rng([self.seed, split.epoch, split.repeat]).permutation(len(self.urls))
         shards = split.take([self.urls[i] for i in order])
         if not shards:
             logger.warning(
-                "%s: rank %d worker %d gets no shard (%d shards < %d ranks x %d workers)",
+                "%s: rank %d worker %d gets no shard (%d shards < %d ranks x %d workers, resampled: false)",
                 self.name, split.rank, split.worker, len(self.urls), split.world_size, split.num_workers,
             )
             return
         rng = np.random.default_rng([self.seed, split.epoch, split.repeat, split.rank, split.worker])
-        stages: list[Any] = [
-            wds.SimpleShardList(shards),  # already shuffled and split: kept in this order
-            wds.tarfile_to_samples(handler=ShardErrorHandler(self.skip_counter, shards)),
-        ]
+        yield from self._read(shards, rng, ShardErrorHandler(self.skip_counter, shards))
+
+    def _resampled_stream(self, split: StreamSplit) -> Iterator[Sample]:
+        """Shards drawn with replacement, a pass of `len(urls)` draws at a time, until this
+        split's quota of the epoch; endless when the size is unknown. It ends early only when
+        every shard has been drawn in passes that gave no usable sample (a wholly bad source)."""
+        quota = None if self.num_samples is None else split.quota(self.num_samples)
+        seeds = np.random.SeedSequence([self.seed, split.epoch, split.rank, split.worker, split.repeat])
+        draws, rng = (np.random.default_rng(child) for child in seeds.spawn(2))
+        handler = ShardErrorHandler(self.skip_counter, self.urls)
+        produced, fruitless = 0, set[str]()  # shards of the passes since the last one with a usable sample
+        while quota is None or produced < quota:
+            shards = [self.urls[i] for i in draws.integers(len(self.urls), size=len(self.urls))]
+            before = produced
+            for sample in self._read(shards, rng, handler):
+                yield sample
+                produced += 1
+                if produced == quota:
+                    return
+            fruitless = fruitless | set(shards) if produced == before else set()
+            if fruitless == set(self.urls):
+                return
+
+    def _read(self, shards: list[str], rng: np.random.Generator, handler: ShardErrorHandler) -> Iterator[Sample]:
+        """The usable samples of `shards`, read in this order through the shuffle buffer."""
+        stages: list[Any] = [wds.SimpleShardList(shards), wds.tarfile_to_samples(handler=handler)]
         if self.shuffle_buffer > 1:
             shuffle_rng = random.Random(int(rng.integers(2**31)))
             stages.append(wds.shuffle(self.shuffle_buffer, self.shuffle_buffer // 4, rng=shuffle_rng))

@@ -59,6 +59,15 @@ class StreamSplit:
         per_rank = islice(items, self.rank, None, self.world_size)
         return list(islice(per_rank, self.worker, None, self.num_workers))
 
+    def quota(self, total: int) -> int:
+        """This split's share of an epoch of `total` samples over all ranks."""
+        return worker_quota(total // self.world_size, self.worker, self.num_workers)
+
+
+def worker_quota(total: int, worker: int, num_workers: int) -> int:
+    """Worker `worker`'s share of `total` samples (shares differ by at most one)."""
+    return total // num_workers + (1 if worker < total % num_workers else 0)
+
 
 def max_image_pixels() -> int:
     """The largest image (width x height) dalip decodes: `DALIP_MAX_IMAGE_PIXELS`, default
@@ -209,6 +218,11 @@ class Source(abc.ABC):
     def has_share(self, split: StreamSplit) -> bool:
         """Whether `split` is given any samples to read (a worker may get no shard)."""
         return True
+
+    def resamples(self, world_size: int, num_workers: int) -> bool:
+        """Whether each worker draws with replacement, so that its stream never runs out for
+        good (only webdataset sources can; the others read each sample once per pass)."""
+        return False
 
 
 class MapSource(Source, torch.utils.data.Dataset):
