@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from dalip import brownian_distance_covariance, upper_triangle_indices, vectorize_upper_triangle
+from dalip.model.bdc import exact_gram
+from dalip.model.devices import configure_cuda
 
 
 def reference_bdc(tokens: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -105,3 +107,53 @@ def test_upper_triangle_vectorisation():
 def test_bad_input_is_a_clear_error(tokens, mask, message):
     with pytest.raises(ValueError, match=message):
         brownian_distance_covariance(tokens, mask)
+
+
+def test_the_gram_matrix_stays_ieee_float32_where_tf32_is_on(monkeypatch):
+    """`configure_cuda` turns TF32 on for float32 matmuls (as open_clip_train); BDC's Gram matrix,
+    forward and backward, asks for full float32 all the same, and the setting is restored."""
+    seen, matmul = [], torch.matmul
+
+    def recording_matmul(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return matmul(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "matmul", recording_matmul)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # what TF32 on means
+    try:
+        x = torch.randn(2, 3, 9, 5, requires_grad=True)
+        brownian_distance_covariance(x).sum().backward()
+        assert seen == ["highest", "highest"]  # the product and its gradient
+        assert torch.get_float32_matmul_precision() == "high"
+        torch.matmul(x.transpose(-1, -2), x)  # any other product keeps the process's setting
+        assert seen[-1] == "high"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def test_exact_gram_gradient():
+    x = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(exact_gram, (x,))
+    torch.testing.assert_close(exact_gram(x), x.transpose(-1, -2) @ x)
+    strided = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True).transpose(1, 2)  # as MBDC's
+    assert torch.autograd.gradcheck(exact_gram, (strided,))
+
+
+def test_configure_cuda_sets_tf32_and_the_autotuner():
+    matmul_before, benchmark_before = torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    try:
+        configure_cuda(tf32=True)
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.benchmark
+        if conv is not None and hasattr(conv, "fp32_precision"):
+            assert conv.fp32_precision == "tf32"
+        configure_cuda(tf32=False)
+        assert torch.get_float32_matmul_precision() == "highest"
+        if conv is not None and hasattr(conv, "fp32_precision"):
+            assert conv.fp32_precision == "ieee"
+    finally:
+        torch.set_float32_matmul_precision(matmul_before)
+        torch.backends.cudnn.benchmark = benchmark_before
+        if conv is not None and hasattr(conv, "fp32_precision"):
+            conv.fp32_precision = "tf32"

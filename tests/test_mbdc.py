@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from dalip import MBDC
+from dalip.model.mbdc import masked_batch_norm
 from test_bdc import reference_bdc
 
 
@@ -53,6 +54,33 @@ def test_batched_heads_match_plain_reference(weighting):
     mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
     torch.testing.assert_close(module(tokens, summary, mask), reference_mbdc(module, tokens, summary, mask))
     torch.testing.assert_close(module(tokens, summary), reference_mbdc(module, tokens, summary))
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_masked_batch_norm_is_batch_norm_of_the_real_tokens(masked):
+    """MBDC's "batchnorm" weighting normalises without boolean indexing (no host sync): the same
+    output, gradient and running statistics as nn.BatchNorm1d over the real tokens alone."""
+    torch.manual_seed(3)
+    ours, reference = torch.nn.BatchNorm1d(5), torch.nn.BatchNorm1d(5)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2), ours.bias.uniform_(-1, 1)
+    reference.load_state_dict(ours.state_dict())
+    x = (torch.randn(3, 7, 2, 5) * 2 + 1).requires_grad_()
+    mask = torch.rand(3, 7) > 0.3 if masked else torch.ones(3, 7, dtype=torch.bool)
+    for _ in range(2):  # twice: the running averages move from their start
+        output = masked_batch_norm(x, ours, mask if masked else None)
+        expected = torch.zeros_like(x)
+        expected[mask] = reference(x[mask].reshape(-1, 5)).view(-1, 2, 5)
+    torch.testing.assert_close(output, expected)
+    upstream = torch.randn_like(x)
+    ours_grad = torch.autograd.grad((output * upstream).sum(), [x, ours.weight])
+    expected_grad = torch.autograd.grad((expected * upstream).sum(), [x, reference.weight])
+    for got, want in zip(ours_grad, expected_grad):
+        torch.testing.assert_close(got, want)
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], value, msg=name)
+    ours.eval(), reference.eval()
+    torch.testing.assert_close(masked_batch_norm(x, ours, None), reference(x.reshape(-1, 5)).view_as(x))
 
 
 def test_padding_length_does_not_change_output():

@@ -7,7 +7,53 @@ For a token set X of M tokens with d channels (channel k is the column x_k):
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Iterator
+
 import torch
+
+
+@contextlib.contextmanager
+def ieee_float32_matmul() -> Iterator[None]:
+    """Full IEEE float32 matmuls inside, whatever the process set (TF32 tensor cores keep 10
+    mantissa bits and ignore autocast); the previous setting is restored after."""
+    try:
+        previous = torch.get_float32_matmul_precision()
+    except RuntimeError:  # torch >= 2.9 when the legacy flag was set directly: read that one
+        previous = "high" if torch.backends.cuda.matmul.allow_tf32 else "highest"
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+class _ExactGram(torch.autograd.Function):
+    """X (..., M, d) -> X^T X (..., d, d), forward and backward in IEEE float32, outside autocast."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        with ieee_float32_matmul(), torch.autocast(device_type=x.device.type, enabled=False):
+            return torch.matmul(x.transpose(-1, -2), x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        with ieee_float32_matmul(), torch.autocast(device_type=x.device.type, enabled=False):
+            return torch.matmul(x, grad + grad.transpose(-1, -2))  # d(X^T X) = X (G + G^T)
+
+
+# Eager under torch.compile: the precision switch is Python state a graph cannot hold. (A custom
+# operator would keep the graph whole, but torch 2.14's inductor then computed wrong gradients
+# through the diagonal of its output; tests/test_compile.py compares compiled and eager steps.)
+@torch.compiler.disable
+def exact_gram(x: torch.Tensor) -> torch.Tensor:
+    """Channel Gram matrix X^T X (..., d, d) of token sets X (..., M, d), in full float32 (or
+    float64) precision even where TF32 is on (`dalip.model.devices.configure_cuda`): BDC's
+    distances are differences |x_k|^2 + |x_l|^2 - 2 x_k.x_l of its entries, and TF32's rounding
+    of the products would swamp the small differences between channels."""
+    return _ExactGram.apply(x)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -50,7 +96,7 @@ def brownian_distance_covariance(
             keep = mask.to(x.dtype)
             x = x * keep.unsqueeze(-1)  # masked tokens add nothing to norms or products
             count = keep.sum(-1).clamp_min(1.0)
-        gram = x.transpose(-1, -2) @ x  # (..., d, d)
+        gram = exact_gram(x)  # (..., d, d), never TF32
         norms = gram.diagonal(dim1=-2, dim2=-1)  # (..., d)
         squared = (norms.unsqueeze(-1) + norms.unsqueeze(-2) - 2 * gram).clamp_min(0.0)
         scale = 1.0 / (2.0 * count)  # (...)

@@ -7,10 +7,11 @@ what `open_clip.CLIP.encode_image` / `encode_text` return.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import open_clip
 import torch
@@ -28,22 +29,34 @@ logger = logging.getLogger(__name__)
 SIMILARITY_MODES = ("fused", "first", "second")
 
 
-class _Capture:
-    """Holds the output of a module for the duration of one call (forward hook)."""
+class _TokenTap:
+    """A forward hook, registered once on a module of open_clip's, that keeps the module's output
+    of a call made while `armed` (one tap per tower; hooks added per call would break compiled
+    graphs, and keeping every output would hold activations a plain CLIP forward does not need)."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.module = module
+        self.armed = False
         self.output: torch.Tensor | None = None
+        module.register_forward_hook(self)
 
-    def __enter__(self) -> "_Capture":
-        self.handle = self.module.register_forward_hook(self._hook)
-        return self
+    def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        if self.armed:
+            self.output = output
 
-    def _hook(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        self.output = output
+    @contextlib.contextmanager
+    def catching(self) -> Iterator["_TokenTap"]:
+        """Arm the tap for the calls inside; `take()` the output after."""
+        self.armed, self.output = True, None
+        try:
+            yield self
+        finally:
+            self.armed = False
 
-    def __exit__(self, *exc: Any) -> None:
-        self.handle.remove()
+    def take(self) -> torch.Tensor:
+        output, self.output = self.output, None
+        if output is None:
+            raise RuntimeError("the open_clip module DALIP reads tokens from did not run")
+        return output
 
 
 class DALIPModel(nn.Module):
@@ -83,6 +96,11 @@ class DALIPModel(nn.Module):
         self.logit_scale_second = (
             nn.Parameter(clip.logit_scale.detach().clone()) if separate_second_temperature else None
         )
+        # With final_ln_after_pool open_clip normalises only the pooled token, so the image
+        # token set is read before ln_post and normalised in encode_image.
+        visual = clip.visual
+        self._image_tap = _TokenTap(visual.transformer if visual.final_ln_after_pool else visual.ln_post)
+        self._text_tap = _TokenTap(clip.ln_final)
 
     @property
     def logit_scale(self) -> nn.Parameter:
@@ -92,28 +110,25 @@ class DALIPModel(nn.Module):
     def encode_image(self, images: torch.Tensor, second_order: bool = True) -> Features:
         """images (B, 3, H, W) -> Features; `second_order=False` skips MBDC (second=None)."""
         visual = self.clip.visual
-        ln_after_pool = visual.final_ln_after_pool
-        # With final_ln_after_pool open_clip normalises only the pooled token, so the
-        # token set is read before ln_post and normalised here.
-        with _Capture(visual.transformer if ln_after_pool else visual.ln_post) as capture:
+        if not second_order:
+            return Features(F.normalize(self.clip.encode_image(images), dim=-1), None)
+        with self._image_tap.catching() as tap:
             pooled = self.clip.encode_image(images)  # (B, D)
         first = F.normalize(pooled, dim=-1)
-        if not second_order:
-            return Features(first, None)
-        tokens = capture.output  # (B, 1 + P, width), class token first
-        if ln_after_pool:
+        tokens = tap.take()  # (B, 1 + P, width), class token first
+        if visual.final_ln_after_pool:
             tokens = visual.ln_post(tokens)
         patches = tokens[:, 1:] @ visual.proj  # (B, P, D)
         return Features(first, self.image_mbdc(patches, pooled))
 
     def encode_text(self, texts: torch.Tensor, second_order: bool = True) -> Features:
         """texts (B, L) token ids -> Features; padding after end-of-text is masked out."""
-        with _Capture(self.clip.ln_final) as capture:
+        if not second_order:
+            return Features(F.normalize(self.clip.encode_text(texts), dim=-1), None)
+        with self._text_tap.catching() as tap:
             pooled = self.clip.encode_text(texts)  # (B, D)
         first = F.normalize(pooled, dim=-1)
-        if not second_order:
-            return Features(first, None)
-        tokens = capture.output  # (B, L, width)
+        tokens = tap.take()  # (B, L, width)
         projection = self.clip.text_projection
         tokens = projection(tokens) if isinstance(projection, nn.Linear) else tokens @ projection
         return Features(first, self.text_mbdc(tokens, pooled, self.text_mask(texts)))

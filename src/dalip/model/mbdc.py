@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Any, get_args
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -166,13 +167,8 @@ class MBDC(nn.Module):
 
     def _batch_norm(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """BatchNorm over batch x tokens x heads per reduced channel; padding tokens take
-        no part in the statistics (and stay zero)."""
-        norm = self.reduce[1]
-        if mask is None:
-            return norm(x.reshape(-1, x.shape[-1])).view_as(x)
-        out = torch.zeros_like(x)
-        out[mask] = norm(x[mask].reshape(-1, x.shape[-1])).view(-1, *x.shape[2:])
-        return out
+        no part in the statistics (and stay zero). See `masked_batch_norm`."""
+        return masked_batch_norm(x, self.reduce[1], mask)
 
     def _check_inputs(
         self, tokens: torch.Tensor, summary: torch.Tensor, mask: torch.Tensor | None
@@ -198,3 +194,68 @@ class MBDC(nn.Module):
             f"vector_dim={self.vector_dim}, out_dim={self.out_dim}, weighting={self.weighting}, "
             f"dropout_kind={self.dropout_kind}"
         )
+
+
+def masked_batch_norm(x: torch.Tensor, norm: nn.BatchNorm1d, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """BatchNorm of x (B, M, H, r) per channel r, over the real tokens of all heads, with `norm`'s
+    parameters and running statistics; padding tokens (mask (B, M) False) take no part and stay
+    zero. The same as `norm` applied to the real tokens only, without boolean indexing (no host
+    sync; any graph compiles). In training under torch.distributed the statistics are those of
+    the global batch, on any backend, as SyncBatchNorm's (the reduction is differentiable).
+    Statistics and output are at least float32 (BatchNorm's precision under autocast)."""
+    values = x.to(torch.promote_types(x.dtype, torch.float32))
+    keep = None if mask is None else mask[:, :, None, None].to(values.dtype)  # (B, M, 1, 1)
+    if norm.training or not norm.track_running_stats:
+        kept = values if keep is None else values * keep
+        count = values[..., 0].numel() if keep is None else keep.sum() * x.shape[2]  # real tokens x heads
+        sums = _global_sum(torch.cat([kept.sum((0, 1, 2)), torch.as_tensor(count, device=x.device,
+                                                                            dtype=values.dtype).view(1)]))
+        count = sums[-1]
+        mean = sums[:-1] / count  # (r,)
+        squares = (values - mean) ** 2
+        variance = _global_sum((squares if keep is None else squares * keep).sum((0, 1, 2))) / count  # biased
+        if norm.training and norm.track_running_stats:
+            _update_running_stats(norm, mean.detach(), variance.detach(), count.detach())
+    else:
+        mean, variance = norm.running_mean, norm.running_var
+    out = (values - mean) * torch.rsqrt(variance + norm.eps)
+    if norm.affine:
+        out = out * norm.weight + norm.bias
+    return out if keep is None else out * keep
+
+
+def _global_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (differentiable) when torch.distributed runs several; else `values`."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return _SumOverRanks.apply(values)
+    return values
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """y = sum of x over ranks; every rank's loss depends on y, so x's gradient is the sum of
+    y's gradients over ranks (torch.distributed.nn's all_reduce, which torch 2.14 deprecates)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+@torch.no_grad()
+def _update_running_stats(norm: nn.BatchNorm1d, mean: torch.Tensor, variance: torch.Tensor,
+                          count: torch.Tensor) -> None:
+    """As nn.BatchNorm1d: momentum average (cumulative when momentum is None) of the batch mean
+    and of the unbiased batch variance."""
+    norm.num_batches_tracked.add_(1)
+    momentum = norm.momentum
+    factor = 1.0 / norm.num_batches_tracked if momentum is None else momentum
+    unbiased = variance * count / (count - 1).clamp_min(1)
+    norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
+    norm.running_var.lerp_(unbiased.to(norm.running_var.dtype), factor)
