@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 from dalip.config import LossConfig, ModelConfig, TrainConfig  # noqa: E402
-from dalip.train.optim import apply_gradients, create_optimizer, create_scheduler  # noqa: E402
+from dalip.train.step import OptimizerStep  # noqa: E402
 from dalip.train.task import TrainingTask  # noqa: E402
 
 DEFAULT_MODELS = "dalip-tiny:64,ViT-B-16:8"
@@ -104,23 +104,15 @@ def random_batch(clip, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def training_step(task, config) -> Callable[[torch.Tensor, torch.Tensor], float]:
-    """One optimiser step as the training loop takes it on one micro-batch: the task's forward
-    under its autocast, backward through the grad scaler, `apply_gradients` (AdamW over the
-    run's parameter groups, gradient clipping, the scaler), the schedule, the temperature clamp."""
-    optimizer = create_optimizer(task.model, config.optim)
-    scheduler = create_scheduler(optimizer, config.optim, total_steps=1_000_000)
-    scaler = torch.amp.GradScaler("cpu", enabled=config.precision == "amp")
-    device = torch.device("cpu")
+    """One optimiser step exactly as the training loop takes it on one micro-batch
+    (`dalip.train.step.OptimizerStep`: the task's forward under its autocast, backward through
+    the grad scaler, unscale, clipping, AdamW over the run's parameter groups or a skip, the
+    schedule, the temperature clamp); returns the loss."""
+    stepper = OptimizerStep(task, config, total_steps=1_000_000)
+    calls = iter(range(1_000_000_000))
 
     def step(images: torch.Tensor, texts: torch.Tensor) -> float:
-        with task.autocast():
-            losses = task(images, texts)
-        scaler.scale(losses["loss"]).backward()
-        apply_gradients(task.model, optimizer, scaler, config.optim.grad_clip,
-                        bool(torch.isfinite(losses["loss"]).item()), device)
-        scheduler.step()
-        task.clamp_temperatures()
-        return losses["loss"].item()
+        return stepper([(images, texts)], next(calls)).losses["loss"].item()
 
     return step
 

@@ -14,6 +14,7 @@ from dalip.train.distributed import DistributedContext
 from dalip.train.loop import Trainer
 from dalip.train.optim import create_optimizer, lr_factor, parameter_groups
 from dalip.train.run_log import read_metrics
+from dalip.train.step import forward_backward
 from dalip.train.task import MAX_LOGIT_SCALE, TrainingTask
 from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
 
@@ -116,7 +117,7 @@ def test_accumulated_gradient_is_the_full_batch_gradient(train_data, tmp_path):
         images, texts = next(iter(build_loader(trainer.dataset, 8, 0)))
         micro = [(images[i:i + 8 // accumulation], texts[i:i + 8 // accumulation])
                  for i in range(0, 8, 8 // accumulation)]
-        trainer.forward_backward(micro)
+        forward_backward(trainer.task, trainer.scaler, micro)
         gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
     assert gradients[0].keys() == gradients[1].keys()
     for name, value in gradients[0].items():
@@ -155,6 +156,30 @@ def test_nonfinite_loss_skips_the_step_then_stops(train_data, tmp_path, monkeypa
     records = {r["step"]: r for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
     assert records[2]["skipped_step"] and not records[3]["skipped_step"]
     assert records[3]["nonfinite_steps"] == 1
+
+
+def test_amp_skips_a_nonfinite_step_and_keeps_training(train_data, tmp_path, monkeypatch):
+    """precision amp (float16 autocast, CPU grad scaler): a NaN loss skips that step, the
+    scaler backs off, and the run goes on to a finite model."""
+    original = TrainingTask.losses
+    calls = {"n": 0}
+
+    def nan_at_second_step(self, *args):
+        calls["n"] += 1
+        losses = original(self, *args)
+        if calls["n"] == 2:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(TrainingTask, "losses", nan_at_second_step)
+    out = tmp_path / "amp"
+    assert main(["train", "--config", str(write_config(train_data, out, precision="amp", steps=4))]) == 0
+    records = {r["step"]: r for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
+    assert records[2]["skipped_step"] and not records[3]["skipped_step"] and not records[4]["skipped_step"]
+    assert records[4]["nonfinite_steps"] == 1
+    checkpoint = torch.load(out / "checkpoints" / "step_000000004.pt", weights_only=True)
+    assert checkpoint["scaler"]["scale"] < 2.0**16  # backed off once from the initial scale
+    assert all(torch.isfinite(v).all() for v in weights(out / "model.safetensors").values())
 
 
 def test_optimizer_groups_and_schedule(tiny_model):

@@ -81,19 +81,46 @@ def free_port():
         return handle.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one_process(train_data, tmp_path):
+def torchrun(config, nproc=2):
+    """`dalip train --config CONFIG` under torchrun with `nproc` gloo processes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               "-m", "dalip.cli", "train", "--config", str(config)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_two_gloo_processes_match_one_process(train_data, tmp_path, accumulation):
+    """The global batch is the same however it is split: 2 ranks x `accumulation` micro-batches
+    train to the weights of one process taking the whole batch at once."""
     settings = dict(steps=3, optim={"lr": 1e-4, "warmup_steps": 1}, device="cpu")
     single = tmp_path / "single"
     one = run_cli("train", "--config", str(write_config(train_data, single, **settings)))
     assert one.wait(timeout=300) == 0, one.stderr.read()
 
     double = tmp_path / "double"
-    config = write_config(train_data, double, **settings)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               "-m", "dalip.cli", "train", "--config", str(config)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    split = {**settings, "optim": {**settings["optim"], "accumulation": accumulation}}
+    result = torchrun(write_config(train_data, double, **split))
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_weights(double / "model.safetensors", single / "model.safetensors", atol=1e-5)
     assert len(checkpoints(double)) == 2  # only rank 0 wrote: step 2 and the final step 3
+
+
+def test_alpha_one_with_the_dalip_loss_trains_under_ddp(train_data, tmp_path):
+    """alpha 1 gives the second-order term no weight: the heads take no part in the loss, so
+    they are frozen (DDP would otherwise wait for their gradients); the run matches one process."""
+    settings = dict(steps=3, optim={"lr": 1e-4, "warmup_steps": 1}, device="cpu", model={"alpha": 1.0})
+    single = tmp_path / "single"
+    one = run_cli("train", "--config", str(write_config(train_data, single, **settings)))
+    assert one.wait(timeout=300) == 0, one.stderr.read()
+    double = tmp_path / "double"
+    result = torchrun(write_config(train_data, double, **settings))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(double / "model.safetensors", single / "model.safetensors", atol=1e-5)
+    trained = load_file(str(double / "model.safetensors"))
+    torch.manual_seed(0)
+    start, *_ = dalip.create_model("test-tiny", heads=2, reduced_dim=8, dropout=0.0, alpha=1.0)
+    for name, value in start.state_dict().items():
+        if "_mbdc." in name:
+            assert torch.equal(trained[name], value), name

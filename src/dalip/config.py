@@ -163,9 +163,12 @@ class TrainConfig:
     batch_size: int = checked(64, minimum=1)
     epochs: int = checked(1, minimum=1)
     steps: int | None = checked(None, minimum=1)
-    precision: Precision = "fp32"
+    precision: Precision = "fp32"  # GPUs: bf16; fp32 is for CPUs and debugging
+    tf32: bool = True  # CUDA: TF32 tensor cores for float32 matmuls and convolutions (BDC's Gram stays IEEE)
+    compile: bool = False  # torch.compile the forward (both towers and the MBDC heads)
     grad_checkpointing: bool = False
     device: Device = "auto"
+    distributed_timeout_minutes: float = checked(60.0, above=0)  # how long a rank waits for the others
     seed: int = checked(0, minimum=0)
     checkpoint_every: int = checked(500, minimum=1)
     keep_last: int = checked(3, minimum=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from typing import Callable, NoReturn, Sequence
 
 from dalip import __version__
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # open_clip logs its progress on the root logger: keep that at WARNING, ours at INFO.
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s", force=True)
     logging.getLogger("dalip").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # open_clip's feature gather calls an API torch 2.14 deprecates, warning at every step.
+    warnings.filterwarnings("ignore", r"torch\.distributed\.nn\.functional\.all_gather is deprecated", FutureWarning)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

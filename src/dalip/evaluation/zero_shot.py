@@ -196,7 +196,8 @@ def embed_classes(
 
 def training_validation(config: TrainConfig) -> Callable[[TrainingTask, int], dict[str, Any]] | None:
     """The zero-shot check `dalip.train.loop.train` runs every `eval_every` steps on `data.val`
-    (None when the config asks for none); fused and first order when the task has both."""
+    (None when the config asks for none); fused and first order when the task has both, in the
+    run's precision (bf16 / amp autocast), on the model's device."""
     if not (config.eval_every and config.data.val):
         return None
 
@@ -204,7 +205,7 @@ def training_validation(config: TrainConfig) -> Callable[[TrainingTask, int], di
         modes = ("fused", "first") if task.second_order else ("first",)
         return zero_shot(
             task.model, config.data.val, task.tokenizer, task.preprocess_val, templates=config.data.val_templates,
-            modes=modes, runtime=Runtime(batch_size, config.data.workers),
+            modes=modes, runtime=Runtime(batch_size, config.data.workers, precision=config.precision),
         )
 
     return validate

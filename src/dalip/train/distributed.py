@@ -1,10 +1,13 @@
-"""Rank and world size from the torchrun environment, process-group setup, and how the
-global batch splits over ranks and accumulation steps."""
+"""Rank and world size from the torchrun environment, process-group setup, the control
+channel the ranks agree on run decisions over, and how the global batch splits over ranks and
+accumulation steps."""
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,14 +43,47 @@ def context_from_environment(device: str | None = None) -> DistributedContext:
     return DistributedContext(rank, local_rank, world_size, str(resolved))
 
 
-def init_distributed(context: DistributedContext) -> None:
-    """Join the process group torchrun describes: nccl on GPUs, gloo on CPU."""
+def init_distributed(context: DistributedContext, timeout_minutes: float = 60.0) -> None:
+    """Join the process group torchrun describes: nccl on GPUs, gloo on CPU. `timeout_minutes`
+    bounds how long a collective waits for the slowest rank (e.g. while rank 0 validates)."""
     if not context.is_distributed or dist.is_initialized():
         return
     backend = "nccl" if context.device.startswith("cuda") else "gloo"
     if context.device.startswith("cuda"):
         torch.cuda.set_device(context.device)
-    dist.init_process_group(backend=backend, rank=context.rank, world_size=context.world_size)
+    dist.init_process_group(backend=backend, rank=context.rank, world_size=context.world_size,
+                            timeout=datetime.timedelta(minutes=timeout_minutes))
+
+
+class ControlChannel:
+    """The run decisions every rank must take together (is there a batch for everyone? did any
+    rank get a stop signal? wait while rank 0 validates), over a CPU (gloo) group: agreeing costs
+    one small all_reduce and never waits for the GPU's queue. One process: no communication."""
+
+    def __init__(self, group: Any = None, active: bool = False) -> None:
+        self.group, self.active = group, active
+
+    @classmethod
+    def create(cls, context: DistributedContext, timeout_minutes: float = 60.0) -> "ControlChannel":
+        """Collective under torch.distributed (every rank calls it): a gloo group beside nccl."""
+        if not context.is_distributed or not dist.is_initialized():
+            return cls()
+        if dist.get_backend() == "gloo":
+            return cls(None, True)
+        return cls(dist.new_group(backend="gloo", timeout=datetime.timedelta(minutes=timeout_minutes)), True)
+
+    def agree(self, ready: bool, signal: int | None) -> tuple[bool, int | None]:
+        """(ready on every rank, the largest signal number any rank received or None)."""
+        if not self.active:
+            return ready, signal
+        flags = torch.tensor([0 if ready else 1, signal or 0], dtype=torch.int64)  # on the CPU
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group)
+        not_ready, received = flags.tolist()
+        return not not_ready, received or None
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier(group=self.group)
 
 
 def shutdown_distributed() -> None:

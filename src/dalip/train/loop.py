@@ -6,7 +6,6 @@ schedule do not depend on how the work is split. Rank 0 writes logs and checkpoi
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -16,20 +15,21 @@ import torch
 from tqdm import tqdm
 
 from dalip.config import TrainConfig, config_to_dict, validate_train_config
-from dalip.data import MixedDataset, build_loader, build_train_dataset
-from dalip.model.features import concat_features
+from dalip.data import MixedDataset, build_loader, build_train_dataset, resampling_notes
+from dalip.model.devices import configure_cuda
 from dalip.model.file_format import save_model
 from dalip.train.distributed import (
-    DistributedContext, context_from_environment, init_distributed, micro_batch_size, shutdown_distributed,
+    ControlChannel, DistributedContext, context_from_environment, init_distributed, micro_batch_size,
+    shutdown_distributed,
 )
-from dalip.train.locks import tower_parameters
-from dalip.train.optim import apply_gradients, check_finite_weights, count_nonfinite_step, create_optimizer, create_scheduler
+from dalip.train.optim import NonFiniteSteps, check_finite_weights, check_nonfinite
 from dalip.train.out_dir import claim_out_dir, restore_with_current_hyperparameters, start_run
-from dalip.train.run_log import RunLog
+from dalip.train.run_log import RunLog, StepTimes
 from dalip.train.state import (
     Position, StopSignals, all_ranks_agree, prune_training_checkpoints, save_training_state, seed_everything,
     training_state,
 )
+from dalip.train.step import MicroBatches, OptimizerStep, StepResult
 from dalip.train.task import TrainingTask
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def train(
     `allow_changes`: config fields that may differ from the checkpoint's on resume (`out_dir.py`)."""
     validate_train_config(config)
     context = context_from_environment(config.device)
-    init_distributed(context)
+    init_distributed(context, config.distributed_timeout_minutes)
     try:
         return Trainer(config, context, validate, force=force, allow_changes=allow_changes).run(resume)
     finally:
@@ -76,6 +76,9 @@ class Trainer:
         self.force, self.allow_changes = force, tuple(allow_changes)
         self.validate = validate if config.eval_every and config.data.val else None
         self.device = torch.device(context.device)
+        if self.device.type == "cuda":
+            configure_cuda(config.tf32)
+        self.control = ControlChannel.create(context, config.distributed_timeout_minutes)
         self.out_dir = Path(config.out_dir)
         self.checkpoint_dir = self.out_dir / "checkpoints"
         self.micro_batch = micro_batch_size(config, context.world_size)
@@ -84,18 +87,22 @@ class Trainer:
         self.model = self.task.model
         if context.is_distributed:
             self.task.distribute(self.device)
-        self.optimizer = create_optimizer(self.model, config.optim)
-        self.towers = tower_parameters(self.model)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "amp")
+        if config.compile:
+            self.task.compile()
         self.dataset = build_data(config, self.task, context)
+        for note in resampling_notes(self.dataset, config.data.workers) if context.is_main else ():
+            logger.info(note)
         # One loader for the whole run: workers persist across epochs (the dataset reads
         # the epoch from shared memory), and augmentation is seeded per sample.
         self.loader = build_loader(self.dataset, self.micro_batch, config.data.workers, seed=config.seed,
                                    persistent_workers=True, pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
-        self.scheduler = create_scheduler(self.optimizer, config.optim, self.total_steps)
+        self.stepper = OptimizerStep(self.task, config, self.total_steps, context.is_distributed)
+        self.optimizer, self.scheduler, self.scaler = self.stepper.optimizer, self.stepper.scheduler, self.stepper.scaler
         self.position = Position()
+        self.nonfinite = NonFiniteSteps(self.device)
+        self.times = StepTimes()
         self.run_log = RunLog(self.out_dir, False)  # opened by `run` once out_dir is ours
         self.last_losses: dict[str, float] = {}
         self.resume_changes: list[dict[str, Any]] = []
@@ -150,15 +157,18 @@ class Trainer:
             next(batches, None)  # resume: replay the data stream up to where the run stopped
         produced = position.steps_in_epoch
         while position.step < self.total_steps and (self.steps_per_epoch is None or position.steps_in_epoch < self.steps_per_epoch):
+            waited = time.perf_counter()
             micro = self._take(batches)
-            if not all_ranks_agree(micro is not None and self.dataset.unusable_source() is None, self.device):
-                break
-            self._step(micro, progress)
-            produced += 1
-            received = signals.agreed(self.device)
+            self.times.add_data_wait(time.perf_counter() - waited)
+            ready = micro is not None and self.dataset.unusable_source() is None
+            ready, received = self.control.agree(ready, signals.received)  # every rank, once a step
             if received is not None:
                 logger.info("signal %d: saving a checkpoint at step %d", received, position.step)
                 return received
+            if not ready:
+                break
+            self._step(micro, progress)
+            produced += 1
         unusable = self.dataset.unusable_source()
         if not all_ranks_agree(unusable is None, self.device):  # every rank stops, not only the one that saw it
             raise unusable or ValueError("data.sources: a source was unreadable on another rank (see rank 0)")
@@ -171,7 +181,7 @@ class Trainer:
         position.steps_in_epoch = 0
         return None
 
-    def _take(self, batches: Iterator[Any]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def _take(self, batches: Iterator[Any]) -> MicroBatches | None:
         micro = []
         for _ in range(self.config.optim.accumulation):
             batch = next(batches, None)
@@ -182,76 +192,53 @@ class Trainer:
         return micro
 
     # -- one optimiser step -----------------------------------------------------------
-    def forward_backward(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Gradients of the loss over the whole local batch, however it is split.
-
-        With accumulation, features of every micro-batch are first computed without
-        gradients; each micro-batch is then recomputed with gradients and the loss taken
-        over all of them (as OpenCLIP), so the gradient is that of the full batch.
-        """
-        task = self.task
-        if len(micro) == 1:
-            images, texts = micro[0]
-            with task.autocast():
-                losses = task(images, texts)
-            self.scaler.scale(losses["loss"]).backward()
-            return losses
-        with torch.no_grad(), task.autocast():
-            cached = [task.encode(images, texts) for images, texts in micro]
-        for index, (images, texts) in enumerate(micro):
-            last = index == len(micro) - 1
-            sync = contextlib.nullcontext() if last or not self.context.is_distributed else task.encoder.no_sync()
-            with sync, task.autocast():
-                output = task.encode(images, texts)
-                parts = [output if i == index else c for i, c in enumerate(cached)]
-                image = concat_features([p["image_features"] for p in parts])
-                text = concat_features([p["text_features"] for p in parts])
-                if not last:  # every micro-step sees the temperatures; count their gradient once
-                    output = {k: v.detach() if k.startswith("logit_scale") else v for k, v in output.items()}
-                losses = task.losses(output, image, text)
-            with sync:
-                self.scaler.scale(losses["loss"]).backward()
-        return losses
-
-    def _step(self, micro: list[tuple[torch.Tensor, torch.Tensor]], progress: Any) -> None:
+    def _step(self, micro: MicroBatches, progress: Any) -> None:
+        """One optimiser step; nothing here waits for the device except on log steps."""
         self.model.train()
-        started = time.perf_counter()
-        losses = self.forward_backward(micro)
-        loss_is_finite = all_ranks_agree(bool(torch.isfinite(losses["loss"]).item()), self.device)
-        # During the head warm-up the towers get no gradient: AdamW neither moves nor decays them.
-        held = self.towers if self.position.step < self.config.optim.head_warmup_steps else ()
-        finite = apply_gradients(self.model, self.optimizer, self.scaler, self.config.optim.grad_clip,
-                                 loss_is_finite, self.device, held=held)
-        if finite:
-            self.position.nonfinite_in_row = 0
-        else:
-            count_nonfinite_step(self.position, self.config.max_nonfinite)
-        self.scheduler.step()
-        self.task.clamp_temperatures()
-        self.position.step += 1
-        self.position.steps_in_epoch += 1
-        elapsed = time.perf_counter() - started
-        self._after_step(losses, finite, elapsed, progress)
-
-    def _after_step(self, losses: dict[str, torch.Tensor], finite: bool, elapsed: float, progress: Any) -> None:
-        position, config = self.position, self.config
-        images_per_second = config.batch_size / max(elapsed, 1e-9)
-        self.last_losses = {k: float(v.detach()) for k, v in losses.items()}
+        position = self.position
+        result = self.stepper(micro, position.step)
+        position.step += 1
+        position.steps_in_epoch += 1
+        self.nonfinite.update(result.updated, position.step, self.config.max_nonfinite)
+        self.times.step_done()
         progress.update(1)
-        progress.set_postfix(loss=f"{self.last_losses['loss']:.4f}", img_s=f"{images_per_second:.0f}")
+        config = self.config
         if position.step % config.log_every == 0 or position.step == self.total_steps:
-            self.run_log.write({
-                "step": position.step, "epoch": position.epoch,
-                "lr": self.optimizer.param_groups[0]["lr"], **self.last_losses,
-                "logit_scale": float(self.model.clip.logit_scale.detach().exp()),
-                "images_per_second": images_per_second, "skipped_step": not finite,
-                "nonfinite_steps": position.nonfinite_total,
-                "skipped_samples": self.dataset.skipped(),
-            })
+            self._log_step(result, progress)
         if self.validate is not None and position.step % config.eval_every == 0:
             self._evaluate()
         if position.step % config.checkpoint_every == 0 and position.step < self.total_steps:
             self._save_checkpoint()
+
+    def _log_step(self, result: StepResult, progress: Any) -> None:
+        """Bring the step's figures to the host (the one sync of a log step) and write them."""
+        names = list(result.losses)
+        scale = self.model.clip.logit_scale.detach().exp()
+        device_values = [*(result.losses[n] for n in names), scale, result.updated, *self.nonfinite.counts]
+        values = torch.stack([v.to(torch.float64) for v in device_values]).tolist()
+        self.last_losses = dict(zip(names, values[:len(names)]))
+        logit_scale, updated, *counts = values[len(names):]
+        total_before = self.position.nonfinite_total
+        self._count_nonfinite(*(int(n) for n in counts))
+        if self.position.nonfinite_total > total_before:
+            logger.warning("step %d: %d non-finite step(s) skipped since the last log record (%d in all)",
+                           self.position.step, self.position.nonfinite_total - total_before,
+                           self.position.nonfinite_total)
+        times = self.times.figures(self.config.batch_size)
+        self.times.restart()
+        progress.set_postfix(loss=f"{self.last_losses['loss']:.4f}", img_s=f"{times['images_per_second']:.0f}")
+        self.run_log.write({
+            "step": self.position.step, "epoch": self.position.epoch,
+            "lr": self.optimizer.param_groups[0]["lr"], **self.last_losses, "logit_scale": logit_scale,
+            **times, "skipped_step": not updated, "nonfinite_steps": self.position.nonfinite_total,
+            "skipped_samples": self.dataset.skipped(),
+        })
+
+    def _count_nonfinite(self, in_row: int, total: int, tripped: int) -> None:
+        """The device's count of skipped steps into the position; NonFiniteLossError once
+        `max_nonfinite` in a row were skipped."""
+        self.position.nonfinite_in_row, self.position.nonfinite_total = in_row, total
+        check_nonfinite(tripped, self.config.max_nonfinite)
 
     # -- evaluation, checkpoints, logs ------------------------------------------------
     def _evaluate(self) -> None:
@@ -259,15 +246,15 @@ class Trainer:
             results = self.validate(self.task, self.micro_batch)
             self.run_log.write({"step": self.position.step, "eval": results})
             self.model.train()
-        if self.context.is_distributed:
-            torch.distributed.barrier()
+        self.control.barrier()  # the other ranks wait on the CPU, within distributed_timeout_minutes
 
     def _components(self) -> dict[str, Any]:
         return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
 
     def _save_checkpoint(self) -> None:
+        self._count_nonfinite(*self.nonfinite.read())  # into the position; a run past its limit stops here
         state = training_state(  # collective: every rank hands in its RNG state
-            self._components(), self.position, self.context.world_size,
+            self._components(), self.position, self.context.world_size, self.device, self.control.group,
             config=config_to_dict(self.config), dalip_config=self.model.config(), resume_changes=self.resume_changes,
         )
         if not self.context.is_main:
@@ -281,7 +268,8 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.position = restore_with_current_hyperparameters(
-            state, self._components(), self.context.rank, self.context.world_size)
+            state, self._components(), self.context.rank, self.context.world_size, self.device)
+        self.nonfinite = NonFiniteSteps(self.device, self.position.nonfinite_in_row, self.position.nonfinite_total)
         self.resume_changes = list(state.get("resume_changes") or []) + self.resume_changes
         logger.info("resumed from %s at step %d (epoch %d)", state["path"], self.position.step, self.position.epoch)
 
@@ -293,8 +281,7 @@ class Trainer:
         self.run_log = RunLog(self.out_dir, self.context.is_main, self.config.tensorboard, purge_step=purge_step)
         if self.resume_changes:
             self.run_log.write({"step": step, "resumed_with_changes": self.resume_changes[-1]["changed"]})
-        if self.context.is_distributed:
-            torch.distributed.barrier()
+        self.control.barrier()
         return state
 
     def _progress(self) -> Any:

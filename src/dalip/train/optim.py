@@ -1,19 +1,14 @@
-"""AdamW parameter groups, the learning-rate schedule, applying gradients (clip, scale, step),
-and what a run does about non-finite losses and weights."""
+"""AdamW parameter groups, the learning-rate schedule, and what a run does about non-finite
+losses and weights (the update itself is `dalip.train.step`)."""
 
 from __future__ import annotations
 
-import logging
 import math
-from typing import Sequence
 
 import torch
 
 from dalip.config import OptimConfig
 from dalip.model.dalip_model import DALIPModel
-from dalip.train.state import Position, all_ranks_agree
-
-logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,43 +79,37 @@ def create_scheduler(
     )
 
 
-def apply_gradients(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-    grad_clip: float | None, loss_is_finite: bool, device: torch.device,
-    held: Sequence[torch.nn.Parameter] = (),
-) -> bool:
-    """The update after backward: unscale, clip the gradient norm, step; returns whether the
-    weights changed. The scaler is updated and the gradients cleared either way.
+class NonFiniteSteps:
+    """Skipped (non-finite) steps counted on the device, so a step never waits to count them;
+    `read()` brings the counts to the host (one sync: on log steps and checkpoints).
 
-    A non-finite loss (on any rank) skips the step; so does a non-finite gradient norm,
-    except under amp, where the scaler skips overflowing steps itself. `held` parameters
-    lose their gradients before clipping, so this step leaves them exactly as they are.
-    """
-    finite = loss_is_finite
-    if finite:
-        scaler.unscale_(optimizer)
-        for parameter in held:
-            parameter.grad = None
-        parameters = [p for p in model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip or float("inf"))
-        finite = scaler.is_enabled() or all_ranks_agree(bool(torch.isfinite(norm).item()), device)
-    if finite:
-        scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return finite
+    Keeps, as one (3,) int64 tensor: the skipped steps in a row, in all, and the step at which
+    `max_nonfinite` in a row was first reached (0: not yet)."""
+
+    def __init__(self, device: torch.device, in_row: int = 0, total: int = 0) -> None:
+        self.counts = torch.tensor([in_row, total, 0], dtype=torch.int64, device=device)
+
+    def update(self, updated: torch.Tensor, step: int, max_nonfinite: int) -> None:
+        """Count optimiser step `step` (1-based), whose update happened when `updated` is true."""
+        skipped = (~updated).to(torch.int64)
+        in_row = (self.counts[0] + 1) * skipped
+        first = self.counts[2]
+        tripped = torch.where((first == 0) & (in_row >= max_nonfinite), step, first)
+        self.counts = torch.stack((in_row, self.counts[1] + skipped, tripped))
+
+    def read(self) -> tuple[int, int, int]:
+        """(in a row, in all, step at which the limit was reached or 0): one host sync."""
+        in_row, total, tripped = self.counts.tolist()
+        return in_row, total, tripped
 
 
-def count_nonfinite_step(position: Position, max_nonfinite: int) -> None:
-    """Count a skipped step; NonFiniteLossError once `max_nonfinite` were skipped in a row."""
-    position.nonfinite_in_row += 1
-    position.nonfinite_total += 1
-    logger.warning("step %d: non-finite loss or gradient; step skipped", position.step + 1)
-    if position.nonfinite_in_row >= max_nonfinite:
+def check_nonfinite(tripped_at: int, max_nonfinite: int) -> None:
+    """NonFiniteLossError once `max_nonfinite` steps in a row were skipped (at step `tripped_at`)."""
+    if tripped_at:
         raise NonFiniteLossError(
-            f"the loss was not finite for {position.nonfinite_in_row} steps in a row (last at step "
-            f"{position.step + 1}); the weights were not updated by those steps. Lower optim.lr, "
-            f"set optim.grad_clip, or use precision fp32/bf16"
+            f"the loss was not finite for {max_nonfinite} steps in a row (last at step {tripped_at}); "
+            f"the weights were not updated by those steps. Lower optim.lr, set optim.grad_clip, "
+            f"or use precision fp32/bf16"
         )
 
 

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 BOOKKEEPING_FIELDS = frozenset({
     "out_dir", "progress", "tensorboard", "checkpoint_every", "keep_last", "log_every", "eval_every",
     "max_nonfinite", "data.val", "data.val_templates",
+    # how the same computation runs, not what it computes
+    "compile", "tf32", "distributed_timeout_minutes",
 })
 
 
@@ -98,7 +100,7 @@ def start_run(
 
 
 def restore_with_current_hyperparameters(
-    state: dict[str, Any], components: dict[str, Any], rank: int, world_size: int,
+    state: dict[str, Any], components: dict[str, Any], rank: int, world_size: int, device: torch.device | None = None,
 ) -> Position:
     """`restore_training_state`, then this run's optimiser hyper-parameters put back
     (`apply_current_hyperparameters`); a checkpoint that does not fit is a ValueError naming it."""
@@ -106,7 +108,7 @@ def restore_with_current_hyperparameters(
     fresh_groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     fresh_base_lrs = list(scheduler.base_lrs)
     try:
-        position = restore_training_state(state, components, rank, world_size)
+        position = restore_training_state(state, components, rank, world_size, device)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(f"--resume: checkpoint {state['path']} does not fit this run "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,32 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class StepTimes:
+    """Where the wall-clock time of the steps since the last log record went, as open_clip_train
+    logs it: `data_time` (waiting for the loader) and `batch_time` (the whole step, data
+    included), seconds per step; `images_per_second` over the whole step. Read the figures after
+    the device has caught up (the loop reads the losses first), so they include its work."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.started, self.data, self.steps = time.perf_counter(), 0.0, 0
+
+    def add_data_wait(self, seconds: float) -> None:
+        self.data += seconds
+
+    def step_done(self) -> None:
+        self.steps += 1
+
+    def figures(self, batch_size: int) -> dict[str, float]:
+        """The figures of the steps since `restart` (global `batch_size` images per step)."""
+        steps = max(self.steps, 1)
+        batch_time = (time.perf_counter() - self.started) / steps
+        return {"data_time": self.data / steps, "batch_time": batch_time,
+                "images_per_second": batch_size / max(batch_time, 1e-9)}
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -40,8 +40,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states as tensors and plain data (loadable with weights_only)."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's RNG states as tensors and plain data (loadable with weights_only); on a
+    CUDA `device`, that GPU's generator only (not every visible GPU's)."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
     state = {
@@ -50,51 +51,66 @@ def rng_state() -> dict[str, Any]:
                   "pos": int(position), "has_gauss": int(has_gauss), "cached": float(cached)},
         "python": {"version": version, "internal": list(internal), "gauss": gauss},
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore `rng_state`'s states; on a CUDA `device`, only that GPU's generator, so a run
+    resumes with fewer (or other) visible GPUs than it was saved with."""
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
     np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
                          numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached"]))
     python_state = state["python"]
     random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device is None or device.type != "cuda":
+        return
+    own = state.get("cuda_device")
+    if own is None and state.get("cuda"):  # written by dalip <= 0.1.0: every visible GPU's, by index
+        index = device.index or 0
+        own = state["cuda"][index] if index < len(state["cuda"]) else None
+    if own is not None:
+        torch.cuda.set_rng_state(own, device)
 
 
-def training_state(components: dict[str, Any], position: Position, world_size: int, **plain: Any) -> dict[str, Any]:
+def training_state(
+    components: dict[str, Any], position: Position, world_size: int, device: torch.device | None = None,
+    group: Any = None, **plain: Any,
+) -> dict[str, Any]:
     """What a training checkpoint holds: each component's `state_dict()` (model, optimiser,
     scheduler, scaler), the position, every rank's RNG state and plain data (configs).
-    Collective: every rank must call it."""
+    Collective: every rank must call it (`group`: the process group to gather RNG states over)."""
     state = {name: component.state_dict() for name, component in components.items()}
-    return {**state, "position": position.as_dict(), "rng": gather_rng_states(), **plain, "world_size": world_size}
+    rng = gather_rng_states(device, group)
+    return {**state, "position": position.as_dict(), "rng": rng, **plain, "world_size": world_size}
 
 
-def restore_training_state(state: dict[str, Any], components: dict[str, Any], rank: int, world_size: int) -> Position:
+def restore_training_state(
+    state: dict[str, Any], components: dict[str, Any], rank: int, world_size: int, device: torch.device | None = None,
+) -> Position:
     """Load `training_state`'s components and this rank's RNG state; returns the position."""
     for name, component in components.items():
         component.load_state_dict(state[name])
     rng = state["rng"]
-    set_rng_state(rng[rank] if len(rng) == world_size else rng[0])
+    set_rng_state(rng[rank] if len(rng) == world_size else rng[0], device)
     return Position(**state["position"])
 
 
-def gather_rng_states() -> list[dict[str, Any]]:
+def gather_rng_states(device: torch.device | None = None, group: Any = None) -> list[dict[str, Any]]:
     """Every rank's RNG state (rank order); just this process's when not distributed."""
-    own = rng_state()
+    own = rng_state(device)
     if not dist.is_initialized():
         return [own]
     states: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(states, own)
+    dist.all_gather_object(states, own, group=group)
     return states
 
 
 class StopSignals:
-    """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
+    """Turns SIGTERM / SIGINT into a flag the loop reads before each step (all ranks agree on it
+    through `dalip.train.distributed.ControlChannel`)."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -112,15 +128,6 @@ class StopSignals:
     def __exit__(self, *exc: Any) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-
-    def agreed(self, device: torch.device) -> int | None:
-        """The signal number if any rank received one (all ranks agree), else None."""
-        received = self.received or 0
-        if dist.is_initialized():
-            flag = torch.tensor([received], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            received = int(flag.item())
-        return received or None
 
 
 def all_ranks_agree(value: bool, device: torch.device) -> bool:

@@ -45,7 +45,7 @@ class TrainingTask:
         self.loss = loss
         self.second_order = second_order
         self.precision = precision
-        self.encoder: torch.nn.Module = model  # its DistributedDataParallel wrapper once distributed
+        self.encoder: torch.nn.Module = model  # what runs the forward: the model, its DDP wrapper, compiled
         self.preprocess_train: Callable | None = None
         self.preprocess_val: Callable | None = None
         self.tokenizer: Callable | None = None
@@ -57,9 +57,8 @@ class TrainingTask:
         """Build the model (weights, heads, locks, checkpointing) and the loss a run asks for."""
         second_order = config.loss.kind == "dalip"
         model, preprocess_train, preprocess_val, tokenizer = _create_model(config, second_order)
-        if not second_order:  # the plain CLIP baseline trains no MBDC parameter
-            freeze(model.image_mbdc)
-            freeze(model.text_mbdc)
+        if model.alpha == 1.0:  # the CLIP baseline, or a DALIP loss without its second-order term
+            freeze_second_order(model)
         apply_locks(model, config.lock)
         if config.grad_checkpointing:
             model.clip.set_grad_checkpointing(True)
@@ -72,11 +71,17 @@ class TrainingTask:
         return task
 
     def distribute(self, device: torch.device) -> None:
-        """Run the model's forward through DistributedDataParallel (gradients averaged over ranks)."""
-        if device.type == "cuda":  # MBDC weighting "batchnorm" then normalises over the global batch
-            torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # in place: the root is no BatchNorm
+        """Run the model's forward through DistributedDataParallel (gradients averaged over ranks).
+        MBDC's "batchnorm" weighting normalises over the global batch by itself (any backend)."""
         ids = [device.index] if device.type == "cuda" else None
         self.encoder = DistributedDataParallel(self.model, device_ids=ids)
+
+    def compile(self) -> None:
+        """Compile the forward (both towers and the MBDC heads) with `torch.compile`, around the
+        DDP wrapper when there is one (so DDP's buckets split the graph). `self.model` stays the
+        plain module: checkpoints, evaluation and exports are unchanged. The graph breaks only
+        around BDC's Gram matrix (`dalip.model.bdc.exact_gram`, which runs eagerly)."""
+        self.encoder = torch.compile(self.encoder)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The mixed-precision context of the forward pass (`amp`: float16 with a grad scaler)."""
@@ -107,6 +112,16 @@ class TrainingTask:
             self.model.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
             if self.model.logit_scale_second is not None:
                 self.model.logit_scale_second.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def freeze_second_order(model: DALIPModel) -> None:
+    """At alpha 1 the second-order term has no weight in the loss: the MBDC heads (and their own
+    temperature) take no part in training, so they are frozen; AdamW then neither moves nor
+    decays them, and DDP does not wait for their gradients. Their loss is still logged."""
+    freeze(model.image_mbdc)
+    freeze(model.text_mbdc)
+    if model.logit_scale_second is not None:
+        model.logit_scale_second.requires_grad_(False)
 
 
 def _create_model(config: TrainConfig, second_order: bool) -> tuple[DALIPModel, Callable, Callable, Callable]:
