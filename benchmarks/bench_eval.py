@@ -19,9 +19,16 @@ fused at workers=2: the loader should keep the model fed). Variants are interlea
 ratios paired within a repeat. CPU seconds per image count this process and its
 finished children (the loader workers), so they measure work rather than waiting.
 After the timed repeats, one more fused zero_shot call per worker count runs under
-cProfile to tell time in `encode_image` from time waiting for the DataLoader.
+cProfile to tell time in `encode_image` from time waiting for the DataLoader, and one more
+bare pass per mode under torch's FlopCounterMode gives FLOPs per image (MFU on a GPU).
+
+--device cuda puts the model (and the bare pass's tensor) on the GPU: zero_shot then runs
+as `dalip eval` does there (pinned loader memory, features copied back per batch) and the
+bare pass is timed between `torch.cuda.synchronize()` calls; --precision bf16 runs both
+under bfloat16 autocast.
 
     python benchmarks/bench_eval.py               # dalip-tiny, 1200 images, batch 64, 5 repeats
+    python benchmarks/bench_eval.py --device cuda --precision bf16 --images 4800 --batch 256
     python benchmarks/bench_eval.py --quick --json --no-record
 """
 
@@ -90,14 +97,18 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def bare_forward(model: Any, images: torch.Tensor, batch: int, mode: str) -> Callable[[], float]:
-    """A function encoding `images` (N, 3, H, W) in batches; returns images/s."""
+def bare_forward(model: Any, images: torch.Tensor, args: argparse.Namespace, mode: str) -> Callable[[], float]:
+    """A function encoding `images` (N, 3, H, W, on the model's device) in batches under
+    --precision; returns images/s (the device synchronised before and after)."""
+    from dalip.model.devices import autocast
 
     def run() -> float:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(args.precision, args.device):
+            _common.synchronize(args.device)
             start = time.perf_counter()
-            for first in range(0, len(images), batch):
-                model.encode_image(images[first:first + batch], second_order=mode != "first")
+            for first in range(0, len(images), args.batch):
+                model.encode_image(images[first:first + args.batch], second_order=mode != "first")
+            _common.synchronize(args.device)
             return len(images) / (time.perf_counter() - start)
 
     return run
@@ -111,7 +122,7 @@ def evaluation(model: Any, folder: str, tokenizer: Any, preprocess: Callable, ar
 
     def run() -> float:
         result = zero_shot(model, folder, tokenizer, preprocess, templates=args.templates, modes=(mode,),
-                           runtime=Runtime(args.batch, workers))
+                           runtime=Runtime(args.batch, workers, device=args.device, precision=args.precision))
         return result["images_per_second"]
 
     return run
@@ -125,7 +136,7 @@ def variants(model: Any, folder: str, tokenizer: Any, preprocess: Callable, imag
         ("any", "loading"): loading_only(folder, preprocess, args.batch),
     }
     for mode in MODES:
-        table[(mode, "bare")] = bare_forward(model, images, args.batch, mode)
+        table[(mode, "bare")] = bare_forward(model, images, args, mode)
         for workers in args.workers:
             table[(mode, f"workers={workers}")] = evaluation(model, folder, tokenizer, preprocess, args,
                                                              mode, workers)
@@ -227,17 +238,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls of each variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each variant first")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None,
                         help="write the dataset here, replacing one written before (default: a temporary folder)")
     parser.add_argument("--profile", action="store_true",
                         help="print (and keep in the JSON) the top functions of the profiled zero_shot calls")
-    parser.add_argument("--quick", action="store_true",
-                        help="96 images, 2 repeats, 1 warm-up: under a minute (a smoke test: "
-                        "worker start-up weighs heavily on so few images)")
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    _common.add_run_arguments(parser, "96 images, 2 repeats, 1 warm-up: under a minute (a smoke test: "
+                              "worker start-up weighs heavily on so few images)")
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.repeats, args.warmup = min(args.images, 96), min(args.repeats, 2), min(args.warmup, 1)
@@ -259,30 +265,32 @@ def run(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
     folder, count = generate(data_dir, args)
     torch.manual_seed(args.seed)
     model, _, preprocess, tokenizer = create_model(args.model)  # random weights: speed does not depend on them
-    model.eval()
-    images = preprocessed_images(folder, preprocess)  # (N, 3, H, W)
+    model.to(args.device).eval()
+    images = preprocessed_images(folder, preprocess).to(args.device)  # (N, 3, H, W)
+    info = {**_common.machine(args.device), "load_average_before": load_before}
     table = variants(model, folder, tokenizer, preprocess, images, args)
     runs = measure(table, args.repeats, args.warmup, count)
     results = summarize(runs, args.workers)
     headline = results["fused"].get("workers=2")
     figures = {
-        "model": args.model,
-        "images": count,
-        "image_size": args.image_size,
-        "input_shape": list(images.shape[1:]),
-        "batch": args.batch,
-        "workers": args.workers,
+        "model": args.model, "images": count, "image_size": args.image_size,
+        "input_shape": list(images.shape[1:]), "batch": args.batch, "workers": args.workers,
         "templates": args.templates,
         "results": results,
         "target_ratio": TARGET_RATIO,
         "target_met": None if headline is None else headline["ratio"] >= TARGET_RATIO,
         "repeats": args.repeats,
         "warmup": args.warmup,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "device": args.device, "precision": args.precision,
         "load_average_during": {k: round(v, 2) for k, v in _common.summary(
             [x for r in runs.values() for x in r["load"]]).items()},
-        "machine": {**_common.machine(), "load_average_before": load_before},
+        "machine": info,
     }
+    for mode in MODES:  # untimed: the counter's dispatch overhead would distort the rates
+        bare = results[mode]["bare"]
+        bare["flops_per_image"] = _common.count_flops(table[(mode, "bare")]) / len(images)
+        bare["mfu"] = _common.mfu(bare["flops_per_image"], 1 / bare["images_per_s"]["median"],
+                                  info.get("gpu_peak_bf16_flops"))
     # after the timed repeats, untimed: cProfile's overhead would distort the rates
     profiles = {f"workers={w}": profile_call(table[("fused", f"workers={w}")]) for w in args.workers}
     for name, profile in profiles.items():
@@ -314,7 +322,7 @@ def report(figures: dict[str, Any]) -> str:
     lines = [
         f"{figures['model']}, {figures['images']} JPEG images ({figures['image_size']} px, plant test split of "
         f"`make_dataset`), input {'x'.join(map(str, figures['input_shape']))}, batch {figures['batch']}, "
-        f"float32, {figures['threads']} torch thread{'s' if figures['threads'] != 1 else ''}, "
+        f"{_common.conditions(figures)}, {figures['threads']} torch thread{'s' if figures['threads'] != 1 else ''}, "
         f"templates `{figures['templates']}`; "
         f"{figures['repeats']} interleaved repeats after {figures['warmup']} warm-up (medians). "
         "zero_shot images/s is its own figure (its DataLoader loop: read, decode, transform, encode); "
@@ -341,11 +349,22 @@ def report(figures: dict[str, Any]) -> str:
                       f"(loop {profile['loop_seconds']:.2f} s)")
     lines.append("- Where a fused zero_shot loop's time goes (cProfile, one extra untimed call): "
                  + "; ".join(shares) + ".")
+    lines.append(flops_line(figures))
     lines.append(f"- Load average before / during (1-min: median, min-max) / after: "
                  f"{machine['load_average_before']} / {figures['load_average_during']['median']} "
                  f"({figures['load_average_during']['min']}-{figures['load_average_during']['max']}) / "
                  f"{machine['load_average']}.")
     return "\n".join(lines)
+
+
+def flops_line(figures: dict[str, Any]) -> str:
+    """FLOPs per image of the bare forward per mode, and its MFU where the GPU's peak is known."""
+    parts = []
+    for mode in MODES:
+        bare = figures["results"][mode]["bare"]
+        mfu = "" if bare["mfu"] is None else f", MFU {100 * bare['mfu']:.2f}% of the dense bf16 peak"
+        parts.append(f"{mode} {bare['flops_per_image'] / 1e9:.4g} GFLOP per image{mfu}")
+    return "- Bare forward (FlopCounterMode): " + "; ".join(parts) + "."
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -367,6 +386,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         body = _common.run_header("bench_eval.py", argv, figures["machine"]) + "\n\n" + report(figures)
         title = "Evaluation throughput, zero_shot vs bare forward (bench_eval.py"
         title += f", {args.threads} thread{'s' if args.threads != 1 else ''}" if args.threads else ""
+        title += _common.device_label(args, figures["machine"])
         title += ", quick)" if args.quick else ")"
         _common.record_section(title, body)
     return figures

@@ -5,9 +5,14 @@ loop over heads; per head, the squared distance matrix from products with an all
 matrix (`I_M.bmm(x_pow2 * I) + (x_pow2 * I).bmm(I_M) - 2 * x_pow2`), double centring by
 more all-ones products, and the upper-triangle indices rebuilt on every call. It shares
 the module's weights, and before anything is timed its outputs and gradients must agree
-with ours in float64 to 1e-8.
+with ours in float64 to 1e-8 (on the device the timing runs on).
+
+With --device cuda the calls are timed by CUDA events (`_common.time_interleaved`); with
+--precision bf16 the timed calls run under bfloat16 autocast. FLOPs per dalip call are
+counted by torch's FlopCounterMode; MFU is their rate over the GPU's dense bf16 peak.
 
     python benchmarks/bench_mbdc.py            # batch 128, 196 tokens, width 512, 4 x 46
+    python benchmarks/bench_mbdc.py --device cuda --precision bf16 --batch 512
     python benchmarks/bench_mbdc.py --quick --json --no-record
 """
 
@@ -16,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,10 +87,12 @@ def reference_mbdc(module: MBDC, tokens: torch.Tensor, summary: torch.Tensor) ->
 
 
 def make_inputs(args: argparse.Namespace, batch: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Tokens (B, M, dim), summaries (B, dim) and a probe (B, dim) on --device (drawn on the CPU:
+    the same numbers on every device)."""
     generator = torch.Generator().manual_seed(args.seed)
-    tokens = torch.randn(batch, args.tokens, args.width, generator=generator, dtype=dtype)
-    summary = torch.randn(batch, args.width, generator=generator, dtype=dtype)
-    probe = torch.randn(batch, args.width, generator=generator, dtype=dtype)
+    tokens = torch.randn(batch, args.tokens, args.width, generator=generator, dtype=dtype).to(args.device)
+    summary = torch.randn(batch, args.width, generator=generator, dtype=dtype).to(args.device)
+    probe = torch.randn(batch, args.width, generator=generator, dtype=dtype).to(args.device)
     return tokens.requires_grad_(), summary.requires_grad_(), probe
 
 
@@ -124,15 +131,15 @@ def check_agreement(args: argparse.Namespace, module: MBDC) -> dict[str, float]:
     return {"output_max_abs_diff": output_difference, "gradient_max_rel_diff": gradient_difference}
 
 
-def time_variants(args: argparse.Namespace, module: MBDC) -> dict[str, dict[str, list[float]]]:
-    """Seconds per forward + backward, float32, train mode, interleaved.
+def variant_calls(args: argparse.Namespace, module: MBDC) -> dict[str, Callable[[], None]]:
+    """Forward + backward per variant, float32 weights, train mode, under --precision.
 
     "dalip" and "reference" are the whole module; "dense_floor" is only the linear layers
     both share (token projection of tokens and summary, the vector_dim x vector_dim mix,
     the output projection), the time no implementation of this math can go below.
     """
     tokens, summary, probe = make_inputs(args, args.batch, torch.float32)
-    vector = torch.randn(args.batch, module.vector_dim, requires_grad=True)
+    vector = torch.randn(args.batch, module.vector_dim, device=args.device, requires_grad=True)
 
     def whole(function):
         def run() -> None:
@@ -147,17 +154,15 @@ def time_variants(args: argparse.Namespace, module: MBDC) -> dict[str, dict[str,
         projected = module.token_proj(tokens).sum() + module.token_proj(summary).sum()
         (projected + (module.out_proj(module.mix(vector)) * probe).sum()).backward()
 
-    return _common.time_interleaved(
-        {"dalip": whole(lambda m, t, s: m(t, s)), "reference": whole(reference_mbdc),
-         "dense_floor": dense_floor},
-        repeats=args.repeats, warmup=args.warmup,
-    )
+    calls = {"dalip": whole(lambda m, t, s: m(t, s)), "reference": whole(reference_mbdc), "dense_floor": dense_floor}
+    return {name: _common.under_precision(call, args.precision, args.device) for name, call in calls.items()}
 
 
 def time_bdc_only(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     """BDC + upper-triangle vectors alone on (B, H, M, r) reduced tokens, forward + backward."""
-    reduced = torch.randn(args.batch, args.heads, args.tokens, args.reduced_dim, requires_grad=True)
-    indices = upper_triangle_indices(args.reduced_dim)
+    reduced = torch.randn(args.batch, args.heads, args.tokens, args.reduced_dim, device=args.device,
+                          requires_grad=True)
+    indices = upper_triangle_indices(args.reduced_dim, device=reduced.device)
     scale = 1.0 / (2.0 * args.tokens)
 
     def ours() -> None:
@@ -172,8 +177,10 @@ def time_bdc_only(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]
         ]
         torch.cat(vectors, dim=1).sum().backward()
 
-    return _common.time_interleaved({"dalip": ours, "reference": reference},
-                                    repeats=args.repeats, warmup=args.warmup)
+    calls = {"dalip": ours, "reference": reference}
+    return _common.time_interleaved(
+        {name: _common.under_precision(call, args.precision, args.device) for name, call in calls.items()},
+        repeats=args.repeats, warmup=args.warmup, device=args.device)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -204,12 +211,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    module = MBDC(args.width, heads=args.heads, reduced_dim=args.reduced_dim)
+    module = MBDC(args.width, heads=args.heads, reduced_dim=args.reduced_dim).to(args.device)
     load_before = _common.load_average()
     agreement = check_agreement(args, module)
-    times = time_variants(args, module)
+    calls = variant_calls(args, module)
+    times = _common.time_interleaved(calls, repeats=args.repeats, warmup=args.warmup, device=args.device)
+    flops = _common.count_flops(calls["dalip"])
     bdc_times = time_bdc_only(args)
     wall, cpu = medians(times["wall"]), medians(times["cpu"])
+    info = {**_common.machine(args.device), "load_average_before": load_before}
     bdc_wall = medians(bdc_times["wall"])
     speedup = wall["reference"] / wall["dalip"]
     paired = _common.paired_ratios(times["wall"]["reference"], times["wall"]["dalip"])
@@ -230,9 +240,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "agreement_float64": {**agreement, "check_batch": args.check_batch, "tolerance": TOLERANCE},
         "shape": {"batch": args.batch, "tokens": args.tokens, "width": args.width,
                   "heads": args.heads, "reduced_dim": args.reduced_dim, "vector_dim": module.vector_dim},
+        "dalip_flops_per_call": flops,
+        "dalip_mfu": _common.mfu(flops, wall["dalip"], info.get("gpu_peak_bf16_flops")),
         "repeats": args.repeats,
         "threads": torch.get_num_threads(),
-        "machine": {**_common.machine(), "load_average_before": load_before},
+        "device": args.device,
+        "precision": args.precision,
+        "machine": info,
     }
 
 
@@ -247,8 +261,10 @@ def report(figures: dict[str, Any]) -> str:
     shape, check = figures["shape"], figures["agreement_float64"]
     verdict = "met" if figures["target_met"] else "MISSED"
     bdc = figures["bdc_only_seconds_median"]
+    mfu = figures["dalip_mfu"]
     return "\n".join([
-        f"Forward + backward, float32, train mode, {figures['threads']} thread(s); batch {shape['batch']}, "
+        f"Forward + backward, {_common.conditions(figures)}, train mode, {figures['threads']} thread(s); "
+        f"batch {shape['batch']}, "
         f"{shape['tokens']} tokens, width {shape['width']}, {shape['heads']} heads x reduced dim "
         f"{shape['reduced_dim']} ({shape['vector_dim']} values); {figures['repeats']} interleaved repeats.",
         "",
@@ -265,6 +281,9 @@ def report(figures: dict[str, Any]) -> str:
         f"- Float64 agreement (batch {check['check_batch']}, eval mode): output max |diff| "
         f"{check['output_max_abs_diff']:.2g}, gradients max relative diff "
         f"{check['gradient_max_rel_diff']:.2g} (tolerance {check['tolerance']:g}).",
+        f"- FLOPs per dalip.MBDC call (FlopCounterMode, forward + backward): "
+        f"{figures['dalip_flops_per_call'] / 1e9:.4g} GFLOP; MFU "
+        f"{'- (no known peak)' if mfu is None else f'{100 * mfu:.2f}% of the dense bf16 peak'}.",
         f"- Load average before / after: {figures['machine']['load_average_before']} / "
         f"{figures['machine']['load_average']}.",
     ])

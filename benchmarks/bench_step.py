@@ -1,22 +1,31 @@
 """One training step, DALIP against plain CLIP on the same open_clip model and batch.
 
-Both variants run the step `dalip train` runs (`dalip.train.task.TrainingTask` built from a
-TrainConfig, the loop's parameter groups, gradient clipping, grad scaler, schedule and
-temperature clamp; see `training_step`). DALIP: `loss.kind: dalip` (first- and
-second-order features, both loss terms). CLIP: `loss.kind: clip` (MBDC skipped, heads
-frozen, first-order loss only). Random initialisation (no download), random images and
-token ids, CPU, float32, train mode.
+Both variants run the step `dalip train` runs: `dalip.train.step.OptimizerStep` (the
+TrainingTask built from a TrainConfig, its forward under the run's autocast, backward through
+the grad scaler, unscale, clipping, AdamW over the run's parameter groups or a skip on the
+device, the schedule, the temperature clamp), the very function the training loop calls.
+DALIP: `loss.kind: dalip` (first- and second-order features, both loss terms). CLIP:
+`loss.kind: clip` (MBDC skipped, heads frozen, first-order loss only). Random initialisation
+(no download), random images and token ids, train mode, `--precision` fp32 or bf16,
+`--device` cpu or cuda.
 
-Time: both variants in one process, interleaved (CLIP DALIP CLIP DALIP ...), medians.
-Peak memory: each variant in a fresh subprocess (the two run side by side; glibc
-malloc set to return freed memory at once); the resident-set high-water mark (VmHWM) is reset after the model,
-optimiser and batch are built, a few steps run, and the new high-water mark minus the
-resident set before them is the step's peak memory
-(gradients, AdamW states, activations). The peak over the resident set right after the
-imports (parameters included) is reported too.
+Time: both variants in one process, interleaved (CLIP DALIP CLIP DALIP ...), medians; on
+CUDA timed with CUDA events after warm-up, the steps queued back to back as the training
+loop queues them (nothing reads a value between steps). MFU: the step's FLOPs (forward and
+backward, counted by torch's FlopCounterMode) per second over the GPU's dense bf16 peak.
+Host syncs: what one step makes the host wait for (dalip.train.host_syncs; 0 expected).
+Peak memory: each variant in a fresh subprocess (the two run side by side on CPU, one after
+the other on CUDA). CPU: glibc malloc set to return freed memory at once; the resident-set
+high-water mark (VmHWM) is reset after the model, optimiser and batch are built, a few steps
+run, and the new high-water mark minus the resident set before them is the step's peak
+(gradients, AdamW states, activations); the peak over the resident set right after the
+imports (parameters included) is reported too. CUDA: the same with `memory_allocated` /
+`reset_peak_memory_stats` / `max_memory_allocated` (tensors only; "total" counts from an
+empty device).
 
     python benchmarks/bench_step.py                       # dalip-tiny @ 64, ViT-B-16 @ 8
     python benchmarks/bench_step.py --models ViT-B-16:8 --shared-mbdc
+    python benchmarks/bench_step.py --device cuda --precision bf16 --models ViT-B-16:256
     python benchmarks/bench_step.py --quick --json --no-record
 """
 
@@ -25,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -37,12 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 from dalip.config import LossConfig, ModelConfig, TrainConfig  # noqa: E402
+from dalip.train.host_syncs import HostSyncCounter  # noqa: E402
 from dalip.train.step import OptimizerStep  # noqa: E402
 from dalip.train.task import TrainingTask  # noqa: E402
 
 DEFAULT_MODELS = "dalip-tiny:64,ViT-B-16:8"
 TIME_TARGETS = {"ViT-B-16": 1.05, "dalip-tiny": 1.15}
 MEMORY_TARGET = 1.10
+# On a GPU (the GPU-ready issue): ViT-B-16, 224 px, bf16.
+GPU_TIME_TARGET, GPU_MEMORY_TARGET, GPU_MFU_TARGET = 1.10, 1.15, 0.40
 BYTES_PER_TRAINED_PARAMETER = 16  # float32 parameter + gradient + AdamW's two moments
 
 
@@ -71,22 +82,25 @@ def parse_mbdc_options(items: list[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- model and batch
 
 
-def build_task(name: str, mbdc: dict[str, Any], shared: bool, seed: int, kind: str = "dalip") -> tuple[Any, Any]:
-    """(TrainingTask, TrainConfig) as `dalip train` builds them for `loss.kind` = `kind`.
+def build_task(name: str, mbdc: dict[str, Any], shared: bool, seed: int, kind: str = "dalip",
+               precision: str = "fp32", device: str = "cpu") -> tuple[Any, Any]:
+    """(TrainingTask, TrainConfig) as `dalip train` builds them for `loss.kind` = `kind`, on
+    `device`, in `precision`.
 
     kind "clip" is the plain CLIP baseline: the same open_clip model (same seed, so the
     same weights), MBDC skipped and its heads frozen, the first-order loss only.
     """
-    config = TrainConfig(model=ModelConfig(name=name, **mbdc), loss=LossConfig(kind=kind))
+    config = TrainConfig(model=ModelConfig(name=name, **mbdc), loss=LossConfig(kind=kind), precision=precision,
+                         device=device)
     torch.manual_seed(seed)
-    task = TrainingTask.from_config(config)
+    task = TrainingTask.from_config(config, device)
     task.model.train()
     if shared and kind == "dalip":
         task.model.text_mbdc = task.model.image_mbdc  # one MBDC for both towers (an option, not the default)
     return task, config
 
 
-def random_batch(clip, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def random_batch(clip, batch: int, seed: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Random images (B, 3, H, W) and token ids (B, L): start, random words, end, padding."""
     generator = torch.Generator().manual_seed(seed)
     size = clip.visual.image_size
@@ -100,25 +114,29 @@ def random_batch(clip, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
         texts[row, 0] = vocab - 2  # start of text
         texts[row, 1:length - 1] = torch.randint(1, vocab - 2, (length - 2,), generator=generator)
         texts[row, length - 1] = vocab - 1  # end of text: the largest id (argmax pooling)
-    return images, texts
+    return images.to(device), texts.to(device)
 
 
-def training_step(task, config) -> Callable[[torch.Tensor, torch.Tensor], float]:
+def device_step(task, config) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """One optimiser step exactly as the training loop takes it on one micro-batch
-    (`dalip.train.step.OptimizerStep`: the task's forward under its autocast, backward through
-    the grad scaler, unscale, clipping, AdamW over the run's parameter groups or a skip, the
-    schedule, the temperature clamp); returns the loss."""
+    (`dalip.train.step.OptimizerStep`); returns the loss as a device tensor (nothing waits)."""
     stepper = OptimizerStep(task, config, total_steps=1_000_000)
     calls = iter(range(1_000_000_000))
 
-    def step(images: torch.Tensor, texts: torch.Tensor) -> float:
-        return stepper([(images, texts)], next(calls)).losses["loss"].item()
+    def step(images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        return stepper([(images, texts)], next(calls)).losses["loss"]
 
     return step
 
 
-def bound_step(task, config, images: torch.Tensor, texts: torch.Tensor) -> Callable[[], float]:
-    step_on = training_step(task, config)
+def training_step(task, config) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """`device_step`, with the loss read on the host (the call ends when the device is done)."""
+    step_on = device_step(task, config)
+    return lambda images, texts: step_on(images, texts).item()
+
+
+def bound_step(task, config, images: torch.Tensor, texts: torch.Tensor) -> Callable[[], torch.Tensor]:
+    step_on = device_step(task, config)
     return lambda: step_on(images, texts)
 
 
@@ -129,29 +147,6 @@ def count_parameters(module: torch.nn.Module) -> int:
 # ---------------------------------------------------------------- memory (subprocess)
 
 
-def resident_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def reset_peak() -> bool:
-    """Reset the resident-set high-water mark (Linux >= 4.0); False where not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in a fresh process: build one variant, run steps, report peak memory (KiB)."""
     if spec.get("threads"):
@@ -160,23 +155,31 @@ def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     import dalip  # noqa: F401
 
-    after_imports = resident_kib()
-    task, config = build_task(spec["model"], spec["mbdc"], spec["shared"], spec["seed"], spec["variant"])
-    images, texts = random_batch(task.model.clip, spec["batch"], spec["seed"])
+    device = spec.get("device", "cpu")
+    after_imports = _in_use_kib(device)
+    task, config = build_task(spec["model"], spec["mbdc"], spec["shared"], spec["seed"], spec["variant"],
+                              spec.get("precision", "fp32"), device)
+    images, texts = random_batch(task.model.clip, spec["batch"], spec["seed"], device)
     step = bound_step(task, config, images, texts)
-    after_build = resident_kib()
-    peak_was_reset = reset_peak()
-    for _ in range(spec["steps"]):
-        step()
-    peak = peak_kib()
+
+    def steps() -> None:
+        for _ in range(spec["steps"]):
+            step()
+
+    measured = _common.peak_memory(steps, device)
+    after_build, peak = measured["before_mib"] * 1024, measured["peak_mib"] * 1024
     return {
         "after_imports_kib": after_imports,
         "after_build_kib": after_build,
         "peak_kib": peak,
         "step_peak_mib": (peak - after_build) / 1024,
         "total_peak_mib": (peak - after_imports) / 1024,
-        "peak_was_reset": peak_was_reset,
+        "peak_was_reset": measured["peak_was_reset"],
     }
+
+
+def _in_use_kib(device: str) -> float:
+    return torch.cuda.memory_allocated() / 1024 if device == "cuda" else _common.resident_kib()
 
 
 def worker_environment() -> dict[str, str]:
@@ -187,17 +190,20 @@ def worker_environment() -> dict[str, str]:
 
 
 def measure_memory(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run one memory worker per spec, side by side (each its own process, so each
-    process's resident set is its own), and return their results in order."""
+    """Run one memory worker per spec, each its own process (so each process's resident set, or
+    CUDA allocator, is its own): side by side on CPU, one at a time on a GPU (they would share
+    it); their results in order."""
     script = str(Path(__file__).resolve())
-    workers = [
-        subprocess.Popen([sys.executable, script, "--memory-worker", json.dumps(spec)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=worker_environment())
-        for spec in specs
-    ]
+
+    def start(spec: dict[str, Any]) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, script, "--memory-worker", json.dumps(spec)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_environment())
+
+    side_by_side = all(spec.get("device", "cpu") == "cpu" for spec in specs)
+    workers = [start(spec) for spec in specs] if side_by_side else []
     results = []
-    for spec, worker in zip(specs, workers):
+    for index, spec in enumerate(specs):
+        worker = workers[index] if side_by_side else start(spec)
         stdout, stderr = worker.communicate()
         if worker.returncode != 0:
             raise RuntimeError(f"memory worker failed for {spec}:\n{stderr[-3000:]}")
@@ -209,23 +215,43 @@ def measure_memory(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
-    tasks = {kind: build_task(name, args.mbdc, args.shared_mbdc, args.seed, kind) for kind in ("clip", "dalip")}
-    images, texts = random_batch(tasks["dalip"][0].model.clip, batch, args.seed)
+    device, precision = args.device, args.precision
+    tasks = {kind: build_task(name, args.mbdc, args.shared_mbdc, args.seed, kind, precision, device)
+             for kind in ("clip", "dalip")}
+    images, texts = random_batch(tasks["dalip"][0].model.clip, batch, args.seed, device)
     steps = {kind: bound_step(task, config, images, texts) for kind, (task, config) in tasks.items()}
-    times = _common.time_interleaved(steps, repeats=args.repeats, warmup=args.warmup)
+    times = _common.time_interleaved(steps, repeats=args.repeats, warmup=args.warmup, device=device)
+    flops = {kind: _common.count_flops(step) for kind, step in steps.items()}
+    syncs = {kind: host_syncs(step, device) for kind, step in steps.items()}
     model = tasks["dalip"][0].model
     base = count_parameters(model.clip)
     extra = count_parameters(model) - base
     del model, tasks, steps
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
     memory: dict[str, list[dict[str, Any]]] = {"clip": [], "dalip": []}
     for _ in range(args.memory_repeats):
-        specs = [{"variant": variant, "model": name, "batch": batch, "mbdc": args.mbdc,
-                  "shared": args.shared_mbdc, "steps": args.memory_steps, "seed": args.seed,
-                  "threads": args.threads} for variant in memory]
+        specs = [{"variant": variant, "model": name, "batch": batch, "mbdc": args.mbdc, "shared": args.shared_mbdc,
+                  "steps": args.memory_steps, "seed": args.seed, "threads": args.threads, "device": device,
+                  "precision": precision} for variant in memory]
         for spec, result in zip(specs, measure_memory(specs)):  # a fresh process each
             memory[spec["variant"]].append(result)
+    return summarise(name, batch, times, memory, flops, syncs, base, extra, args)
 
+
+def host_syncs(step: Callable[[], Any], device: str) -> int:
+    """Host syncs one (warm) step makes (dalip.train.host_syncs), the device caught up first."""
+    _common.synchronize(device)
+    with HostSyncCounter() as counter:
+        step()
+    _common.synchronize(device)
+    return counter.total
+
+
+def summarise(name: str, batch: int, times: dict[str, Any], memory: dict[str, list[dict[str, Any]]],
+              flops: dict[str, int], syncs: dict[str, int], base: int, extra: int,
+              args: argparse.Namespace) -> dict[str, Any]:
     def median_of(variant: str, key: str) -> float:
         return _common.summary([m[key] for m in memory[variant]])["median"]
 
@@ -237,7 +263,12 @@ def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, An
     time_ratio = dalip_time["median"] / clip_time["median"]
     memory_ratio = step_mib["dalip"] / step_mib["clip"]
     memory_ratio_total = total_mib["dalip"] / total_mib["clip"]
-    time_target = TIME_TARGETS.get(name)
+    on_gpu = args.device == "cuda"
+    time_target = GPU_TIME_TARGET if on_gpu else TIME_TARGETS.get(name)
+    memory_target = GPU_MEMORY_TARGET if on_gpu else MEMORY_TARGET
+    peak = args.machine.get("peak_bf16_flops")
+    seconds = {"clip": clip_time["median"], "dalip": dalip_time["median"]}
+    mfu = {v: _common.mfu(flops[v], seconds[v], peak) for v in seconds}
     return {
         "batch": batch,
         "time_ratio": round(time_ratio, 4),
@@ -248,6 +279,10 @@ def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, An
         "memory_ratio_total": round(memory_ratio_total, 4),
         "clip_seconds": {k: round(v, 4) for k, v in clip_time.items()},
         "dalip_seconds": {k: round(v, 4) for k, v in dalip_time.items()},
+        "images_per_second": {v: round(batch / seconds[v], 1) for v in seconds},
+        "flops_per_step": flops,
+        "mfu": {v: None if m is None else round(m, 4) for v, m in mfu.items()},
+        "host_syncs_per_step": syncs,
         "clip_step_peak_mib": round(step_mib["clip"], 1),
         "dalip_step_peak_mib": round(step_mib["dalip"], 1),
         "clip_total_peak_mib": round(total_mib["clip"], 1),
@@ -262,9 +297,11 @@ def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, An
         },
         "time_target": time_target,
         "time_target_met": None if time_target is None else time_ratio <= time_target,
-        "memory_target": MEMORY_TARGET,
-        "memory_target_met": memory_ratio <= MEMORY_TARGET,
-        "memory_total_target_met": memory_ratio_total <= MEMORY_TARGET,
+        "memory_target": memory_target,
+        "memory_target_met": memory_ratio <= memory_target,
+        "memory_total_target_met": memory_ratio_total <= memory_target,
+        "mfu_target": GPU_MFU_TARGET if on_gpu else None,
+        "mfu_target_met": None if not on_gpu or mfu["clip"] is None else mfu["clip"] >= GPU_MFU_TARGET,
     }
 
 
@@ -306,13 +343,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = _common.load_average()
+    args.machine = _common.machine(args.device)
+    if args.device == "cuda":
+        from dalip.model.devices import configure_cuda
+
+        configure_cuda(tf32=True)  # as `dalip train` starts on a GPU
     models = {name: bench_model(name, batch, args) for name, batch in args.model_list}
     return {
         "models": models,
         "dalip_options": variant_label(args),
         "repeats": args.repeats,
         "memory_steps": args.memory_steps,
-        "machine": {**_common.machine(), "load_average_before": load_before},
+        "device": args.device,
+        "precision": args.precision,
+        "machine": {**_common.machine(args.device), "load_average_before": load_before},
     }
 
 
@@ -336,27 +380,46 @@ def report(figures: dict[str, Any]) -> str:
             name, f"{m['base_parameters']:,}", f"{m['extra_parameters']:,}",
             f"{m['extra_parameters_percent']:.1f}%", f"{state['base']:.0f}", f"{state['extra']:.0f}",
         ])
+    throughput = []
+    for name, m in figures["models"].items():
+        mfu = {v: "-" if m["mfu"][v] is None else f"{100 * m['mfu'][v]:.1f}%" for v in ("clip", "dalip")}
+        throughput.append([
+            name, f"{m['images_per_second']['clip']:.1f}", f"{m['images_per_second']['dalip']:.1f}",
+            f"{m['flops_per_step']['clip'] / 1e9:.1f}", f"{m['flops_per_step']['dalip'] / 1e9:.1f}",
+            mfu["clip"], mfu["dalip"], m["host_syncs_per_step"]["clip"], m["host_syncs_per_step"]["dalip"],
+        ])
     verdicts = []
     for name, m in figures["models"].items():
         time_verdict = "-" if m["time_target_met"] is None else ("met" if m["time_target_met"] else "MISSED")
+        mfu_verdict = "" if m["mfu_target"] is None else (
+            f"; CLIP MFU target >= {m['mfu_target']:.0%}: {'met' if m['mfu_target_met'] else 'MISSED'}")
         verdicts.append(
             f"- {name}: time ratio {m['time_ratio']:.3f} (target <= {m['time_target']}: {time_verdict}; "
             f"paired median {m['time_ratio_paired_median']:.3f}, CPU-time ratio {m['time_ratio_cpu']:.3f}); "
             f"memory ratio {m['memory_ratio']:.3f} "
             f"(target <= {m['memory_target']}: {'met' if m['memory_target_met'] else 'MISSED'}), "
             f"with parameters {m['memory_ratio_total']:.3f} "
-            f"({'met' if m['memory_total_target_met'] else 'MISSED'})."
+            f"({'met' if m['memory_total_target_met'] else 'MISSED'}){mfu_verdict}."
         )
+    on_gpu = figures.get("device") == "cuda"
+    memory = ("\"step\" = peak of `max_memory_allocated` (reset after building model, optimiser and batch) "
+              "minus `memory_allocated` at that point, i.e. gradients + AdamW states + activations; "
+              "\"total\" = the same peak, parameters included" if on_gpu else
+              "\"step\" = peak resident set (VmHWM, reset after building model, optimiser and batch) minus "
+              "the resident set at that point, i.e. gradients + AdamW states + activations; \"total\" = the "
+              "same peak minus the resident set after imports, i.e. parameters included")
     return "\n".join([
-        f"DALIP options: {figures['dalip_options']}. One step = TrainingTask forward and loss, backward, "
-        f"clipping and AdamW over the run's parameter groups, schedule, temperature clamp; "
-        f"float32, train mode, random init and data; {figures['repeats']} interleaved timed steps "
-        f"per variant (medians). Memory: fresh subprocess per variant, {figures['memory_steps']} steps; "
-        "\"step\" = peak resident set (VmHWM, reset after building model, optimiser and batch) minus "
-        "the resident set at that point, i.e. gradients + AdamW states + activations; \"total\" = the "
-        "same peak minus the resident set after imports, i.e. parameters included.",
+        f"DALIP options: {figures['dalip_options']}. One step = `dalip.train.step.OptimizerStep`, the "
+        f"loop's own: TrainingTask forward and loss, backward, unscale, clipping and fused AdamW over the "
+        f"run's parameter groups (skipped on the device when not finite), schedule, temperature clamp; "
+        f"{_common.conditions(figures)}, train mode, random init and data; {figures['repeats']} interleaved "
+        f"timed steps per variant (medians{', CUDA events' if on_gpu else ''}). Memory: fresh subprocess "
+        f"per variant, {figures['memory_steps']} steps; {memory}.",
         "",
         _common.format_table(header, rows),
+        "",
+        _common.format_table(["model", "CLIP img/s", "DALIP img/s", "CLIP GFLOP/step", "DALIP GFLOP/step",
+                              "CLIP MFU", "DALIP MFU", "CLIP host syncs", "DALIP host syncs"], throughput),
         "",
         _common.format_table(
             ["model", "base parameters", "DALIP extra", "extra %", "base param+grad+AdamW MiB",

@@ -39,12 +39,18 @@ def test_bench_eval_reports_eval_and_bare_rates(capsys, tmp_path):
     assert profile["loop_seconds"] > 0 and 0 < profile["encode_image_share"] <= 1
     assert 0 <= profile["loader_wait_share"] <= 1 and "top" not in profile
     assert isinstance(figures["target_met"], bool) and figures["target_ratio"] == bench_eval.TARGET_RATIO
+    for mode in ("fused", "first"):
+        assert figures["results"][mode]["bare"]["mfu"] is None  # no peak on CPU
+    # MBDC costs FLOPs: a fused image costs more than a first-order one
+    assert figures["results"]["fused"]["bare"]["flops_per_image"] > figures["results"]["first"]["bare"]["flops_per_image"] > 0
+    assert (figures["device"], figures["precision"]) == ("cpu", "fp32")
 
 
 def test_bench_eval_options():
     quick = bench_eval.parse_args(["--quick"])
     assert quick.images <= 96 and quick.repeats <= 2 and quick.workers == [2, 0]
     assert bench_eval.parse_args(["--workers", "1"]).workers == [1]
+    assert bench_eval.parse_args(["--precision", "bf16"]).precision == "bf16"
     for bad in ("two", "-1", ","):
         with pytest.raises(SystemExit):
             bench_eval.parse_args(["--workers", bad])
@@ -55,3 +61,12 @@ def test_bench_eval_has_help(capsys):
         bench_eval.main(["--help"])
     assert exit_info.value.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+def test_bench_eval_refuses_cuda_without_a_gpu(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        bench_eval.parse_args(["--device", "cuda"])
+    assert exit_info.value.code == 2 and "cuda requested" in capsys.readouterr().err

@@ -7,6 +7,7 @@ disagrees with dalip, and writes RESULTS.md sections without touching others.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -49,6 +50,25 @@ def test_bench_mbdc_reports_speedup_after_float64_agreement(capsys):
     assert figures["agreement_float64"]["gradient_max_rel_diff"] <= 1e-8
     assert {"dalip", "reference", "dense_floor"} == set(figures["seconds"])
     assert figures["shape"]["vector_dim"] == 2 * 4 * 5 // 2
+    assert figures["dalip_flops_per_call"] > 0 and figures["dalip_mfu"] is None  # no peak on CPU
+    assert (figures["device"], figures["precision"]) == ("cpu", "fp32") and "gpu" not in figures["machine"]
+
+
+def test_bench_mbdc_times_under_bf16_autocast(capsys):
+    figures = bench_mbdc.main([*TINY_MBDC, "--precision", "bf16"])
+    assert figures["precision"] == "bf16" and figures["speedup"] > 0
+    assert figures["agreement_float64"]["output_max_abs_diff"] <= 1e-8  # the check itself stays float64
+    assert "bfloat16 autocast" in bench_mbdc.report(figures)
+
+
+@pytest.mark.parametrize("module", [bench_mbdc, bench_data, bench_step])
+def test_cuda_is_refused_in_one_line_without_a_gpu(module, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(["--device", "cuda"])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "cuda requested but torch.cuda.is_available() is false" in errors[0]
 
 
 def test_reference_mbdc_is_the_same_math_as_dalip():
@@ -76,7 +96,11 @@ def test_bench_step_reports_ratios_and_extra_parameters(capsys):
     for key in ("time_ratio", "memory_ratio", "memory_ratio_total", "extra_parameters",
                 "extra_parameters_percent", "time_target_met", "memory_target_met"):
         assert key in tiny, key
-    assert tiny["time_ratio"] > 0 and tiny["peak_was_reset"] in (True, False)
+    assert tiny["time_ratio"] > 0 and tiny["peak_was_reset"]  # Linux resets the high-water mark
+    # the loop's own step never waits for the device; its FLOPs are counted, MFU needs a GPU peak
+    assert tiny["host_syncs_per_step"] == {"clip": 0, "dalip": 0}
+    assert tiny["flops_per_step"]["dalip"] > tiny["flops_per_step"]["clip"] > 0
+    assert tiny["mfu"] == {"clip": None, "dalip": None} and tiny["mfu_target"] is None
     # dalip-tiny's MBDC (4 heads x 16, width 128), twice: token projection, reduction,
     # LayerNorm, 544 x 544 mix and 544 -> 128 output projection per tower.
     vector = 4 * 16 * 17 // 2
@@ -111,6 +135,19 @@ def test_bench_data_reports_loader_and_step_rates(capsys, tmp_path):
         assert source["epoch_samples"] > 0, kind
         assert source["fed_step_samples_per_s"] > 0, kind
         assert isinstance(source["target_met"], bool)
+    per_worker = figures["per_worker"]
+    assert set(per_worker["workers"]) == {"1", "2"} and per_worker["image_size"] == 64
+    for workers, entry in per_worker["workers"].items():
+        assert entry["samples_per_s_per_worker"] == pytest.approx(entry["samples_per_s"] / int(workers), abs=0.1)
+    assert per_worker["samples_per_s_per_worker"] == per_worker["workers"]["1"]["samples_per_s_per_worker"]
+    assert figures["step_flops"] > 0 and figures["step_mfu"] is None
+    assert "Workers per GPU = ceil(" in bench_data.report(figures)
+
+
+def test_workers_per_gpu_rounds_up():
+    assert bench_data.workers_per_gpu(2000, 356) == 6
+    assert bench_data.workers_per_gpu(356, 356) == 1
+    assert bench_data.workers_per_gpu(357, 356) == 2
 
 
 def test_record_section_replaces_its_own_section_and_keeps_others(tmp_path):
@@ -142,3 +179,60 @@ def test_bench_step_times_the_training_task(kind):
     assert math.isfinite(bench_step.training_step(task, config)(images, texts))
     assert not torch.equal(clip, task.model.clip.text_projection)
     assert torch.equal(heads, task.model.image_mbdc.mix.weight) == (kind == "clip")  # frozen for CLIP
+
+
+# ---------------------------------------------------------------- _common's measurement helpers
+
+
+@pytest.mark.parametrize("name, flops", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", None),
+    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12),
+    ("NVIDIA L40S", 362e12), ("NVIDIA L4", 121e12), ("NVIDIA A10", 125e12), ("NVIDIA A10G", None),
+    ("NVIDIA GeForce RTX 4090", None),
+])
+def test_gpu_peak_flops_matches_whole_words(name, flops):
+    assert _common.gpu_peak_flops(name) == flops
+
+
+def test_count_flops_counts_forward_and_backward():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert _common.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+    a.requires_grad_(), b.requires_grad_()
+    assert _common.count_flops(lambda: (a @ b).sum().backward()) == 3 * 2 * 8 * 16 * 4  # + both gradients
+
+
+def test_mfu_is_achieved_over_peak_and_none_without_a_peak():
+    assert _common.mfu(1e12, 2.0, 1e12) == 0.5
+    assert _common.mfu(1e12, 2.0, None) is None
+
+
+def test_time_interleaved_calls_variants_in_turn():
+    calls = []
+    times = _common.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                     repeats=3, warmup=1, device="cpu")
+    assert calls == ["a", "b"] * 4
+    assert all(len(times[kind][name]) == 3 for kind in ("wall", "cpu") for name in ("a", "b"))
+    seconds, cpu = _common.time_call(lambda: sum(range(10_000)))
+    assert seconds > 0 and cpu >= 0
+
+
+def test_peak_memory_sees_what_the_call_allocates():
+    held = []
+    result = _common.peak_memory(lambda: held.append(torch.ones(64 * 2**20 // 4)), device="cpu")  # 64 MiB
+    if not result["peak_was_reset"]:
+        pytest.skip("this kernel does not let a process reset its resident-set high-water mark")
+    assert result["region_peak_mib"] >= 60 and result["peak_mib"] >= result["before_mib"] + 60
+    assert _common.process_peak_mib("cpu") >= result["peak_mib"] - 1
+
+
+def test_machine_line_names_the_gpu_and_titles_name_device_and_precision():
+    info = {**_common.machine("cpu"), "gpu": "NVIDIA H200", "gpu_count": 1, "cuda": "13.0",
+            "gpu_peak_bf16_flops": 989e12}
+    assert "GPU: NVIDIA H200 (x1, CUDA 13.0, dense bf16 peak 989 TFLOP/s)" in _common.machine_line(info)
+    assert "GPU" not in _common.machine_line(_common.machine("cpu"))
+    gpu_bf16 = argparse.Namespace(device="cuda", precision="bf16")
+    assert _common.device_label(gpu_bf16, info) == ", cuda NVIDIA H200, bf16"
+    assert _common.device_label(argparse.Namespace(device="cpu", precision="fp32"), info) == ""
+    assert _common.conditions({"device": "cuda", "precision": "bf16", "machine": info}) == \
+        "bfloat16 autocast on NVIDIA H200"
+    assert _common.conditions({"device": "cpu", "precision": "fp32", "machine": info}) == "float32"

@@ -8,19 +8,24 @@ can make; `main` turns them into one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import warnings
 from typing import Callable, NoReturn, Sequence
 
 from dalip import __version__
-from dalip.cli import embed, export, interpolate, make_dataset, predict, quickstart, serve, train
-from dalip.cli import eval as eval_command
 
 Handler = Callable[[argparse.Namespace], int]
 
-# Modules that add subcommands, in the order `dalip --help` lists them.
-COMMAND_MODULES = (quickstart, make_dataset, train, eval_command, predict, embed, export, interpolate, serve)
+# Subcommand -> the module of this package that adds it, in the order `dalip --help` lists them.
+# A command line loads only the module it names (all of them for --help or a mistake), so
+# `dalip train` on every rank does not import the evaluation stack (scikit-learn, matplotlib):
+# seconds of start-up.
+COMMANDS = {
+    "quickstart": "quickstart", "make-dataset": "make_dataset", "train": "train", "eval": "eval",
+    "predict": "predict", "embed": "embed", "export": "export", "interpolate": "interpolate", "serve": "serve",
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,7 +35,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `dalip` parser; with `argv`, only the subcommand it names (when it names one)."""
     parser = OneLineParser(
         prog="dalip",
         description="Distribution Alignment-based Language-Image Pre-training on OpenCLIP.",
@@ -38,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"dalip {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.add_parsers(subparsers)
+    named = next((token for token in argv or () if not token.startswith("-")), None)
+    for command, module in COMMANDS.items():
+        if named not in COMMANDS or command == named:
+            importlib.import_module(f"dalip.cli.{module}").add_parsers(subparsers)
     return parser
 
 
@@ -65,7 +73,8 @@ def one_line(error: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dalip` console script; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # a usage mistake (one line already printed), --help or --version
