@@ -219,7 +219,10 @@ def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, An
     tasks = {kind: build_task(name, args.mbdc, args.shared_mbdc, args.seed, kind, precision, device)
              for kind in ("clip", "dalip")}
     images, texts = random_batch(tasks["dalip"][0].model.clip, batch, args.seed, device)
+    for task, _ in tasks.values() if args.compile else ():
+        task.compile()
     steps = {kind: bound_step(task, config, images, texts) for kind, (task, config) in tasks.items()}
+    first_step = {kind: _common.time_call(step, device)[0] for kind, step in steps.items()}  # compiles, if asked
     times = _common.time_interleaved(steps, repeats=args.repeats, warmup=args.warmup, device=device)
     flops = {kind: _common.count_flops(step) for kind, step in steps.items()}
     syncs = {kind: host_syncs(step, device) for kind, step in steps.items()}
@@ -237,7 +240,8 @@ def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, An
                   "precision": precision} for variant in memory]
         for spec, result in zip(specs, measure_memory(specs)):  # a fresh process each
             memory[spec["variant"]].append(result)
-    return summarise(name, batch, times, memory, flops, syncs, base, extra, args)
+    return {**summarise(name, batch, times, memory, flops, syncs, base, extra, args),
+            "first_step_seconds": {kind: round(seconds, 3) for kind, seconds in first_step.items()}}
 
 
 def host_syncs(step: Callable[[], Any], device: str) -> int:
@@ -322,6 +326,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="MBDC option for create_model, e.g. reduced_dim=16 (repeatable)")
     parser.add_argument("--shared-mbdc", action="store_true",
                         help="measure the option of one MBDC shared by both towers")
+    parser.add_argument("--compile", action="store_true",
+                        help="time the steps with the forward compiled (`compile: true`); the first step, "
+                             "reported apart, compiles; memory is measured eager")
     _common.add_run_arguments(parser, "dalip-tiny at batch 32 only, 3 repeats, 1 warm-up: under a minute")
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -335,7 +342,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def variant_label(args: argparse.Namespace) -> str:
-    parts = [f"{k}={v}" for k, v in args.mbdc.items()] + (["shared MBDC"] if args.shared_mbdc else [])
+    parts = [f"{k}={v}" for k, v in args.mbdc.items()] + (["shared MBDC"] if args.shared_mbdc else []) \
+        + (["compiled"] if getattr(args, "compile", False) else [])
     return ", ".join(parts) or "design defaults"
 
 
@@ -384,7 +392,8 @@ def report(figures: dict[str, Any]) -> str:
     for name, m in figures["models"].items():
         mfu = {v: "-" if m["mfu"][v] is None else f"{100 * m['mfu'][v]:.1f}%" for v in ("clip", "dalip")}
         throughput.append([
-            name, f"{m['images_per_second']['clip']:.1f}", f"{m['images_per_second']['dalip']:.1f}",
+            name, f"{m['first_step_seconds']['clip']:.2f}", f"{m['first_step_seconds']['dalip']:.2f}",
+            f"{m['images_per_second']['clip']:.1f}", f"{m['images_per_second']['dalip']:.1f}",
             f"{m['flops_per_step']['clip'] / 1e9:.1f}", f"{m['flops_per_step']['dalip'] / 1e9:.1f}",
             mfu["clip"], mfu["dalip"], m["host_syncs_per_step"]["clip"], m["host_syncs_per_step"]["dalip"],
         ])
@@ -418,7 +427,8 @@ def report(figures: dict[str, Any]) -> str:
         "",
         _common.format_table(header, rows),
         "",
-        _common.format_table(["model", "CLIP img/s", "DALIP img/s", "CLIP GFLOP/step", "DALIP GFLOP/step",
+        _common.format_table(["model", "CLIP first step s", "DALIP first step s", "CLIP img/s", "DALIP img/s",
+                              "CLIP GFLOP/step", "DALIP GFLOP/step",
                               "CLIP MFU", "DALIP MFU", "CLIP host syncs", "DALIP host syncs"], throughput),
         "",
         _common.format_table(
