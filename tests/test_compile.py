@@ -23,11 +23,21 @@ def batch():
     return images, texts
 
 
+@pytest.fixture(params=["highest", "high"])
+def matmul_precision(request):
+    """IEEE float32 (the Gram inside the graph), or TF32 allowed as on a GPU (the Gram's
+    precision switch runs eagerly between two graphs; on a CPU the products stay IEEE)."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(request.param)
+    yield request.param
+    torch.set_float32_matmul_precision(previous)
+
+
 @pytest.mark.slow
-def test_compiled_forward_matches_eager_and_trains(train_data, tmp_path):
+def test_compiled_forward_matches_eager_and_trains(train_data, tmp_path, matmul_precision):
     """Losses and every gradient of the compiled forward equal the eager model's (batchnorm
-    weighting: the masked statistics, the token hooks and BDC's eager Gram inside the graph);
-    then the compiled task takes optimiser steps."""
+    weighting: the masked statistics, the token hooks, BDC's Gram); then the compiled task
+    takes optimiser steps."""
     config = load_train_config(write_config(train_data, tmp_path / "run", model={"weighting": "batchnorm"}))
     torch.manual_seed(0)
     eager = TrainingTask.from_config(config)

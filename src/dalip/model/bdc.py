@@ -13,14 +13,31 @@ from typing import Any, Iterator
 import torch
 
 
+def tf32_matmul_allowed() -> bool:
+    """Whether float32 matmuls may use TF32 tensor cores (`dalip.model.devices.configure_cuda`,
+    or the process's own setting); torch's default is no."""
+    try:
+        return torch.get_float32_matmul_precision() != "highest"
+    except RuntimeError:  # torch >= 2.9 when the legacy flag was set directly: read that one
+        return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
 @contextlib.contextmanager
 def ieee_float32_matmul() -> Iterator[None]:
-    """Full IEEE float32 matmuls inside, whatever the process set (TF32 tensor cores keep 10
-    mantissa bits and ignore autocast); the previous setting is restored after."""
+    """Full IEEE float32 matmuls inside (TF32 keeps 10 mantissa bits and ignores autocast); the
+    process's setting is restored after. Where TF32 is not allowed nothing is touched."""
+    if not tf32_matmul_allowed():
+        yield
+        return
     try:
         previous = torch.get_float32_matmul_precision()
-    except RuntimeError:  # torch >= 2.9 when the legacy flag was set directly: read that one
-        previous = "high" if torch.backends.cuda.matmul.allow_tf32 else "highest"
+    except RuntimeError:  # the legacy flag, set directly: switch that one
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = True
+        return
     torch.set_float32_matmul_precision("highest")
     try:
         yield
@@ -48,12 +65,19 @@ class _ExactGram(torch.autograd.Function):
 # operator would keep the graph whole, but torch 2.14's inductor then computed wrong gradients
 # through the diagonal of its output; tests/test_compile.py compares compiled and eager steps.)
 @torch.compiler.disable
+def _exact_gram_switched(x: torch.Tensor) -> torch.Tensor:
+    return _ExactGram.apply(x)
+
+
 def exact_gram(x: torch.Tensor) -> torch.Tensor:
     """Channel Gram matrix X^T X (..., d, d) of token sets X (..., M, d), in full float32 (or
     float64) precision even where TF32 is on (`dalip.model.devices.configure_cuda`): BDC's
     distances are differences |x_k|^2 + |x_l|^2 - 2 x_k.x_l of its entries, and TF32's rounding
-    of the products would swamp the small differences between channels."""
-    return _ExactGram.apply(x)
+    of the products would swamp the small differences between channels. Where TF32 is off
+    (CPUs, IEEE runs) it is the plain product, bit for bit what dalip 0.1 computed."""
+    if tf32_matmul_allowed():
+        return _exact_gram_switched(x)
+    return x.transpose(-1, -2) @ x
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

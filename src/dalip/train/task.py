@@ -79,8 +79,8 @@ class TrainingTask:
     def compile(self) -> None:
         """Compile the forward (both towers and the MBDC heads) with `torch.compile`, around the
         DDP wrapper when there is one (so DDP's buckets split the graph). `self.model` stays the
-        plain module: checkpoints, evaluation and exports are unchanged. The graph breaks only
-        around BDC's Gram matrix (`dalip.model.bdc.exact_gram`, which runs eagerly)."""
+        plain module: checkpoints, evaluation and exports are unchanged. With TF32 on, the graph
+        breaks around BDC's Gram matrix (`dalip.model.bdc.exact_gram` runs eagerly)."""
         self.encoder = torch.compile(self.encoder)
 
     def autocast(self) -> contextlib.AbstractContextManager:
