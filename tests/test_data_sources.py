@@ -57,6 +57,34 @@ def test_folder_without_classes_file_uses_sorted_folders(tmp_path):
     assert [label for _, label in source.samples] == [0, 1]
 
 
+def test_every_reader_lists_an_image_folder_the_same_way(tmp_path):
+    """Training, evaluation and serve all list a folder with `list_image_folder`: classes.txt
+    order, extensions in any case, no FIFO with an image name, no non-image file."""
+    import os
+
+    from dalip.data.files import list_image_folder
+    from dalip.serve.gallery import Gallery
+
+    for folder, names in {"rosa": ["b.JPG", "a.png", "notes.txt"], "acer": ["c.webp", "d.JpEg"]}.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / name).write_bytes(jpeg_bytes(len(name)))
+    os.mkfifo(tmp_path / "acer" / "pipe.jpg")  # reading it would block
+    (tmp_path / "classes.txt").write_text("rosa\tRosa canina\nacer\n")
+    listing = list_image_folder(tmp_path)
+    expected = [("rosa", "a.png"), ("rosa", "b.JPG"), ("acer", "c.webp"), ("acer", "d.JpEg")]
+    assert [(Path(p).parent.name, Path(p).name) for p, _ in listing.samples] == expected
+    assert [label for _, label in listing.samples] == [0, 0, 1, 1]
+    assert listing.classes == ["Rosa canina", "acer"]
+    source = make_source(SourceConfig("folder", str(tmp_path)))
+    assert (source.samples, source.classes) == (listing.samples, listing.classes)
+    dataset, names, _ = load_classification_dataset(str(tmp_path), lambda image: image)
+    assert (dataset.paths, dataset.labels, names) == ([p for p, _ in listing.samples], [0, 0, 1, 1], listing.classes)
+    gallery = Gallery.scan(tmp_path)
+    assert [str(tmp_path.resolve() / p) for p in gallery.paths] == [str(Path(p).resolve()) for p, _ in listing.samples]
+    assert (gallery.labels, gallery.classes) == ([0, 0, 1, 1], listing.classes)
+
+
 def test_webdataset_source_reads_generated_shards(tiny_dataset):
     root, manifest = tiny_dataset
     split = manifest["splits"]["plant/train"]

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
@@ -23,7 +25,9 @@ from typing import Any
 
 import yaml
 
+from dalip.atomic import write_text
 from dalip.config import DataConfig, LossConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig, config_to_dict
+from dalip.data.files import CLASSES_FILE, read_classes_file, read_table
 from dalip.data.synthetic import make_dataset
 from dalip.evaluation.suite import run_suite
 from dalip.evaluation.wiseft import interpolate
@@ -89,12 +93,15 @@ def tuning_subset(data: Path, budget: Budget) -> Path:
     """A captions CSV of the general training split restricted to every other concept
     (`budget.general_tune_classes` of them), beside the split's own captions.csv."""
     split = data / "general" / "train"
-    folders = [line.split("\t")[0] for line in (split / "classes.txt").read_text().splitlines() if line]
+    folders = [folder for folder, _ in read_classes_file(split / CLASSES_FILE)]
     kept = set(folders[::2][: budget.general_tune_classes])
-    lines = (split / "captions.csv").read_text().splitlines()
-    rows = [line for line in lines[1:] if line.split("/", 1)[0] in kept]
+    rows = read_table(split / "captions.csv", ["filepath", "caption"])
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")  # as make-dataset writes it
+    writer.writeheader()
+    writer.writerows(row for row in rows if row["filepath"].split("/", 1)[0] in kept)
     path = split / "captions-tuning.csv"
-    path.write_text("\n".join([lines[0], *rows]) + "\n")
+    write_text(path, table.getvalue())
     return path
 
 

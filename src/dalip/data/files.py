@@ -1,4 +1,11 @@
-"""Sources backed by files on disk: CSV/TSV tables and image folders.
+"""Files on disk: the one home for listing image folders and reading CSV/TSV tables, and the
+training sources built on them (`ImageFolderSource`, `CsvSource`).
+
+Evaluation, `dalip serve`, the quickstart report and the training sources all list image
+folders with `list_image_folder` and read tables with `read_table`, so the rules are the same
+everywhere: image names end in one of `IMAGE_EXTENSIONS` (any case) and only regular files
+count (a FIFO would block a reader); tables are UTF-8 (a byte-order mark dropped), tab-separated
+when the name ends in .tsv, comma-separated otherwise.
 
 `classes.txt` (optional, in an image-folder root or next to a CSV) lists the classes in
 label order, one per line: ``folder_name<TAB>readable name``. A line without a tab is a
@@ -11,7 +18,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 from dalip.config import SourceConfig
 from dalip.data.captions import (
@@ -29,6 +37,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 CLASSES_FILE = "classes.txt"
 
 
+def is_image_name(name: str) -> bool:
+    """Whether a file name has one of `IMAGE_EXTENSIONS` (any case)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
 def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
     """The lines of a UTF-8 text file (a byte-order mark dropped); ValueError naming the
     file when it is not UTF-8."""
@@ -40,7 +53,7 @@ def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
                          f"save it as UTF-8") from error
 
 
-def read_classes_file(path: str) -> list[tuple[str, str]]:
+def read_classes_file(path: str | os.PathLike) -> list[tuple[str, str]]:
     """`classes.txt` -> [(folder name, readable name)] in label order (format above)."""
     entries: list[tuple[str, str]] = []
     for line in read_text_lines(path, "class list"):
@@ -54,6 +67,111 @@ def read_classes_file(path: str) -> list[tuple[str, str]]:
     return entries
 
 
+# ---------------------------------------------------------------- image folders
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """The listing of `root/<class>/*.{jpg,jpeg,png,webp}`.
+
+    Attributes:
+        root: the folder, as given.
+        folders: class folder names in label order.
+        classes: readable class names in label order.
+        samples: [(image path, label)], sorted by class then file name.
+    """
+
+    root: str
+    folders: list[str]
+    classes: list[str]
+    samples: list[tuple[str, int]]
+
+
+def list_image_folder(path: str | os.PathLike) -> ImageFolder:
+    """List an image folder: its classes from `classes.txt` in that order when present (a listed
+    folder without images is warned about), else the sorted sub-folders that hold images.
+    FileNotFoundError / NotADirectoryError / ValueError name the folder when it is not one."""
+    root = check_path_exists(os.fspath(path), "image folder")
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"{path}: expected a folder of class sub-folders")
+    listing = os.path.join(root, CLASSES_FILE)
+    if os.path.exists(listing):
+        entries = read_classes_file(listing)
+        for folder, _ in entries:
+            if not images_in(os.path.join(root, folder)):
+                logger.warning("%s: class folder %r has no images", root, folder)
+        folders, classes = [f for f, _ in entries], [r for _, r in entries]
+    else:
+        folders = sorted(name for name in os.listdir(root) if images_in(os.path.join(root, name)))
+        classes = [name.replace("_", " ") for name in folders]
+    samples = [(os.path.join(root, folder, name), label)
+               for label, folder in enumerate(folders) for name in images_in(os.path.join(root, folder))]
+    if not samples:
+        raise ValueError(f"{path}: no images found (expected {root}/<class>/*{{{','.join(IMAGE_EXTENSIONS)}}})")
+    return ImageFolder(os.fspath(path), folders, classes, samples)
+
+
+def images_in(folder: str) -> list[str]:
+    """Sorted names of the image files in `folder` (none when it is not a folder); a FIFO or
+    socket with an image name is left out (reading it would block)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(n for n in os.listdir(folder) if is_image_name(n) and os.path.isfile(os.path.join(folder, n)))
+
+
+# ---------------------------------------------------------------- tables
+
+
+def read_table(path: str | os.PathLike, columns: Sequence[str], what: str = "CSV/TSV file",
+               hint: str = "") -> list[dict[str, str]]:
+    """The rows of a CSV/TSV table as {column: cell} (a short row leaves its missing cells None).
+    ValueError naming the file: not UTF-8, not a table, or a column of `columns` missing (the
+    message lists those present, then `hint`)."""
+    path = os.fspath(path)
+    delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is no column name
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            present = list(reader.fieldnames or [])
+            for column in columns:
+                if column not in present:
+                    raise ValueError(f"{path}: missing column {column!r} (columns present: {present})"
+                                     + (f"; {hint}" if hint else ""))
+            return list(reader)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: the {what} is not UTF-8 text ({error.reason} at byte {error.start})") from error
+    except csv.Error as error:
+        raise ValueError(f"{path}: not a valid CSV/TSV file ({error})") from error
+
+
+def complete_rows(rows: list[dict[str, str]], columns: Sequence[str], where: str) -> tuple[list[dict[str, str]], int]:
+    """(rows with a non-blank cell in every one of `columns`, how many were left out); the
+    count is logged as a warning naming `where`."""
+    kept = [row for row in rows if all((row.get(key) or "").strip() for key in columns)]
+    dropped = len(rows) - len(kept)
+    if dropped:
+        logger.warning("%s: %d rows lack a %s cell; skipped", where, dropped, " or ".join(columns))
+    return kept, dropped
+
+
+def table_labels(rows: list[dict[str, str]], label_key: str, folder: str) -> tuple[list[int], list[str]]:
+    """Integer labels per row and readable class names: numeric labels as they are (names from
+    `classes.txt` next to the table, else the numbers); other labels numbered in sorted order."""
+    raw = [row[label_key].strip() for row in rows]
+    listing = os.path.join(folder, CLASSES_FILE)
+    listed = [r for _, r in read_classes_file(listing)] if os.path.exists(listing) else None
+    if all(value.lstrip("-").isdigit() for value in raw):
+        labels = [int(value) for value in raw]
+        count = max(labels, default=-1) + 1
+        return labels, listed or [str(i) for i in range(count)]
+    names = sorted(set(raw))
+    index = {name: i for i, name in enumerate(names)}
+    return [index[value] for value in raw], names
+
+
+# ---------------------------------------------------------------- training sources
+
+
 class ImageFolderSource(MapSource):
     """`root/<class>/*.{jpg,jpeg,png,webp}`; captions from templates and class names.
 
@@ -63,47 +181,12 @@ class ImageFolderSource(MapSource):
     """
 
     def __init__(self, config: SourceConfig, builder: SampleBuilder, seed: int = 0) -> None:
-        root = check_path_exists(config.path, "image folder")
-        if not os.path.isdir(root):
-            raise NotADirectoryError(f"{config.path}: expected a folder of class sub-folders")
-        folders, self.classes = self._class_folders(root)
-        items = [
-            (os.path.join(root, folder, name), label)
-            for label, folder in enumerate(folders)
-            for name in self._images_in(os.path.join(root, folder))
-        ]
-        if not items:
-            raise ValueError(
-                f"{config.path}: no images found (expected {root}/<class>/*{{{','.join(IMAGE_EXTENSIONS)}}})"
-            )
+        listing = list_image_folder(config.path)
+        self.classes = listing.classes
         self.templates = list(config.templates) if config.templates else list(DEFAULT_TEMPLATES)
         for template in self.templates:
             check_template(template, config.path)  # fail early, not at the first sample
-        super().__init__(config.path, items, builder, seed)
-
-    @staticmethod
-    def _images_in(folder: str) -> list[str]:
-        """Image files of a class folder; a FIFO or socket with an image name is left out
-        (reading it would block)."""
-        if not os.path.isdir(folder):
-            return []
-        return sorted(n for n in os.listdir(folder)
-                      if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n)))
-
-    def _class_folders(self, root: str) -> tuple[list[str], list[str]]:
-        """(folder names, readable names) in label order: classes.txt order when present,
-        otherwise the sorted sub-folders that hold at least one image."""
-        listing = os.path.join(root, CLASSES_FILE)
-        if os.path.exists(listing):
-            entries = read_classes_file(listing)
-            for folder, _ in entries:
-                if not self._images_in(os.path.join(root, folder)):
-                    logger.warning("%s: class folder %r has no images", root, folder)
-            return [f for f, _ in entries], [r for _, r in entries]
-        folders = sorted(
-            name for name in os.listdir(root) if self._images_in(os.path.join(root, name))
-        )
-        return folders, [name.replace("_", " ") for name in folders]
+        super().__init__(config.path, listing.samples, builder, seed)
 
     def captions(self, index: int) -> Mapping[str, Any]:
         # One template per caption choice; `choose_caption` picks among list entries.
@@ -126,61 +209,18 @@ class CsvSource(MapSource):
     def __init__(self, config: SourceConfig, builder: SampleBuilder, seed: int = 0) -> None:
         path = check_path_exists(config.path, "CSV/TSV file")
         folder = os.path.dirname(path)
-        rows = self._read_rows(path, config)
         needed = [config.image_key] + ([config.label_key] if config.label_key else [])
-        incomplete = sum(1 for row in rows if any(not (row.get(key) or "").strip() for key in needed))
+        columns = list(dict.fromkeys([config.image_key, config.caption_key, *needed]))
+        rows = read_table(config.path, columns, hint="set image_key / caption_key / label_key to the right names")
+        rows, incomplete = complete_rows(rows, needed, config.path)
         if incomplete:  # a short row: csv leaves its missing cells None
             builder.counter.add("incomplete_sample", incomplete)
-            logger.warning("%s: %d rows lack a %s cell; skipped", config.path, incomplete, " or ".join(needed))
-            rows = [row for row in rows if all((row.get(key) or "").strip() for key in needed)]
         self.caption_cells = [row[config.caption_key] for row in rows]
-        labels, self.classes = self._labels(rows, config.label_key, folder)
-        items = [
-            (os.path.join(folder, row[config.image_key]), label) for row, label in zip(rows, labels)
-        ]
+        labels, self.classes = table_labels(rows, config.label_key, folder) if config.label_key else ([-1] * len(rows), [])
+        items = [(os.path.join(folder, row[config.image_key]), label) for row, label in zip(rows, labels)]
         if not items:
             raise ValueError(f"{config.path}: no rows (expected a header line and one row per image)")
         super().__init__(config.path, items, builder, seed)
-
-    @staticmethod
-    def _read_rows(path: str, config: SourceConfig) -> list[dict[str, str]]:
-        try:
-            return CsvSource._parse(path, config)
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{config.path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
-        except csv.Error as error:
-            raise ValueError(f"{config.path}: not a valid CSV/TSV file ({error})") from error
-
-    @staticmethod
-    def _parse(path: str, config: SourceConfig) -> list[dict[str, str]]:
-        delimiter = "\t" if path.lower().endswith(".tsv") else ","
-        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a column name
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            present = list(reader.fieldnames or [])
-            wanted = [config.image_key, config.caption_key] + ([config.label_key] if config.label_key else [])
-            for column in wanted:
-                if column not in present:
-                    raise ValueError(
-                        f"{config.path}: missing column {column!r} (columns present: {present}); "
-                        "set image_key / caption_key / label_key to the right names"
-                    )
-            return list(reader)
-
-    @staticmethod
-    def _labels(rows: list[dict[str, str]], label_key: str | None, folder: str) -> tuple[list[int], list[str]]:
-        """Integer labels per row and readable class names (see class docstring)."""
-        if label_key is None:
-            return [-1] * len(rows), []
-        raw = [row[label_key].strip() for row in rows]
-        listing = os.path.join(folder, CLASSES_FILE)
-        listed = [r for _, r in read_classes_file(listing)] if os.path.exists(listing) else None
-        if all(value.lstrip("-").isdigit() for value in raw):
-            labels = [int(value) for value in raw]
-            count = max(labels, default=-1) + 1
-            return labels, listed or [str(i) for i in range(count)]
-        names = sorted(set(raw))
-        index = {name: i for i, name in enumerate(names)}
-        return [index[value] for value in raw], names
 
     def captions(self, index: int) -> Mapping[str, Any]:
         return parse_caption_field(self.caption_cells[index], "caption")

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from torch.utils.data import Dataset
 
+from dalip.data.files import IMAGE_EXTENSIONS
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image
 from dalip.evaluation.retrieval import retrieval_on
@@ -31,8 +32,7 @@ from dalip.evaluation.specs import LoadedModel
 from dalip.evaluation.zero_shot import zero_shot
 
 PREFIX = "wds/"
-IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
-TASKS = {"classification": "zeroshot", "retrieval": "retrieval"}
+TASK_OF_KIND = {"classification": "zeroshot", "retrieval": "retrieval"}  # CLIP_benchmark task -> dalip suite task
 
 
 @dataclass
@@ -69,10 +69,10 @@ def _read_lines(path: Path) -> list[str] | None:
 def dataset_task(root: str | os.PathLike) -> str:
     """"zeroshot" or "retrieval", from ROOT/dataset_type.txt (absent: classification)."""
     kind = (_read_lines(Path(root) / "dataset_type.txt") or ["classification"])[0].lower()
-    if kind not in TASKS:
+    if kind not in TASK_OF_KIND:
         raise ValueError(f"{Path(root) / 'dataset_type.txt'}: {kind!r} datasets are not supported "
                          f"(expected classification or retrieval)")
-    return TASKS[kind]
+    return TASK_OF_KIND[kind]
 
 
 def describe_clip_benchmark(name: str, root: str | os.PathLike, split: str = "test") -> ClipBenchmarkData:
@@ -132,7 +132,7 @@ def _index_shard(shard: Path, data: ClipBenchmarkData) -> None:
                     continue
                 key, _, extension = member.name.partition(".")
                 sample = samples.setdefault(key, {})
-                if extension.lower() in IMAGE_EXTENSIONS:
+                if f".{extension}".lower() in IMAGE_EXTENSIONS:  # the whole rest of the name, as webdataset
                     sample["image"] = Member(str(shard), member.offset_data, member.size)
                 elif extension in ("cls", "txt"):
                     sample[extension] = tar.extractfile(member).read().decode("utf-8")

@@ -1,13 +1,13 @@
 """Evaluation data: labelled images (folders, CSVs, datasets), caption CSVs, image lists.
 
-Image folders and labelled CSVs are listed with `dalip.data.make_source` (its `samples`
-and `classes`); caption CSVs for retrieval (several captions per image) and plain file
-lists are read here. Every dataset yields `(image, label)`, or None for an unreadable image.
+Image folders and tables are read with `dalip.data.files` (`list_image_folder`, `read_table`),
+the same rules as the training sources; caption CSVs for retrieval (several captions per
+image) and plain file lists are assembled here. Every dataset yields `(image, label)`, or
+None for an unreadable image.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -16,10 +16,8 @@ from typing import Any, Sequence
 
 from torch.utils.data import Dataset
 
-from dalip.config import SourceConfig
-from dalip.data import make_source
 from dalip.data.captions import parse_caption_field
-from dalip.data.files import IMAGE_EXTENSIONS
+from dalip.data.files import IMAGE_EXTENSIONS, complete_rows, is_image_name, list_image_folder, read_table, table_labels
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image, read_file
 
@@ -58,19 +56,29 @@ def load_classification_dataset(
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such image folder or labelled CSV")
     if os.path.isdir(path):
-        config = SourceConfig(kind="folder", path=path)
+        listing = list_image_folder(path)
+        samples, classes = listing.samples, listing.classes
     elif path.lower().endswith((".csv", ".tsv")):
-        # captions are not read for classification; the label column stands in for them
-        config = SourceConfig(kind="csv", path=path, image_key=image_key, caption_key=label_key, label_key=label_key)
+        samples, classes = _labelled_rows(path, image_key, label_key)
     else:
         raise ValueError(f"{path}: expected an image folder (root/<class>/*.jpg) or a labelled .csv/.tsv file")
-    source = make_source(config)  # only its listing (samples, classes) is used here
-    names = list(class_names) if class_names else list(source.classes)
-    labels = [label for _, label in source.samples]
+    names = list(class_names) if class_names else list(classes)
+    labels = [label for _, label in samples]
     if min(labels) < 0 or max(labels) >= len(names):
         raise ValueError(f"{path}: labels run from {min(labels)} to {max(labels)} but {len(names)} class names are known")
-    dataset = ImageFileDataset([p for p, _ in source.samples], transform, labels)
+    dataset = ImageFileDataset([p for p, _ in samples], transform, labels)
     return dataset, names, os.path.abspath(path)
+
+
+def _labelled_rows(path: str, image_key: str, label_key: str) -> tuple[list[tuple[str, int]], list[str]]:
+    """[(image path, label)] and class names of a labelled CSV/TSV (paths relative to it)."""
+    rows = read_table(path, [image_key, label_key], hint="set image_key / label_key to the right names")
+    rows, _ = complete_rows(rows, [image_key, label_key], path)
+    if not rows:
+        raise ValueError(f"{path}: no rows (expected a header line and one row per image)")
+    folder = os.path.dirname(os.path.abspath(path))
+    labels, classes = table_labels(rows, label_key, folder)
+    return [(os.path.join(folder, row[image_key]), label) for row, label in zip(rows, labels)], classes
 
 
 def _cell_captions(cell: str) -> list[str]:
@@ -95,18 +103,7 @@ def read_caption_csv(path: str | os.PathLike, image_key: str = "filepath", capti
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such caption CSV/TSV file")
-    delimiter = "\t" if path.lower().endswith(".tsv") else ","
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is no column
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            missing = [key for key in (image_key, caption_key) if key not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{path}: missing column(s) {missing} (columns present: {reader.fieldnames})")
-            rows = list(reader)
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
-    except csv.Error as error:
-        raise ValueError(f"{path}: not a valid CSV/TSV file ({error})") from error
+    rows = read_table(path, [image_key, caption_key], "caption CSV/TSV file")
     folder = os.path.dirname(os.path.abspath(path))
     paths: dict[str, int] = {}
     captions, owners = [], []
@@ -133,7 +130,7 @@ def list_image_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
     for item in map(os.fspath, inputs):
         if os.path.isdir(item):
             inside = sorted(str(p) for p in Path(item).rglob("*")
-                            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())  # no FIFOs: they block
+                            if is_image_name(p.name) and p.is_file())  # no FIFOs: they block
             if not inside:
                 raise ValueError(f"{item}: no images found (expected *{', *'.join(IMAGE_EXTENSIONS)} files)")
             found += inside

@@ -8,8 +8,7 @@ from typing import Any
 from PIL import Image
 
 from dalip.atomic import write_json, write_text
-from dalip.config import SourceConfig
-from dalip.data import make_source
+from dalip.data.files import list_image_folder
 from dalip.evaluation.specs import load_model
 from dalip.evaluation.zero_shot import predict
 from dalip.report.figures import new_figure, save_figure
@@ -160,7 +159,7 @@ def wise_ft_plot(wise_ft: dict[str, Any], path: Path) -> None:
 
 def prediction_grid(out: Path, data: Path, path: Path, count: int = 6) -> None:
     """A few plant test images with the top-3 zero-shot predictions of each tuned model."""
-    source = make_source(SourceConfig(kind="folder", path=str(data / "plant/test")))
+    source = list_image_folder(data / "plant/test")
     picks = source.samples[:: max(1, len(source.samples) // count)][:count]
     paths = [image_path for image_path, _ in picks]
     predictions = {}

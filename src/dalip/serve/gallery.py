@@ -1,7 +1,7 @@
 """The gallery behind "similar photos": an image folder, its listing, and one vector index per model.
 
 A gallery is an image folder in the usual layout (`root/<class>/*.jpg`, readable names
-from an optional `root/classes.txt`), listed with `dalip.data.make_source`. Each model
+from an optional `root/classes.txt`), listed with `dalip.data.files.list_image_folder`. Each model
 gets an index: one unit vector per readable gallery image, whose dot products with a
 query's vector are the model's image-image similarity (the fused similarity for DALIP
 models). Indexes are cached as `.npz` files, by default in `root/.dalip-index/`; a cache
@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from dalip.atomic import atomic_write
-from dalip.config import SourceConfig
-from dalip.data import make_source
+from dalip.data.files import list_image_folder
 from dalip.evaluation.datasets import ImageFileDataset
 from dalip.evaluation.runtime import Runtime, encode_dataset
 from dalip.model.features import Features
@@ -55,11 +54,11 @@ class Gallery:
         """List `root/<class>/*`; FileNotFoundError / ValueError name the folder when it is not a gallery."""
         root = Path(root).resolve()
         try:
-            source = make_source(SourceConfig(kind="folder", path=str(root)))
+            listing = list_image_folder(root)
         except (FileNotFoundError, NotADirectoryError, ValueError) as error:
             raise type(error)(f"{flag}: {error}") from error
-        paths = [Path(path).relative_to(root).as_posix() for path, _ in source.samples]
-        return cls(root, paths, [label for _, label in source.samples], list(source.classes))
+        paths = [Path(path).relative_to(root).as_posix() for path, _ in listing.samples]
+        return cls(root, paths, [label for _, label in listing.samples], list(listing.classes))
 
     def __len__(self) -> int:
         return len(self.paths)
