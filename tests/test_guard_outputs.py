@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -87,24 +88,63 @@ def test_output_of_another_command_is_refused(tmp_path):
 
 def test_a_live_lock_keeps_a_second_command_out(tmp_path):
     with OutputFolder(tmp_path, "eval"):
-        with pytest.raises(FileExistsError, match="in use by `dalip eval`"):
+        with pytest.raises(FileExistsError, match="in use by another dalip command"):
             OutputFolder(tmp_path, "eval", force=True).open()
-        assert (tmp_path / LOCK_NAME).exists()
-    assert not (tmp_path / LOCK_NAME).exists()
+    with OutputFolder(tmp_path, "eval", force=True):  # released: the next command gets it
+        pass
 
 
-def test_lock_of_a_running_process_is_respected_and_a_dead_ones_taken_over(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+HOLD_LOCK = """
+import sys, time
+from dalip.outputs import OutputFolder
+folder = OutputFolder(sys.argv[1], "train")
+folder.open()
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_holders_lock_is_free_and_a_live_ones_respected(tmp_path):
+    """The lock is the kernel's: a process that holds it keeps others out; killed (SIGKILL,
+    no clean-up at all), it holds nothing, and a leftover lock file of dalip 0.1 is no lock."""
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 999999, "host": socket.gethostname(), "command": "train"}))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                      "command": "train"}))
-        with pytest.raises(FileExistsError, match=f"process {holder.pid}"):
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(FileExistsError, match="in use by another dalip command"):
             OutputFolder(tmp_path, "train").open()
     finally:
         holder.kill()
         holder.wait()
-    with OutputFolder(tmp_path, "train"):  # the holder is gone: its lock is stale
-        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    with OutputFolder(tmp_path, "train", resume=True):
+        pass
+
+
+RACE = """
+import sys, time
+from dalip.outputs import OutputFolder
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+try:
+    with OutputFolder(sys.argv[1], "eval"):
+        print("won", flush=True)
+        time.sleep(1.0)
+except FileExistsError:
+    print("refused", flush=True)
+"""
+
+
+def test_processes_racing_for_a_stale_lock_cannot_both_win(tmp_path):
+    """A stale lock file (dalip 0.1's record of a process that is gone) and six processes
+    starting at the same instant: exactly one takes the folder, the others are refused while it
+    holds it (dalip 0.1's own lock let several take over a stale lock at once)."""
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 999999, "host": socket.gethostname(), "command": "eval"}))
+    start = time.time() + 3.0  # every process imported and waiting by then
+    racers = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), str(start)], stdout=subprocess.PIPE,
+                               text=True) for _ in range(6)]
+    outcomes = sorted(racer.communicate(timeout=120)[0].strip() for racer in racers)
+    assert outcomes == ["refused"] * 5 + ["won"]
 
 
 def test_eval_and_interpolate_refuse_a_folder_they_did_not_write(tmp_path, capsys):

@@ -4,9 +4,7 @@ continues the run it belongs to, and a run whose data or weights went bad stops.
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -104,11 +102,13 @@ def test_the_shipped_tiny_config_writes_inside_the_checkout(monkeypatch, tmp_pat
 def test_a_folder_in_use_by_a_running_train_is_refused(train_data, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    hold = ("import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+            "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out / LOCK_NAME)], stdout=subprocess.PIPE, text=True)
     try:
-        (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "command": "train"}))
+        assert holder.stdout.readline().strip() == "held"
         message = user_error(capsys, "train", "--config", write_config(train_data, out))
-        assert "in use by `dalip train`" in message and str(holder.pid) in message
+        assert "in use by another dalip command" in message and LOCK_NAME in message
     finally:
         holder.kill()
         holder.wait()

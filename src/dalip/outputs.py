@@ -8,9 +8,16 @@ interpolate, embed, export):
   non-empty folder is refused, with or without `--force`;
 - an earlier run's output is replaced only with `--force`, and then only the files its
   manifest lists are deleted (files added by anyone else stay);
-- a lock file (`.dalip-lock`: process id and host) keeps two commands out of one folder at
-  once; a lock whose process no longer runs on this host is taken over;
+- a lock keeps two commands out of one folder at once: `filelock`'s lock on `.dalip-lock`
+  (the kernel's `flock`, so it is released when its process ends, however it ends, and two
+  processes can never both hold it); the empty file stays in a folder the command used (a
+  refused folder, or one it created and left empty, keeps none);
 - an existing output *file* is replaced only with `--force`.
+
+Two writers keep rules of their own, as README's Guarantees say: `dalip export` to a folder
+writes a known set of files beside whatever else is there (`dalip.export.files`), and
+`dalip serve` keeps an index cache (`dalip.serve.gallery`). Every file goes through
+`dalip.atomic`.
 """
 
 from __future__ import annotations
@@ -19,17 +26,18 @@ import contextlib
 import json
 import logging
 import os
-import socket
-import time
 from pathlib import Path
 from typing import Any, Sequence
+
+from filelock import FileLock, Timeout
+
+from dalip.atomic import write_text
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = ".dalip-output.json"
 LOCK_NAME = ".dalip-lock"
 _OWN_FILES = (MANIFEST_NAME, LOCK_NAME)
-_EMPTY_LOCK_GRACE_SECONDS = 60.0  # a lock file is written right after it is created
 
 
 class OutputFolder:
@@ -49,7 +57,7 @@ class OutputFolder:
         self.force, self.resume = force, resume
         self.keep, self.legacy = tuple(keep), legacy
         self.foreign: set[str] = set()
-        self._locked = False
+        self._lock: FileLock | None = None
         self._created: list[Path] = []  # folders this command made, innermost first
 
     def __enter__(self) -> "OutputFolder":
@@ -64,10 +72,13 @@ class OutputFolder:
             raise NotADirectoryError(f"{self.root}: exists and is not a folder; expected an output folder")
         self._created = [p for p in (self.root, *self.root.parents) if not p.exists()]
         self.root.mkdir(parents=True, exist_ok=True)
+        had_lock_file = (self.root / LOCK_NAME).exists()
         self._take_lock()
         try:
             self._check_and_clear()
-        except BaseException:
+        except BaseException:  # refused: a folder that is not ours keeps no file of ours
+            if not had_lock_file:
+                (self.root / LOCK_NAME).unlink(missing_ok=True)
             self._release_lock()
             raise
 
@@ -99,21 +110,22 @@ class OutputFolder:
         """Rewrite the manifest with every file now in the folder that this command wrote."""
         files = sorted(set(list_files(self.root)) - self.foreign)
         manifest = {"command": self.command, "complete": complete, "files": files}
-        temporary = self.root / f"{MANIFEST_NAME}.tmp"
-        temporary.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        os.replace(temporary, self.root / MANIFEST_NAME)
+        write_text(self.root / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
 
     def close(self, complete: bool = True) -> None:
         """Record what was written and unlock; a folder this command created and left
         empty (it failed before writing) is removed again."""
-        if not self._locked:
+        if self._lock is None:
             return
         try:
             self.record(complete)
+            abandoned = bool(self._created) and not list_files(self.root)
+            if abandoned:  # the lock's file goes while it is still held
+                (self.root / MANIFEST_NAME).unlink(missing_ok=True)
+                (self.root / LOCK_NAME).unlink(missing_ok=True)
         finally:
             self._release_lock()
-        if self._created and not list_files(self.root):
-            (self.root / MANIFEST_NAME).unlink(missing_ok=True)
+        if abandoned:
             with contextlib.suppress(OSError):  # stops at the first folder that is not empty
                 for folder in self._created:
                     folder.rmdir()
@@ -121,67 +133,18 @@ class OutputFolder:
     # -- the lock ---------------------------------------------------------------------
     def _take_lock(self) -> None:
         path = self.root / LOCK_NAME
-        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command})
-        for _ in range(2):
-            try:
-                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _read_lock(path)
-                if holder is not None and _is_stale(holder):
-                    logger.info("%s: taking over the lock of process %s, which no longer runs", self.root, holder["pid"])
-                    path.unlink(missing_ok=True)
-                    continue
-                who = f"`dalip {holder.get('command')}` (process {holder.get('pid')} on {holder.get('host')})" \
-                    if holder else "another dalip command"
-                raise FileExistsError(
-                    f"{self.root}: in use by {who}; wait for it to finish, or delete {path} if no dalip "
-                    f"command runs there") from None
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(record)
-            self._locked = True
-            return
-        raise FileExistsError(f"{self.root}: could not take the lock {path}; another command took it first")
+        lock = FileLock(path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise FileExistsError(f"{self.root}: in use by another dalip command (it holds {path}); wait for "
+                                  f"it to finish") from None
+        self._lock = lock
 
     def _release_lock(self) -> None:
-        path = self.root / LOCK_NAME
-        holder = _read_lock(path)
-        if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-            path.unlink(missing_ok=True)
-        self._locked = False
-
-
-def _read_lock(path: Path) -> dict[str, Any] | None:
-    """The lock's record; a lock left empty for a while counts as dead ({"pid": None})."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return {"pid": None, "host": socket.gethostname()}  # released meanwhile: take it
-    except OSError:
-        return None
-    try:
-        holder = json.loads(text)
-    except json.JSONDecodeError:
-        return {"pid": None, "host": socket.gethostname()} if age > _EMPTY_LOCK_GRACE_SECONDS else None
-    return holder if isinstance(holder, dict) else None
-
-
-def _is_stale(holder: dict[str, Any]) -> bool:
-    """True when the lock's process is known to be gone (same host, no such process)."""
-    if holder.get("host") != socket.gethostname():
-        return False
-    pid = holder.get("pid")
-    if pid is None:
-        return True
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, owned by someone else
-        return False
-    return False
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def list_files(root: str | os.PathLike) -> list[str]:
@@ -193,9 +156,14 @@ def list_files(root: str | os.PathLike) -> list[str]:
         relative = os.path.relpath(folder, root)
         for name in names:
             path = name if relative == "." else f"{relative.replace(os.sep, '/')}/{name}"
-            if path not in _OWN_FILES and path != f"{MANIFEST_NAME}.tmp":
+            if path not in _OWN_FILES and not _is_manifest_temporary(path):
                 found.append(path)
     return sorted(found)
+
+
+def _is_manifest_temporary(path: str) -> bool:
+    """A manifest being written (`dalip.atomic`'s temporary name), or dalip <= 0.1's."""
+    return path == f"{MANIFEST_NAME}.tmp" or (path.startswith(f".{MANIFEST_NAME}.") and path.endswith(".tmp"))
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:

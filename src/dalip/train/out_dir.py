@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 import yaml
 
+from dalip.atomic import write_text
 from dalip.outputs import OutputFolder
 from dalip.train.state import (
     Position, all_ranks_agree, load_training_state, resolve_resume, restore_training_state, training_checkpoints,
@@ -124,7 +125,7 @@ def tidy_out_dir(out_dir: Path, config: Mapping[str, Any], resumed_step: int | N
     if resumed_step is not None:
         truncate_metrics(out_dir / "metrics.jsonl", resumed_step)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+    write_text(out_dir / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -222,7 +223,5 @@ def truncate_metrics(path: str | os.PathLike, step: int) -> int:
             continue
         kept.append(line)
     if dropped:
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        os.replace(temporary, path)
+        write_text(path, "".join(f"{line}\n" for line in kept))
     return dropped

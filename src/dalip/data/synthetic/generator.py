@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 from PIL import Image
 
+from dalip.atomic import write_text
 from dalip.data.synthetic.general import GENERAL_CLASSES, general_caption, render_general
 from dalip.data.synthetic.plants import TRAITS, Species, alt_text, make_species, multi_captions
 from dalip.data.synthetic.render import sample_pose, render_leaf
@@ -148,8 +149,7 @@ def _write_dataset(out_dir: str, config: GeneratorOptions) -> dict[str, Any]:
             shards = len(entry["shard_sizes"])
             logger.info("wrote %s/%s: %d images, %d shards", domain, split, entry["count"], shards)
     manifest = _manifest(config, plants, splits, out_dir)
-    with open(os.path.join(out_dir, MANIFEST), "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=1, sort_keys=True)
+    write_text(os.path.join(out_dir, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 
 

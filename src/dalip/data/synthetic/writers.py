@@ -2,7 +2,9 @@
 
 Output is byte-for-byte deterministic: tar members carry fixed metadata (mtime 0,
 uid/gid 0, mode 644, USTAR format), JSON is written with sorted keys, and rows and
-shards follow the order samples are added in.
+shards follow the order samples are added in. Every file is written through
+`dalip.atomic`: a shard or the CSV appears only once complete (images without an fsync
+each: a crash means writing the dataset again).
 
 Layout of a split folder:
     <class folder>/<id>.jpg     image folder (class folders listed in classes.txt)
@@ -22,6 +24,8 @@ import tarfile
 from typing import Any
 
 from PIL import Image
+
+from dalip.atomic import AtomicFile, write_bytes, write_json
 
 CSV_NAME = "captions.csv"
 SHARD_FOLDER = "shards"
@@ -56,33 +60,38 @@ class SplitWriter:
         os.makedirs(os.path.join(root, SHARD_FOLDER))
         for folder, _ in classes:
             os.makedirs(os.path.join(root, folder))
-        with open(os.path.join(root, "classes.txt"), "w", encoding="utf-8", newline="\n") as handle:
-            handle.writelines(f"{folder}\t{readable}\n" for folder, readable in classes)
-        self._csv_file = open(os.path.join(root, CSV_NAME), "w", encoding="utf-8", newline="")
-        self._csv = csv.writer(self._csv_file, lineterminator="\n")
+        with AtomicFile(os.path.join(root, "classes.txt"), "w", newline="\n") as listing:
+            listing.handle.writelines(f"{folder}\t{readable}\n" for folder, readable in classes)
+        self._csv_file = AtomicFile(os.path.join(root, CSV_NAME), "w", newline="")
+        self._csv = csv.writer(self._csv_file.handle, lineterminator="\n")
         self._csv.writerow(["filepath", "caption", "label"])
         self._shard: tarfile.TarFile | None = None
+        self._shard_file: AtomicFile | None = None
         self._shard_name = ""
         self.shard_sizes: dict[str, int] = {}
         self.count = 0
 
     def _current_shard(self) -> tarfile.TarFile:
         if self._shard is None or self.count % self.samples_per_shard == 0:
-            if self._shard is not None:
-                self._shard.close()
+            self._finish_shard()
             self._shard_name = f"{len(self.shard_sizes):05d}.tar"
-            path = os.path.join(self.root, SHARD_FOLDER, self._shard_name)
-            self._shard = tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)
+            self._shard_file = AtomicFile(os.path.join(self.root, SHARD_FOLDER, self._shard_name), "wb")
+            self._shard = tarfile.open(fileobj=self._shard_file.handle, mode="w", format=tarfile.USTAR_FORMAT)
             self.shard_sizes[self._shard_name] = 0
         return self._shard
+
+    def _finish_shard(self) -> None:
+        if self._shard is not None and self._shard_file is not None:
+            self._shard.close()  # the end-of-archive blocks; the file itself is ours to publish
+            self._shard_file.commit()
+            self._shard, self._shard_file = None, None
 
     def add(self, label: int, image: bytes, caption: str, captions: dict[str, str]) -> None:
         """Write sample number `self.count` of class `label` in all three forms."""
         key = f"{self.count:06d}"
         folder = self.classes[label][0]
         relative = f"{folder}/{key}.{self.image_format}"
-        with open(os.path.join(self.root, relative), "wb") as handle:
-            handle.write(image)
+        write_bytes(os.path.join(self.root, relative), image, durable=False)
         self._csv.writerow([relative, caption, label])
         shard = self._current_shard()
         _add_member(shard, f"{key}.{self.image_format}", image)
@@ -94,11 +103,9 @@ class SplitWriter:
 
     def close(self) -> dict[str, Any]:
         """Finish the files; returns this split's manifest entry (paths relative to `root`)."""
-        if self._shard is not None:
-            self._shard.close()
-        self._csv_file.close()
-        with open(os.path.join(self.root, SHARD_FOLDER, "sizes.json"), "w", encoding="utf-8") as handle:
-            json.dump(self.shard_sizes, handle, indent=1, sort_keys=True)
+        self._finish_shard()
+        self._csv_file.commit()
+        write_json(os.path.join(self.root, SHARD_FOLDER, "sizes.json"), dict(sorted(self.shard_sizes.items())), indent=1)
         last = len(self.shard_sizes) - 1
         return {
             "count": self.count,
