@@ -44,7 +44,7 @@ def test_compiled_forward_matches_eager_and_trains(train_data, tmp_path, matmul_
     compiled = TrainingTask.from_config(config)
     compiled.model.load_state_dict(eager.model.state_dict())
     compiled.compile()
-    assert compiled.model is not compiled.encoder  # checkpoints and evaluation keep the plain module
+    assert compiled.model is not compiled.forward_module  # checkpoints and evaluation keep the plain module
     images, texts = batch()
     losses = {}
     for name, task in (("eager", eager), ("compiled", compiled)):

@@ -47,7 +47,7 @@ class SkipCounter:
     """reason -> number of skipped samples, summed over the main process and workers.
 
     `add` is called wherever a sample is dropped; `counts` (in the main process, after
-    or during iteration) returns the totals since creation or the last `reset`.
+    or during iteration) returns the totals since creation.
     """
 
     def __init__(self, slots: int = DEFAULT_SLOTS) -> None:
@@ -70,9 +70,6 @@ class SkipCounter:
         """Number of skipped samples, all reasons together."""
         return int(self._table.sum())
 
-    def reset(self) -> None:
-        """Zero every count (call from the main process while no worker runs)."""
-        self._table.zero_()
 
 
 def subtract_counts(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from dalip.export.files import write_files
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.factory import load_error_reason, quiet_loading, wrap_clip
-from dalip.model.registry import check_model_name, register_config
+from dalip.model.registry import check_supported_architecture, register_config
 from dalip.model.stored_config import check_model_config
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -
     name = own["model_name"]
     if open_clip.get_model_config(name) is None:  # so that the model can be saved and rebuilt
         register_config(name, config["model_cfg"])
-    check_model_name(name)
+    check_supported_architecture(name)
     try:
         with quiet_loading():
             clip = open_clip.create_model(f"{LOCAL_DIR_PREFIX}{folder}")

@@ -16,8 +16,8 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from dalip.config import DEFAULT_ALPHA, PAPER_MBDC, MBDCOptions
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.file_format import read_checkpoint_config, read_state_dict
-from dalip.model.registry import check_model_name, register_config
-from dalip.model.stored_config import check_model_name as check_safe_model_name
+from dalip.model.registry import check_supported_architecture, register_config
+from dalip.model.stored_config import check_plain_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def create_model(
 
     Returns: (model, preprocess_train, preprocess_val, tokenizer).
     """
-    check_model_name(model_name)
+    check_supported_architecture(model_name)
     options = mbdc_options_for(model_name, **mbdc_options)
     source = resolve_pretrained(model_name, pretrained)
     open_clip_weights = pretrained if source in ("file", "tag") else None
@@ -192,10 +192,10 @@ def build_model(config: dict[str, Any], where: str = "checkpoint") -> DALIPModel
     `config` comes from a file (`where`, named in errors): its name is checked before any
     use and anything open_clip or DALIPModel cannot build from it is a ValueError.
     """
-    name = check_safe_model_name(config.get("model_name"), where)
+    name = check_plain_model_name(config.get("model_name"), where)
     if open_clip.get_model_config(name) is None and config.get("open_clip_config"):
         register_config(name, config["open_clip_config"])
-    check_model_name(name)
+    check_supported_architecture(name)
     try:
         with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
             clip = open_clip.create_model(

@@ -4,7 +4,7 @@ and the `Encoder` protocol evaluation relies on."""
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -16,7 +16,6 @@ class Features(NamedTuple):
     second: torch.Tensor | None
 
 
-@runtime_checkable
 class Encoder(Protocol):
     """What evaluation needs from a model: `DALIPModel`, or a plain open_clip model wrapped by
     `dalip.evaluation.specs.OpenCLIPModel` (first order only, `has_second_order` False)."""

@@ -20,7 +20,7 @@ _FETCHING_KEY_PREFIXES = ("hf_", "timm_")
 MAX_STORED_PARAMETERS = 5_000_000_000
 
 
-def check_model_name(name: Any, where: str) -> str:
+def check_plain_model_name(name: Any, where: str) -> str:
     """`name` if it is a plain architecture name (see SAFE_MODEL_NAME), else ValueError."""
     if not isinstance(name, str) or not SAFE_MODEL_NAME.fullmatch(name) or ".." in name:
         raise ValueError(
@@ -39,7 +39,7 @@ def check_model_config(config: Any, where: str) -> dict[str, Any]:
     if not isinstance(config, dict) or not config:
         raise ValueError(f"{where}: the stored model config is {_describe(config)}; expected a JSON object "
                          f"with model_name, open_clip_config, alpha, mbdc")
-    check_model_name(config.get("model_name"), where)
+    check_plain_model_name(config.get("model_name"), where)
     expectations = {
         "open_clip_config": (lambda v: v is None or (isinstance(v, dict) and _no_fetching_keys(v)),
                              "a JSON object without hf_* / timm_* keys"),

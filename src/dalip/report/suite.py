@@ -12,7 +12,6 @@ from dalip.atomic import write_json, write_text
 from dalip.report.clip_benchmark import write_clip_benchmark_results
 from dalip.report.figures import new_figure, save_figure
 
-RESULT_FILES = ("results.json", "results.md", "results.png")
 
 
 def _percent(value: float | None) -> str:

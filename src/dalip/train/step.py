@@ -58,7 +58,7 @@ def forward_backward(
         cached = [task.encode(images, texts) for images, texts in micro]
     for index, (images, texts) in enumerate(micro):
         last = index == len(micro) - 1
-        with contextlib.nullcontext() if last or not distributed else task.encoder.no_sync():
+        with contextlib.nullcontext() if last or not distributed else task.forward_module.no_sync():
             with task.autocast():
                 output = task.encode(images, texts)
                 parts = [output if i == index else c for i, c in enumerate(cached)]

@@ -45,7 +45,7 @@ class TrainingTask:
         self.loss = loss
         self.second_order = second_order
         self.precision = precision
-        self.encoder: torch.nn.Module = model  # what runs the forward: the model, its DDP wrapper, compiled
+        self.forward_module: torch.nn.Module = model  # the model, or its DDP and compiled wrappers: what `encode` calls
         self.preprocess_train: Callable | None = None
         self.preprocess_val: Callable | None = None
         self.tokenizer: Callable | None = None
@@ -74,14 +74,14 @@ class TrainingTask:
         """Run the model's forward through DistributedDataParallel (gradients averaged over ranks).
         MBDC's "batchnorm" weighting normalises over the global batch by itself (any backend)."""
         ids = [device.index] if device.type == "cuda" else None
-        self.encoder = DistributedDataParallel(self.model, device_ids=ids)
+        self.forward_module = DistributedDataParallel(self.model, device_ids=ids)
 
     def compile(self) -> None:
         """Compile the forward (both towers and the MBDC heads) with `torch.compile`, around the
         DDP wrapper when there is one (so DDP's buckets split the graph). `self.model` stays the
         plain module: checkpoints, evaluation and exports are unchanged. With TF32 on, the graph
         breaks around BDC's Gram matrix (`dalip.model.bdc.exact_gram` runs eagerly)."""
-        self.encoder = torch.compile(self.encoder)
+        self.forward_module = torch.compile(self.forward_module)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The mixed-precision context of the forward pass (`amp`: float16 with a grad scaler)."""
@@ -89,7 +89,7 @@ class TrainingTask:
 
     def encode(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, Any]:
         """images (B, 3, H, W), texts (B, L) -> features and exponentiated temperatures."""
-        return self.encoder(images, texts, second_order=self.second_order)
+        return self.forward_module(images, texts, second_order=self.second_order)
 
     def losses(
         self, output: dict[str, Any], image: Features | None = None, text: Features | None = None
