@@ -36,6 +36,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,7 +91,8 @@ def build_task(name: str, mbdc: dict[str, Any], shared: bool, seed: int, kind: s
     kind "clip" is the plain CLIP baseline: the same open_clip model (same seed, so the
     same weights), MBDC skipped and its heads frozen, the first-order loss only.
     """
-    config = TrainConfig(model=ModelConfig(name=name, **mbdc), loss=LossConfig(kind=kind), precision=precision,
+    model = ModelConfig(name=name, mbdc=replace(ModelConfig().mbdc, **mbdc))
+    config = TrainConfig(model=model, loss=LossConfig(kind=kind), precision=precision,
                          device=device)
     torch.manual_seed(seed)
     task = TrainingTask.from_config(config, device)

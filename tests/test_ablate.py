@@ -35,7 +35,8 @@ def test_variants_spell_out_every_factor_of_the_base(tmp_path):
     base = TrainConfig(out_dir=str(tmp_path / "tuned"))
     base.data.sources = [SourceConfig(kind="csv", path=str(tmp_path / "captions.csv"))]
     config = ablate.tuned_config(base, tmp_path / "run", {**ablate.BASE, **ablate.VARIANTS["alpha=0.75"]}, 7)
-    assert (config.model.weighting, config.model.dropout_kind, config.model.dropout) == ("before_norm", "element", 0.1)
+    mbdc = config.model.mbdc
+    assert (mbdc.weighting, mbdc.dropout_kind, mbdc.dropout) == ("before_norm", "element", 0.1)
     assert config.model.alpha == 0.75 and config.loss.combine == "losses" and config.steps == 7
     warm = ablate.tuned_config(base, tmp_path / "run", ablate.VARIANTS["head-warmup"], 200)
     assert warm.optim.head_warmup_steps == 40

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from dalip.schema import apply_overrides, check_fields, checked, from_dict, read_yaml
+from dalip.schema import apply_overrides, check_fields, checked, flattened, from_dict, read_yaml, to_dict
 
 
 Precision = Literal["fp32", "bf16", "amp"]  # amp: float16 autocast with a gradient scaler
@@ -29,14 +29,21 @@ Device = Literal["auto", "cpu", "cuda"]  # auto: cuda when available; under torc
 @dataclass(frozen=True)
 class MBDCOptions:
     """The MBDC head's shape. Defaults are the paper's (4 heads x 46 reduced channels);
-    small architectures set their own (`dalip.model.factory.ARCHITECTURE_MBDC`)."""
+    small architectures set their own (`dalip.model.factory.ARCHITECTURE_MBDC`). `heads` or
+    `reduced_dim` None: the architecture's own (`mbdc_options_for` fills them; a model built
+    directly takes the paper's)."""
 
-    heads: int = checked(4, minimum=1)
-    reduced_dim: int = checked(46, minimum=1)
+    heads: int | None = checked(4, minimum=1)
+    reduced_dim: int | None = checked(46, minimum=1)
     dropout: float = checked(0.1, minimum=0, below=1)
     learnable_temperature: bool = False
     dropout_kind: DropoutKind = "element"
     weighting: Weighting = "after_norm"
+
+    def filled(self, defaults: "MBDCOptions") -> "MBDCOptions":
+        """These options with `heads` / `reduced_dim` taken from `defaults` where they are None."""
+        return dataclasses.replace(self, heads=self.heads if self.heads is not None else defaults.heads,
+                                   reduced_dim=self.reduced_dim if self.reduced_dim is not None else defaults.reduced_dim)
 
 
 PAPER_MBDC = MBDCOptions()
@@ -74,7 +81,8 @@ class ModelConfig:
 
     name: an open_clip ViT architecture or one of ours; config_file: optional JSON
     architecture (open_clip format) registered under its file name before building.
-    heads / reduced_dim: None takes the model's default (paper: 4 x 46).
+    mbdc: the MBDC heads' options, written flat in YAML (`model.heads`, `model.weighting`, ...):
+    heads / reduced_dim None take the architecture's default (paper: 4 x 46);
     weighting: where the summary-cosine token weights meet the MBDC reduction
     ("after_norm", "batchnorm", "none", or dalip 0.1's nearly inert "before_norm");
     dropout_kind: "element" or "channel" (whole reduced channels) at rate `dropout`.
@@ -84,12 +92,7 @@ class ModelConfig:
     pretrained: str | None = None
     config_file: str | None = None
     alpha: float = checked(DEFAULT_ALPHA, minimum=0, maximum=1)
-    heads: int | None = checked(None, minimum=1)
-    reduced_dim: int | None = checked(None, minimum=1)
-    dropout: float = checked(PAPER_MBDC.dropout, minimum=0, below=1)
-    learnable_temperature: bool = PAPER_MBDC.learnable_temperature
-    dropout_kind: DropoutKind = PAPER_MBDC.dropout_kind
-    weighting: Weighting = PAPER_MBDC.weighting
+    mbdc: MBDCOptions = flattened(lambda: MBDCOptions(heads=None, reduced_dim=None))
     separate_second_temperature: bool = False
     image_size: int | None = checked(None, minimum=1)
     context_length: int | None = checked(None, minimum=1)
@@ -264,5 +267,6 @@ def validate_train_config(config: TrainConfig) -> None:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """Plain JSON/YAML-able data of a config dataclass (stored in checkpoints)."""
-    return dataclasses.asdict(config)
+    """Plain JSON/YAML-able data of a config dataclass (stored in checkpoints): MBDC options
+    flat in `model`, as in the YAML file."""
+    return to_dict(config)

@@ -36,6 +36,25 @@ def checked(
                              metadata={key: value for key, value in limits.items() if value is not None})
 
 
+def flattened(default_factory: Any) -> Any:
+    """A dataclass-typed field whose own fields are read, written and named at the level of the
+    dataclass that holds it: `ModelConfig.mbdc` (an `MBDCOptions`) is `model.heads` in YAML, in
+    `--set` and in errors, and `to_dict` writes it flat."""
+    return dataclasses.field(default_factory=default_factory, metadata={"flatten": True})
+
+
+def _is_flattened(item: dataclasses.Field) -> bool:
+    return bool(item.metadata.get("flatten"))
+
+
+def field_names(cls: type) -> list[str]:
+    """The keys of dataclass `cls` in plain data: its fields, a flattened field's own in its place
+    (one level: a flattened dataclass holds no flattened field itself)."""
+    hints = typing.get_type_hints(cls)
+    return [name for item in dataclasses.fields(cls)
+            for name in ([f.name for f in dataclasses.fields(hints[item.name])] if _is_flattened(item) else [item.name])]
+
+
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build dataclass `cls` from plain data; unknown fields and wrong types are ValueErrors.
 
@@ -44,16 +63,46 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     if not isinstance(data, dict):
         raise ValueError(f"{_place(where)}: expected a mapping of fields, got {_kind(data)}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = field_names(cls)
     unknown = [key for key in data if key not in names]
     if unknown:
         prefix, _, name = _join(where, str(unknown[0])).rpartition(": ")  # "file: " stays outside the quotes
         raise ValueError(f"{prefix + ': ' if prefix else ''}unknown field {name!r}; expected one of: {', '.join(names)}")
-    values = {key: _convert(hints[key], value, _join(where, key)) for key, value in data.items()}
+    values = {}
+    for item in dataclasses.fields(cls):
+        if _is_flattened(item):  # the given keys replace those of the field's default
+            own_hints = typing.get_type_hints(hints[item.name])
+            own = {key: _convert(own_hints[key], data[key], _join(where, key))
+                   for key in field_names(hints[item.name]) if key in data}
+            values[item.name] = dataclasses.replace(item.default_factory(), **own)
+        elif item.name in data:
+            values[item.name] = _convert(hints[item.name], data[item.name], _join(where, item.name))
     try:
         return cls(**values)
     except TypeError as error:  # a required field is missing
         raise ValueError(f"{_place(where)}: {error}") from error
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain data of a dataclass config (as `dataclasses.asdict`, flattened fields written flat)."""
+    data: dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if _is_flattened(item):
+            data.update(to_dict(value))
+        else:
+            data[item.name] = _plain(value)
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_dict(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
@@ -161,7 +210,9 @@ def check_fields(config: Any, where: str = "") -> None:
     hints = typing.get_type_hints(type(config))
     for item in dataclasses.fields(config):
         value, name = getattr(config, item.name), _join(where, item.name)
-        if typing.get_origin(hints[item.name]) is Literal:
+        if _is_flattened(item):
+            check_fields(value, where)
+        elif typing.get_origin(hints[item.name]) is Literal:
             check_choice(name, value, typing.get_args(hints[item.name]))
         elif dataclasses.is_dataclass(value):
             check_fields(value, name)

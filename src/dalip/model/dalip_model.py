@@ -87,6 +87,7 @@ class DALIPModel(nn.Module):
         self.clip = clip
         self.model_name = model_name
         self.alpha = float(alpha)
+        mbdc = mbdc.filled(PAPER_MBDC)  # heads / reduced_dim None: the paper's
         self.mbdc_options = mbdc
         dim = clip.text_projection.shape[-1] if isinstance(clip.text_projection, nn.Parameter) \
             else clip.text_projection.out_features

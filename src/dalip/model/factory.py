@@ -31,14 +31,16 @@ _LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16,
                   "pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}
 
 
-def mbdc_options_for(model_name: str, **overrides: Any) -> MBDCOptions:
-    """MBDC options: the paper's, then the architecture's own (ours), then `overrides` (None: keep)."""
+def mbdc_options_for(model_name: str, options: MBDCOptions | None = None, **overrides: Any) -> MBDCOptions:
+    """MBDC options: `options` (default: the paper's) with `heads` / `reduced_dim` None taken
+    from the architecture's own (ours), then `overrides` (None: keep)."""
     names = [item.name for item in fields(MBDCOptions)]
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ValueError(f"unknown MBDC option(s) {unknown}; expected some of {names}")
-    options = ARCHITECTURE_MBDC.get(model_name, PAPER_MBDC)
-    return replace(options, **{k: v for k, v in overrides.items() if v is not None})
+    architecture = ARCHITECTURE_MBDC.get(model_name, PAPER_MBDC)
+    chosen = architecture if options is None else options.filled(architecture)
+    return replace(chosen, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def resolve_pretrained(model_name: str, pretrained: str | None) -> str:
@@ -113,6 +115,7 @@ def create_model(
     separate_second_temperature: bool = False,
     aug_cfg: dict[str, Any] | None = None,
     cache_dir: str | None = None,
+    mbdc: MBDCOptions | None = None,
     **mbdc_options: Any,
 ) -> tuple[DALIPModel, Callable, Callable, Callable]:
     """Build a DALIP model on an open_clip architecture.
@@ -124,12 +127,14 @@ def create_model(
             file, or a dalip checkpoint file. Parameters the weights do not cover (the MBDC
             heads, for open_clip weights) are listed in `model.newly_initialized`.
         alpha: weight of the first-order similarity in the fused similarity.
-        **mbdc_options: heads, reduced_dim, dropout, dropout_kind, weighting, learnable_temperature.
+        mbdc: the MBDC heads' options (`ModelConfig.mbdc`); None: the architecture's own.
+        **mbdc_options: single options over those (heads, reduced_dim, dropout, dropout_kind,
+            weighting, learnable_temperature).
 
     Returns: (model, preprocess_train, preprocess_val, tokenizer).
     """
     check_supported_architecture(model_name)
-    options = mbdc_options_for(model_name, **mbdc_options)
+    options = mbdc_options_for(model_name, mbdc, **mbdc_options)
     source = resolve_pretrained(model_name, pretrained)
     open_clip_weights = pretrained if source in ("file", "tag") else None
     # open_clip warns "initialized randomly" when no weights are given (said once below
