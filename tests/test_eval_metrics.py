@@ -21,7 +21,8 @@ from eval_fixtures import (
 
 from dalip.evaluation.retrieval import retrieval, retrieval_metrics
 from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.zero_shot import class_embeddings, mean_per_class_recall, top_k_accuracy, zero_shot
+from dalip.evaluation.metrics import mean_per_class_recall, top_k_accuracy
+from dalip.evaluation.zero_shot import class_embeddings, zero_shot
 
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 import dalip
 from dalip.evaluation.runtime import embed
-from dalip.evaluation.zero_shot import predict, zero_shot
+from dalip.evaluation.predict import predict
+from dalip.evaluation.zero_shot import zero_shot
 from dalip.cli import main
 from dalip.evaluation.specs import load_model
 from dalip.data.captions import fill_template

@@ -81,12 +81,12 @@ def test_one_process_agrees_with_itself_without_communicating():
 
 
 def test_validation_runs_in_the_training_precision(train_data, tmp_path, monkeypatch):
-    from dalip.evaluation import zero_shot
+    from dalip.cli import train as train_command
 
     seen = {}
-    monkeypatch.setattr(zero_shot, "zero_shot", lambda *args, runtime, **kwargs: seen.update(runtime=runtime) or {})
+    monkeypatch.setattr(train_command, "zero_shot", lambda *args, runtime, **kwargs: seen.update(runtime=runtime) or {})
     config = load_train_config(write_config(train_data, tmp_path / "run", precision="bf16", eval_every=1,
                                             data={"val": str(train_data / "plant/val")}))
-    zero_shot.training_validation(config)(type("Task", (), {"second_order": True, "model": None,
+    train_command.training_validation(config)(type("Task", (), {"second_order": True, "model": None,
                                                             "tokenizer": None, "preprocess_val": None})(), 4)
     assert seen["runtime"].precision == "bf16" and seen["runtime"].batch_size == 4

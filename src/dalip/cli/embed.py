@@ -15,7 +15,8 @@ from dalip.evaluation.datasets import list_image_files
 from dalip.evaluation.runtime import embed
 from dalip.evaluation.specs import load_model
 from dalip.evaluation.templates import load_templates
-from dalip.evaluation.zero_shot import check_labels, embed_classes, read_label_file
+from dalip.evaluation.labels import check_labels, read_label_file
+from dalip.evaluation.zero_shot import embed_classes
 from dalip.outputs import check_output_file
 
 

@@ -8,7 +8,8 @@ import json
 from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, count, report_unreadable, runtime_from_flags
 from dalip.evaluation.datasets import list_image_files
 from dalip.evaluation.specs import load_model
-from dalip.evaluation.zero_shot import check_labels, predict, read_label_file
+from dalip.evaluation.labels import check_labels, read_label_file
+from dalip.evaluation.predict import predict
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from dalip.cli.common import MODEL_HELP as SPEC_HELP
 from dalip.evaluation.specs import check_spec, load_model, parse_model_arg
-from dalip.evaluation.zero_shot import read_label_file
+from dalip.evaluation.labels import read_label_file
 from dalip.serve import Gallery, Identifier, ServeOptions
 from dalip.serve.gallery import CACHE_FOLDER
 from dalip.serve.uploads import MEGABYTE

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, Callable
 
 import yaml
 
-from dalip.config import config_to_dict, load_train_config
-from dalip.evaluation.zero_shot import training_validation
+from dalip.config import TrainConfig, config_to_dict, load_train_config
+from dalip.evaluation.runtime import Runtime
+from dalip.evaluation.zero_shot import zero_shot
 from dalip.train.loop import train
+from dalip.train.task import TrainingTask
 from dalip.train.optim import NonFiniteLossError
 
 
@@ -57,3 +60,20 @@ def run_train(args: argparse.Namespace) -> int:
         return 128 + summary["interrupted_by_signal"]
     print(f"dalip train: done, {summary['step']} steps; model: {summary['out_dir']}/model.safetensors")
     return 0
+
+
+def training_validation(config: TrainConfig) -> Callable[[TrainingTask, int], dict[str, Any]] | None:
+    """The zero-shot check `dalip.train.loop.train` runs every `eval_every` steps on `data.val`
+    (None when the config asks for none); fused and first order when the task has both, in the
+    run's precision (bf16 / amp autocast), on the model's device."""
+    if not (config.eval_every and config.data.val):
+        return None
+
+    def validate(task: TrainingTask, batch_size: int) -> dict[str, Any]:
+        modes = ("fused", "first") if task.second_order else ("first",)
+        return zero_shot(
+            task.model, config.data.val, task.tokenizer, task.preprocess_val, templates=config.data.val_templates,
+            modes=modes, runtime=Runtime(batch_size, config.data.workers, precision=config.precision),
+        )
+
+    return validate

@@ -10,7 +10,7 @@ from PIL import Image
 from dalip.atomic import write_json, write_text
 from dalip.data.files import list_image_folder
 from dalip.evaluation.specs import load_model
-from dalip.evaluation.zero_shot import predict
+from dalip.evaluation.predict import predict
 from dalip.report.figures import new_figure, save_figure
 from dalip.train.run_log import read_metrics
 

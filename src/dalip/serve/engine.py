@@ -22,7 +22,8 @@ from urllib.parse import quote
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dalip.evaluation.zero_shot import class_embeddings, label_probabilities, top_labels
+from dalip.evaluation.predict import label_probabilities, top_labels
+from dalip.evaluation.zero_shot import class_embeddings
 from dalip.evaluation.runtime import Runtime, encode_dataset
 from dalip.model.features import Features
 from dalip.evaluation.specs import LoadedModel

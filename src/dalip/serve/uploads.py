@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image
-from dalip.evaluation.zero_shot import check_labels
+from dalip.evaluation.labels import check_labels
 from dalip.serve.engine import MEGABYTE
 
 ACCEPTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP"}

@@ -35,7 +35,7 @@ from dalip.train.task import TrainingTask
 logger = logging.getLogger(__name__)
 # Called on rank 0 every `eval_every` steps when `data.val` is set, as
 # validate(task, batch_size) -> results for the run log; without one, nothing is evaluated
-# (`dalip train` passes `dalip.evaluation.zero_shot.training_validation(config)`).
+# (`dalip train` passes `dalip.cli.train.training_validation(config)`).
 Validate = Callable[[TrainingTask, int], dict[str, Any]]
 
 

@@ -1,0 +1,56 @@
+"""Prediction: the top labels of each image with probabilities (the softmax of the model's
+scaled similarity to the zero-shot class vectors), as `dalip predict` and `dalip serve` give them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+
+from dalip.evaluation.datasets import ImageFileDataset, list_image_files
+from dalip.evaluation.labels import check_labels
+from dalip.evaluation.runtime import Runtime, encode_dataset, resolve_modes
+from dalip.evaluation.templates import load_templates
+from dalip.evaluation.zero_shot import class_embeddings
+from dalip.model.features import Encoder, Features
+
+
+def _probability_scale(model: Encoder) -> float:
+    """exp(logit_scale) of the model's CLIP (the trained temperature), 100 when unknown."""
+    clip = getattr(model, "clip", None)
+    scale = getattr(clip, "logit_scale", None)
+    return 100.0 if scale is None else float(scale.detach().exp().clamp(max=100.0))
+
+
+def predict(
+    model: Encoder, images: Sequence[str | os.PathLike], labels: Sequence[str], tokenizer: Any, preprocess: Any,
+    templates: str | Sequence[str] = "none", mode: str = "fused", top_k: int = 5, runtime: Runtime | None = None,
+) -> list[dict[str, Any]]:
+    """Top-k labels per image with probabilities (softmax of the model's scaled similarity).
+
+    `images`: files and/or folders. Returns [{"image": path, "predictions": [{"label", "probability"}]}]
+    for every readable image, in input order.
+    """
+    (mode,) = resolve_modes(model, [mode])
+    labels, templates = check_labels(labels), load_templates(templates)
+    paths = list_image_files(images)
+    with (runtime or Runtime()).evaluating(model) as runtime:
+        classes = class_embeddings(model, tokenizer, labels, templates, runtime, mode != "first")
+        encoded = encode_dataset(model, ImageFileDataset(paths, preprocess), runtime, mode != "first", "predict")
+    ranked = top_labels(label_probabilities(model, encoded.features, classes, mode), labels, top_k)
+    return [{"image": paths[index], "predictions": row} for index, row in zip(encoded.indices.tolist(), ranked)]
+
+
+def label_probabilities(model: Any, images: Features, classes: Features, mode: str) -> torch.Tensor:
+    """(N, C) softmax over labels of the model's temperature times its similarity (`mode`)."""
+    return (_probability_scale(model) * model.similarity(images, classes, mode)).softmax(dim=1)
+
+
+def top_labels(probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:
+    """Per row of probabilities (N, C): the top_k [{"label", "probability"}], most likely first."""
+    top = probabilities.topk(min(top_k, len(labels)), dim=1)
+    return [
+        [{"label": labels[c], "probability": p} for c, p in zip(columns.tolist(), values.tolist())]
+        for values, columns in zip(top.values, top.indices)
+    ]
