@@ -104,3 +104,15 @@ def test_mixed_real_sources_batch_shapes(shard_pattern, tmp_path):
     assert dataset.num_samples == 40
     images, texts = next(iter(build_loader(dataset, batch_size=8, workers=0)))
     assert images.shape == (8, 3, 8, 8) and texts.shape == (8, 4) and texts.dtype == torch.long
+
+
+@pytest.mark.parametrize("workers, world_size", [(2, 1), (3, 1), (2, 2)])
+def test_one_source_counts_the_batches_its_workers_yield(workers, world_size):
+    """One source is one pass split over ranks and workers, each worker batching its own share:
+    100 samples, batch 32, 2 workers give 50 + 50 samples and 2 full batches, not 100 // 32 = 3."""
+    for rank in range(world_size):
+        mix = MixedDataset([FakeSource(0, 100)], [1.0], seed=0, rank=rank, world_size=world_size)
+        loader = build_loader(mix, batch_size=32 // world_size, workers=workers)
+        assert loader.num_batches == len(list(loader))
+        shares = [mix.samples_per_worker(worker, workers) for worker in range(workers)]
+        assert sum(shares) == len(range(rank, 100, world_size))

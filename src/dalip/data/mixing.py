@@ -95,8 +95,11 @@ class MixedDataset(IterableDataset):
         return self.skip_counter.counts()
 
     def samples_per_worker(self, worker: int, num_workers: int) -> int | None:
-        """How many samples worker `worker` of this rank produces per epoch (mixes only)."""
-        if not self._draws_sources(num_workers) or self.num_samples is None:
+        """How many samples worker `worker` of this rank produces per epoch (None: unknown): its
+        quota of a mix, or its share of one pass over a single source."""
+        if not self._draws_sources(num_workers):
+            return self.sources[0].pass_size(StreamSplit(0, self.rank, self.world_size, worker, num_workers))
+        if self.num_samples is None:
             return None
         return worker_quota(self.num_samples // self.world_size, worker, num_workers)
 
@@ -273,7 +276,7 @@ def build_loader(
 
 
 def _nominal_batches(dataset: Any, batch_size: int, workers: int, drop_last: bool) -> int | None:
-    """Batches per rank per epoch when the size is known (workers batch separately)."""
+    """Batches per rank per epoch when the size is known (each worker batches its own samples)."""
     if isinstance(dataset, MixedDataset) and dataset.samples_per_worker(0, workers) is not None:
         per_worker = [dataset.samples_per_worker(w, workers) or 0 for w in range(workers)]
         return sum(n // batch_size if drop_last else -(-n // batch_size) for n in per_worker)

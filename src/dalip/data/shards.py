@@ -163,6 +163,13 @@ class WebDatasetSource(Source, torch.utils.data.IterableDataset):
     def has_share(self, split: StreamSplit) -> bool:
         return self.resamples(split.world_size, split.num_workers) or bool(split.take(self.urls))
 
+    def pass_size(self, split: StreamSplit) -> int | None:
+        """The split's share of the shards times the mean shard size (exact for equal shards;
+        which shards a worker reads changes each epoch)."""
+        if self.num_samples is None:
+            return None
+        return self.num_samples * split.share(len(self.urls)) // len(self.urls)
+
     def stream(self, split: StreamSplit) -> Iterator[Sample]:
         if self.resamples(split.world_size, split.num_workers):
             return self._resampled_stream(split)

@@ -59,6 +59,11 @@ class StreamSplit:
         per_rank = islice(items, self.rank, None, self.world_size)
         return list(islice(per_rank, self.worker, None, self.num_workers))
 
+    def share(self, total: int) -> int:
+        """How many of `total` items `take` gives this split (without listing them)."""
+        per_rank = len(range(self.rank, total, self.world_size))
+        return len(range(self.worker, per_rank, self.num_workers))
+
     def quota(self, total: int) -> int:
         """This split's share of an epoch of `total` samples over all ranks."""
         return worker_quota(total // self.world_size, self.worker, self.num_workers)
@@ -218,6 +223,11 @@ class Source(abc.ABC):
     def has_share(self, split: StreamSplit) -> bool:
         """Whether `split` is given any samples to read (a worker may get no shard)."""
         return True
+
+    def pass_size(self, split: StreamSplit) -> int | None:
+        """Samples one pass over the source gives `split` (before skips; None when unknown):
+        its `take` of the source's samples."""
+        return None if self.num_samples is None else split.share(self.num_samples)
 
     def resamples(self, world_size: int, num_workers: int) -> bool:
         """Whether each worker draws with replacement, so that its stream never runs out for
