@@ -60,6 +60,25 @@ def test_dalip_checkpoint_as_pretrained_keeps_every_weight(tiny_model, tmp_path)
     assert other.newly_initialized and all("mbdc" in name for name in other.newly_initialized)
 
 
+def test_training_checkpoint_as_pretrained_is_a_dalip_checkpoint(tiny_model, tmp_path):
+    """README: `model.pretrained` takes a dalip checkpoint, and `dalip train`'s step_*.pt is one
+    (eval and export take it too); an open_clip .pt file stays open_clip weights."""
+    from dalip.model.factory import resolve_pretrained
+    from dalip.train.state import save_training_state
+
+    model = tiny_model[0]
+    path = tmp_path / "checkpoints" / "step_7.pt"
+    path.parent.mkdir()
+    save_training_state(path, {"dalip_config": model.config(), "model": model.state_dict(), "step": 7})
+    assert resolve_pretrained("test-tiny", str(path)) == "dalip"
+    same, *_ = dalip.create_model("test-tiny", pretrained=str(path), **TEST_MBDC)
+    assert same.newly_initialized == []
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in same.state_dict().items())
+    open_clip_file = tmp_path / "epoch_1.pt"
+    torch.save({"state_dict": model.clip.state_dict()}, open_clip_file)
+    assert resolve_pretrained("test-tiny", str(open_clip_file)) == "file"
+
+
 @pytest.mark.parametrize("content", [b"not a checkpoint at all", None])
 def test_other_files_are_a_one_line_error(tmp_path, content):
     path = tmp_path / "weights.safetensors"
@@ -92,3 +111,12 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["file.bin"]
     assert read_checkpoint_config(path) is None
+
+
+def test_a_stored_config_without_alpha_takes_the_default_alpha(tiny_model):
+    """`create_model`'s default alpha, not the paper's 0.5 (a fused folder's hand-written section)."""
+    from dalip.config import DEFAULT_ALPHA
+    from dalip.model.factory import wrap_clip
+
+    config = {key: value for key, value in tiny_model[0].config().items() if key != "alpha"}
+    assert wrap_clip(tiny_model[0].clip, config).alpha == DEFAULT_ALPHA == dalip.create_model("test-tiny")[0].alpha

@@ -1,7 +1,7 @@
 """Checkpoints for users: load any dalip checkpoint (exports live in `dalip.export`).
 
-The model file format lives with the model (`dalip.model.file_format`, `model.save`), the
-training checkpoint with the loop (`dalip.train.state`); this module reads either.
+Both files are read by `dalip.model.file_format.read_model_file`: the model file
+(`model.save`) and the training checkpoint (written by `dalip.train.state`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import torch
 
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.factory import build_model
-from dalip.model.file_format import read_state_dict, require_dalip_checkpoint
-from dalip.train.state import load_training_state
+from dalip.model.file_format import read_model_file
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> DALIPModel:
@@ -22,12 +21,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     Accepts a model file (`model.save`, `.safetensors`) or a training checkpoint
     (`dalip train`'s `checkpoints/step_*.pt`).
     """
-    if str(path).endswith(".pt") and os.path.isfile(path):
-        training = load_training_state(path)
-        config, state = training["dalip_config"], training["model"]
-    else:
-        config = require_dalip_checkpoint(path)
-        state = read_state_dict(path)
+    config, state = read_model_file(path)
     model = build_model(config, os.fspath(path))
     try:
         model.load_state_dict(state)

@@ -15,7 +15,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from dalip.config import DEFAULT_ALPHA, PAPER_MBDC, MBDCOptions
 from dalip.model.dalip_model import DALIPModel
-from dalip.model.file_format import read_checkpoint_config, read_state_dict
+from dalip.model.file_format import is_training_checkpoint, read_checkpoint_config, read_model_file
 from dalip.model.registry import check_supported_architecture, register_config
 from dalip.model.stored_config import check_plain_model_name
 
@@ -44,11 +44,13 @@ def mbdc_options_for(model_name: str, options: MBDCOptions | None = None, **over
 
 
 def resolve_pretrained(model_name: str, pretrained: str | None) -> str:
-    """Classify `pretrained`: "none", "dalip" (our checkpoint), "file" (open_clip weights) or "tag"."""
+    """Classify `pretrained`: "none", "dalip" (our model file or training checkpoint), "file"
+    (open_clip weights) or "tag"."""
     if not pretrained:
         return "none"
     if os.path.isfile(pretrained):
-        return "dalip" if read_checkpoint_config(pretrained) is not None else "file"
+        ours = read_checkpoint_config(pretrained) is not None or is_training_checkpoint(pretrained)
+        return "dalip" if ours else "file"
     looks_like_path = os.sep in pretrained or "/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
     if looks_like_path:
         raise ValueError(f"pretrained file not found: {pretrained}")
@@ -175,10 +177,10 @@ def create_tokenizer(model: DALIPModel) -> Callable:
 def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[str]:
     """Load a dalip checkpoint's weights into `model`; returns parameters left as initialised.
 
-    Every open_clip weight must match; MBDC weights whose shapes differ (other heads or
-    reduced dim) are kept as initialised.
+    `path`: a model file or a training checkpoint. Every open_clip weight must match; MBDC
+    weights whose shapes differ (other heads or reduced dim) are kept as initialised.
     """
-    state = read_state_dict(path)
+    _, state = read_model_file(path)
     own = model.state_dict()
     missing_clip = [k for k in own if k.startswith("clip.") and (k not in state or state[k].shape != own[k].shape)]
     if missing_clip:
@@ -219,7 +221,7 @@ def wrap_clip(clip: open_clip.CLIP, config: dict[str, Any]) -> DALIPModel:
     """A DALIPModel around an open_clip model already built, with the heads a stored config
     (`DALIPModel.config()`) describes (weights are loaded by the caller)."""
     return DALIPModel(
-        clip, config["model_name"], config.get("alpha", 0.5),
+        clip, config["model_name"], config.get("alpha", DEFAULT_ALPHA),
         MBDCOptions(**{**LEGACY_MBDC_OPTIONS, **config.get("mbdc", {})}),
         separate_second_temperature=config.get("separate_second_temperature", False),
     )

@@ -1,11 +1,15 @@
 """The model file: one .safetensors holding the weights and, in its metadata, the
 architecture (`DALIPModel.config()`), so loading runs no code. Written atomically.
+
+A training checkpoint (`dalip train`'s `checkpoints/step_*.pt`, written by
+`dalip.train.state.save_training_state`) holds a model too: `read_model_file` reads either.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -76,3 +80,45 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:  # e.g. a file cut short
         raise ValueError(f"{path}: the checkpoint's tensors cannot be read ({error}); the file may be truncated") from error
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by `save_training_state` (no code runs on load)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and weights_only errors all mean "not ours"
+        raise ValueError(f"{path} is not a dalip training checkpoint ({type(error).__name__}; "
+                         f"dalip loads tensors and plain data only)") from error
+    if not isinstance(state, dict) or "dalip_config" not in state or "model" not in state:
+        raise ValueError(f"{path} is not a dalip training checkpoint (no model or dalip_config)")
+    check_model_config(state["dalip_config"], os.fspath(path))
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise ValueError(f"{path} is not a dalip training checkpoint (its model entry is not a state dict)")
+    return state
+
+
+def is_training_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a dalip training checkpoint (checked without reading its tensors:
+    an open_clip `.pt` weights file is not one)."""
+    if not str(path).endswith(".pt") or not os.path.isfile(path):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip-format torch file of plain data: not ours
+        return False
+    return isinstance(state, dict) and "dalip_config" in state and "model" in state
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(stored config, weights on the CPU) of a dalip model file or training checkpoint;
+    FileNotFoundError / ValueError naming the file otherwise."""
+    if str(path).endswith(".pt") and os.path.isfile(path):
+        training = load_training_state(path)
+        return training["dalip_config"], training["model"]
+    return require_dalip_checkpoint(path), read_state_dict(path)

@@ -22,9 +22,10 @@ import torch
 import yaml
 
 from dalip.atomic import write_text
+from dalip.model.file_format import load_training_state
 from dalip.outputs import OutputFolder
 from dalip.train.state import (
-    Position, all_ranks_agree, load_training_state, resolve_resume, restore_training_state, training_checkpoints,
+    Position, all_ranks_agree, resolve_resume, restore_training_state, training_checkpoints,
 )
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import torch
 import torch.distributed as dist
 
 from dalip.atomic import atomic_write
-from dalip.model.stored_config import check_model_config
 
 
 @dataclass
@@ -147,25 +145,6 @@ TRAINING_PATTERN = "step_*.pt"
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write a training checkpoint atomically (model, optimiser, scheduler, RNG, position...)."""
     atomic_write(path, lambda temporary: torch.save(state, temporary))
-
-
-def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint written by `save_training_state` (no code runs on load)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and weights_only errors all mean "not ours"
-        raise ValueError(f"{path} is not a dalip training checkpoint ({type(error).__name__}; "
-                         f"dalip loads tensors and plain data only)") from error
-    if not isinstance(state, dict) or "dalip_config" not in state or "model" not in state:
-        raise ValueError(f"{path} is not a dalip training checkpoint (no model or dalip_config)")
-    check_model_config(state["dalip_config"], os.fspath(path))
-    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
-        raise ValueError(f"{path} is not a dalip training checkpoint (its model entry is not a state dict)")
-    return state
 
 
 def training_checkpoints(folder: str | os.PathLike) -> list[Path]:
