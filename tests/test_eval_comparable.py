@@ -80,3 +80,17 @@ def test_suite_datasets_take_the_suite_domain():
     suite = load_suite({"domain": "plant", "datasets": entries})
     assert [d.domain for d in suite.datasets] == ["plant", "general"]
     assert load_suite({"datasets": entries[:1]}).datasets[0].domain == "unspecified"
+
+
+def test_overrides_leave_the_callers_suite_unchanged():
+    """`run_suite(suite, modes=...)` / `interpolate` apply their runtime to a copy: the Suite a
+    caller passes (the quickstart reuses one for several sweeps) keeps its own settings."""
+    from dalip.evaluation.suite_file import Suite, load_suite, with_overrides
+
+    suite = load_suite(Suite(datasets=[], modes=["fused"], batch_size=64, workers=0))
+    changed = with_overrides(suite, ["first", "second"], 8, 2)
+    assert (changed.modes, changed.batch_size, changed.workers) == (["first", "second"], 8, 2)
+    assert (suite.modes, suite.batch_size, suite.workers) == (["fused"], 64, 0)
+    assert with_overrides(suite) == suite
+    with pytest.raises(ValueError, match="batch_size"):
+        with_overrides(suite, batch_size=0)

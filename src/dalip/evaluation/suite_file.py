@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -161,14 +161,12 @@ def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[s
 def with_overrides(
     suite: Suite, modes: Sequence[str] | None = None, batch_size: int | None = None, workers: int | None = None
 ) -> Suite:
-    """The suite with command-line / caller overrides applied (None keeps the suite's value)."""
-    if modes is not None:
-        suite.modes = list(modes)
-    if batch_size is not None:
-        suite.batch_size = batch_size
-    if workers is not None:
-        suite.workers = workers
-    return suite
+    """A copy of the suite with command-line / caller overrides applied (None keeps the suite's
+    value; the suite given is left as it is); ValueError naming a value out of range."""
+    changes = {"modes": None if modes is None else list(modes), "batch_size": batch_size, "workers": workers}
+    changed = replace(suite, **{key: value for key, value in changes.items() if value is not None})
+    check_fields(changed, "suite: ")
+    return changed
 
 
 def suite_summary(suite: Suite) -> dict[str, Any]:
