@@ -163,6 +163,30 @@ def test_a_photo_over_the_size_limit_is_refused(served, monkeypatch):
     assert _post(client, "/api/predict", image_bytes=_png(64)).status_code == 200
 
 
+def _chunked_upload(client, photo: bytes, chunk: int = 64 * 1024):
+    """POST a multipart photo as a chunked body: no Content-Length header."""
+    body = (b"--cut\r\nContent-Disposition: form-data; name=\"image\"; filename=\"leaf.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + photo + b"\r\n--cut--\r\n")
+    chunks = (body[i:i + chunk] for i in range(0, len(body), chunk))
+    return client.post("/api/predict", content=chunks, headers={"content-type": "multipart/form-data; boundary=cut"})
+
+
+def test_an_upload_without_content_length_is_refused_while_it_is_read(served, monkeypatch):
+    """A chunked body over the limit is cut off as it arrives, before the form is parsed
+    (the form parser would spool all of it first)."""
+    from starlette.requests import Request
+
+    client, options = served["client"], served["identifier"].options
+    parsed = []
+    original = Request.form
+    monkeypatch.setattr(Request, "form", lambda self, **kw: parsed.append(1) or original(self, **kw))
+    assert _chunked_upload(client, _png(64)).status_code == 200 and parsed == [1]
+    monkeypatch.setattr(options, "max_upload_bytes", 100)
+    answer = _chunked_upload(client, b"\0" * (3 * 1024 * 1024))
+    assert answer.status_code == 413 and parsed == [1]
+    assert answer.json()["error"] == "the upload is over 2 MB; the limit is 100 bytes (dalip serve --max-upload-mb)"
+
+
 def test_health_is_503_with_progress_until_prepared(served, tmp_path):
     gallery = Gallery.scan(served["train"])
     identifier = Identifier(served["models"][1:], None, gallery, ServeOptions(), tmp_path / "cache")

@@ -126,6 +126,8 @@ async def _read_form(identifier: Identifier, request: Request) -> tuple[Image.Im
     if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
         raise RequestError(413, f"the upload is {human_size(int(length))}; the limit is {human_size(limit)} "
                                 f"(dalip serve --max-upload-mb)")
+    if not length.isdigit():  # a chunked body: read it with the cap, then parse it from memory
+        request = await _capped_request(request, limit)
     try:
         form = await request.form(max_files=1, max_fields=4)
     except HTTPException as error:
@@ -138,6 +140,24 @@ async def _read_form(identifier: Identifier, request: Request) -> tuple[Image.Im
     data = await upload.read()
     image = await run_in_threadpool(read_image, data, upload.filename or "image", limit)
     return image, parse_labels(labels, identifier.options.max_labels)
+
+
+async def _capped_request(request: Request, limit: int) -> Request:
+    """The request with its body read into memory, refused (413) as soon as it passes
+    `limit` + `FORM_OVERHEAD` bytes: the form parser would otherwise spool all of it."""
+    cap, chunks, size = limit + FORM_OVERHEAD, [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise RequestError(413, f"the upload is over {human_size(cap)}; the limit is {human_size(limit)} "
+                                    f"(dalip serve --max-upload-mb)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, replay)
 
 
 def bind(host: str, port: int) -> socket.socket:
