@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata
 
 import pytest
 from eval_fixtures import make_workspace
 
+import dalip
 from dalip.cli import main
 
 
@@ -50,7 +52,8 @@ def test_suite_compares_models_with_domain_means(suite_run):
 def test_results_carry_a_reproducibility_record(suite_run, workspace):
     _, results = suite_run
     record = results["record"]
-    assert set(record["versions"]) >= {"dalip", "open_clip_torch", "torch"}
+    assert set(record["versions"]) >= {"dalip", "dalip_source", "open_clip_torch", "torch"}
+    assert record["versions"]["dalip"] == dalip.__version__ == metadata.version("dalip") != "0.1.0"
     tuned_hash = hashlib.sha256(workspace["tuned"].read_bytes()).hexdigest()
     assert record["checkpoints"]["tuned"]["sha256"] == tuned_hash
     assert record["checkpoints"]["base"]["sha256"] == hashlib.sha256(workspace["exported"].read_bytes()).hexdigest()
@@ -110,3 +113,26 @@ def test_suite_errors_name_the_problem(workspace, tmp_path, capsys):
     assert "datasets[0].task: expected one of zeroshot" in _one_line_error(capsys)
     assert main(["eval", "-m", str(workspace["start"]), "--out", str(tmp_path)]) == 2
     assert "--suite" in _one_line_error(capsys)
+
+
+def test_source_revision_names_the_checkout_commit(tmp_path, monkeypatch):
+    """From a git checkout the record names the commit (and "+modified" for local changes);
+    outside one, None."""
+    import subprocess
+
+    from dalip.evaluation import record
+
+    checkout = tmp_path / "repo"
+    module = checkout / "src" / "dalip" / "evaluation" / "record.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("# a stand-in\n")
+    monkeypatch.setattr(record, "__file__", str(module))
+    assert record.source_revision() is None
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert record.source_revision() == head
+    module.write_text("# changed\n")
+    assert record.source_revision() == f"{head}+modified"

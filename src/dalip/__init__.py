@@ -1,6 +1,6 @@
 """dalip: Distribution Alignment-based Language-Image Pre-training on OpenCLIP."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # 0.2: after_norm weighting, alpha 0.75, GPU-ready training (0.1: before_norm, 0.5)
 
 from dalip.checkpoint import load_checkpoint  # noqa: E402
 from dalip.loss import DALIPLoss  # noqa: E402

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from dalip import __version__
@@ -22,6 +24,22 @@ def _version(package: str) -> str | None:
         return None
 
 
+def source_revision() -> str | None:
+    """The git commit of dalip's source when it runs from a checkout (`pip install -e`), with
+    "+modified" when the checkout has uncommitted changes; None for an installed release."""
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+modified" if dirty else commit
+
+
 def reproducibility_record(results: dict[str, Any], suite: Any) -> dict[str, Any]:
     """Versions, checkpoint hashes, seeds, modes, templates, class names, data paths and sizes."""
     datasets: dict[str, Any] = {}
@@ -35,7 +53,7 @@ def reproducibility_record(results: dict[str, Any], suite: Any) -> dict[str, Any
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {
-            "dalip": __version__, "open_clip_torch": _version("open_clip_torch"), "torch": _version("torch"),
+            "dalip": __version__, "dalip_source": source_revision(), "open_clip_torch": _version("open_clip_torch"), "torch": _version("torch"),
             "numpy": _version("numpy"), "scikit-learn": _version("scikit-learn"),
             "python": sys.version.split()[0],
         },
