@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny open_clip architectures registered for tests only."""
+"""Shared fixtures: tiny open_clip architectures registered for tests only; the generated
+datasets of `data_fixtures` (`tiny_dataset`) and `train_fixtures` (`train_data`) are plugins,
+so every test module can ask for them by name."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
+
+pytest_plugins = ["data_fixtures", "train_fixtures"]
 
 TEST_CONFIGS = {
     # 32 px, patch 8, width 64, 2 layers, context 16: a forward in milliseconds.

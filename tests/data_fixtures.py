@@ -10,7 +10,7 @@ import csv
 import io
 import tarfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -53,8 +53,9 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
-def write_csv(path: Path, rows: list[dict[str, str]], delimiter: str = ",") -> Path:
-    """A CSV/TSV with the rows' keys as header."""
+def write_csv(path: Path, rows: Sequence[dict[str, object]], delimiter: str = ",") -> Path:
+    """A CSV/TSV with the rows' keys as header (its folder made when missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["filepath", "caption"], delimiter=delimiter)
         writer.writeheader()

@@ -8,7 +8,6 @@ looked up the same way through `StubTokenizer`.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from data_fixtures import write_csv
 from dalip.model.features import Features
 from dalip.evaluation.specs import LoadedModel
 
@@ -46,15 +46,6 @@ def write_folder(root: Path, images_per_class: dict[str, int], readable: dict[st
         lines = [f"{folder}\t{readable[folder]}" for folder in images_per_class]
         (root / "classes.txt").write_text("\n".join(lines) + "\n")
     return paths
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def stub_preprocess(image: Image.Image) -> torch.Tensor:

@@ -12,7 +12,7 @@ from dalip.cli import main
 from dalip.config import load_train_config
 from dalip.train.step import OptimizerStep
 from dalip.train.task import TrainingTask
-from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
+from train_fixtures import write_config
 
 
 def batch():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_fixtures import jpeg_bytes, tiny_dataset, to_tensor, write_csv  # noqa: F401
+from data_fixtures import jpeg_bytes, to_tensor, write_csv
 from dalip.config import SourceConfig
 from dalip.data import CsvSource, ImageFolderSource, WebDatasetSource, make_source
 from dalip.data.captions import choose_caption, parse_caption_field

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_fixtures import TINY_OPTIONS, generate_tiny, tiny_dataset  # noqa: F401
+from data_fixtures import TINY_OPTIONS, generate_tiny
 from dalip.cli import main
 from dalip.data.synthetic.plants import TRAITS, make_species
 from dalip.data.synthetic.render import render_leaf, sample_pose

@@ -7,7 +7,8 @@ import json
 
 import pytest
 import torch
-from eval_fixtures import StubModel, loaded_stub, make_workspace, unit, write_csv, write_image
+from data_fixtures import write_csv
+from eval_fixtures import StubModel, loaded_stub, make_workspace, unit, write_image
 
 from dalip.cli import main
 from dalip.evaluation import retrieval

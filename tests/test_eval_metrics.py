@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from data_fixtures import write_csv
 from eval_fixtures import (
     CLASSES,
     EYE,
@@ -14,7 +15,6 @@ from eval_fixtures import (
     StubModel,
     StubTokenizer,
     stub_preprocess,
-    write_csv,
     write_folder,
     write_image,
 )

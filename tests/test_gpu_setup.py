@@ -11,7 +11,7 @@ from dalip.model.devices import resolve_device
 from dalip.train import distributed
 from dalip.train.distributed import ControlChannel, DistributedContext, init_distributed
 from dalip.train.state import rng_state, set_rng_state
-from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
+from train_fixtures import write_config
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Generated malformed inputs (hypothesis): whatever a config, an override, a suite or a
 model file holds, `dalip` answers with success or one error line and exit status 2 — never
-a traceback — and writes nothing outside the output it was given (issue 13)."""
+a traceback — and writes nothing outside the output it was given."""
 
 from __future__ import annotations
 

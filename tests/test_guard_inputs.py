@@ -1,5 +1,5 @@
-"""Inputs a new user gets wrong: data files, suites, labels and flags (issue 13, defects 4
-and 5). Each is skipped and counted, read correctly, or one line naming the file or field."""
+"""Inputs a new user gets wrong: data files, suites, labels and flags. Each is skipped and
+counted, read correctly, or one line naming the file or field."""
 
 from __future__ import annotations
 

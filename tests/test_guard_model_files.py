@@ -1,5 +1,5 @@
 """Model files are untrusted input: a crafted checkpoint never writes a file, and a broken
-or foreign one is one line naming it, exit status 2 (issue 13, defects 1 and 4)."""
+or foreign one is one line naming it, exit status 2."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """One output-folder policy: commands delete only what an earlier run of theirs listed,
-refuse folders they did not write, and keep out of a folder another command is using
-(issue 13, defect 2)."""
+refuse folders they did not write, and keep out of a folder another command is using."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`dalip train` never reports a wrong run as a success (issue 13, defect 3): values out of
+"""`dalip train` never reports a wrong run as a success: values out of
 range are refused before anything runs, one out_dir holds one run at a time, a resume
 continues the run it belongs to, and a run whose data or weights went bad stops."""
 
@@ -17,7 +17,7 @@ from dalip.cli import main
 from dalip.outputs import LOCK_NAME
 from dalip.train.run_log import read_metrics
 from guard_helpers import files_under, user_error
-from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
+from train_fixtures import write_config
 
 
 @pytest.mark.parametrize("override, field", [

@@ -9,7 +9,7 @@ from dalip.config import load_train_config
 from dalip.train.loop import train
 from dalip.train.task import TrainingTask
 from dalip.train.state import seed_everything
-from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
+from train_fixtures import write_config
 
 
 def _run(train_data, tmp_path, steps, warmup):

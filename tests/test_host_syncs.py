@@ -16,7 +16,7 @@ from dalip.config import load_train_config
 from dalip.train.distributed import DistributedContext
 from dalip.train.host_syncs import HostSyncCounter
 from dalip.train.loop import Trainer
-from train_fixtures import train_data, write_config  # noqa: F401  (fixture)
+from train_fixtures import write_config
 
 STEPS, LOG_EVERY = 8, 4
 

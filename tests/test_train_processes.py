@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import dalip
-from train_fixtures import run_cli, train_data, write_config  # noqa: F401  (fixture)
+from train_fixtures import run_cli, write_config
 
 
 def wait_for(predicate, process, timeout=120.0):
