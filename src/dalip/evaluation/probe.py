@@ -171,6 +171,31 @@ def save_splits(path: str | os.PathLike, record: dict[str, Any]) -> None:
     write_json(path, record, indent=1)
 
 
+def _read_fewshot_splits(path: str | os.PathLike, indices: np.ndarray, train_where: str, seed: int,
+                         folds: int) -> tuple[dict[int, list[list[int]]], int, int]:
+    """(splits, seed, folds) of a splits file; ValueError when it names images the split lacks."""
+    record = read_splits(path)
+    splits, seed, folds = record["splits"], record.get("seed", seed), record.get("folds", folds)
+    unknown = sorted({i for fold in splits.values() for chosen in fold for i in chosen} - set(indices.tolist()))
+    if unknown:
+        raise ValueError(f"{path}: indices {unknown[:5]} are not images of {train_where}")
+    return splits, seed, folds
+
+
+def _fewshot_accuracies(splits: dict[int, list[list[int]]], train_set: Any, test_set: Any,
+                        features: str) -> dict[str, Any]:
+    """{"k-shot": {mean, std, folds}}: nearest-centroid accuracy of each fold's chosen images."""
+    train_x, test_x = feature_matrix(train_set, features), feature_matrix(test_set, features)
+    labels, test_labels = train_set.labels.numpy(), test_set.labels.numpy()
+    row_of = {int(index): row for row, index in enumerate(train_set.indices.numpy())}
+    results: dict[str, Any] = {}
+    for k, per_fold in splits.items():
+        rows_per_fold = [[row_of[i] for i in chosen] for chosen in per_fold]
+        accuracies = [nearest_centroid_accuracy(train_x[rows], labels[rows], test_x, test_labels) for rows in rows_per_fold]
+        results[f"{k}-shot"] = {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)), "folds": accuracies}
+    return results
+
+
 def fewshot(
     model: Encoder, train: Any, test: Any, preprocess: Any, shots: Sequence[int] = (1, 5),
     folds: int = 5, seed: int = 0, features: str = "first", splits_path: str | os.PathLike | None = None,
@@ -190,24 +215,12 @@ def fewshot(
     test_set, _, test_where, test_size = encode_split(model, test, preprocess, runtime, features, names, cache, **keys)
     labels, indices = train_set.labels.numpy(), train_set.indices.numpy()
     if splits_from is not None:
-        record = read_splits(splits_from)
-        splits, seed, folds = record["splits"], record.get("seed", seed), record.get("folds", folds)
-        unknown = sorted({i for fold in splits.values() for chosen in fold for i in chosen} - set(indices.tolist()))
-        if unknown:
-            raise ValueError(f"{splits_from}: indices {unknown[:5]} are not images of {train_where}")
+        splits, seed, folds = _read_fewshot_splits(splits_from, indices, train_where, seed, folds)
     else:
         splits = sample_fewshot_splits(labels, indices, shots, folds, seed)
     if splits_path is not None:
         save_splits(splits_path, {"seed": seed, "folds": folds, "train": train_where, "splits": splits})
-    train_x, test_x = feature_matrix(train_set, features), feature_matrix(test_set, features)
-    row_of = {int(index): row for row, index in enumerate(indices)}
-    results: dict[str, Any] = {}
-    for k, per_fold in splits.items():
-        accuracies = []
-        for chosen in per_fold:
-            rows = [row_of[i] for i in chosen]
-            accuracies.append(nearest_centroid_accuracy(train_x[rows], labels[rows], test_x, test_set.labels.numpy()))
-        results[f"{k}-shot"] = {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)), "folds": accuracies}
+    results = _fewshot_accuracies(splits, train_set, test_set, features)
     return {
         "task": "fewshot", "features": features, "seed": seed, "folds": folds, "shots": [int(k) for k in splits],
         "train": train_where, "test": test_where, "train_size": train_size, "test_size": test_size,

@@ -92,6 +92,31 @@ def reused_entry(entry: Mapping[str, Any], modes: Sequence[str], weight: float) 
             "datasets": datasets, "summary": {m: entry["summary"][m] for m in modes}, "reused": True}
 
 
+def _reusable(evaluated: Mapping[float, Mapping[str, Any]] | None, start: LoadedModel,
+              tuned: LoadedModel) -> dict[float, Mapping[str, Any]]:
+    """The given evaluations that stand for a sweep point: w=1's, and w=0's when the start is
+    the tuned model's architecture (`_same_model`); ValueError for other weights."""
+    unknown = [w for w in (evaluated or {}) if w not in (0.0, 1.0)]
+    if unknown:
+        raise ValueError(f"evaluated entries can stand only for w=0 and w=1, got {unknown}")
+    known = dict(evaluated or {})
+    if 0.0 in known and not _same_model(start, tuned):
+        del known[0.0]
+    return known
+
+
+def _evaluate_point(start: LoadedModel, tuned: LoadedModel, weight: float, suite: Any, out_dir: Path,
+                    runtime: Runtime, save_models: bool) -> dict[str, Any]:
+    """The suite's entry of the model interpolated at `weight` (saved first with `save_models`)."""
+    model = interpolate_weights(start.model, tuned.model, weight)
+    if save_models and hasattr(model, "save"):
+        model.save(out_dir / "models" / f"wise_ft_{weight:g}.safetensors")
+    point = LoadedModel(f"w={weight:g}", model, tuned.preprocess, tuned.tokenizer, f"wise-ft w={weight:g}",
+                        state_sha256(model))
+    logger.info("evaluating WiSE-FT w=%g", weight)
+    return evaluate_loaded(point, suite, out_dir, runtime)
+
+
 def interpolate(
     start: Any,
     tuned: Any,
@@ -116,9 +141,6 @@ def interpolate(
     start has the tuned model's stored config (otherwise, e.g. a CLIP-trained start with
     the DALIP-tuned model's alpha and heads, w=0 is a model of its own and is evaluated).
     """
-    unknown = [w for w in (evaluated or {}) if w not in (0.0, 1.0)]
-    if unknown:
-        raise ValueError(f"evaluated entries can stand only for w=0 and w=1, got {unknown}")
     weights = _check_weights(weights)
     suite = load_suite(suite)
     runtime = runtime or suite_runtime(suite)
@@ -130,23 +152,14 @@ def interpolate(
         "start": {"spec": start_model.spec, "sha256": start_model.sha256},
         "tuned": {"spec": tuned_model.spec, "sha256": tuned_model.sha256},
     }
-    known = dict(evaluated or {})
-    if 0.0 in known and not _same_model(start_model, tuned_model):
-        del known[0.0]
+    known = _reusable(evaluated, start_model, tuned_model)
     for weight in weights:
         name = f"w={weight:g}"
         if weight in known and not save_models:
             logger.info("WiSE-FT %s is the %s model: its evaluation is reused", name, "tuned" if weight else "start")
             entry = reused_entry(known[weight], model_modes(tuned_model, suite.modes), weight)
         else:
-            model = interpolate_weights(start_model.model, tuned_model.model, weight)
-            if save_models and hasattr(model, "save"):
-                model.save(out_dir / "models" / f"wise_ft_{weight:g}.safetensors")
-            point = LoadedModel(name, model, tuned_model.preprocess, tuned_model.tokenizer,
-                                f"wise-ft w={weight:g}", state_sha256(model))
-            logger.info("evaluating WiSE-FT %s", name)
-            entry = evaluate_loaded(point, suite, out_dir, runtime)
-            del model, point
+            entry = _evaluate_point(start_model, tuned_model, weight, suite, out_dir, runtime, save_models)
         entry["weight"] = weight
         results["models"][name] = entry
         results["interpolation"].append({"weight": weight, "summary": entry["summary"]})

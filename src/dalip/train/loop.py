@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm import tqdm
 
 from dalip.config import TrainConfig, config_to_dict, validate_train_config
-from dalip.data import MixedDataset, build_loader, build_train_dataset, resampling_notes
+from dalip.data import build_loader, resampling_notes
 from dalip.model.devices import configure_cuda
 from dalip.model.file_format import save_model
 from dalip.train.distributed import (
@@ -25,9 +25,9 @@ from dalip.train.distributed import (
 from dalip.train.optim import NonFiniteSteps, check_finite_weights, check_nonfinite
 from dalip.train.out_dir import claim_out_dir, restore_with_current_hyperparameters, start_run
 from dalip.train.run_log import RunLog, StepTimes
+from dalip.train.run_data import build_data, check_epoch_data, steps_per_epoch, take_micro_batches
 from dalip.train.state import (
-    Position, StopSignals, all_ranks_agree, prune_training_checkpoints, save_training_state, seed_everything,
-    training_state,
+    Position, StopSignals, prune_training_checkpoints, save_training_state, seed_everything, training_state,
 )
 from dalip.train.step import MicroBatches, OptimizerStep, StepResult
 from dalip.train.task import TrainingTask
@@ -37,15 +37,6 @@ logger = logging.getLogger(__name__)
 # validate(task, batch_size) -> results for the run log; without one, nothing is evaluated
 # (`dalip train` passes `dalip.cli.train.training_validation(config)`).
 Validate = Callable[[TrainingTask, int], dict[str, Any]]
-
-
-def build_data(config: TrainConfig, task: TrainingTask, context: DistributedContext) -> MixedDataset:
-    """This rank's share of the run's weighted source mix, in the task's input format."""
-    transform = task.preprocess_train if config.data.augment else task.preprocess_val
-    return build_train_dataset(
-        config.data.sources, transform, task.tokenizer, seed=config.seed,
-        rank=context.rank, world_size=context.world_size, num_samples=config.data.num_samples,
-    )
 
 
 def train(
@@ -96,7 +87,7 @@ class Trainer:
         # the epoch from shared memory), and augmentation is seeded per sample.
         self.loader = build_loader(self.dataset, self.micro_batch, config.data.workers, seed=config.seed,
                                    persistent_workers=True, pin_memory=self.device.type == "cuda")
-        self.steps_per_epoch = self._steps_per_epoch()
+        self.steps_per_epoch = steps_per_epoch(self.loader, config, self.micro_batch)
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
         self.stepper = OptimizerStep(self.task, config, self.total_steps, context.is_distributed)
         self.optimizer, self.scheduler, self.scaler = self.stepper.optimizer, self.stepper.scheduler, self.stepper.scaler
@@ -107,19 +98,6 @@ class Trainer:
         self.last_losses: dict[str, float] = {}
         self.resume_changes: list[dict[str, Any]] = []
         self.output_folder: Any = None  # rank 0's dalip.outputs.OutputFolder while `run` holds it
-
-    def _steps_per_epoch(self) -> int | None:
-        batches = self.loader.num_batches
-        if batches is None:
-            if self.config.steps is None:
-                raise ValueError("steps: the data's epoch length is unknown (webdataset without "
-                                 "num_samples); set steps or data.num_samples")
-            return None
-        steps = batches // self.config.optim.accumulation
-        if steps < 1:
-            raise ValueError(f"batch_size: {self.config.batch_size} is larger than one epoch of data "
-                             f"({batches * self.micro_batch} samples per rank)")
-        return steps
 
     # -- the run ------------------------------------------------------------------------
     def run(self, resume: str | None) -> dict[str, Any]:
@@ -158,7 +136,7 @@ class Trainer:
         produced = position.steps_in_epoch
         while position.step < self.total_steps and (self.steps_per_epoch is None or position.steps_in_epoch < self.steps_per_epoch):
             waited = time.perf_counter()
-            micro = self._take(batches)
+            micro = take_micro_batches(batches, self.config.optim.accumulation, self.device)
             self.times.add_data_wait(time.perf_counter() - waited)
             ready = micro is not None and self.dataset.unusable_source() is None
             ready, received = self.control.agree(ready, signals.received)  # every rank, once a step
@@ -169,27 +147,11 @@ class Trainer:
                 break
             self._step(micro, progress)
             produced += 1
-        unusable = self.dataset.unusable_source()
-        if not all_ranks_agree(unusable is None, self.device):  # every rank stops, not only the one that saw it
-            raise unusable or ValueError("data.sources: a source was unreadable on another rank (see rank 0)")
-        if produced == 0:
-            names = ", ".join(source.path for source in self.config.data.sources)
-            raise ValueError(f"data: an epoch produced no batch of {self.micro_batch} samples from {names}; "
-                             f"check data.sources (skipped: {self.dataset.skipped() or 'none'})")
+        check_epoch_data(self.dataset, self.config, produced, self.micro_batch, self.device)
         self._log_epoch_skips(loader)
         position.epoch += 1
         position.steps_in_epoch = 0
         return None
-
-    def _take(self, batches: Iterator[Any]) -> MicroBatches | None:
-        micro = []
-        for _ in range(self.config.optim.accumulation):
-            batch = next(batches, None)
-            if batch is None:
-                return None
-            images, texts = batch
-            micro.append((images.to(self.device, non_blocking=True), texts.to(self.device, non_blocking=True)))
-        return micro
 
     # -- one optimiser step -----------------------------------------------------------
     def _step(self, micro: MicroBatches, progress: Any) -> None:
