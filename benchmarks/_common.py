@@ -24,8 +24,9 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -86,14 +87,22 @@ def machine(device: str = "cpu") -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "python": platform.python_version(),
         "load_average": load_average(),
     }
     if device == "cuda":
         name = torch.cuda.get_device_name(torch.cuda.current_device())
-        info.update(gpu=name, gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda,
-                    gpu_peak_bf16_flops=gpu_peak_flops(name))
+        info.update(
+            gpu=name,
+            gpu_count=torch.cuda.device_count(),
+            cuda=torch.version.cuda,
+            gpu_peak_bf16_flops=gpu_peak_flops(name),
+        )
     return info
 
 
@@ -105,7 +114,11 @@ def machine_line(info: dict[str, Any]) -> str:
     )
     if "gpu" not in info:
         return line
-    peak = "unknown" if info["gpu_peak_bf16_flops"] is None else f"{info['gpu_peak_bf16_flops'] / 1e12:.0f} TFLOP/s"
+    peak = (
+        "unknown"
+        if info["gpu_peak_bf16_flops"] is None
+        else f"{info['gpu_peak_bf16_flops'] / 1e12:.0f} TFLOP/s"
+    )
     return line + f"; GPU: {info['gpu']} (x{info['gpu_count']}, CUDA {info['cuda']}, dense bf16 peak {peak})"
 
 
@@ -156,7 +169,9 @@ def under_precision(function: Callable[[], Any], precision: str, device: str) ->
     return run
 
 
-def timed_calls(calls: list[tuple[str, Callable[[], Any]]], device: str = "cpu") -> list[tuple[str, float, float]]:
+def timed_calls(
+    calls: list[tuple[str, Callable[[], Any]]], device: str = "cpu"
+) -> list[tuple[str, float, float]]:
     """Call each (name, function) in order; [(name, seconds, CPU seconds of this process)].
 
     CPU: wall-clock seconds per call. CUDA: seconds between CUDA events recorded right
@@ -204,8 +219,13 @@ def time_interleaved(
     for _ in range(warmup):
         for function in variants.values():
             function()
-    times: dict[str, dict[str, list[float]]] = {"wall": {n: [] for n in variants}, "cpu": {n: [] for n in variants}}
-    for name, seconds, cpu in timed_calls([item for _ in range(repeats) for item in variants.items()], device):
+    times: dict[str, dict[str, list[float]]] = {
+        "wall": {n: [] for n in variants},
+        "cpu": {n: [] for n in variants},
+    }
+    for name, seconds, cpu in timed_calls(
+        [item for _ in range(repeats) for item in variants.items()], device
+    ):
         times["wall"][name].append(seconds)
         times["cpu"][name].append(cpu)
     return times
@@ -261,8 +281,12 @@ def peak_memory(function: Callable[[], Any], device: str = "cpu") -> dict[str, A
         was_reset = reset_peak()
         function()
         peak = peak_kib() * 1024
-    return {"before_mib": before / MIB, "peak_mib": peak / MIB, "region_peak_mib": (peak - before) / MIB,
-            "peak_was_reset": was_reset}
+    return {
+        "before_mib": before / MIB,
+        "peak_mib": peak / MIB,
+        "region_peak_mib": (peak - before) / MIB,
+        "peak_was_reset": was_reset,
+    }
 
 
 def process_peak_mib(device: str = "cpu") -> float:
@@ -336,9 +360,7 @@ def record_section(title: str, body: str, path: Path = RESULTS_PATH) -> None:
         if start is None:
             text = text.rstrip("\n") + "\n\n" + section
         else:
-            end = next(
-                (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-            )
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
             tail = "".join(lines[end:])
             text = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
         handle.seek(0)
@@ -349,20 +371,31 @@ def record_section(title: str, body: str, path: Path = RESULTS_PATH) -> None:
 
 def run_header(script: str, argv: list[str] | None, info: dict[str, Any]) -> str:
     """The lines every recorded section starts with: date, machine, command, load."""
-    return "\n".join([
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- machine: {machine_line(info)}",
-        f"- command: `{command_line(script, argv)}`",
-    ])
+    return "\n".join(
+        [
+            f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+            f"- machine: {machine_line(info)}",
+            f"- command: `{command_line(script, argv)}`",
+        ]
+    )
 
 
 def add_run_arguments(parser: Any, quick_help: str) -> None:
     """The flags every benchmark shares: --device, --precision, --threads, --seed, --quick,
     --json, --no-record. --device cuda is refused (one-line usage error) without a GPU."""
-    parser.add_argument("--device", type=device_argument, default="cpu", metavar="{cpu,cuda}",
-                        help="where the measured code runs (default cpu)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32, or bf16: the timed region under bfloat16 autocast (default fp32)")
+    parser.add_argument(
+        "--device",
+        type=device_argument,
+        default="cpu",
+        metavar="{cpu,cuda}",
+        help="where the measured code runs (default cpu)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32, or bf16: the timed region under bfloat16 autocast (default fp32)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=quick_help)
@@ -371,7 +404,7 @@ def add_run_arguments(parser: Any, quick_help: str) -> None:
 
 
 def device_label(args: Any, info: dict[str, Any]) -> str:
-    """", cuda NVIDIA H200, bf16"-style part of a section title; "" for CPU float32 (CPU
+    """ ", cuda NVIDIA H200, bf16"-style part of a section title; "" for CPU float32 (CPU
     sections keep their titles)."""
     cuda = f", cuda {info.get('gpu', '')}".rstrip() if getattr(args, "device", "cpu") == "cuda" else ""
     return cuda + (f", {args.precision}" if getattr(args, "precision", "fp32") != "fp32" else "")
@@ -380,11 +413,20 @@ def device_label(args: Any, info: dict[str, Any]) -> str:
 def conditions(figures: dict[str, Any]) -> str:
     """How a report names its setting: "float32" or "bfloat16 autocast", "on <GPU>" on CUDA."""
     precision = "float32" if figures.get("precision", "fp32") == "fp32" else "bfloat16 autocast"
-    return precision + (f" on {figures['machine'].get('gpu', 'cuda')}" if figures.get("device") == "cuda" else "")
+    return precision + (
+        f" on {figures['machine'].get('gpu', 'cuda')}" if figures.get("device") == "cuda" else ""
+    )
 
 
-def publish(args: Any, argv: list[str] | None, script: str, title: str, figures: dict[str, Any],
-            report: str, detail: str = "") -> None:
+def publish(
+    args: Any,
+    argv: list[str] | None,
+    script: str,
+    title: str,
+    figures: dict[str, Any],
+    report: str,
+    detail: str = "",
+) -> None:
     """Print the figures (table, or JSON with --json) and, unless --no-record, write the
     RESULTS.md section `title (script, threads[, device][, precision][; detail][, quick])`."""
     if args.json:
@@ -393,8 +435,10 @@ def publish(args: Any, argv: list[str] | None, script: str, title: str, figures:
         print(report)
     if not args.no_record:
         detail = f"; {detail}" if detail else ""
-        heading = (f"{title} ({script}, {threads_label()}{device_label(args, figures['machine'])}{detail}"
-                   f"{', quick' if args.quick else ''})")
+        heading = (
+            f"{title} ({script}, {threads_label()}{device_label(args, figures['machine'])}{detail}"
+            f"{', quick' if args.quick else ''})"
+        )
         record_section(heading, run_header(script, argv, figures["machine"]) + "\n\n" + report)
 
 

@@ -41,8 +41,13 @@ from dalip.quickstart import BUDGETS, generate_data, run_config, train_stage  # 
 
 # dalip 0.1's recipe: the base every one-factor variant departs from (every factor spelt
 # out, so a run means the same whatever the package's defaults are).
-BASE = {"model.weighting": "before_norm", "model.dropout_kind": "element", "model.dropout": "0.1",
-        "model.alpha": "0.5", "loss.combine": "losses"}
+BASE = {
+    "model.weighting": "before_norm",
+    "model.dropout_kind": "element",
+    "model.dropout": "0.1",
+    "model.alpha": "0.5",
+    "loss.combine": "losses",
+}
 VARIANTS: dict[str, dict[str, str]] = {
     "base": {},
     "weighting=after_norm": {"model.weighting": "after_norm"},
@@ -69,15 +74,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", default="small", choices=tuple(BUDGETS))
     parser.add_argument("--tune-steps", type=int, default=None, help="screen with fewer tuning steps")
     parser.add_argument("--split", default="val", choices=("val", "test"))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="NAME",
-                        help=f"from: {', '.join(VARIANTS)}")
-    parser.add_argument("--combine", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
-                        help="an extra variant with several overrides on the base, e.g. "
-                             "winners=model.weighting=after_norm,model.dropout=0.0")
-    parser.add_argument("--scratch", action="store_true",
-                        help="also train DALIP and CLIP from random weights on the tuning mix")
-    parser.add_argument("--scratch-recipe", metavar="NAME", default=None,
-                        help="the variant whose recipe the from-scratch DALIP run uses (default: the first given)")
+    parser.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), metavar="NAME", help=f"from: {', '.join(VARIANTS)}"
+    )
+    parser.add_argument(
+        "--combine",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+        help="an extra variant with several overrides on the base, e.g. "
+        "winners=model.weighting=after_norm,model.dropout=0.0",
+    )
+    parser.add_argument(
+        "--scratch",
+        action="store_true",
+        help="also train DALIP and CLIP from random weights on the tuning mix",
+    )
+    parser.add_argument(
+        "--scratch-recipe",
+        metavar="NAME",
+        default=None,
+        help="the variant whose recipe the from-scratch DALIP run uses (default: the first given)",
+    )
     parser.add_argument("--out", default="runs/ablate")
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
@@ -108,7 +126,9 @@ def stage_config(out: Path, data: Path, budget: Any, seed: int, stage: str) -> T
 
 def tuned_config(base: TrainConfig, run_dir: Path, overrides: dict[str, str], steps: int) -> TrainConfig:
     """`base` (the quickstart's tuning config) with the overrides, written to `run_dir`."""
-    values = {key: (str(max(1, steps // 5)) if value == "FIFTH" else value) for key, value in overrides.items()}
+    values = {
+        key: (str(max(1, steps // 5)) if value == "FIFTH" else value) for key, value in overrides.items()
+    }
     data = apply_overrides(config_to_dict(base), [f"{key}={value}" for key, value in values.items()])
     data.update(out_dir=str(run_dir), steps=steps, checkpoint_every=steps)
     return from_dict(TrainConfig, data)
@@ -120,14 +140,24 @@ def scored(checkpoint: Path, data: Path, split: str, out: Path) -> dict[str, dic
     if cache.exists() and cache.stat().st_mtime >= checkpoint.stat().st_mtime:
         return json.loads(cache.read_text())
     suite = {
-        "name": f"ablate-{split}", "modes": ["fused", "first"], "batch_size": 64, "workers": 2,
+        "name": f"ablate-{split}",
+        "modes": ["fused", "first"],
+        "batch_size": 64,
+        "workers": 2,
         "datasets": [
-            {"name": domain, "task": "zeroshot", "domain": domain, "path": str(data / domain / split),
-             "templates": "plant" if domain == "plant" else "generic"}
+            {
+                "name": domain,
+                "task": "zeroshot",
+                "domain": domain,
+                "path": str(data / domain / split),
+                "templates": "plant" if domain == "plant" else "generic",
+            }
             for domain in DOMAINS
         ],
     }
-    result = run_suite({"model": str(checkpoint)}, suite, out / f"eval-{split}")["models"]["model"]["datasets"]
+    result = run_suite({"model": str(checkpoint)}, suite, out / f"eval-{split}")["models"]["model"][
+        "datasets"
+    ]
     modes = result[DOMAINS[0]]["modes"]
     scores = {mode: {domain: result[domain]["modes"][mode]["top1"] for domain in DOMAINS} for mode in modes}
     cache.write_text(json.dumps(scores))
@@ -158,9 +188,14 @@ def run_seed(args: argparse.Namespace, seed: int, variants: dict[str, dict[str, 
         scratch_steps = budget.start_steps + steps
         recipe = {**BASE, **variants[args.scratch_recipe or next(iter(variants))]}
         for kind, base, overrides in (("scratch-clip", clip_base, {}), ("scratch-dalip", dalip_base, recipe)):
-            scratch = replace(base, model=replace(base.model, pretrained=None),
-                              optim=replace(base.optim, lr=1e-3, warmup_steps=max(1, scratch_steps // 10)))
-            model = train_cached(tuned_config(scratch, out / f"{kind}-{scratch_steps}", overrides, scratch_steps))
+            scratch = replace(
+                base,
+                model=replace(base.model, pretrained=None),
+                optim=replace(base.optim, lr=1e-3, warmup_steps=max(1, scratch_steps // 10)),
+            )
+            model = train_cached(
+                tuned_config(scratch, out / f"{kind}-{scratch_steps}", overrides, scratch_steps)
+            )
             scores[kind] = scored(model, data, args.split, model.parent)
     return scores
 
@@ -180,7 +215,9 @@ def paired_rows(per_seed: list[dict[str, Any]], names: list[str]) -> list[list[s
             general = [s[name][mode]["general"] - s[reference]["first"]["general"] for s in per_seed]
             both = [(p + g) / 2 for p, g in zip(plant, general)]
             wins = sum(value > 0 for value in both)
-            rows.append([name, mode, _mean_std(plant), _mean_std(general), _mean_std(both), f"{wins}/{len(both)}"])
+            rows.append(
+                [name, mode, _mean_std(plant), _mean_std(general), _mean_std(both), f"{wins}/{len(both)}"]
+            )
     return rows
 
 
@@ -202,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     variants = variant_overrides(args)
     if args.scratch_recipe is not None and args.scratch_recipe not in variants:
-        raise SystemExit(f"ablate.py: error: --scratch-recipe {args.scratch_recipe!r} is not among the variants {list(variants)}")
+        raise SystemExit(
+            f"ablate.py: error: --scratch-recipe {args.scratch_recipe!r} is not among the variants {list(variants)}"
+        )
     per_seed = [run_seed(args, seed, variants) for seed in args.seeds]
     names = list(variants) + (["scratch-dalip"] if args.scratch else [])
     paired = format_table(
@@ -217,18 +256,29 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.tune_steps or BUDGETS[args.budget].tune_steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"ablate-{args.split}-{steps}.json").write_text(json.dumps({"seeds": args.seeds, "scores": per_seed}, indent=1))
+    (out / f"ablate-{args.split}-{steps}.json").write_text(
+        json.dumps({"seeds": args.seeds, "scores": per_seed}, indent=1)
+    )
     if not args.no_record:
-        body = "\n".join([
-            run_header("ablate.py", argv, info),
-            f"- budget: {args.budget}, tuning steps: {steps}; split: {args.split}; seeds: {args.seeds}",
-            f"- base recipe (dalip 0.1): {BASE}; each variant changes the listed factor(s)",
-            "- paired differences in points against the CLIP-tuned model of the same seed (CLIP scored "
-            "first order), mean ± standard deviation over seeds; zero-shot top-1",
-            "", paired, "", "Absolute scores (%, mean ± std):", "", absolute,
-        ])
+        body = "\n".join(
+            [
+                run_header("ablate.py", argv, info),
+                f"- budget: {args.budget}, tuning steps: {steps}; split: {args.split}; seeds: {args.seeds}",
+                f"- base recipe (dalip 0.1): {BASE}; each variant changes the listed factor(s)",
+                "- paired differences in points against the CLIP-tuned model of the same seed (CLIP scored "
+                "first order), mean ± standard deviation over seeds; zero-shot top-1",
+                "",
+                paired,
+                "",
+                "Absolute scores (%, mean ± std):",
+                "",
+                absolute,
+            ]
+        )
         scratch = ", and from scratch" if args.scratch else ""
-        record_section(f"Ablation: DALIP variants vs CLIP tuning ({args.split}, {steps} tuning steps{scratch})", body)
+        record_section(
+            f"Ablation: DALIP variants vs CLIP tuning ({args.split}, {steps} tuning steps{scratch})", body
+        )
     return 0
 
 

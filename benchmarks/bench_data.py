@@ -36,8 +36,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -56,9 +57,16 @@ def generate(out_dir: str, args: argparse.Namespace) -> tuple[dict[str, Any], di
     from dalip.data.synthetic import make_dataset
 
     wall, cpu = time.perf_counter(), time.process_time()
-    manifest = make_dataset(out_dir, seed=args.seed, image_size=args.image_size,
-                            train_per_class=args.train_per_class, val_per_class=1, test_per_class=1,
-                            general_classes=0, force=True)
+    manifest = make_dataset(
+        out_dir,
+        seed=args.seed,
+        image_size=args.image_size,
+        train_per_class=args.train_per_class,
+        val_per_class=1,
+        test_per_class=1,
+        general_classes=0,
+        force=True,
+    )
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     images = sum(manifest["counts"].values())
     return manifest, {"images": images, "images_per_s_wall": images / wall, "images_per_s_cpu": images / cpu}
@@ -77,16 +85,23 @@ def source_configs(root: str, manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_loaders(configs: dict[str, Any], transform, tokenizer, args: argparse.Namespace,
-                  workers: int | None = None) -> dict[str, Any]:
+def build_loaders(
+    configs: dict[str, Any], transform, tokenizer, args: argparse.Namespace, workers: int | None = None
+) -> dict[str, Any]:
     """One persistent-worker training loader per source config, as `dalip train` builds them."""
     from dalip.data import build_loader, build_train_dataset
 
     loaders = {}
     for kind, config in configs.items():
         dataset = build_train_dataset([config], transform, tokenizer, seed=args.seed)
-        loaders[kind] = build_loader(dataset, args.batch, args.workers if workers is None else workers,
-                                     seed=args.seed, persistent_workers=True, pin_memory=args.device == "cuda")
+        loaders[kind] = build_loader(
+            dataset,
+            args.batch,
+            args.workers if workers is None else workers,
+            seed=args.seed,
+            persistent_workers=True,
+            pin_memory=args.device == "cuda",
+        )
     return loaders
 
 
@@ -99,8 +114,10 @@ def per_worker_loaders(root: str, manifest: dict[str, Any], args: argparse.Names
     transform = open_clip.image_transform(args.image_size, is_train=True)
     tokenizer = open_clip.get_tokenizer("ViT-B-16")
     config = {"webdataset": source_configs(root, manifest)["webdataset"]}
-    return {workers: build_loaders(config, transform, tokenizer, args, workers)["webdataset"]
-            for workers in PER_WORKER_COUNTS}
+    return {
+        workers: build_loaders(config, transform, tokenizer, args, workers)["webdataset"]
+        for workers in PER_WORKER_COUNTS
+    }
 
 
 def epoch_runner(loader) -> Callable[[], tuple[int, float]]:
@@ -118,8 +135,9 @@ def epoch_runner(loader) -> Callable[[], tuple[int, float]]:
     return run
 
 
-def device_step(step_on: Callable[[torch.Tensor, torch.Tensor], float],
-                args: argparse.Namespace) -> Callable[[torch.Tensor, torch.Tensor], float]:
+def device_step(
+    step_on: Callable[[torch.Tensor, torch.Tensor], float], args: argparse.Namespace
+) -> Callable[[torch.Tensor, torch.Tensor], float]:
     """`bench_step.training_step`'s step (the task was built in --precision on --device) with
     its batch moved to --device, as the training loop moves it."""
 
@@ -148,8 +166,11 @@ def fed_steps(loader, step: Callable[[torch.Tensor, torch.Tensor], float], steps
     return samples / (time.perf_counter() - start)
 
 
-def interleaved_rounds(runners: dict[Any, Callable[[], tuple[int, float]]], time_step: Callable[[], float],
-                       args: argparse.Namespace) -> tuple[list[float], dict[Any, list[float]]]:
+def interleaved_rounds(
+    runners: dict[Any, Callable[[], tuple[int, float]]],
+    time_step: Callable[[], float],
+    args: argparse.Namespace,
+) -> tuple[list[float], dict[Any, list[float]]]:
     """Rounds of (--step-repeats timed steps, one epoch of each loader): (step seconds, rates)."""
     step_seconds: list[float] = []
     rates: dict[Any, list[float]] = {key: [] for key in runners}
@@ -164,22 +185,32 @@ def interleaved_rounds(runners: dict[Any, Callable[[], tuple[int, float]]], time
 
 def measure(args: argparse.Namespace, root: str) -> dict[str, Any]:
     manifest, generator = generate(root, args)
-    task, config = bench_step.build_task(MODEL, {}, False, args.seed, precision=args.precision, device=args.device)
+    task, config = bench_step.build_task(
+        MODEL, {}, False, args.seed, precision=args.precision, device=args.device
+    )
     transform, tokenizer = task.preprocess_train, task.tokenizer  # as `dalip train` (augment on)
-    images, texts = (t.to(args.device) for t in bench_step.random_batch(task.model.clip, args.batch, args.seed))
+    images, texts = (
+        t.to(args.device) for t in bench_step.random_batch(task.model.clip, args.batch, args.seed)
+    )
     step = device_step(bench_step.training_step(task, config), args)
     loaders = build_loaders(source_configs(root, manifest), transform, tokenizer, args)
     workers = per_worker_loaders(root, manifest, args)
-    runners = {**{kind: epoch_runner(loader) for kind, loader in loaders.items()},
-               **{("per_worker", count): epoch_runner(loader) for count, loader in workers.items()}}
+    runners = {
+        **{kind: epoch_runner(loader) for kind, loader in loaders.items()},
+        **{("per_worker", count): epoch_runner(loader) for count, loader in workers.items()},
+    }
 
     first_epoch = {key: run() for key, run in runners.items()}  # workers start here
     for _ in range(args.warmup):
         step(images, texts)
     step_seconds, rates = interleaved_rounds(
-        runners, lambda: _common.time_call(lambda: step(images, texts), args.device)[0], args)
-    fed = {kind: fed_steps(loader, step, args.fed_steps, args.device) for kind, loader in loaders.items()} \
-        if args.fed_steps > 0 else {}
+        runners, lambda: _common.time_call(lambda: step(images, texts), args.device)[0], args
+    )
+    fed = (
+        {kind: fed_steps(loader, step, args.fed_steps, args.device) for kind, loader in loaders.items()}
+        if args.fed_steps > 0
+        else {}
+    )
     flops = _common.count_flops(lambda: step(images, texts))  # untimed: the counter slows the step
 
     step_median = _common.summary(step_seconds)["median"]
@@ -196,8 +227,12 @@ def measure(args: argparse.Namespace, root: str) -> dict[str, Any]:
     }
 
 
-def source_figures(rates: dict[Any, list[float]], first_epoch: dict[Any, tuple[int, float]], fed: dict[str, float],
-                   step_rate: float) -> dict[str, dict[str, Any]]:
+def source_figures(
+    rates: dict[Any, list[float]],
+    first_epoch: dict[Any, tuple[int, float]],
+    fed: dict[str, float],
+    step_rate: float,
+) -> dict[str, dict[str, Any]]:
     """Per source kind: samples/s (median, min), its ratio to the step rate and the target."""
     sources = {}
     for kind in SOURCE_KINDS:
@@ -216,8 +251,9 @@ def source_figures(rates: dict[Any, list[float]], first_epoch: dict[Any, tuple[i
     return sources
 
 
-def per_worker_figures(rates: dict[Any, list[float]], first_epoch: dict[Any, tuple[int, float]],
-                       image_size: int) -> dict[str, Any]:
+def per_worker_figures(
+    rates: dict[Any, list[float]], first_epoch: dict[Any, tuple[int, float]], image_size: int
+) -> dict[str, Any]:
     """Samples/s of the WebDataset loader per worker count, and per worker: the figure the
     rule "workers per GPU = ceil(target images/s per GPU / images/s per worker)" needs."""
     counts = {}
@@ -230,9 +266,14 @@ def per_worker_figures(rates: dict[Any, list[float]], first_epoch: dict[Any, tup
             "samples_per_s_per_worker": round(rate["median"] / workers, 1),
             "first_epoch_samples_per_s": round(samples / seconds, 1),
         }
-    return {"image_size": image_size, "transform": f"open_clip.image_transform({image_size}, is_train=True)",
-            "tokenizer": "ViT-B-16", "source": "webdataset", "workers": counts,
-            "samples_per_s_per_worker": counts[str(PER_WORKER_COUNTS[0])]["samples_per_s_per_worker"]}
+    return {
+        "image_size": image_size,
+        "transform": f"open_clip.image_transform({image_size}, is_train=True)",
+        "tokenizer": "ViT-B-16",
+        "source": "webdataset",
+        "workers": counts,
+        "samples_per_s_per_worker": counts[str(PER_WORKER_COUNTS[0])]["samples_per_s_per_worker"],
+    }
 
 
 def workers_per_gpu(target_images_per_s: float, images_per_s_per_worker: float) -> int:
@@ -244,19 +285,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    parser.add_argument("--train-per-class", type=int, default=80,
-                        help="plant training images per species (24 species)")
-    parser.add_argument("--image-size", type=int, default=64,
-                        help="generated image side and the per-worker figure's model input (px)")
-    parser.add_argument("--target-images-per-s", type=float, default=None,
-                        help="images/s one GPU should be fed: report the workers per GPU it needs")
+    parser.add_argument(
+        "--train-per-class", type=int, default=80, help="plant training images per species (24 species)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=64,
+        help="generated image side and the per-worker figure's model input (px)",
+    )
+    parser.add_argument(
+        "--target-images-per-s",
+        type=float,
+        default=None,
+        help="images/s one GPU should be fed: report the workers per GPU it needs",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="rounds of (steps, one epoch per source)")
     parser.add_argument("--step-repeats", type=int, default=3, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--fed-steps", type=int, default=8,
-                        help="steps fed by each loader (0 skips the fed figure)")
-    parser.add_argument("--data-dir", default=None,
-                        help="where to write the dataset (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--fed-steps", type=int, default=8, help="steps fed by each loader (0 skips the fed figure)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="where to write the dataset (default: a temporary folder, removed)"
+    )
     _common.add_run_arguments(parser, "288 training images, 2 rounds, no fed steps: under a minute")
     args = parser.parse_args(argv)
     if args.quick:
@@ -278,14 +330,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     per_worker = figures["per_worker"]
     if args.target_images_per_s:
         per_worker["target_images_per_s"] = args.target_images_per_s
-        per_worker["workers_per_gpu"] = workers_per_gpu(args.target_images_per_s,
-                                                        per_worker["samples_per_s_per_worker"])
-    figures.update({
-        "step_mfu": _common.mfu(figures["step_flops"], figures["step_seconds_median"],
-                                info.get("gpu_peak_bf16_flops")),
-        "batch": args.batch, "workers": args.workers, "repeats": args.repeats,
-        "device": args.device, "precision": args.precision, "machine": info,
-    })
+        per_worker["workers_per_gpu"] = workers_per_gpu(
+            args.target_images_per_s, per_worker["samples_per_s_per_worker"]
+        )
+    figures.update(
+        {
+            "step_mfu": _common.mfu(
+                figures["step_flops"], figures["step_seconds_median"], info.get("gpu_peak_bf16_flops")
+            ),
+            "batch": args.batch,
+            "workers": args.workers,
+            "repeats": args.repeats,
+            "device": args.device,
+            "precision": args.precision,
+            "machine": info,
+        }
+    )
     return figures
 
 
@@ -293,51 +353,77 @@ def report(figures: dict[str, Any]) -> str:
     step = figures["step_samples_per_s"]
     rows = [["training step (fixed batch)", f"{step:.0f}", "1.00", "-", "-", "-"]]
     for kind, s in figures["sources"].items():
-        rows.append([
-            f"loader: {kind}", f"{s['samples_per_s']:.0f}", f"**{s['ratio_to_step']:.2f}**",
-            "met" if s["target_met"] else "MISSED", f"{s['first_epoch_samples_per_s']:.0f}",
-            f"{s['fed_step_samples_per_s']:.0f}" if "fed_step_samples_per_s" in s else "-",
-        ])
+        rows.append(
+            [
+                f"loader: {kind}",
+                f"{s['samples_per_s']:.0f}",
+                f"**{s['ratio_to_step']:.2f}**",
+                "met" if s["target_met"] else "MISSED",
+                f"{s['first_epoch_samples_per_s']:.0f}",
+                f"{s['fed_step_samples_per_s']:.0f}" if "fed_step_samples_per_s" in s else "-",
+            ]
+        )
     generator = figures["generator"]
     mfu = "- (no known peak)" if figures["step_mfu"] is None else f"{100 * figures['step_mfu']:.2f}%"
-    return "\n".join([
-        f"Batch {figures['batch']}, {figures['workers']} loader workers (persistent), {MODEL} "
-        f"training transform and tokenizer; {figures['repeats']} interleaved rounds, medians. "
-        f"Loader epochs: {next(iter(figures['sources'].values()))['epoch_samples']} samples.",
-        "",
-        _common.format_table(
-            ["what", "samples/s", "x step rate", f"target >= {figures['target_ratio']:g}x",
-             "first epoch samples/s", "steps fed by it, samples/s"], rows),
-        "",
-        f"- Generator (`make_dataset`, {generator['images']} images): "
-        f"{generator['images_per_s_wall']:.0f} images/s wall-clock, "
-        f"{generator['images_per_s_cpu']:.0f} per CPU second.",
-        f"- Training step ({_common.conditions(figures)}): {figures['step_seconds_median']:.3f} s per step "
-        f"of {figures['batch']}; {figures['step_flops'] / 1e9:.4g} GFLOP (FlopCounterMode), MFU {mfu}.",
-        "",
-        per_worker_report(figures["per_worker"]),
-        "",
-        f"- Load average before / after: {figures['machine']['load_average_before']} / "
-        f"{figures['machine']['load_average']}.",
-    ])
+    return "\n".join(
+        [
+            f"Batch {figures['batch']}, {figures['workers']} loader workers (persistent), {MODEL} "
+            f"training transform and tokenizer; {figures['repeats']} interleaved rounds, medians. "
+            f"Loader epochs: {next(iter(figures['sources'].values()))['epoch_samples']} samples.",
+            "",
+            _common.format_table(
+                [
+                    "what",
+                    "samples/s",
+                    "x step rate",
+                    f"target >= {figures['target_ratio']:g}x",
+                    "first epoch samples/s",
+                    "steps fed by it, samples/s",
+                ],
+                rows,
+            ),
+            "",
+            f"- Generator (`make_dataset`, {generator['images']} images): "
+            f"{generator['images_per_s_wall']:.0f} images/s wall-clock, "
+            f"{generator['images_per_s_cpu']:.0f} per CPU second.",
+            f"- Training step ({_common.conditions(figures)}): {figures['step_seconds_median']:.3f} s per step "
+            f"of {figures['batch']}; {figures['step_flops'] / 1e9:.4g} GFLOP (FlopCounterMode), MFU {mfu}.",
+            "",
+            per_worker_report(figures["per_worker"]),
+            "",
+            f"- Load average before / after: {figures['machine']['load_average_before']} / "
+            f"{figures['machine']['load_average']}.",
+        ]
+    )
 
 
 def per_worker_report(per_worker: dict[str, Any]) -> str:
-    rows = [[workers, f"{w['samples_per_s']:.0f}", f"{w['samples_per_s_min']:.0f}",
-             f"**{w['samples_per_s_per_worker']:.0f}**", f"{w['first_epoch_samples_per_s']:.0f}"]
-            for workers, w in per_worker["workers"].items()]
+    rows = [
+        [
+            workers,
+            f"{w['samples_per_s']:.0f}",
+            f"{w['samples_per_s_min']:.0f}",
+            f"**{w['samples_per_s_per_worker']:.0f}**",
+            f"{w['first_epoch_samples_per_s']:.0f}",
+        ]
+        for workers, w in per_worker["workers"].items()
+    ]
     lines = [
         f"Per worker: WebDataset shards, `{per_worker['transform']}`, {per_worker['tokenizer']} tokenizer, "
         "loader alone (no step competing for the cores).",
         "",
-        _common.format_table(["workers", "samples/s", "min", "samples/s per worker", "first epoch samples/s"], rows),
+        _common.format_table(
+            ["workers", "samples/s", "min", "samples/s per worker", "first epoch samples/s"], rows
+        ),
         "",
         f"- Workers per GPU = ceil(target images/s per GPU / {per_worker['samples_per_s_per_worker']:.0f} "
         f"images/s per worker) at {per_worker['image_size']} px on this CPU.",
     ]
     if "workers_per_gpu" in per_worker:
-        lines.append(f"- For {per_worker['target_images_per_s']:.0f} images/s per GPU: "
-                     f"**{per_worker['workers_per_gpu']}** workers per GPU.")
+        lines.append(
+            f"- For {per_worker['target_images_per_s']:.0f} images/s per GPU: "
+            f"**{per_worker['workers_per_gpu']}** workers per GPU."
+        )
     return "\n".join(lines)
 
 
@@ -345,8 +431,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     figures = run(args)
     detail = "" if args.image_size == 64 else f"{args.image_size} px"  # its own section beside the 64 px one
-    _common.publish(args, argv, "bench_data.py", "Data pipeline vs training step", figures, report(figures),
-                    detail=detail)
+    _common.publish(
+        args, argv, "bench_data.py", "Data pipeline vs training step", figures, report(figures), detail=detail
+    )
     return figures
 
 

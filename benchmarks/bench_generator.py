@@ -21,26 +21,31 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
+from dalip.data.synthetic import make_dataset  # noqa: E402
 from dalip.data.synthetic.general import GENERAL_CLASSES, render_general  # noqa: E402
 from dalip.data.synthetic.plants import make_species  # noqa: E402
 from dalip.data.synthetic.render import render_leaf, sample_pose  # noqa: E402
-from dalip.data.synthetic import make_dataset  # noqa: E402
 
 TARGET_IMAGES_PER_SECOND = 300
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (default %(default)s)")
+    parser.add_argument(
+        "--image-size", type=int, default=64, help="image side in pixels (default %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed repeats per figure (default %(default)s)"
+    )
     parser.add_argument("--quick", action="store_true", help="a small dataset and one repeat (smoke test)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
@@ -74,8 +79,14 @@ def workloads(size: int, quick: bool) -> dict[str, Callable[[], int]]:
 
     def dataset() -> int:
         with tempfile.TemporaryDirectory(prefix="dalip-bench-") as out:
-            manifest = make_dataset(out, seed=0, image_size=size, train_per_class=per_class[0],
-                                    val_per_class=per_class[1], test_per_class=per_class[2])
+            manifest = make_dataset(
+                out,
+                seed=0,
+                image_size=size,
+                train_per_class=per_class[0],
+                val_per_class=per_class[1],
+                test_per_class=per_class[2],
+            )
         return sum(manifest["counts"].values())
 
     return {"render plant": plant, "render general": general, "make_dataset": dataset}
@@ -105,7 +116,10 @@ def report(figures: dict[str, Any], size: int) -> str:
     table = _common.format_table(["workload", "images", "images/s (wall)", "images/s (CPU)"], rows)
     rate = figures["make_dataset"]["images_per_s_cpu"]
     verdict = "meets" if rate >= TARGET_IMAGES_PER_SECOND else "MISSES"
-    return f"{table}\n\nWhole generator at {size} px: {rate:.0f} images per CPU second, {verdict} the target of {TARGET_IMAGES_PER_SECOND}."
+    return (
+        f"{table}\n\nWhole generator at {size} px: {rate:.0f} images per CPU second, "
+        f"{verdict} the target of {TARGET_IMAGES_PER_SECOND}."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     if not args.no_record:
         header = _common.run_header("bench_generator.py", argv, info)
-        extra = (f"- platform: {platform.platform()}; one process (the generator is single-threaded)\n"
-                 f"- load average before / after: {info['load_average']} / {info['load_average_after']}")
+        extra = (
+            f"- platform: {platform.platform()}; one process (the generator is single-threaded)\n"
+            f"- load average before / after: {info['load_average']} / {info['load_average_after']}"
+        )
         _common.record_section("Data generator", f"{header}\n{extra}\n\n{text}")
     return 0
 

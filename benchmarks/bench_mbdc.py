@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,9 @@ def reference_mbdc(module: MBDC, tokens: torch.Tensor, summary: torch.Tensor) ->
         x_head = x[:, :, part]  # (B, M, c)
         cosine = F.cosine_similarity(x_head, s[:, None, part], dim=-1)  # (B, M)
         weights = torch.softmax(cosine, dim=-1) * count  # (B, M)
-        reduced = module.dropout(module.reduce(x_head) * weights[..., None])  # (B, M, r), weighting after_norm
+        reduced = module.dropout(
+            module.reduce(x_head) * weights[..., None]
+        )  # (B, M, r), weighting after_norm
         bdc = deepbdc_covariance(reduced.transpose(1, 2), scale, module.eps)  # (B, r, r)
         vectors.append(deepbdc_triu_vector(bdc))
     vector = torch.cat(vectors, dim=1)  # (B, H * r(r+1)/2)
@@ -119,8 +122,7 @@ def check_agreement(args: argparse.Namespace, module: MBDC) -> dict[str, float]:
     module.float().train()
     output_difference = (ours[0] - reference[0]).abs().max().item()
     gradient_difference = max(
-        ((a - b).abs().max() / b.abs().max().clamp_min(1.0)).item()
-        for a, b in zip(ours[1:], reference[1:])
+        ((a - b).abs().max() / b.abs().max().clamp_min(1.0)).item() for a, b in zip(ours[1:], reference[1:])
     )
     if not (output_difference <= TOLERANCE and gradient_difference <= TOLERANCE):
         raise AssertionError(
@@ -146,6 +148,7 @@ def variant_calls(args: argparse.Namespace, module: MBDC) -> dict[str, Callable[
             module.zero_grad(set_to_none=True)
             tokens.grad = summary.grad = None
             (function(module, tokens, summary) * probe).sum().backward()
+
         return run
 
     def dense_floor() -> None:
@@ -154,14 +157,19 @@ def variant_calls(args: argparse.Namespace, module: MBDC) -> dict[str, Callable[
         projected = module.token_proj(tokens).sum() + module.token_proj(summary).sum()
         (projected + (module.out_proj(module.mix(vector)) * probe).sum()).backward()
 
-    calls = {"dalip": whole(lambda m, t, s: m(t, s)), "reference": whole(reference_mbdc), "dense_floor": dense_floor}
+    calls = {
+        "dalip": whole(lambda m, t, s: m(t, s)),
+        "reference": whole(reference_mbdc),
+        "dense_floor": dense_floor,
+    }
     return {name: _common.under_precision(call, args.precision, args.device) for name, call in calls.items()}
 
 
 def time_bdc_only(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     """BDC + upper-triangle vectors alone on (B, H, M, r) reduced tokens, forward + backward."""
-    reduced = torch.randn(args.batch, args.heads, args.tokens, args.reduced_dim, device=args.device,
-                          requires_grad=True)
+    reduced = torch.randn(
+        args.batch, args.heads, args.tokens, args.reduced_dim, device=args.device, requires_grad=True
+    )
     indices = upper_triangle_indices(args.reduced_dim, device=reduced.device)
     scale = 1.0 / (2.0 * args.tokens)
 
@@ -180,7 +188,10 @@ def time_bdc_only(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]
     calls = {"dalip": ours, "reference": reference}
     return _common.time_interleaved(
         {name: _common.under_precision(call, args.precision, args.device) for name, call in calls.items()},
-        repeats=args.repeats, warmup=args.warmup, device=args.device)
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -192,8 +203,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reduced-dim", type=int, default=46)
     parser.add_argument("--repeats", type=int, default=7, help="timed calls of each variant")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--check-batch", type=int, default=None,
-                        help="batch of the float64 agreement check (default: --batch)")
+    parser.add_argument(
+        "--check-batch",
+        type=int,
+        default=None,
+        help="batch of the float64 agreement check (default: --batch)",
+    )
     _common.add_run_arguments(parser, "batch 32, check batch 8, 3 repeats: under a minute")
     args = parser.parse_args(argv)
     if args.quick:
@@ -231,15 +246,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "target_met": speedup >= TARGET_SPEEDUP,
         "best_possible_speedup": round(wall["reference"] / wall["dense_floor"], 3),
         "speedup_beyond_dense_floor": round(
-            (wall["reference"] - wall["dense_floor"]) / max(wall["dalip"] - wall["dense_floor"], 1e-9), 3),
+            (wall["reference"] - wall["dense_floor"]) / max(wall["dalip"] - wall["dense_floor"], 1e-9), 3
+        ),
         "bdc_only_speedup": round(bdc_wall["reference"] / bdc_wall["dalip"], 3),
-        "seconds": {name: {k: round(v, 4) for k, v in _common.summary(values).items()}
-                    for name, values in times["wall"].items()},
+        "seconds": {
+            name: {k: round(v, 4) for k, v in _common.summary(values).items()}
+            for name, values in times["wall"].items()
+        },
         "cpu_seconds_median": {name: round(v, 4) for name, v in cpu.items()},
         "bdc_only_seconds_median": {name: round(v, 4) for name, v in bdc_wall.items()},
         "agreement_float64": {**agreement, "check_batch": args.check_batch, "tolerance": TOLERANCE},
-        "shape": {"batch": args.batch, "tokens": args.tokens, "width": args.width,
-                  "heads": args.heads, "reduced_dim": args.reduced_dim, "vector_dim": module.vector_dim},
+        "shape": {
+            "batch": args.batch,
+            "tokens": args.tokens,
+            "width": args.width,
+            "heads": args.heads,
+            "reduced_dim": args.reduced_dim,
+            "vector_dim": module.vector_dim,
+        },
         "dalip_flops_per_call": flops,
         "dalip_mfu": _common.mfu(flops, wall["dalip"], info.get("gpu_peak_bf16_flops")),
         "repeats": args.repeats,
@@ -251,42 +275,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(figures: dict[str, Any]) -> str:
-    labels = {"dalip": "dalip.MBDC", "reference": "reference (head loop, all-ones products)",
-              "dense_floor": "shared linear layers only (floor)"}
+    labels = {
+        "dalip": "dalip.MBDC",
+        "reference": "reference (head loop, all-ones products)",
+        "dense_floor": "shared linear layers only (floor)",
+    }
     rows = [
-        [labels[name], f"{s['median']:.3f}", f"{s['min']:.3f}", f"{s['max']:.3f}",
-         f"{figures['cpu_seconds_median'][name]:.3f}"]
+        [
+            labels[name],
+            f"{s['median']:.3f}",
+            f"{s['min']:.3f}",
+            f"{s['max']:.3f}",
+            f"{figures['cpu_seconds_median'][name]:.3f}",
+        ]
         for name, s in figures["seconds"].items()
     ]
     shape, check = figures["shape"], figures["agreement_float64"]
     verdict = "met" if figures["target_met"] else "MISSED"
     bdc = figures["bdc_only_seconds_median"]
     mfu = figures["dalip_mfu"]
-    return "\n".join([
-        f"Forward + backward, {_common.conditions(figures)}, train mode, {figures['threads']} thread(s); "
-        f"batch {shape['batch']}, "
-        f"{shape['tokens']} tokens, width {shape['width']}, {shape['heads']} heads x reduced dim "
-        f"{shape['reduced_dim']} ({shape['vector_dim']} values); {figures['repeats']} interleaved repeats.",
-        "",
-        _common.format_table(["variant", "median s", "min s", "max s", "median CPU s"], rows),
-        "",
-        f"- Speedup (reference / dalip, ratio of wall-clock medians): **{figures['speedup']:.2f}x** "
-        f"(median of paired ratios {figures['speedup_paired_median']:.2f}x, CPU-time ratio "
-        f"{figures['speedup_cpu_time']:.2f}x); target >= {figures['target_speedup']}x: {verdict}.",
-        f"- Best possible speedup against this reference (reference / shared linear layers): "
-        f"{figures['best_possible_speedup']:.2f}x; on the time above that floor dalip is "
-        f"{figures['speedup_beyond_dense_floor']:.2f}x faster.",
-        f"- BDC + upper-triangle vectors alone (batched vs head loop with all-ones products): "
-        f"{figures['bdc_only_speedup']:.2f}x ({bdc['dalip']:.4f} s vs {bdc['reference']:.4f} s).",
-        f"- Float64 agreement (batch {check['check_batch']}, eval mode): output max |diff| "
-        f"{check['output_max_abs_diff']:.2g}, gradients max relative diff "
-        f"{check['gradient_max_rel_diff']:.2g} (tolerance {check['tolerance']:g}).",
-        f"- FLOPs per dalip.MBDC call (FlopCounterMode, forward + backward): "
-        f"{figures['dalip_flops_per_call'] / 1e9:.4g} GFLOP; MFU "
-        f"{'- (no known peak)' if mfu is None else f'{100 * mfu:.2f}% of the dense bf16 peak'}.",
-        f"- Load average before / after: {figures['machine']['load_average_before']} / "
-        f"{figures['machine']['load_average']}.",
-    ])
+    return "\n".join(
+        [
+            f"Forward + backward, {_common.conditions(figures)}, train mode, {figures['threads']} thread(s); "
+            f"batch {shape['batch']}, "
+            f"{shape['tokens']} tokens, width {shape['width']}, {shape['heads']} heads x reduced dim "
+            f"{shape['reduced_dim']} ({shape['vector_dim']} values); {figures['repeats']} interleaved repeats.",
+            "",
+            _common.format_table(["variant", "median s", "min s", "max s", "median CPU s"], rows),
+            "",
+            f"- Speedup (reference / dalip, ratio of wall-clock medians): **{figures['speedup']:.2f}x** "
+            f"(median of paired ratios {figures['speedup_paired_median']:.2f}x, CPU-time ratio "
+            f"{figures['speedup_cpu_time']:.2f}x); target >= {figures['target_speedup']}x: {verdict}.",
+            f"- Best possible speedup against this reference (reference / shared linear layers): "
+            f"{figures['best_possible_speedup']:.2f}x; on the time above that floor dalip is "
+            f"{figures['speedup_beyond_dense_floor']:.2f}x faster.",
+            f"- BDC + upper-triangle vectors alone (batched vs head loop with all-ones products): "
+            f"{figures['bdc_only_speedup']:.2f}x ({bdc['dalip']:.4f} s vs {bdc['reference']:.4f} s).",
+            f"- Float64 agreement (batch {check['check_batch']}, eval mode): output max |diff| "
+            f"{check['output_max_abs_diff']:.2g}, gradients max relative diff "
+            f"{check['gradient_max_rel_diff']:.2g} (tolerance {check['tolerance']:g}).",
+            f"- FLOPs per dalip.MBDC call (FlopCounterMode, forward + backward): "
+            f"{figures['dalip_flops_per_call'] / 1e9:.4g} GFLOP; MFU "
+            f"{'- (no known peak)' if mfu is None else f'{100 * mfu:.2f}% of the dense bf16 peak'}.",
+            f"- Load average before / after: {figures['machine']['load_average_before']} / "
+            f"{figures['machine']['load_average']}.",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

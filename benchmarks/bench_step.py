@@ -36,9 +36,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -83,8 +84,15 @@ def parse_mbdc_options(items: list[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- model and batch
 
 
-def build_task(name: str, mbdc: dict[str, Any], shared: bool, seed: int, kind: str = "dalip",
-               precision: str = "fp32", device: str = "cpu") -> tuple[Any, Any]:
+def build_task(
+    name: str,
+    mbdc: dict[str, Any],
+    shared: bool,
+    seed: int,
+    kind: str = "dalip",
+    precision: str = "fp32",
+    device: str = "cpu",
+) -> tuple[Any, Any]:
     """(TrainingTask, TrainConfig) as `dalip train` builds them for `loss.kind` = `kind`, on
     `device`, in `precision`.
 
@@ -92,8 +100,7 @@ def build_task(name: str, mbdc: dict[str, Any], shared: bool, seed: int, kind: s
     same weights), MBDC skipped and its heads frozen, the first-order loss only.
     """
     model = ModelConfig(name=name, mbdc=replace(ModelConfig().mbdc, **mbdc))
-    config = TrainConfig(model=model, loss=LossConfig(kind=kind), precision=precision,
-                         device=device)
+    config = TrainConfig(model=model, loss=LossConfig(kind=kind), precision=precision, device=device)
     torch.manual_seed(seed)
     task = TrainingTask.from_config(config, device)
     task.model.train()
@@ -114,7 +121,7 @@ def random_batch(clip, batch: int, seed: int, device: str = "cpu") -> tuple[torc
     lengths = torch.randint(3, context + 1, (batch,), generator=generator)
     for row, length in enumerate(lengths.tolist()):
         texts[row, 0] = vocab - 2  # start of text
-        texts[row, 1:length - 1] = torch.randint(1, vocab - 2, (length - 2,), generator=generator)
+        texts[row, 1 : length - 1] = torch.randint(1, vocab - 2, (length - 2,), generator=generator)
         texts[row, length - 1] = vocab - 1  # end of text: the largest id (argmax pooling)
     return images.to(device), texts.to(device)
 
@@ -159,8 +166,15 @@ def memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     device = spec.get("device", "cpu")
     after_imports = _in_use_kib(device)
-    task, config = build_task(spec["model"], spec["mbdc"], spec["shared"], spec["seed"], spec["variant"],
-                              spec.get("precision", "fp32"), device)
+    task, config = build_task(
+        spec["model"],
+        spec["mbdc"],
+        spec["shared"],
+        spec["seed"],
+        spec["variant"],
+        spec.get("precision", "fp32"),
+        device,
+    )
     images, texts = random_batch(task.model.clip, spec["batch"], spec["seed"], device)
     step = bound_step(task, config, images, texts)
 
@@ -187,8 +201,12 @@ def _in_use_kib(device: str) -> float:
 def worker_environment() -> dict[str, str]:
     """glibc malloc serves blocks >= 64 KiB by mmap and returns freed memory at once, so the
     resident set follows live tensors instead of what the heap happened to keep."""
-    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
-            "MALLOC_TOP_PAD_": "0"}
+    return {
+        **os.environ,
+        "MALLOC_MMAP_THRESHOLD_": "65536",
+        "MALLOC_TRIM_THRESHOLD_": "0",
+        "MALLOC_TOP_PAD_": "0",
+    }
 
 
 def measure_memory(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -198,8 +216,13 @@ def measure_memory(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     script = str(Path(__file__).resolve())
 
     def start(spec: dict[str, Any]) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, script, "--memory-worker", json.dumps(spec)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_environment())
+        return subprocess.Popen(
+            [sys.executable, script, "--memory-worker", json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=worker_environment(),
+        )
 
     side_by_side = all(spec.get("device", "cpu") == "cpu" for spec in specs)
     workers = [start(spec) for spec in specs] if side_by_side else []
@@ -218,13 +241,17 @@ def measure_memory(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     device, precision = args.device, args.precision
-    tasks = {kind: build_task(name, args.mbdc, args.shared_mbdc, args.seed, kind, precision, device)
-             for kind in ("clip", "dalip")}
+    tasks = {
+        kind: build_task(name, args.mbdc, args.shared_mbdc, args.seed, kind, precision, device)
+        for kind in ("clip", "dalip")
+    }
     images, texts = random_batch(tasks["dalip"][0].model.clip, batch, args.seed, device)
     for task, _ in tasks.values() if args.compile else ():
         task.compile()
     steps = {kind: bound_step(task, config, images, texts) for kind, (task, config) in tasks.items()}
-    first_step = {kind: _common.time_call(step, device)[0] for kind, step in steps.items()}  # compiles, if asked
+    first_step = {
+        kind: _common.time_call(step, device)[0] for kind, step in steps.items()
+    }  # compiles, if asked
     times = _common.time_interleaved(steps, repeats=args.repeats, warmup=args.warmup, device=device)
     flops = {kind: _common.count_flops(step) for kind, step in steps.items()}
     syncs = {kind: host_syncs(step, device) for kind, step in steps.items()}
@@ -237,13 +264,27 @@ def bench_model(name: str, batch: int, args: argparse.Namespace) -> dict[str, An
 
     memory: dict[str, list[dict[str, Any]]] = {"clip": [], "dalip": []}
     for _ in range(args.memory_repeats):
-        specs = [{"variant": variant, "model": name, "batch": batch, "mbdc": args.mbdc, "shared": args.shared_mbdc,
-                  "steps": args.memory_steps, "seed": args.seed, "threads": args.threads, "device": device,
-                  "precision": precision} for variant in memory]
+        specs = [
+            {
+                "variant": variant,
+                "model": name,
+                "batch": batch,
+                "mbdc": args.mbdc,
+                "shared": args.shared_mbdc,
+                "steps": args.memory_steps,
+                "seed": args.seed,
+                "threads": args.threads,
+                "device": device,
+                "precision": precision,
+            }
+            for variant in memory
+        ]
         for spec, result in zip(specs, measure_memory(specs)):  # a fresh process each
             memory[spec["variant"]].append(result)
-    return {**summarise(name, batch, times, memory, flops, syncs, base, extra, args),
-            "first_step_seconds": {kind: round(seconds, 3) for kind, seconds in first_step.items()}}
+    return {
+        **summarise(name, batch, times, memory, flops, syncs, base, extra, args),
+        "first_step_seconds": {kind: round(seconds, 3) for kind, seconds in first_step.items()},
+    }
 
 
 def host_syncs(step: Callable[[], Any], device: str) -> int:
@@ -255,9 +296,17 @@ def host_syncs(step: Callable[[], Any], device: str) -> int:
     return counter.total
 
 
-def summarise(name: str, batch: int, times: dict[str, Any], memory: dict[str, list[dict[str, Any]]],
-              flops: dict[str, int], syncs: dict[str, int], base: int, extra: int,
-              args: argparse.Namespace) -> dict[str, Any]:
+def summarise(
+    name: str,
+    batch: int,
+    times: dict[str, Any],
+    memory: dict[str, list[dict[str, Any]]],
+    flops: dict[str, int],
+    syncs: dict[str, int],
+    base: int,
+    extra: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     def median_of(variant: str, key: str) -> float:
         return _common.summary([m[key] for m in memory[variant]])["median"]
 
@@ -279,7 +328,8 @@ def summarise(name: str, batch: int, times: dict[str, Any], memory: dict[str, li
         "batch": batch,
         "time_ratio": round(time_ratio, 4),
         "time_ratio_paired_median": round(
-            _common.summary(_common.paired_ratios(wall["dalip"], wall["clip"]))["median"], 4),
+            _common.summary(_common.paired_ratios(wall["dalip"], wall["clip"]))["median"], 4
+        ),
         "time_ratio_cpu": round(cpu_ratio, 4),
         "memory_ratio": round(memory_ratio, 4),
         "memory_ratio_total": round(memory_ratio_total, 4),
@@ -316,21 +366,35 @@ def summarise(name: str, batch: int, times: dict[str, Any], memory: dict[str, li
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=DEFAULT_MODELS,
-                        help=f"comma-separated NAME:BATCH (default {DEFAULT_MODELS})")
+    parser.add_argument(
+        "--models", default=DEFAULT_MODELS, help=f"comma-separated NAME:BATCH (default {DEFAULT_MODELS})"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed steps of each variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each variant first")
-    parser.add_argument("--memory-steps", type=int, default=2,
-                        help="steps per memory subprocess (>= 2: AdamW's states are created in the "
-                             "first step, so only later steps hold them together with activations)")
+    parser.add_argument(
+        "--memory-steps",
+        type=int,
+        default=2,
+        help="steps per memory subprocess (>= 2: AdamW's states are created in the "
+        "first step, so only later steps hold them together with activations)",
+    )
     parser.add_argument("--memory-repeats", type=int, default=1, help="memory subprocesses per variant")
-    parser.add_argument("--mbdc", action="append", default=[], metavar="KEY=VALUE",
-                        help="MBDC option for create_model, e.g. reduced_dim=16 (repeatable)")
-    parser.add_argument("--shared-mbdc", action="store_true",
-                        help="measure the option of one MBDC shared by both towers")
-    parser.add_argument("--compile", action="store_true",
-                        help="time the steps with the forward compiled (`compile: true`); the first step, "
-                             "reported apart, compiles; memory is measured eager")
+    parser.add_argument(
+        "--mbdc",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="MBDC option for create_model, e.g. reduced_dim=16 (repeatable)",
+    )
+    parser.add_argument(
+        "--shared-mbdc", action="store_true", help="measure the option of one MBDC shared by both towers"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="time the steps with the forward compiled (`compile: true`); the first step, "
+        "reported apart, compiles; memory is measured eager",
+    )
     _common.add_run_arguments(parser, "dalip-tiny at batch 32 only, 3 repeats, 1 warm-up: under a minute")
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -344,8 +408,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def variant_label(args: argparse.Namespace) -> str:
-    parts = [f"{k}={v}" for k, v in args.mbdc.items()] + (["shared MBDC"] if args.shared_mbdc else []) \
+    parts = (
+        [f"{k}={v}" for k, v in args.mbdc.items()]
+        + (["shared MBDC"] if args.shared_mbdc else [])
         + (["compiled"] if getattr(args, "compile", False) else [])
+    )
     return ", ".join(parts) or "design defaults"
 
 
@@ -373,37 +440,75 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(figures: dict[str, Any]) -> str:
     rows = []
     for name, m in figures["models"].items():
-        rows.append([
-            name, m["batch"], f"{m['clip_seconds']['median']:.3f}", f"{m['dalip_seconds']['median']:.3f}",
-            f"**{m['time_ratio']:.3f}**", m["time_target"] or "-",
-            f"{m['clip_step_peak_mib']:.0f}", f"{m['dalip_step_peak_mib']:.0f}",
-            f"**{m['memory_ratio']:.3f}**", f"{m['clip_total_peak_mib']:.0f}",
-            f"{m['dalip_total_peak_mib']:.0f}", f"{m['memory_ratio_total']:.3f}",
-        ])
-    header = ["model", "batch", "CLIP s", "DALIP s", "time ratio", "target",
-              "CLIP step MiB", "DALIP step MiB", "memory ratio",
-              "CLIP total MiB", "DALIP total MiB", "total ratio"]
+        rows.append(
+            [
+                name,
+                m["batch"],
+                f"{m['clip_seconds']['median']:.3f}",
+                f"{m['dalip_seconds']['median']:.3f}",
+                f"**{m['time_ratio']:.3f}**",
+                m["time_target"] or "-",
+                f"{m['clip_step_peak_mib']:.0f}",
+                f"{m['dalip_step_peak_mib']:.0f}",
+                f"**{m['memory_ratio']:.3f}**",
+                f"{m['clip_total_peak_mib']:.0f}",
+                f"{m['dalip_total_peak_mib']:.0f}",
+                f"{m['memory_ratio_total']:.3f}",
+            ]
+        )
+    header = [
+        "model",
+        "batch",
+        "CLIP s",
+        "DALIP s",
+        "time ratio",
+        "target",
+        "CLIP step MiB",
+        "DALIP step MiB",
+        "memory ratio",
+        "CLIP total MiB",
+        "DALIP total MiB",
+        "total ratio",
+    ]
     params = []
     for name, m in figures["models"].items():
         state = m["static_training_state_mib"]
-        params.append([
-            name, f"{m['base_parameters']:,}", f"{m['extra_parameters']:,}",
-            f"{m['extra_parameters_percent']:.1f}%", f"{state['base']:.0f}", f"{state['extra']:.0f}",
-        ])
+        params.append(
+            [
+                name,
+                f"{m['base_parameters']:,}",
+                f"{m['extra_parameters']:,}",
+                f"{m['extra_parameters_percent']:.1f}%",
+                f"{state['base']:.0f}",
+                f"{state['extra']:.0f}",
+            ]
+        )
     throughput = []
     for name, m in figures["models"].items():
         mfu = {v: "-" if m["mfu"][v] is None else f"{100 * m['mfu'][v]:.1f}%" for v in ("clip", "dalip")}
-        throughput.append([
-            name, f"{m['first_step_seconds']['clip']:.2f}", f"{m['first_step_seconds']['dalip']:.2f}",
-            f"{m['images_per_second']['clip']:.1f}", f"{m['images_per_second']['dalip']:.1f}",
-            f"{m['flops_per_step']['clip'] / 1e9:.1f}", f"{m['flops_per_step']['dalip'] / 1e9:.1f}",
-            mfu["clip"], mfu["dalip"], m["host_syncs_per_step"]["clip"], m["host_syncs_per_step"]["dalip"],
-        ])
+        throughput.append(
+            [
+                name,
+                f"{m['first_step_seconds']['clip']:.2f}",
+                f"{m['first_step_seconds']['dalip']:.2f}",
+                f"{m['images_per_second']['clip']:.1f}",
+                f"{m['images_per_second']['dalip']:.1f}",
+                f"{m['flops_per_step']['clip'] / 1e9:.1f}",
+                f"{m['flops_per_step']['dalip'] / 1e9:.1f}",
+                mfu["clip"],
+                mfu["dalip"],
+                m["host_syncs_per_step"]["clip"],
+                m["host_syncs_per_step"]["dalip"],
+            ]
+        )
     verdicts = []
     for name, m in figures["models"].items():
         time_verdict = "-" if m["time_target_met"] is None else ("met" if m["time_target_met"] else "MISSED")
-        mfu_verdict = "" if m["mfu_target"] is None else (
-            f"; CLIP MFU target >= {m['mfu_target']:.0%}: {'met' if m['mfu_target_met'] else 'MISSED'}")
+        mfu_verdict = (
+            ""
+            if m["mfu_target"] is None
+            else (f"; CLIP MFU target >= {m['mfu_target']:.0%}: {'met' if m['mfu_target_met'] else 'MISSED'}")
+        )
         verdicts.append(
             f"- {name}: time ratio {m['time_ratio']:.3f} (target <= {m['time_target']}: {time_verdict}; "
             f"paired median {m['time_ratio_paired_median']:.3f}, CPU-time ratio {m['time_ratio_cpu']:.3f}); "
@@ -413,34 +518,60 @@ def report(figures: dict[str, Any]) -> str:
             f"({'met' if m['memory_total_target_met'] else 'MISSED'}){mfu_verdict}."
         )
     on_gpu = figures.get("device") == "cuda"
-    memory = ("\"step\" = peak of `max_memory_allocated` (reset after building model, optimiser and batch) "
-              "minus `memory_allocated` at that point, i.e. gradients + AdamW states + activations; "
-              "\"total\" = the same peak, parameters included" if on_gpu else
-              "\"step\" = peak resident set (VmHWM, reset after building model, optimiser and batch) minus "
-              "the resident set at that point, i.e. gradients + AdamW states + activations; \"total\" = the "
-              "same peak minus the resident set after imports, i.e. parameters included")
-    return "\n".join([
-        f"DALIP options: {figures['dalip_options']}. One step = `dalip.train.step.OptimizerStep`, the "
-        f"loop's own: TrainingTask forward and loss, backward, unscale, clipping and fused AdamW over the "
-        f"run's parameter groups (skipped on the device when not finite), schedule, temperature clamp; "
-        f"{_common.conditions(figures)}, train mode, random init and data; {figures['repeats']} interleaved "
-        f"timed steps per variant (medians{', CUDA events' if on_gpu else ''}). Memory: fresh subprocess "
-        f"per variant, {figures['memory_steps']} steps; {memory}.",
-        "",
-        _common.format_table(header, rows),
-        "",
-        _common.format_table(["model", "CLIP first step s", "DALIP first step s", "CLIP img/s", "DALIP img/s",
-                              "CLIP GFLOP/step", "DALIP GFLOP/step",
-                              "CLIP MFU", "DALIP MFU", "CLIP host syncs", "DALIP host syncs"], throughput),
-        "",
-        _common.format_table(
-            ["model", "base parameters", "DALIP extra", "extra %", "base param+grad+AdamW MiB",
-             "extra param+grad+AdamW MiB"], params),
-        "",
-        *verdicts,
-        f"- Load average before / after: {figures['machine']['load_average_before']} / "
-        f"{figures['machine']['load_average']}.",
-    ])
+    memory = (
+        '"step" = peak of `max_memory_allocated` (reset after building model, optimiser and batch) '
+        "minus `memory_allocated` at that point, i.e. gradients + AdamW states + activations; "
+        '"total" = the same peak, parameters included'
+        if on_gpu
+        else '"step" = peak resident set (VmHWM, reset after building model, optimiser and batch) minus '
+        'the resident set at that point, i.e. gradients + AdamW states + activations; "total" = the '
+        "same peak minus the resident set after imports, i.e. parameters included"
+    )
+    return "\n".join(
+        [
+            f"DALIP options: {figures['dalip_options']}. One step = `dalip.train.step.OptimizerStep`, the "
+            f"loop's own: TrainingTask forward and loss, backward, unscale, clipping and fused AdamW over the "
+            f"run's parameter groups (skipped on the device when not finite), schedule, temperature clamp; "
+            f"{_common.conditions(figures)}, train mode, random init and data; {figures['repeats']} interleaved "
+            f"timed steps per variant (medians{', CUDA events' if on_gpu else ''}). Memory: fresh subprocess "
+            f"per variant, {figures['memory_steps']} steps; {memory}.",
+            "",
+            _common.format_table(header, rows),
+            "",
+            _common.format_table(
+                [
+                    "model",
+                    "CLIP first step s",
+                    "DALIP first step s",
+                    "CLIP img/s",
+                    "DALIP img/s",
+                    "CLIP GFLOP/step",
+                    "DALIP GFLOP/step",
+                    "CLIP MFU",
+                    "DALIP MFU",
+                    "CLIP host syncs",
+                    "DALIP host syncs",
+                ],
+                throughput,
+            ),
+            "",
+            _common.format_table(
+                [
+                    "model",
+                    "base parameters",
+                    "DALIP extra",
+                    "extra %",
+                    "base param+grad+AdamW MiB",
+                    "extra param+grad+AdamW MiB",
+                ],
+                params,
+            ),
+            "",
+            *verdicts,
+            f"- Load average before / after: {figures['machine']['load_average_before']} / "
+            f"{figures['machine']['load_average']}.",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -450,8 +581,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(result))
         return result
     figures = run(args)
-    _common.publish(args, argv, "bench_step.py", "Training step, DALIP vs CLIP", figures, report(figures),
-                    detail=figures["dalip_options"])
+    _common.publish(
+        args,
+        argv,
+        "bench_step.py",
+        "Training step, DALIP vs CLIP",
+        figures,
+        report(figures),
+        detail=figures["dalip_options"],
+    )
     return figures
 
 

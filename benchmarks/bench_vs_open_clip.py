@@ -61,7 +61,8 @@ OPTIM = {"lr": 5e-4, "weight_decay": 0.2, "beta1": 0.9, "beta2": 0.98, "eps": 1e
 OPEN_CLIP_PRECISION = {"fp32": "fp32", "bf16": "amp_bf16"}
 OPEN_CLIP_LOG = re.compile(
     r"Train Epoch: (?P<epoch>\d+) \[\s*(?P<samples>\d+)/(?P<total>\d+) \(\s*\d+%\)\]\s+"
-    r"Data \(t\): (?P<data>[\d.]+)\s+Batch \(t\): (?P<batch>[\d.]+)")
+    r"Data \(t\): (?P<data>[\d.]+)\s+Batch \(t\): (?P<batch>[\d.]+)"
+)
 METRICS = ("wall_seconds", "cpu_seconds", "peak_mib", "step_seconds")
 
 
@@ -147,24 +148,71 @@ def write_training_csv(source: Path, target: Path, rows: int) -> None:
 def prepare_data(root: Path, args: argparse.Namespace) -> Path:
     from dalip.data.synthetic import make_dataset
 
-    manifest = make_dataset(str(root / "data"), seed=args.seed, train_per_class=args.train_per_class,
-                            val_per_class=1, test_per_class=1, general_classes=0, force=True)
+    manifest = make_dataset(
+        str(root / "data"),
+        seed=args.seed,
+        train_per_class=args.train_per_class,
+        val_per_class=1,
+        test_per_class=1,
+        general_classes=0,
+        force=True,
+    )
     split = manifest["splits"]["plant/train"]
     target = root / "train.csv"
-    write_training_csv(root / "data" / "plant" / "train" / split["csv"], target, csv_rows(args.steps, args.batch))
+    write_training_csv(
+        root / "data" / "plant" / "train" / split["csv"], target, csv_rows(args.steps, args.batch)
+    )
     return target
 
 
 def open_clip_argv(args: argparse.Namespace, data: Path, logs: Path, name: str) -> list[str]:
     return [
-        "--model", MODEL, "--train-data", str(data), "--dataset-type", "csv", "--csv-separator", ",",
-        "--csv-img-key", "filepath", "--csv-caption-key", "caption", "--batch-size", str(args.batch),
-        "--epochs", "1", "--workers", "1", "--lr", str(OPTIM["lr"]), "--wd", str(OPTIM["weight_decay"]),
-        "--beta1", str(OPTIM["beta1"]), "--beta2", str(OPTIM["beta2"]), "--eps", str(OPTIM["eps"]),
-        "--grad-clip-norm", str(OPTIM["grad_clip"]), "--warmup", str(args.warmup),
-        "--precision", OPEN_CLIP_PRECISION[args.precision], "--device", args.device, "--seed", str(args.seed),
-        "--log-every-n-steps", str(args.log_every), "--save-frequency", str(10**6), "--logs", str(logs),
-        "--name", name,
+        "--model",
+        MODEL,
+        "--train-data",
+        str(data),
+        "--dataset-type",
+        "csv",
+        "--csv-separator",
+        ",",
+        "--csv-img-key",
+        "filepath",
+        "--csv-caption-key",
+        "caption",
+        "--batch-size",
+        str(args.batch),
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--lr",
+        str(OPTIM["lr"]),
+        "--wd",
+        str(OPTIM["weight_decay"]),
+        "--beta1",
+        str(OPTIM["beta1"]),
+        "--beta2",
+        str(OPTIM["beta2"]),
+        "--eps",
+        str(OPTIM["eps"]),
+        "--grad-clip-norm",
+        str(OPTIM["grad_clip"]),
+        "--warmup",
+        str(args.warmup),
+        "--precision",
+        OPEN_CLIP_PRECISION[args.precision],
+        "--device",
+        args.device,
+        "--seed",
+        str(args.seed),
+        "--log-every-n-steps",
+        str(args.log_every),
+        "--save-frequency",
+        str(10**6),
+        "--logs",
+        str(logs),
+        "--name",
+        name,
     ]
 
 
@@ -173,9 +221,17 @@ def dalip_config(args: argparse.Namespace, data: Path, out_dir: Path) -> dict[st
         "model": {"name": MODEL},
         "data": {"sources": [{"kind": "csv", "path": str(data)}], "workers": 1},
         "optim": {**OPTIM, "warmup_steps": args.warmup},
-        "batch_size": args.batch, "steps": args.steps, "precision": args.precision, "device": args.device,
-        "seed": args.seed, "checkpoint_every": args.steps + 1, "log_every": args.log_every, "eval_every": 0,
-        "out_dir": str(out_dir), "tensorboard": False, "progress": False,
+        "batch_size": args.batch,
+        "steps": args.steps,
+        "precision": args.precision,
+        "device": args.device,
+        "seed": args.seed,
+        "checkpoint_every": args.steps + 1,
+        "log_every": args.log_every,
+        "eval_every": 0,
+        "out_dir": str(out_dir),
+        "tensorboard": False,
+        "progress": False,
     }
 
 
@@ -198,28 +254,44 @@ def tool_worker(spec: dict[str, Any]) -> dict[str, Any]:
         from dalip.cli.main import main as dalip_main
 
         status = dalip_main(spec["argv"])
-    return {"status": status, "rss_peak_mib": _common.process_peak_mib("cpu"),
-            "cuda_peak_mib": _common.process_peak_mib("cuda") if spec["device"] == "cuda" else None}
+    return {
+        "status": status,
+        "rss_peak_mib": _common.process_peak_mib("cpu"),
+        "cuda_peak_mib": _common.process_peak_mib("cuda") if spec["device"] == "cuda" else None,
+    }
 
 
 def run_tool(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """Run `tool_worker(spec)` in a fresh process (working folder `workdir`): its wall-clock and
     CPU seconds (loader workers included), peak memory on the run's device and resident peak."""
+
     def cpu_of_children() -> float:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return usage.ru_utime + usage.ru_stime
 
     cpu, start = cpu_of_children(), time.perf_counter()
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--tool-worker", json.dumps(spec)],
-                          cwd=workdir, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--tool-worker", json.dumps(spec)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall, cpu = time.perf_counter() - start, cpu_of_children() - cpu
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1]) if done.returncode == 0 and lines else {"status": done.returncode}
     if result["status"] != 0:
-        raise RuntimeError(f"{spec['tool']} failed (status {result['status']}):\n"
-                           f"{done.stdout[-1500:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{spec['tool']} failed (status {result['status']}):\n"
+            f"{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
+        )
     peak = result["cuda_peak_mib"] if spec["device"] == "cuda" else result["rss_peak_mib"]
-    return {"wall_seconds": wall, "cpu_seconds": cpu, "peak_mib": peak, "rss_peak_mib": result["rss_peak_mib"]}
+    return {
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "peak_mib": peak,
+        "rss_peak_mib": result["rss_peak_mib"],
+    }
 
 
 def run_round(index: int, args: argparse.Namespace, root: Path, data: Path) -> dict[str, dict[str, Any]]:
@@ -227,13 +299,19 @@ def run_round(index: int, args: argparse.Namespace, root: Path, data: Path) -> d
     from dalip.model.registry import MODEL_CONFIG_DIR
     from dalip.train.run_log import read_metrics
 
-    base = {"threads": args.threads, "device": args.device, "model_config": str(MODEL_CONFIG_DIR / f"{MODEL}.json")}
+    base = {
+        "threads": args.threads,
+        "device": args.device,
+        "model_config": str(MODEL_CONFIG_DIR / f"{MODEL}.json"),
+    }
     results = {}
     for variant in args.variants:
         if variant == "open_clip":
             name = f"round-{index}"
-            run = run_tool({**base, "tool": "open_clip", "argv": open_clip_argv(args, data, root / "open_clip", name)},
-                           root)
+            run = run_tool(
+                {**base, "tool": "open_clip", "argv": open_clip_argv(args, data, root / "open_clip", name)},
+                root,
+            )
             windows = open_clip_windows((root / "open_clip" / name / "out.log").read_text(), args.batch)
             basis = "Batch (t)"
         else:
@@ -245,8 +323,14 @@ def run_round(index: int, args: argparse.Namespace, root: Path, data: Path) -> d
             run = run_tool({**base, "tool": "dalip", "argv": argv}, root)
             windows, basis = dalip_windows(read_metrics(out_dir / "metrics.jsonl"), args.batch)
         if not windows or windows[-1].end_step != args.steps:
-            raise RuntimeError(f"{variant} logged {windows[-1].end_step if windows else 0} steps, expected {args.steps}")
-        results[variant] = {**run, "step_seconds": steady_step_seconds(windows, args.skip_steps), "step_basis": basis}
+            raise RuntimeError(
+                f"{variant} logged {windows[-1].end_step if windows else 0} steps, expected {args.steps}"
+            )
+        results[variant] = {
+            **run,
+            "step_seconds": steady_step_seconds(windows, args.skip_steps),
+            "step_basis": basis,
+        }
     return results
 
 
@@ -260,13 +344,18 @@ def ratio_summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str
     for variant in [v for v in VARIANTS[1:] if v in rounds[0]]:
         ratios[variant] = {}
         for metric in METRICS:
-            values = [r[variant][metric] / r["open_clip"][metric] for r in rounds
-                      if r[variant][metric] is not None and r["open_clip"][metric]]
+            values = [
+                r[variant][metric] / r["open_clip"][metric]
+                for r in rounds
+                if r[variant][metric] is not None and r["open_clip"][metric]
+            ]
             ratios[variant][metric] = _common.summary(values) if values else None
     return ratios
 
 
-def absolute_summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, float] | None]]:
+def absolute_summary(
+    rounds: list[dict[str, dict[str, Any]]],
+) -> dict[str, dict[str, dict[str, float] | None]]:
     """Per variant and metric: median, min and max over rounds (None where missing)."""
     figures: dict[str, dict[str, dict[str, float] | None]] = {}
     for variant in [v for v in VARIANTS if v in rounds[0]]:
@@ -279,45 +368,64 @@ def absolute_summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[
 
 def target_verdict(ratios: dict[str, dict[str, Any]]) -> dict[str, bool | None]:
     clip = ratios["dalip_clip"]
-    return {"whole_run": clip["wall_seconds"]["median"] <= TARGET,
-            "per_step": None if clip["step_seconds"] is None else clip["step_seconds"]["median"] <= TARGET}
+    return {
+        "whole_run": clip["wall_seconds"]["median"] <= TARGET,
+        "per_step": None if clip["step_seconds"] is None else clip["step_seconds"]["median"] <= TARGET,
+    }
 
 
 def report(figures: dict[str, Any]) -> str:
     setup, absolute, ratios = figures["setup"], figures["absolute"], figures["ratios"]
-    labels = {"open_clip": "open_clip_train", "dalip_clip": "dalip, loss.kind=clip",
-              "dalip_dalip": "dalip, loss.kind=dalip"}
+    labels = {
+        "open_clip": "open_clip_train",
+        "dalip_clip": "dalip, loss.kind=clip",
+        "dalip_dalip": "dalip, loss.kind=dalip",
+    }
 
     def cell(value: dict[str, float] | None, digits: int, bold: bool = False) -> str:
         if value is None:
             return "-"
         text = f"{value['median']:.{digits}f}"
         text = f"**{text}**" if bold else text
-        return text if value["min"] == value["max"] else f"{text} ({value['min']:.{digits}f}-{value['max']:.{digits}f})"
+        return (
+            text
+            if value["min"] == value["max"]
+            else f"{text} ({value['min']:.{digits}f}-{value['max']:.{digits}f})"
+        )
 
     rows = [[labels[v], *(cell(absolute[v][m], d) for m, d in zip(METRICS, (1, 1, 0, 3)))] for v in absolute]
     ratio_rows = [[labels[v], *(cell(ratios[v][m], 3, v == "dalip_clip") for m in METRICS)] for v in ratios]
     verdict = figures["target_met"]
     text = {True: "met", False: "MISSED", None: "-"}
     basis = ", ".join(sorted({r["dalip_clip"]["step_basis"] for r in figures["rounds"]}))
-    return "\n".join([
-        f"{MODEL} from random init, batch {setup['batch']}, {setup['steps']} steps, {_common.conditions(figures)}, "
-        f"1 loader worker each, warm-up {setup['warmup']}, log every {setup['log_every']} steps; "
-        f"{setup['repeats']} interleaved rounds ({', '.join(labels[v] for v in absolute)}), each run a fresh process. "
-        f"Per step: steady-state mean after the first {setup['skip_steps']} steps (dalip from `{basis}`).",
-        "",
-        _common.format_table(["run", "whole run s", "CPU s", "peak MiB", "s per step"], rows),
-        "",
-        _common.format_table(["dalip / open_clip", "whole run", "CPU time", "peak memory", "per step"], ratio_rows),
-        "",
-        f"- Target dalip (CLIP loss) / open_clip_train <= {TARGET}: whole run {text[verdict['whole_run']]}, "
-        f"per step {text[verdict['per_step']]}."
-        + (" The DALIP loss row is its extra cost, not part of the target." if "dalip_dalip" in ratios else ""),
-        f"- Peak memory: {'CUDA max_memory_allocated' if setup['device'] == 'cuda' else 'resident-set high-water mark'}"
-        " of the training process (loader workers not included).",
-        f"- Load average before / after: {figures['machine']['load_average_before']} / "
-        f"{figures['machine']['load_average']}; ratios on a loaded machine swing widely.",
-    ])
+    return "\n".join(
+        [
+            f"{MODEL} from random init, batch {setup['batch']}, {setup['steps']} steps, {_common.conditions(figures)}, "
+            f"1 loader worker each, warm-up {setup['warmup']}, log every {setup['log_every']} steps; "
+            f"{setup['repeats']} interleaved rounds ({', '.join(labels[v] for v in absolute)}), "
+            "each run a fresh process. "
+            f"Per step: steady-state mean after the first {setup['skip_steps']} steps (dalip from `{basis}`).",
+            "",
+            _common.format_table(["run", "whole run s", "CPU s", "peak MiB", "s per step"], rows),
+            "",
+            _common.format_table(
+                ["dalip / open_clip", "whole run", "CPU time", "peak memory", "per step"], ratio_rows
+            ),
+            "",
+            f"- Target dalip (CLIP loss) / open_clip_train <= {TARGET}: whole run {text[verdict['whole_run']]}, "
+            f"per step {text[verdict['per_step']]}."
+            + (
+                " The DALIP loss row is its extra cost, not part of the target."
+                if "dalip_dalip" in ratios
+                else ""
+            ),
+            "- Peak memory: "
+            f"{'CUDA max_memory_allocated' if setup['device'] == 'cuda' else 'resident-set high-water mark'}"
+            " of the training process (loader workers not included).",
+            f"- Load average before / after: {figures['machine']['load_average_before']} / "
+            f"{figures['machine']['load_average']}; ratios on a loaded machine swing widely.",
+        ]
+    )
 
 
 # ---------------------------------------------------------------- command line
@@ -330,12 +438,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (one run of each tool)")
     parser.add_argument("--warmup", type=int, default=10, help="learning-rate warm-up steps of both tools")
     parser.add_argument("--log-every", type=int, default=5, help="steps per log record of both tools")
-    parser.add_argument("--skip-steps", type=int, default=10,
-                        help="first steps left out of the per-step figure (start-up, first steps)")
-    parser.add_argument("--train-per-class", type=int, default=20,
-                        help="generated plant images per species (24 species; rows repeat to steps x batch)")
-    _common.add_run_arguments(parser, "5 steps of 8, 1 round of open_clip and dalip CLIP only (no DALIP "
-                                      "loss run), log every step: a smoke test, about a minute")
+    parser.add_argument(
+        "--skip-steps",
+        type=int,
+        default=10,
+        help="first steps left out of the per-step figure (start-up, first steps)",
+    )
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=20,
+        help="generated plant images per species (24 species; rows repeat to steps x batch)",
+    )
+    _common.add_run_arguments(
+        parser,
+        "5 steps of 8, 1 round of open_clip and dalip CLIP only (no DALIP "
+        "loss run), log every step: a smoke test, about a minute",
+    )
     parser.add_argument("--tool-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.variants = VARIANTS[:2] if args.quick else VARIANTS
@@ -354,11 +473,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data = prepare_data(root, args)
         rounds = [run_round(index, args, root, data) for index in range(args.repeats)]
     ratios = ratio_summary(rounds)
-    setup = {key: getattr(args, key) for key in ("batch", "steps", "repeats", "warmup", "log_every", "skip_steps",
-                                                 "device", "precision", "threads", "variants")}
+    setup = {
+        key: getattr(args, key)
+        for key in (
+            "batch",
+            "steps",
+            "repeats",
+            "warmup",
+            "log_every",
+            "skip_steps",
+            "device",
+            "precision",
+            "threads",
+            "variants",
+        )
+    }
     return {
-        "setup": setup, "rounds": rounds, "absolute": absolute_summary(rounds), "ratios": ratios,
-        "target": TARGET, "target_met": target_verdict(ratios), "device": args.device, "precision": args.precision,
+        "setup": setup,
+        "rounds": rounds,
+        "absolute": absolute_summary(rounds),
+        "ratios": ratios,
+        "target": TARGET,
+        "target_met": target_verdict(ratios),
+        "device": args.device,
+        "precision": args.precision,
         "machine": {**_common.machine(args.device), "load_average_before": load_before},
     }
 
@@ -370,8 +508,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(result))
         return result
     figures = run(args)
-    _common.publish(args, argv, "bench_vs_open_clip.py", "Training runs, dalip train vs open_clip_train", figures,
-                    report(figures))
+    _common.publish(
+        args,
+        argv,
+        "bench_vs_open_clip.py",
+        "Training runs, dalip train vs open_clip_train",
+        figures,
+        report(figures),
+    )
     return figures
 
 

@@ -24,8 +24,11 @@ from _common import format_table, machine, print_json, record_section, run_heade
 
 # (dataset, metric) pairs read from the quickstart's evaluation.
 METRICS = (
-    ("plant-zeroshot", "top1"), ("plant-zeroshot", "top5"), ("plant-zeroshot", "mean_per_class_recall"),
-    ("general-zeroshot", "top1"), ("general-zeroshot", "top5"),
+    ("plant-zeroshot", "top1"),
+    ("plant-zeroshot", "top5"),
+    ("plant-zeroshot", "mean_per_class_recall"),
+    ("general-zeroshot", "top1"),
+    ("general-zeroshot", "top5"),
 )
 # (model, mode) columns: the start model, the CLIP-tuned one, the DALIP-tuned one in both modes.
 COLUMNS = (("start", "first"), ("tuned-clip", "first"), ("tuned-dalip", "fused"), ("tuned-dalip", "first"))
@@ -37,9 +40,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", default="small", choices=("test", "small", "medium"))
     parser.add_argument("--out", default="runs/quality", help="where the per-seed quickstarts go")
     parser.add_argument("--quick", action="store_true", help="test budget, 2 seeds (a smoke run)")
-    parser.add_argument("--results", nargs="+", metavar="DIR",
-                        help="aggregate these finished `dalip quickstart` folders (one per seed, same budget) "
-                             "instead of running; --seeds and --budget are read from them")
+    parser.add_argument(
+        "--results",
+        nargs="+",
+        metavar="DIR",
+        help="aggregate these finished `dalip quickstart` folders (one per seed, same budget) "
+        "instead of running; --seeds and --budget are read from them",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
@@ -92,7 +99,10 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
             entry[column] = {"mean": statistics.fmean(values), "std": _std(values), "values": values}
         for mode in ("fused", "first"):
             differences = [run[key][f"tuned-dalip/{mode}"] - run[key]["tuned-clip/first"] for run in per_seed]
-            entry[f"dalip_{mode}_minus_clip"] = {"mean": statistics.fmean(differences), "std": _std(differences)}
+            entry[f"dalip_{mode}_minus_clip"] = {
+                "mean": statistics.fmean(differences),
+                "std": _std(differences),
+            }
         figures[key] = entry
     return figures
 
@@ -102,12 +112,19 @@ def _std(values: list[float]) -> float:
 
 
 def table(figures: dict[str, Any]) -> str:
-    header = ["metric"] + [f"{m} [{mode}]" for m, mode in COLUMNS] + ["DALIP fused - CLIP", "DALIP first - CLIP"]
+    header = (
+        ["metric"] + [f"{m} [{mode}]" for m, mode in COLUMNS] + ["DALIP fused - CLIP", "DALIP first - CLIP"]
+    )
     rows = []
     for key, entry in figures.items():
-        cells = [f"{100 * entry[f'{m}/{mode}']['mean']:.1f} ± {100 * entry[f'{m}/{mode}']['std']:.1f}" for m, mode in COLUMNS]
-        cells += [f"{100 * entry[k]['mean']:+.1f} ± {100 * entry[k]['std']:.1f}"
-                  for k in ("dalip_fused_minus_clip", "dalip_first_minus_clip")]
+        cells = [
+            f"{100 * entry[f'{m}/{mode}']['mean']:.1f} ± {100 * entry[f'{m}/{mode}']['std']:.1f}"
+            for m, mode in COLUMNS
+        ]
+        cells += [
+            f"{100 * entry[k]['mean']:+.1f} ± {100 * entry[k]['std']:.1f}"
+            for k in ("dalip_fused_minus_clip", "dalip_first_minus_clip")
+        ]
         rows.append([key] + cells)
     return format_table(header, rows)
 
@@ -125,21 +142,28 @@ def main(argv: list[str] | None = None) -> int:
             results = quickstart(Path(args.out) / f"seed-{seed}", seed=seed, budget=args.budget, force=True)
         per_seed.append(metric_values(results))
         seconds.append(results["timings_seconds"]["total"])
-    figures = {"budget": args.budget, "seeds": args.seeds, "seconds_per_seed": seconds,
-               "metrics": aggregate(per_seed)}
+    figures = {
+        "budget": args.budget,
+        "seeds": args.seeds,
+        "seconds_per_seed": seconds,
+        "metrics": aggregate(per_seed),
+    }
     if args.json:
         print_json(figures)
     else:
         print(table(figures["metrics"]))
     if not args.no_record:
-        body = "\n".join([
-            run_header("quality.py", argv, info),
-            f"- budget: {args.budget}; seeds: {args.seeds}; seconds per seed: "
-            + ", ".join(f"{s:.0f}" for s in seconds),
-            "- scores in % on the held-out test splits, mean ± standard deviation over seeds; the last "
-            "two columns are paired differences (same seed) against the CLIP-tuned model",
-            "", table(figures["metrics"]),
-        ])
+        body = "\n".join(
+            [
+                run_header("quality.py", argv, info),
+                f"- budget: {args.budget}; seeds: {args.seeds}; seconds per seed: "
+                + ", ".join(f"{s:.0f}" for s in seconds),
+                "- scores in % on the held-out test splits, mean ± standard deviation over seeds; the last "
+                "two columns are paired differences (same seed) against the CLIP-tuned model",
+                "",
+                table(figures["metrics"]),
+            ]
+        )
         record_section(f"Quality: DALIP vs CLIP tuning ({args.budget} budget)", body)
     return 0
 

@@ -23,8 +23,10 @@ def main() -> None:
     with torch.no_grad():
         image = model.encode_image(preprocess(leaf_image()).unsqueeze(0))
         text = model.encode_text(tokenizer(captions))
-        print(f"dalip-tiny: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
-              f"(random weights: the scores show the API, not a trained model)")
+        print(
+            f"dalip-tiny: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
+            f"(random weights: the scores show the API, not a trained model)"
+        )
         for mode in ("fused", "first", "second"):
             probs = (100.0 * model.similarity(image, text, mode)).softmax(dim=-1)[0]
             ranked = ", ".join(f"{c!r}: {p:.2f}" for c, p in zip(captions, np.asarray(probs)))

@@ -25,12 +25,23 @@ TEST_CONFIGS = {
     "test-tiny-clipa": {
         "embed_dim": 32,
         "vision_cfg": {
-            "image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8,
-            "no_ln_pre": True, "pool_type": "avg", "final_ln_after_pool": True,
+            "image_size": 32,
+            "layers": 2,
+            "width": 64,
+            "head_width": 32,
+            "patch_size": 8,
+            "no_ln_pre": True,
+            "pool_type": "avg",
+            "final_ln_after_pool": True,
         },
         "text_cfg": {
-            "context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2,
-            "pool_type": "last", "no_causal_mask": True,
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+            "pool_type": "last",
+            "no_causal_mask": True,
         },
     },
 }

@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import tarfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -22,8 +22,13 @@ from dalip.data.sources import Source, StreamSplit
 from dalip.data.synthetic import make_dataset
 
 TINY_OPTIONS = dict(
-    species=4, image_size=32, train_per_class=3, val_per_class=2, test_per_class=2,
-    general_classes=2, samples_per_shard=4,
+    species=4,
+    image_size=32,
+    train_per_class=3,
+    val_per_class=2,
+    test_per_class=2,
+    general_classes=2,
+    samples_per_shard=4,
 )
 
 
@@ -57,7 +62,9 @@ def write_csv(path: Path, rows: Sequence[dict[str, object]], delimiter: str = ",
     """A CSV/TSV with the rows' keys as header (its folder made when missing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["filepath", "caption"], delimiter=delimiter)
+        writer = csv.DictWriter(
+            handle, fieldnames=list(rows[0]) if rows else ["filepath", "caption"], delimiter=delimiter
+        )
         writer.writeheader()
         writer.writerows(rows)
     return path

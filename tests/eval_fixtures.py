@@ -8,17 +8,16 @@ looked up the same way through `StubTokenizer`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from data_fixtures import write_csv
 from PIL import Image
 
-from data_fixtures import write_csv
-from dalip.model.features import Features
 from dalip.evaluation.specs import LoadedModel
-
+from dalip.model.features import Features
 
 # A zero-shot case worked out by hand (tests/test_eval_metrics.py): images 0-2 are class
 # a, 3 is b, 4-5 are c; the text features put one class on each axis.
@@ -35,7 +34,9 @@ def write_image(path: Path, red: int, size: int = 32, green: int = 0) -> Path:
     return path
 
 
-def write_folder(root: Path, images_per_class: dict[str, int], readable: dict[str, str] | None = None, start_id: int = 0) -> list[Path]:
+def write_folder(
+    root: Path, images_per_class: dict[str, int], readable: dict[str, str] | None = None, start_id: int = 0
+) -> list[Path]:
     """root/<class>/<n>.png with consecutive ids in class order; classes.txt when `readable`."""
     paths, image_id = [], start_id
     for folder, count in images_per_class.items():
@@ -101,8 +102,9 @@ def loaded_stub(model: StubModel, texts: Sequence[str], name: str = "stub") -> L
 def make_workspace(root: Path) -> dict[str, Path]:
     """Two tiny saved checkpoints (seeds 0 and 1), an open_clip export of the first,
     train/test image folders (3 classes), a caption CSV and a two-domain suite YAML."""
-    import dalip
     from conftest import TEST_MBDC
+
+    import dalip
     from dalip.export.open_clip_file import export_open_clip
 
     paths: dict[str, Path] = {}
@@ -116,8 +118,11 @@ def make_workspace(root: Path) -> dict[str, Path]:
     readable = {"oak": "red oak", "maple": "sugar maple", "fern": "royal fern"}
     write_folder(root / "train", {"oak": 4, "maple": 4, "fern": 4}, readable)
     write_folder(root / "test", {"oak": 2, "maple": 2, "fern": 2}, readable, start_id=100)
-    rows = [{"filepath": f"test/{c}/{n}.png", "caption": f"a leaf of {readable[c]}", "label": i}
-            for i, c in enumerate(readable) for n in range(2)]
+    rows = [
+        {"filepath": f"test/{c}/{n}.png", "caption": f"a leaf of {readable[c]}", "label": i}
+        for i, c in enumerate(readable)
+        for n in range(2)
+    ]
     paths["captions"] = write_csv(root / "captions.csv", rows)
     paths["train"], paths["test"] = root / "train", root / "test"
     paths["suite"] = root / "suite.yaml"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import TEST_MBDC
 from safetensors.torch import save_file
 
 import dalip
-from conftest import TEST_MBDC
 from dalip.cli import main
 
 

@@ -31,7 +31,9 @@ def test_paired_rows_are_differences_against_clip_of_the_same_seed():
 def test_variants_spell_out_every_factor_of_the_base(tmp_path):
     """A variant's run must not depend on the package defaults: the base names each factor."""
     # the factors whose package defaults a later release may change
-    assert {"model.weighting", "model.dropout_kind", "model.dropout", "model.alpha", "loss.combine"} <= set(ablate.BASE)
+    assert {"model.weighting", "model.dropout_kind", "model.dropout", "model.alpha", "loss.combine"} <= set(
+        ablate.BASE
+    )
     base = TrainConfig(out_dir=str(tmp_path / "tuned"))
     base.data.sources = [SourceConfig(kind="csv", path=str(tmp_path / "captions.csv"))]
     config = ablate.tuned_config(base, tmp_path / "run", {**ablate.BASE, **ablate.VARIANTS["alpha=0.75"]}, 7)

@@ -11,14 +11,26 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dalip"
 # Stages in data-flow order; a module may import its own stage and the ones before it.
 STAGES = (
-    ("atomic", "schema", "outputs", "config"), ("data",), ("model",), ("loss",), ("train",), ("checkpoint",),
-    ("export",), ("evaluation",), ("report",), ("quickstart",), ("serve",), ("cli",),
+    ("atomic", "schema", "outputs", "config"),
+    ("data",),
+    ("model",),
+    ("loss",),
+    ("train",),
+    ("checkpoint",),
+    ("export",),
+    ("evaluation",),
+    ("report",),
+    ("quickstart",),
+    ("serve",),
+    ("cli",),
 )
 RANK = {name: rank for rank, names in enumerate(STAGES) for name in names}
 # Modules that need an optional extra (FastAPI, uvicorn): imported where they are used.
 OPTIONAL = {"dalip.serve.app"}
-MAX_FILE_LINES = 310
-MAX_FUNCTION_LINES = 60
+# ruff format lays the code out 12% longer than the hand-wrapped lines it replaced (10,700 ->
+# 12,020 lines in src/); the caps grew by as much (310 -> 350, 60 -> 68).
+MAX_FILE_LINES = 350
+MAX_FUNCTION_LINES = 68
 
 
 def _modules() -> list[Path]:

@@ -12,10 +12,10 @@ def reference_bdc(tokens: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """BDC of one (M, d) token set, written from the formula with a double loop."""
     count, channels = tokens.shape
     distance = torch.empty(channels, channels, dtype=tokens.dtype)
-    for k, l in itertools.product(range(channels), repeat=2):
-        x_k, x_l = tokens[:, k], tokens[:, l]
+    for k, m in itertools.product(range(channels), repeat=2):
+        x_k, x_l = tokens[:, k], tokens[:, m]
         squared = max(0.0, float(x_k @ x_k + x_l @ x_l - 2 * x_k @ x_l))
-        distance[k, l] = (squared / (2 * count) + eps) ** 0.5
+        distance[k, m] = (squared / (2 * count) + eps) ** 0.5
     row = distance.mean(dim=1, keepdim=True)
     col = distance.mean(dim=0, keepdim=True)
     return distance - row - col + distance.mean()

@@ -20,9 +20,27 @@ import bench_eval  # noqa: E402
 
 
 def test_bench_eval_reports_eval_and_bare_rates(capsys, tmp_path):
-    figures = bench_eval.main(["--images", "16", "--species", "2", "--batch", "8", "--workers", "2,0",
-                               "--repeats", "1", "--warmup", "0", "--data-dir", str(tmp_path / "data"),
-                               "--quick", "--json", "--no-record"])
+    figures = bench_eval.main(
+        [
+            "--images",
+            "16",
+            "--species",
+            "2",
+            "--batch",
+            "8",
+            "--workers",
+            "2,0",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--quick",
+            "--json",
+            "--no-record",
+        ]
+    )
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(figures))
     assert figures["images"] == 16 and figures["batch"] == 8 and figures["input_shape"] == [3, 64, 64]
     assert set(figures["results"]) == {"loading", "fused", "first"}
@@ -42,7 +60,11 @@ def test_bench_eval_reports_eval_and_bare_rates(capsys, tmp_path):
     for mode in ("fused", "first"):
         assert figures["results"][mode]["bare"]["mfu"] is None  # no peak on CPU
     # MBDC costs FLOPs: a fused image costs more than a first-order one
-    assert figures["results"]["fused"]["bare"]["flops_per_image"] > figures["results"]["first"]["bare"]["flops_per_image"] > 0
+    assert (
+        figures["results"]["fused"]["bare"]["flops_per_image"]
+        > figures["results"]["first"]["bare"]["flops_per_image"]
+        > 0
+    )
     assert (figures["device"], figures["precision"]) == ("cpu", "fp32")
 
 

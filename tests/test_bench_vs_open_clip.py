@@ -45,7 +45,11 @@ def test_dalip_records_become_windows_from_batch_time():
     ]
     windows, basis = bench.dalip_windows(records, batch_size=16)
     assert basis == "batch_time"
-    assert [(w.end_step, w.steps, w.batch_seconds) for w in windows] == [(2, 2, 2.0), (4, 2, 0.25), (5, 1, 0.5)]
+    assert [(w.end_step, w.steps, w.batch_seconds) for w in windows] == [
+        (2, 2, 2.0),
+        (4, 2, 0.25),
+        (5, 1, 0.5),
+    ]
 
 
 def test_dalip_records_without_batch_time_fall_back_to_images_per_second():
@@ -96,7 +100,8 @@ def training_csv(tmp_path: Path) -> Path:
     for name in ("x.jpg", "y.jpg"):
         (tmp_path / "data" / "a" / name).write_bytes(b"not read here")
     (tmp_path / "data" / "captions.csv").write_text(
-        'filepath,caption,label\na/x.jpg,"a leaf, serrate",0\na/y.jpg,a cordate leaf,1\n')
+        'filepath,caption,label\na/x.jpg,"a leaf, serrate",0\na/y.jpg,a cordate leaf,1\n'
+    )
     target = tmp_path / "train.csv"
     bench.write_training_csv(tmp_path / "data" / "captions.csv", target, rows=5)
     return target
@@ -114,12 +119,24 @@ def test_training_csv_is_read_by_open_clip_train_as_given(training_csv: Path):
 def test_open_clip_train_parses_the_flags(tmp_path: Path):
     from open_clip_train.params import parse_args
 
-    args = bench.parse_args(["--batch", "32", "--steps", "20", "--warmup", "4", "--log-every", "3",
-                             "--precision", "bf16"])
+    args = bench.parse_args(
+        ["--batch", "32", "--steps", "20", "--warmup", "4", "--log-every", "3", "--precision", "bf16"]
+    )
     parsed = parse_args(bench.open_clip_argv(args, tmp_path / "train.csv", tmp_path / "logs", "round-0"))
     assert (parsed.model, parsed.batch_size, parsed.epochs, parsed.workers) == (bench.MODEL, 32, 1, 1)
-    assert (parsed.precision, parsed.device, parsed.warmup, parsed.log_every_n_steps) == ("amp_bf16", "cpu", 4, 3)
-    assert (parsed.lr, parsed.wd, parsed.beta2, parsed.eps, parsed.grad_clip_norm) == (5e-4, 0.2, 0.98, 1e-6, 1.0)
+    assert (parsed.precision, parsed.device, parsed.warmup, parsed.log_every_n_steps) == (
+        "amp_bf16",
+        "cpu",
+        4,
+        3,
+    )
+    assert (parsed.lr, parsed.wd, parsed.beta2, parsed.eps, parsed.grad_clip_norm) == (
+        5e-4,
+        0.2,
+        0.98,
+        1e-6,
+        1.0,
+    )
     assert (parsed.dataset_type, parsed.csv_separator, parsed.csv_img_key) == ("csv", ",", "filepath")
 
 
@@ -132,14 +149,28 @@ def test_dalip_config_loads_as_the_same_run(training_csv: Path, tmp_path: Path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(bench.dalip_config(args, training_csv, tmp_path / "out")))
     config = load_train_config(path, ["loss.kind=clip"])
-    assert (config.model.name, config.batch_size, config.steps, config.precision) == (bench.MODEL, 32, 20, "bf16")
-    assert (config.data.workers, config.optim.warmup_steps, config.optim.lr, config.optim.grad_clip) == (1, 4, 5e-4, 1.0)
+    assert (config.model.name, config.batch_size, config.steps, config.precision) == (
+        bench.MODEL,
+        32,
+        20,
+        "bf16",
+    )
+    assert (config.data.workers, config.optim.warmup_steps, config.optim.lr, config.optim.grad_clip) == (
+        1,
+        4,
+        5e-4,
+        1.0,
+    )
     assert config.checkpoint_every > config.steps and config.loss.kind == "clip" and not config.tensorboard
 
 
 def test_options():
     quick = bench.parse_args(["--quick"])
-    assert quick.variants == ("open_clip", "dalip_clip") and quick.repeats == 1 and quick.steps > quick.skip_steps
+    assert (
+        quick.variants == ("open_clip", "dalip_clip")
+        and quick.repeats == 1
+        and quick.steps > quick.skip_steps
+    )
     assert bench.parse_args([]).variants == bench.VARIANTS
     with pytest.raises(SystemExit):
         bench.parse_args(["--steps", "5", "--skip-steps", "5"])

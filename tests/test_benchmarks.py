@@ -26,8 +26,26 @@ import bench_step  # noqa: E402
 
 from dalip.train.task import TrainingTask  # noqa: E402
 
-TINY_MBDC = ["--threads", "1", "--batch", "3", "--tokens", "9", "--width", "16", "--heads", "2",
-             "--reduced-dim", "4", "--repeats", "1", "--warmup", "0", "--json", "--no-record"]
+TINY_MBDC = [
+    "--threads",
+    "1",
+    "--batch",
+    "3",
+    "--tokens",
+    "9",
+    "--width",
+    "16",
+    "--heads",
+    "2",
+    "--reduced-dim",
+    "4",
+    "--repeats",
+    "1",
+    "--warmup",
+    "0",
+    "--json",
+    "--no-record",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -77,8 +95,9 @@ def test_reference_mbdc_is_the_same_math_as_dalip():
     with torch.no_grad():
         module.log_temperature.fill_(0.3)
     tokens, summary = torch.randn(2, 7, 12, dtype=torch.float64), torch.randn(2, 12, dtype=torch.float64)
-    torch.testing.assert_close(bench_mbdc.reference_mbdc(module, tokens, summary), module(tokens, summary),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        bench_mbdc.reference_mbdc(module, tokens, summary), module(tokens, summary), rtol=0, atol=1e-12
+    )
 
 
 def test_bench_mbdc_refuses_to_time_a_disagreeing_reference(monkeypatch):
@@ -89,12 +108,33 @@ def test_bench_mbdc_refuses_to_time_a_disagreeing_reference(monkeypatch):
 
 
 def test_bench_step_reports_ratios_and_extra_parameters(capsys):
-    figures = bench_step.main(["--threads", "1", "--models", "dalip-tiny:2", "--repeats", "1",
-                               "--warmup", "0", "--memory-steps", "2", "--json", "--no-record"])
+    figures = bench_step.main(
+        [
+            "--threads",
+            "1",
+            "--models",
+            "dalip-tiny:2",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--memory-steps",
+            "2",
+            "--json",
+            "--no-record",
+        ]
+    )
     assert printed_json(capsys)["models"].keys() == {"dalip-tiny"}
     tiny = figures["models"]["dalip-tiny"]
-    for key in ("time_ratio", "memory_ratio", "memory_ratio_total", "extra_parameters",
-                "extra_parameters_percent", "time_target_met", "memory_target_met"):
+    for key in (
+        "time_ratio",
+        "memory_ratio",
+        "memory_ratio_total",
+        "extra_parameters",
+        "extra_parameters_percent",
+        "time_target_met",
+        "memory_target_met",
+    ):
         assert key in tiny, key
     assert tiny["time_ratio"] > 0 and tiny["peak_was_reset"]  # Linux resets the high-water mark
     # the loop's own step never waits for the device; its FLOPs are counted, MFU needs a GPU peak
@@ -104,8 +144,9 @@ def test_bench_step_reports_ratios_and_extra_parameters(capsys):
     # dalip-tiny's MBDC (4 heads x 16, width 128), twice: token projection, reduction,
     # LayerNorm, 544 x 544 mix and 544 -> 128 output projection per tower.
     vector = 4 * 16 * 17 // 2
-    per_tower = 128 * 128 + 128 + 32 * 16 + 16 + 2 * 16 + 2 * vector + vector * vector + vector \
-        + vector * 128 + 128
+    per_tower = (
+        128 * 128 + 128 + 32 * 16 + 16 + 2 * 16 + 2 * vector + vector * vector + vector + vector * 128 + 128
+    )
     assert tiny["extra_parameters"] == 2 * per_tower
     # The resident-set method sees what a step allocates: at least gradients and AdamW's
     # two moments in float32 (12 bytes per parameter).
@@ -115,8 +156,9 @@ def test_bench_step_reports_ratios_and_extra_parameters(capsys):
 
 
 def test_bench_step_options_parse():
-    args = bench_step.parse_args(["--models", "ViT-B-16:8,dalip-tiny:64", "--mbdc", "reduced_dim=16",
-                                  "--shared-mbdc"])
+    args = bench_step.parse_args(
+        ["--models", "ViT-B-16:8,dalip-tiny:64", "--mbdc", "reduced_dim=16", "--shared-mbdc"]
+    )
     assert args.model_list == [("ViT-B-16", 8), ("dalip-tiny", 64)]
     assert args.mbdc == {"reduced_dim": 16}
     assert bench_step.variant_label(args) == "reduced_dim=16, shared MBDC"
@@ -125,9 +167,28 @@ def test_bench_step_options_parse():
 
 
 def test_bench_data_reports_loader_and_step_rates(capsys, tmp_path):
-    figures = bench_data.main(["--threads", "1", "--batch", "8", "--train-per-class", "2", "--repeats", "1",
-                               "--step-repeats", "1", "--warmup", "0", "--fed-steps", "1",
-                               "--data-dir", str(tmp_path / "data"), "--json", "--no-record"])
+    figures = bench_data.main(
+        [
+            "--threads",
+            "1",
+            "--batch",
+            "8",
+            "--train-per-class",
+            "2",
+            "--repeats",
+            "1",
+            "--step-repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--fed-steps",
+            "1",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--json",
+            "--no-record",
+        ]
+    )
     assert printed_json(capsys)["sources"].keys() == set(bench_data.SOURCE_KINDS)
     assert figures["step_samples_per_s"] > 0 and figures["generator"]["images"] > 0
     for kind, source in figures["sources"].items():
@@ -136,12 +197,17 @@ def test_bench_data_reports_loader_and_step_rates(capsys, tmp_path):
         assert source["fed_step_samples_per_s"] > 0, kind
         # the verdict is the reported ratio against the target (the ratio is rounded to 1e-3)
         ratio = source["ratio_to_step"]
-        assert source["target_met"] is (ratio >= bench_data.TARGET_RATIO) or abs(ratio - bench_data.TARGET_RATIO) < 1e-3
+        assert (
+            source["target_met"] is (ratio >= bench_data.TARGET_RATIO)
+            or abs(ratio - bench_data.TARGET_RATIO) < 1e-3
+        )
     assert figures["target_met"] is all(source["target_met"] for source in figures["sources"].values())
     per_worker = figures["per_worker"]
     assert set(per_worker["workers"]) == {"1", "2"} and per_worker["image_size"] == 64
     for workers, entry in per_worker["workers"].items():
-        assert entry["samples_per_s_per_worker"] == pytest.approx(entry["samples_per_s"] / int(workers), abs=0.1)
+        assert entry["samples_per_s_per_worker"] == pytest.approx(
+            entry["samples_per_s"] / int(workers), abs=0.1
+        )
     assert per_worker["samples_per_s_per_worker"] == per_worker["workers"]["1"]["samples_per_s_per_worker"]
     assert figures["step_flops"] > 0 and figures["step_mfu"] is None
     assert "Workers per GPU = ceil(" in bench_data.report(figures)
@@ -187,12 +253,22 @@ def test_bench_step_times_the_training_task(kind):
 # ---------------------------------------------------------------- _common's measurement helpers
 
 
-@pytest.mark.parametrize("name, flops", [
-    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", None),
-    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12),
-    ("NVIDIA L40S", 362e12), ("NVIDIA L4", 121e12), ("NVIDIA A10", 125e12), ("NVIDIA A10G", None),
-    ("NVIDIA GeForce RTX 4090", None),
-])
+@pytest.mark.parametrize(
+    "name, flops",
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 NVL", None),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA A100 80GB PCIe", 312e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA A10", 125e12),
+        ("NVIDIA A10G", None),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
 def test_gpu_peak_flops_matches_whole_words(name, flops):
     assert _common.gpu_peak_flops(name) == flops
 
@@ -211,8 +287,9 @@ def test_mfu_is_achieved_over_peak_and_none_without_a_peak():
 
 def test_time_interleaved_calls_variants_in_turn():
     calls = []
-    times = _common.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                                     repeats=3, warmup=1, device="cpu")
+    times = _common.time_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1, device="cpu"
+    )
     assert calls == ["a", "b"] * 4
     assert all(len(times[kind][name]) == 3 for kind in ("wall", "cpu") for name in ("a", "b"))
     seconds, cpu = _common.time_call(lambda: sum(range(10_000)))
@@ -229,13 +306,20 @@ def test_peak_memory_sees_what_the_call_allocates():
 
 
 def test_machine_line_names_the_gpu_and_titles_name_device_and_precision():
-    info = {**_common.machine("cpu"), "gpu": "NVIDIA H200", "gpu_count": 1, "cuda": "13.0",
-            "gpu_peak_bf16_flops": 989e12}
+    info = {
+        **_common.machine("cpu"),
+        "gpu": "NVIDIA H200",
+        "gpu_count": 1,
+        "cuda": "13.0",
+        "gpu_peak_bf16_flops": 989e12,
+    }
     assert "GPU: NVIDIA H200 (x1, CUDA 13.0, dense bf16 peak 989 TFLOP/s)" in _common.machine_line(info)
     assert "GPU" not in _common.machine_line(_common.machine("cpu"))
     gpu_bf16 = argparse.Namespace(device="cuda", precision="bf16")
     assert _common.device_label(gpu_bf16, info) == ", cuda NVIDIA H200, bf16"
     assert _common.device_label(argparse.Namespace(device="cpu", precision="fp32"), info) == ""
-    assert _common.conditions({"device": "cuda", "precision": "bf16", "machine": info}) == \
-        "bfloat16 autocast on NVIDIA H200"
+    assert (
+        _common.conditions({"device": "cuda", "precision": "bf16", "machine": info})
+        == "bfloat16 autocast on NVIDIA H200"
+    )
     assert _common.conditions({"device": "cpu", "precision": "fp32", "machine": info}) == "float32"

@@ -3,11 +3,11 @@ import os
 import open_clip
 import pytest
 import torch
+from conftest import TEST_MBDC
 
 import dalip
 from dalip.atomic import atomic_write
 from dalip.model.file_format import read_checkpoint_config
-from conftest import TEST_MBDC
 
 
 def test_save_load_round_trip_gives_identical_features(tiny_model, captions, tmp_path):
@@ -18,8 +18,10 @@ def test_save_load_round_trip_gives_identical_features(tiny_model, captions, tmp
     assert not loaded.training
     assert loaded.mbdc_options == model.mbdc_options and loaded.alpha == model.alpha
     images, texts = torch.randn(3, 3, 32, 32), tokenizer(captions)
-    for ours, theirs in [(model.encode_image(images), loaded.encode_image(images)),
-                         (model.encode_text(texts), loaded.encode_text(texts))]:
+    for ours, theirs in [
+        (model.encode_image(images), loaded.encode_image(images)),
+        (model.encode_text(texts), loaded.encode_text(texts)),
+    ]:
         assert torch.equal(ours.first, theirs.first) and torch.equal(ours.second, theirs.second)
 
 
@@ -84,6 +86,7 @@ def test_other_files_are_a_one_line_error(tmp_path, content):
     path = tmp_path / "weights.safetensors"
     if content is None:  # a real safetensors file, but not one of ours
         from safetensors.torch import save_file
+
         save_file({"w": torch.zeros(2)}, str(path))
     else:
         path.write_bytes(content)
@@ -119,4 +122,8 @@ def test_a_stored_config_without_alpha_takes_the_default_alpha(tiny_model):
     from dalip.model.factory import wrap_clip
 
     config = {key: value for key, value in tiny_model[0].config().items() if key != "alpha"}
-    assert wrap_clip(tiny_model[0].clip, config).alpha == DEFAULT_ALPHA == dalip.create_model("test-tiny")[0].alpha
+    assert (
+        wrap_clip(tiny_model[0].clip, config).alpha
+        == DEFAULT_ALPHA
+        == dalip.create_model("test-tiny")[0].alpha
+    )

@@ -60,18 +60,38 @@ def workspace(tmp_path_factory):
     (classification / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
     (classification / "zeroshot_classification_templates.txt").write_text("\n".join(TEMPLATES) + "\n")
     captions = [f"a {name}, picture {i}\nthe {name} number {i}" for i, name in enumerate(CLASSES * 2)]
-    retrieval = write_wds(root / "captions", [(_png(100 + i), "txt", text) for i, text in enumerate(captions)])
+    retrieval = write_wds(
+        root / "captions", [(_png(100 + i), "txt", text) for i, text in enumerate(captions)]
+    )
     (retrieval / "dataset_type.txt").write_text("retrieval\n")
-    assert main(["export", str(root / "model.safetensors"), str(root / "exported"), "--format", "open_clip-dir"]) == 0
+    assert (
+        main(["export", str(root / "model.safetensors"), str(root / "exported"), "--format", "open_clip-dir"])
+        == 0
+    )
     return root
 
 
 @pytest.fixture(scope="module")
 def dalip_results(workspace, tmp_path_factory):
     out = tmp_path_factory.mktemp("clip-benchmark-out")
-    argv = ["eval", "-m", f"tiny={workspace / 'model.safetensors'}", "--clip-benchmark", "wds/leaves",
-            "--clip-benchmark", "wds/captions", "--dataset-root", str(workspace / "{name}"), "--mode", "all",
-            "--out", str(out), "-q", "--batch-size", "4"]
+    argv = [
+        "eval",
+        "-m",
+        f"tiny={workspace / 'model.safetensors'}",
+        "--clip-benchmark",
+        "wds/leaves",
+        "--clip-benchmark",
+        "wds/captions",
+        "--dataset-root",
+        str(workspace / "{name}"),
+        "--mode",
+        "all",
+        "--out",
+        str(out),
+        "-q",
+        "--batch-size",
+        "4",
+    ]
     assert main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
 
@@ -82,10 +102,12 @@ def _clip_benchmark_loader(root: Path, preprocess, label: str, batch_size: int =
     import webdataset as wds
 
     shards = str(root / "test" / "{0..1}.tar")
-    dataset = (wds.WebDataset(shards, nodesplitter=lambda src: src, shardshuffle=False)
-               .decode(wds.autodecode.ImageHandler("pil", extensions=["webp", "png", "jpg", "jpeg"]))
-               .to_tuple(["webp", "png", "jpg", "jpeg"], label)
-               .map_tuple(preprocess, str.splitlines if label == "txt" else None))
+    dataset = (
+        wds.WebDataset(shards, nodesplitter=lambda src: src, shardshuffle=False)
+        .decode(wds.autodecode.ImageHandler("pil", extensions=["webp", "png", "jpg", "jpeg"]))
+        .to_tuple(["webp", "png", "jpg", "jpeg"], label)
+        .map_tuple(preprocess, str.splitlines if label == "txt" else None)
+    )
     dataset.classes = CLASSES if label == "cls" else None
     return torch.utils.data.DataLoader(dataset.batched(batch_size), batch_size=None, shuffle=False)
 
@@ -104,14 +126,25 @@ def test_clip_benchmark_metrics_on_the_export_match_dalip_first_order(workspace,
     model, _, preprocess = open_clip.create_model_and_transforms(identifier)  # as its load_open_clip does
     tokenizer = open_clip.get_tokenizer(identifier)
     theirs = zeroshot_classification.evaluate(
-        model.eval(), _clip_benchmark_loader(workspace / "leaves", preprocess, "cls"), tokenizer, CLASSES,
-        TEMPLATES, device="cpu", amp=False)
+        model.eval(),
+        _clip_benchmark_loader(workspace / "leaves", preprocess, "cls"),
+        tokenizer,
+        CLASSES,
+        TEMPLATES,
+        device="cpu",
+        amp=False,
+    )
     ours = dalip_results[1]["models"]["tiny"]["datasets"]["leaves"]["modes"]["first"]
     assert theirs["acc1"] == pytest.approx(ours["top1"]) and theirs["acc5"] == pytest.approx(ours["top5"])
     assert theirs["mean_per_class_recall"] == pytest.approx(ours["mean_per_class_recall"])
     theirs = zeroshot_retrieval.evaluate(
-        model, _clip_benchmark_loader(workspace / "captions", preprocess, "txt"), tokenizer, device="cpu",
-        amp=False, recall_k_list=[1, 5])
+        model,
+        _clip_benchmark_loader(workspace / "captions", preprocess, "txt"),
+        tokenizer,
+        device="cpu",
+        amp=False,
+        recall_k_list=[1, 5],
+    )
     ours = dalip_results[1]["models"]["tiny"]["datasets"]["captions"]["modes"]["first"]
     for k in (1, 5):
         assert theirs[f"image_retrieval_recall@{k}"] == pytest.approx(ours[f"text_to_image_R@{k}"])
@@ -127,21 +160,55 @@ def test_results_are_written_in_clip_benchmark_json_too(dalip_results):
     assert results["models"]["tiny"]["datasets"]["captions"]["num_texts"] == 20
     dumps = sorted((out / "clip_benchmark").glob("*.json"))
     assert len(dumps) == 6  # 2 datasets x 3 modes
-    fused = json.loads((out / "clip_benchmark" / "wds_leaves_tiny_fused_zeroshot_classification.json").read_text())
+    fused = json.loads(
+        (out / "clip_benchmark" / "wds_leaves_tiny_fused_zeroshot_classification.json").read_text()
+    )
     assert fused["dataset"] == "wds/leaves" and fused["task"] == "zeroshot_classification"
     assert fused["metrics"]["acc1"] == leaves["modes"]["fused"]["top1"] and fused["similarity"] == "fused"
-    retrieval = json.loads((out / "clip_benchmark" / "wds_captions_tiny_first_zeroshot_retrieval.json").read_text())
-    assert set(retrieval["metrics"]) == {f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)}
+    retrieval = json.loads(
+        (out / "clip_benchmark" / "wds_captions_tiny_first_zeroshot_retrieval.json").read_text()
+    )
+    assert set(retrieval["metrics"]) == {
+        f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)
+    }
     assert not math.isnan(fused["metrics"]["acc5"])
 
 
 def test_clip_benchmark_mistakes_are_one_line(workspace, tmp_path, capsys):
     model = str(workspace / "model.safetensors")
-    assert main(["eval", "-m", model, "--clip-benchmark", "leaves", "--dataset-root", str(workspace / "leaves"),
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "-m",
+                model,
+                "--clip-benchmark",
+                "leaves",
+                "--dataset-root",
+                str(workspace / "leaves"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "expected wds/NAME" in capsys.readouterr().err
     (tmp_path / "broken" / "test").mkdir(parents=True)
-    assert main(["eval", "-m", model, "--clip-benchmark", "wds/broken", "--dataset-root", str(tmp_path / "broken"),
-                 "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "-m",
+                model,
+                "--clip-benchmark",
+                "wds/broken",
+                "--dataset-root",
+                str(tmp_path / "broken"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "classnames.txt" in error[0]

@@ -4,15 +4,14 @@ Compiling takes a minute or two on 2 CPU cores, so the comparison is marked slow
 pays for itself in long runs (benchmarks/RESULTS.md).
 """
 
-
 import pytest
 import torch
+from train_fixtures import write_config
 
 from dalip.cli import main
 from dalip.config import load_train_config
 from dalip.train.step import OptimizerStep
 from dalip.train.task import TrainingTask
-from train_fixtures import write_config
 
 
 def batch():

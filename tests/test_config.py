@@ -14,8 +14,19 @@ from dalip.schema import from_dict
 
 # The `model` keys of dalip 0.1 / 0.2 config files and checkpoints, in their order.
 FLAT_MODEL_KEYS = [
-    "name", "pretrained", "config_file", "alpha", "heads", "reduced_dim", "dropout", "learnable_temperature",
-    "dropout_kind", "weighting", "separate_second_temperature", "image_size", "context_length",
+    "name",
+    "pretrained",
+    "config_file",
+    "alpha",
+    "heads",
+    "reduced_dim",
+    "dropout",
+    "learnable_temperature",
+    "dropout_kind",
+    "weighting",
+    "separate_second_temperature",
+    "image_size",
+    "context_length",
 ]
 
 
@@ -27,22 +38,32 @@ def test_model_section_keeps_its_flat_keys_and_order():
 
 def test_yaml_and_overrides_fill_the_mbdc_options(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"model": {"heads": 2, "weighting": "none"},
-                                    "data": {"sources": [{"kind": "csv", "path": str(path)}]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"heads": 2, "weighting": "none"},
+                "data": {"sources": [{"kind": "csv", "path": str(path)}]},
+            }
+        )
+    )
     config = load_train_config(path, ["model.dropout=0.25", "model.dropout_kind=channel"])
-    assert config.model.mbdc == MBDCOptions(heads=2, reduced_dim=None, dropout=0.25, dropout_kind="channel",
-                                            weighting="none")
+    assert config.model.mbdc == MBDCOptions(
+        heads=2, reduced_dim=None, dropout=0.25, dropout_kind="channel", weighting="none"
+    )
     assert config.model.alpha == ModelConfig().alpha
     # what is stored (config.yaml, checkpoints) reads back to the same config
     assert from_dict(TrainConfig, config_to_dict(config)) == config
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.heads=0", "model.heads: "),
-    ("model.weighting=sideways", "model.weighting: expected one of after_norm"),
-    ("model.mbdc={}", "unknown field 'model.mbdc'"),
-    ("model.dropout=1.0", "model.dropout: "),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.heads=0", "model.heads: "),
+        ("model.weighting=sideways", "model.weighting: expected one of after_norm"),
+        ("model.mbdc={}", "unknown field 'model.mbdc'"),
+        ("model.dropout=1.0", "model.dropout: "),
+    ],
+)
 def test_mbdc_errors_name_the_flat_key(tmp_path, override, message):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"data": {"sources": [{"kind": "csv", "path": str(path)}]}}))
@@ -53,10 +74,18 @@ def test_mbdc_errors_name_the_flat_key(tmp_path, override, message):
 def test_one_options_object_reaches_the_model():
     """ModelConfig's options go to the model as they are; unset heads / reduced_dim are the
     architecture's own (dalip-tiny: 16 reduced channels)."""
-    options = dataclasses.replace(ModelConfig().mbdc, heads=2, dropout=0.2, learnable_temperature=True,
-                                  dropout_kind="channel", weighting="none")
+    options = dataclasses.replace(
+        ModelConfig().mbdc,
+        heads=2,
+        dropout=0.2,
+        learnable_temperature=True,
+        dropout_kind="channel",
+        weighting="none",
+    )
     model, *_ = create_model("dalip-tiny", mbdc=options)
-    assert model.mbdc_options == dataclasses.replace(options, reduced_dim=ARCHITECTURE_MBDC["dalip-tiny"].reduced_dim)
+    assert model.mbdc_options == dataclasses.replace(
+        options, reduced_dim=ARCHITECTURE_MBDC["dalip-tiny"].reduced_dim
+    )
     assert model.image_mbdc.heads == 2 and model.text_mbdc.weighting == "none"
     # single keyword options still apply on top (the Python API of create_model)
     model, *_ = create_model("dalip-tiny", mbdc=options, heads=1)

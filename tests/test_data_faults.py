@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from data_fixtures import jpeg_bytes, to_tensor, truncate_inside_member, write_csv, write_shard
+
 from dalip.config import SourceConfig
 from dalip.data import build_loader, build_train_dataset, make_source
 
@@ -33,7 +33,13 @@ def _faulty_csv(folder: Path) -> tuple[Path, set[str]]:
     return write_csv(folder / "pairs.csv", rows), {f"good {i}" for i in range(6)}
 
 
-CSV_FAULTS = {"missing_file": 1, "truncated_image": 1, "not_an_image": 1, "empty_caption": 1, "bad_caption": 1}
+CSV_FAULTS = {
+    "missing_file": 1,
+    "truncated_image": 1,
+    "not_an_image": 1,
+    "empty_caption": 1,
+    "bad_caption": 1,
+}
 
 
 @pytest.mark.parametrize("workers", [0, 2])

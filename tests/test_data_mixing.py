@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 import torch
-
 from data_fixtures import FakeSource, captioned_shards, to_tensor
+
 from dalip.config import SourceConfig
 from dalip.data import MixedDataset, build_loader, build_train_dataset
 
@@ -67,7 +67,9 @@ def shard_pattern(tmp_path):
 
 def test_two_workers_read_every_shard_sample_exactly_once(shard_pattern):
     pattern, captions = shard_pattern
-    dataset = build_train_dataset([SourceConfig("webdataset", pattern, num_samples=35)], to_tensor, None, seed=1)
+    dataset = build_train_dataset(
+        [SourceConfig("webdataset", pattern, num_samples=35)], to_tensor, None, seed=1
+    )
     orders = []
     for epoch in (0, 1):
         dataset.set_epoch(epoch)
@@ -82,9 +84,12 @@ def test_ranks_split_the_shards(shard_pattern):
     pattern, captions = shard_pattern
     seen = []
     for rank in (0, 1):
-        dataset = build_train_dataset([SourceConfig("webdataset", pattern)], to_tensor, None, seed=1,
-                                      rank=rank, world_size=2)
-        seen.append([text for _, texts in build_loader(dataset, 4, workers=2, drop_last=False) for text in texts])
+        dataset = build_train_dataset(
+            [SourceConfig("webdataset", pattern)], to_tensor, None, seed=1, rank=rank, world_size=2
+        )
+        seen.append(
+            [text for _, texts in build_loader(dataset, 4, workers=2, drop_last=False) for text in texts]
+        )
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == captions
 
@@ -97,8 +102,10 @@ def test_mixed_real_sources_batch_shapes(shard_pattern, tmp_path):
 
     for i in range(5):
         (folder / f"{i}.jpg").write_bytes(jpeg_bytes(100 + i))
-    configs = [SourceConfig("webdataset", pattern, weight=10, num_samples=35),
-               SourceConfig("folder", str(tmp_path / "general"), weight=3)]
+    configs = [
+        SourceConfig("webdataset", pattern, weight=10, num_samples=35),
+        SourceConfig("folder", str(tmp_path / "general"), weight=3),
+    ]
     tokenizer = lambda texts: torch.tensor([[len(texts[0]), 1, 2, 0]])  # noqa: E731
     dataset = build_train_dataset(configs, to_tensor, tokenizer, seed=0)
     assert dataset.num_samples == 40

@@ -13,8 +13,8 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
-
 from data_fixtures import FakeSource, jpeg_bytes, to_tensor, write_csv, write_shard
+
 from dalip.config import SourceConfig
 from dalip.data import MixedDataset, build_loader, build_train_dataset, make_source, resampling_notes
 from dalip.data.sources import StreamSplit
@@ -23,7 +23,9 @@ from dalip.schema import from_dict
 PER_SHARD = 8
 
 
-def labelled_shards(folder: Path, label: str, shards: int, *, sizes: bool = True, readable: bool = True) -> str:
+def labelled_shards(
+    folder: Path, label: str, shards: int, *, sizes: bool = True, readable: bool = True
+) -> str:
     """`shards` shards of PER_SHARD samples captioned "<label>-<n>", with a sizes.json when
     `sizes`; unreadable ones hold captions only. Returns their brace pattern."""
     folder.mkdir(parents=True)
@@ -46,12 +48,15 @@ def captions(stream) -> list[str]:
     return [text for _, text in stream]
 
 
-def realised_sources(configs: list[SourceConfig], num_samples: int, world_size: int = 2, workers: int = 2) -> Counter:
+def realised_sources(
+    configs: list[SourceConfig], num_samples: int, world_size: int = 2, workers: int = 2
+) -> Counter:
     """Source label -> samples produced over all `world_size` ranks, each with `workers` loader workers."""
     seen: Counter = Counter()
     for rank in range(world_size):
-        dataset = build_train_dataset(configs, to_tensor, None, seed=0, rank=rank, world_size=world_size,
-                                      num_samples=num_samples)
+        dataset = build_train_dataset(
+            configs, to_tensor, None, seed=0, rank=rank, world_size=world_size, num_samples=num_samples
+        )
         for _, texts in build_loader(dataset, batch_size=8, workers=workers):
             seen.update(text.split("-")[0] for text in texts)
     return seen
@@ -60,7 +65,9 @@ def realised_sources(configs: list[SourceConfig], num_samples: int, world_size: 
 @pytest.fixture
 def plant_and_general(tmp_path: Path) -> tuple[str, str]:
     """A plant source of 4 shards (as many as 2 ranks x 2 workers) and a general one of 1."""
-    return labelled_shards(tmp_path / "plant", "plant", 4), labelled_shards(tmp_path / "general", "general", 1)
+    return labelled_shards(tmp_path / "plant", "plant", 4), labelled_shards(
+        tmp_path / "general", "general", 1
+    )
 
 
 @pytest.mark.parametrize("resampled", [None, False])
@@ -77,8 +84,10 @@ def test_mix_weights_hold_over_ranks_only_when_resampled(plant_and_general, resa
     mix: expected 200 * 1/4 = 50 general samples, far below the band.
     """
     plant, general = plant_and_general
-    configs = [SourceConfig("webdataset", plant, weight=3),
-               SourceConfig("webdataset", general, weight=1, resampled=resampled)]
+    configs = [
+        SourceConfig("webdataset", plant, weight=3),
+        SourceConfig("webdataset", general, weight=1, resampled=resampled),
+    ]
     seen = realised_sources(configs, num_samples=800)
     assert sum(seen.values()) == 800
     mean, sd = 800 / 4, math.sqrt(800 * 1 / 4 * 3 / 4)
@@ -88,10 +97,19 @@ def test_mix_weights_hold_over_ranks_only_when_resampled(plant_and_general, resa
         assert seen["general"] < mean - 4 * sd
 
 
-@pytest.mark.parametrize(("world_size", "workers", "expected"), [
-    (1, 0, False), (1, 4, False), (2, 2, False), (4, 1, False),  # 4 shards for at most 4 readers: split
-    (5, 1, True), (2, 3, True), (1, 5, True), (3, 2, True),  # more readers than shards: resampled
-])
+@pytest.mark.parametrize(
+    ("world_size", "workers", "expected"),
+    [
+        (1, 0, False),
+        (1, 4, False),
+        (2, 2, False),
+        (4, 1, False),  # 4 shards for at most 4 readers: split
+        (5, 1, True),
+        (2, 3, True),
+        (1, 5, True),
+        (3, 2, True),  # more readers than shards: resampled
+    ],
+)
 def test_auto_resamples_exactly_when_shards_are_fewer_than_readers(tmp_path, world_size, workers, expected):
     source = make_source(SourceConfig("webdataset", labelled_shards(tmp_path / "s", "plant", 4)))
     assert source.resamples(world_size, workers) is expected
@@ -110,8 +128,12 @@ def test_explicit_setting_overrides_auto(tmp_path):
 def test_auto_split_still_reads_each_sample_once(tmp_path):
     """With as many shards as readers, auto keeps the split: every sample exactly once."""
     source = make_source(SourceConfig("webdataset", labelled_shards(tmp_path / "s", "plant", 4)))
-    seen = [text for rank in range(2) for worker in range(2)
-            for text in captions(source.stream(StreamSplit(0, rank, 2, worker, 2)))]
+    seen = [
+        text
+        for rank in range(2)
+        for worker in range(2)
+        for text in captions(source.stream(StreamSplit(0, rank, 2, worker, 2)))
+    ]
     assert sorted(seen) == [f"plant-{n:04d}" for n in range(4 * PER_SHARD)]
 
 
@@ -124,8 +146,12 @@ def test_resampled_stream_is_seeded_by_epoch_rank_worker_and_repeat(tmp_path):
     assert first == captions(source.stream(split))  # a resumed run replays the same stream
     rebuilt = make_source(config, seed=5)
     assert first == captions(rebuilt.stream(split))
-    others = [StreamSplit(0, 1, 2, 1, 2), StreamSplit(1, 0, 2, 1, 2), StreamSplit(1, 1, 2, 0, 2),
-              StreamSplit(1, 1, 2, 1, 2, repeat=1)]
+    others = [
+        StreamSplit(0, 1, 2, 1, 2),
+        StreamSplit(1, 0, 2, 1, 2),
+        StreamSplit(1, 1, 2, 0, 2),
+        StreamSplit(1, 1, 2, 1, 2, repeat=1),
+    ]
     for other in others:
         assert captions(source.stream(other)) != first, other
     # 240 samples = 10 passes of 3 shard draws; without replacement each sample would come
@@ -134,10 +160,15 @@ def test_resampled_stream_is_seeded_by_epoch_rank_worker_and_repeat(tmp_path):
 
 
 def test_resampled_stream_gives_each_worker_its_share_of_a_known_size(tmp_path):
-    source = make_source(SourceConfig("webdataset", labelled_shards(tmp_path / "s", "plant", 2), resampled=True))
+    source = make_source(
+        SourceConfig("webdataset", labelled_shards(tmp_path / "s", "plant", 2), resampled=True)
+    )
     assert source.num_samples == 16  # from sizes.json
-    lengths = [len(captions(source.stream(StreamSplit(0, rank, 2, worker, 3))))
-               for rank in range(2) for worker in range(3)]
+    lengths = [
+        len(captions(source.stream(StreamSplit(0, rank, 2, worker, 3))))
+        for rank in range(2)
+        for worker in range(3)
+    ]
     assert lengths == [3, 3, 2, 3, 3, 2]  # 8 per rank, split over 3 workers
 
 
@@ -147,8 +178,14 @@ def test_one_resampled_source_gives_the_epoch_length_per_rank(tmp_path):
     pattern = labelled_shards(tmp_path / "s", "plant", 1)
     totals = []
     for rank in range(2):
-        dataset = build_train_dataset([SourceConfig("webdataset", pattern, num_samples=30)], to_tensor, None,
-                                      seed=0, rank=rank, world_size=2)
+        dataset = build_train_dataset(
+            [SourceConfig("webdataset", pattern, num_samples=30)],
+            to_tensor,
+            None,
+            seed=0,
+            rank=rank,
+            world_size=2,
+        )
         loader = build_loader(dataset, batch_size=1, workers=2)
         texts = [text for _, batch in loader for text in batch]
         assert loader.num_batches == len(texts) == 15
@@ -158,8 +195,9 @@ def test_one_resampled_source_gives_the_epoch_length_per_rank(tmp_path):
 
 
 def test_resampled_stream_of_unknown_size_is_endless(tmp_path):
-    source = make_source(SourceConfig("webdataset", labelled_shards(tmp_path / "s", "plant", 2, sizes=False),
-                                      resampled=True))
+    source = make_source(
+        SourceConfig("webdataset", labelled_shards(tmp_path / "s", "plant", 2, sizes=False), resampled=True)
+    )
     assert source.num_samples is None
     assert len(captions(islice(source.stream(StreamSplit()), 100))) == 100  # the source holds 16
 
@@ -173,8 +211,15 @@ def test_unreadable_shards_are_skipped_and_a_wholly_bad_source_ends(tmp_path):
     wholly = make_source(SourceConfig("webdataset", bad, num_samples=40, resampled=True))
     assert captions(wholly.stream(StreamSplit())) == []  # ends: no endless loop over bad shards
     assert wholly.skipped()["incomplete_sample"] >= 2 * PER_SHARD
-    dataset = build_train_dataset([SourceConfig("webdataset", good, weight=1),
-                                   SourceConfig("webdataset", bad, weight=1, resampled=True)], None, None, seed=0)
+    dataset = build_train_dataset(
+        [
+            SourceConfig("webdataset", good, weight=1),
+            SourceConfig("webdataset", bad, weight=1, resampled=True),
+        ],
+        None,
+        None,
+        seed=0,
+    )
     list(dataset)
     assert "data.sources[1]" in str(dataset.unusable_source())
 
@@ -183,9 +228,12 @@ def test_resampling_notes_name_the_sources_that_resample(plant_and_general):
     plant, general = plant_and_general
     configs = [SourceConfig("webdataset", plant), SourceConfig("webdataset", general)]
     dataset = build_train_dataset(configs, None, None, seed=0, rank=0, world_size=2)
-    assert resampling_notes(dataset, 2) == [(
-        f"data.sources[1] ({general}): 1 shard < 2 ranks x 2 workers: each worker draws shards with "
-        f"replacement (resampled: false turns this off)")]
+    assert resampling_notes(dataset, 2) == [
+        (
+            f"data.sources[1] ({general}): 1 shard < 2 ranks x 2 workers: each worker draws shards with "
+            f"replacement (resampled: false turns this off)"
+        )
+    ]
     assert resampling_notes(build_train_dataset(configs, None, None, seed=0), 0) == []  # one reader: split
     configs[1].resampled = False
     [note] = resampling_notes(build_train_dataset(configs, None, None, seed=0, world_size=2), 2)
@@ -205,7 +253,9 @@ def test_resampled_true_on_a_csv_source_is_a_one_line_error(tmp_path):
     configs[1].resampled = False  # false (never resample) is what a csv source does anyway
     assert build_train_dataset(configs, None, None, seed=0).num_samples == 9
     with pytest.raises(ValueError, match=r"data\.sources\[0\]\.resampled: expected bool"):
-        from_dict(SourceConfig, {"kind": "webdataset", "path": shards, "resampled": "sometimes"}, "data.sources[0]")
+        from_dict(
+            SourceConfig, {"kind": "webdataset", "path": shards, "resampled": "sometimes"}, "data.sources[0]"
+        )
 
 
 def test_a_restarted_source_keeps_its_weight():

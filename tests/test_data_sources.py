@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from data_fixtures import jpeg_bytes, to_tensor, write_csv
+
 from dalip.config import SourceConfig
 from dalip.data import CsvSource, ImageFolderSource, WebDatasetSource, make_source
 from dalip.data.captions import choose_caption, parse_caption_field
@@ -20,7 +20,9 @@ from dalip.evaluation.datasets import load_classification_dataset
 
 def test_csv_source_reads_generated_split(tiny_dataset):
     root, manifest = tiny_dataset
-    source = make_source(SourceConfig("csv", str(root / "plant/train/captions.csv"), label_key="label"), to_tensor)
+    source = make_source(
+        SourceConfig("csv", str(root / "plant/train/captions.csv"), label_key="label"), to_tensor
+    )
     assert isinstance(source, CsvSource)
     assert len(source) == manifest["counts"]["plant/train"] == 12
     image, caption = source[0]
@@ -79,9 +81,15 @@ def test_every_reader_lists_an_image_folder_the_same_way(tmp_path):
     source = make_source(SourceConfig("folder", str(tmp_path)))
     assert (source.samples, source.classes) == (listing.samples, listing.classes)
     dataset, names, _ = load_classification_dataset(str(tmp_path), lambda image: image)
-    assert (dataset.paths, dataset.labels, names) == ([p for p, _ in listing.samples], [0, 0, 1, 1], listing.classes)
+    assert (dataset.paths, dataset.labels, names) == (
+        [p for p, _ in listing.samples],
+        [0, 0, 1, 1],
+        listing.classes,
+    )
     gallery = Gallery.scan(tmp_path)
-    assert [str(tmp_path.resolve() / p) for p in gallery.paths] == [str(Path(p).resolve()) for p, _ in listing.samples]
+    assert [str(tmp_path.resolve() / p) for p in gallery.paths] == [
+        str(Path(p).resolve()) for p, _ in listing.samples
+    ]
     assert (gallery.labels, gallery.classes) == ([0, 0, 1, 1], listing.classes)
 
 
@@ -104,19 +112,25 @@ def test_webdataset_source_reads_generated_shards(tiny_dataset):
 def test_caption_weights_pick_named_captions_in_proportion(tiny_dataset):
     root, _ = tiny_dataset
     pattern = str(root / "plant/train/shards/{00000..00002}.tar")
-    config = SourceConfig("webdataset", pattern, caption_weights={"scientific": 3.0, "common": 1.0, "absent": 5.0})
+    config = SourceConfig(
+        "webdataset", pattern, caption_weights={"scientific": 3.0, "common": 1.0, "absent": 5.0}
+    )
     source = make_source(config, None)
     kinds = Counter()
     species = {s["scientific"] for s in json.loads((root / "manifest.json").read_text())["species"]}
     for epoch in range(25):  # captions are drawn per sample per step
-        kinds.update("scientific" if text in species else "common" for _, text in source.stream(StreamSplit(epoch)))
+        kinds.update(
+            "scientific" if text in species else "common" for _, text in source.stream(StreamSplit(epoch))
+        )
     share = kinds["scientific"] / sum(kinds.values())
     assert abs(share - 0.75) < 0.05  # "absent" is skipped, 3:1 renormalised
 
 
 def test_choose_caption_rules():
     rng = np.random.default_rng(0)
-    captions = parse_caption_field('{"scientific": "Aa bb", "common": ["x", "y"], "description": " "}', "caption")
+    captions = parse_caption_field(
+        '{"scientific": "Aa bb", "common": ["x", "y"], "description": " "}', "caption"
+    )
     seen = Counter(choose_caption(captions, None, rng) for _ in range(3000))
     assert set(seen) == {"Aa bb", "x", "y"}  # blank description skipped
     assert abs(seen["Aa bb"] / 3000 - 0.5) < 0.04  # uniform over present keys
@@ -131,8 +145,14 @@ def test_csv_json_caption_cell_tsv_and_named_labels(tmp_path):
         cell = json.dumps({"scientific": f"Genus sp{i}", "common": f"plant {i}"})
         rows.append({"path": f"img/{i}.jpg", "text": cell, "species": "beta" if i % 2 else "alpha"})
     write_csv(tmp_path / "data.tsv", rows, delimiter="\t")
-    config = SourceConfig("csv", str(tmp_path / "data.tsv"), image_key="path", caption_key="text",
-                          label_key="species", caption_weights={"common": 1.0})
+    config = SourceConfig(
+        "csv",
+        str(tmp_path / "data.tsv"),
+        image_key="path",
+        caption_key="text",
+        label_key="species",
+        caption_weights={"common": 1.0},
+    )
     source = make_source(config, None)
     assert [source[i][1] for i in range(4)] == [f"plant {i}" for i in range(4)]
     assert source.classes == ["alpha", "beta"]

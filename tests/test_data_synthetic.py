@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from data_fixtures import TINY_OPTIONS, generate_tiny
+
 from dalip.cli import main
 from dalip.data.synthetic.plants import TRAITS, make_species
 from dalip.data.synthetic.render import render_leaf, sample_pose
@@ -32,7 +32,7 @@ def test_layout_and_manifest(tiny_dataset):
             assert (folder / name).is_file(), folder / name
         sizes = json.loads((folder / "shards/sizes.json").read_text())
         assert sum(sizes.values()) == manifest["counts"][f"{domain}/{split}"]
-        images = [p for p in folder.rglob("*.jpg")]
+        images = list(folder.rglob("*.jpg"))
         assert len(images) == manifest["counts"][f"{domain}/{split}"]
     assert len(manifest["splits"]["plant/train"]["shard_sizes"]) == 3  # 12 samples, 4 per shard
     assert manifest["seed"] == 0 and manifest["image_size"] == 32
@@ -63,9 +63,17 @@ def test_species_are_fine_grained_and_uniquely_named():
 
 
 BASE = {"shape": "ovate", "margin": "entire", "venation": "pinnate", "colour": "light green", "spots": "none"}
-ONE_CHANGE = [("shape", "lobed"), ("shape", "cordate"), ("margin", "serrate"), ("margin", "dentate"),
-              ("venation", "parallel"), ("venation", "palmate"), ("colour", "dark green"),
-              ("spots", "brown lesions"), ("spots", "pale spots")]
+ONE_CHANGE = [
+    ("shape", "lobed"),
+    ("shape", "cordate"),
+    ("margin", "serrate"),
+    ("margin", "dentate"),
+    ("venation", "parallel"),
+    ("venation", "palmate"),
+    ("colour", "dark green"),
+    ("spots", "brown lesions"),
+    ("spots", "pale spots"),
+]
 
 
 @pytest.mark.parametrize("trait, value", ONE_CHANGE)
@@ -81,9 +89,23 @@ def test_one_trait_changes_the_image_visibly(trait, value):
 
 def test_cli_writes_and_refuses_non_empty_folder(tmp_path, capsys):
     out = tmp_path / "data"
-    args = ["make-dataset", "--out", str(out), "--species", "2", "--image-size", "24",
-            "--train-per-class", "2", "--val-per-class", "1", "--test-per-class", "1",
-            "--general-classes", "1"]
+    args = [
+        "make-dataset",
+        "--out",
+        str(out),
+        "--species",
+        "2",
+        "--image-size",
+        "24",
+        "--train-per-class",
+        "2",
+        "--val-per-class",
+        "1",
+        "--test-per-class",
+        "1",
+        "--general-classes",
+        "1",
+    ]
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["plant/train"] == 4 and manifest["image_size"] == 24

@@ -21,9 +21,20 @@ def workspace(tmp_path_factory):
 @pytest.fixture(scope="module")
 def suite_run(workspace, tmp_path_factory):
     out = tmp_path_factory.mktemp("suite-out")
-    argv = ["eval", "--model", f"tuned={workspace['tuned']}", "--model",
-            f"base=openclip:test-tiny:{workspace['exported']}", "--suite", str(workspace["suite"]),
-            "--out", str(out), "--device", "cpu", "-q"]
+    argv = [
+        "eval",
+        "--model",
+        f"tuned={workspace['tuned']}",
+        "--model",
+        f"base=openclip:test-tiny:{workspace['exported']}",
+        "--suite",
+        str(workspace["suite"]),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "-q",
+    ]
     assert main(argv) == 0
     return out, json.loads((out / "results.json").read_text())
 
@@ -36,8 +47,12 @@ def test_suite_compares_models_with_domain_means(suite_run):
         assert set(entry["datasets"]) == {"leaves-zs", "leaves-ret", "leaves-lp", "leaves-fs"}
         for mode, summary in entry["summary"].items():
             scores = {name: d["scores"][mode] for name, d in entry["datasets"].items()}
-            assert summary["domains"]["plant"] == pytest.approx((scores["leaves-zs"] + scores["leaves-ret"]) / 2)
-            assert summary["domains"]["general"] == pytest.approx((scores["leaves-lp"] + scores["leaves-fs"]) / 2)
+            assert summary["domains"]["plant"] == pytest.approx(
+                (scores["leaves-zs"] + scores["leaves-ret"]) / 2
+            )
+            assert summary["domains"]["general"] == pytest.approx(
+                (scores["leaves-lp"] + scores["leaves-fs"]) / 2
+            )
             assert summary["overall"] == pytest.approx(sum(scores.values()) / 4)
     zero_shot = tuned["datasets"]["leaves-zs"]
     assert zero_shot["scores"]["fused"] == zero_shot["modes"]["fused"]["top1"]
@@ -56,7 +71,10 @@ def test_results_carry_a_reproducibility_record(suite_run, workspace):
     assert record["versions"]["dalip"] == dalip.__version__ == metadata.version("dalip") != "0.1.0"
     tuned_hash = hashlib.sha256(workspace["tuned"].read_bytes()).hexdigest()
     assert record["checkpoints"]["tuned"]["sha256"] == tuned_hash
-    assert record["checkpoints"]["base"]["sha256"] == hashlib.sha256(workspace["exported"].read_bytes()).hexdigest()
+    assert (
+        record["checkpoints"]["base"]["sha256"]
+        == hashlib.sha256(workspace["exported"].read_bytes()).hexdigest()
+    )
     assert record["seed"] == 3
     assert record["similarity_modes"] == {"tuned": ["fused", "first"], "base": ["first"]}
     zs = record["datasets"]["leaves-zs"]
@@ -75,9 +93,26 @@ def test_fewshot_splits_are_saved_beside_the_results(suite_run):
 
 
 def test_dataset_flags_and_mode_all(workspace, tmp_path, capsys):
-    argv = ["eval", "-m", str(workspace["start"]), "--zeroshot", str(workspace["test"]),
-            "--retrieval", str(workspace["captions"]), "--mode", "all", "--templates", "generic",
-            "--out", str(tmp_path), "-q", "--batch-size", "5", "--workers", "1"]
+    argv = [
+        "eval",
+        "-m",
+        str(workspace["start"]),
+        "--zeroshot",
+        str(workspace["test"]),
+        "--retrieval",
+        str(workspace["captions"]),
+        "--mode",
+        "all",
+        "--templates",
+        "generic",
+        "--out",
+        str(tmp_path),
+        "-q",
+        "--batch-size",
+        "5",
+        "--workers",
+        "1",
+    ]
     assert main(argv) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["models"]["start"]["modes"] == ["fused", "first", "second"]
@@ -95,13 +130,29 @@ def _one_line_error(capsys) -> str:
 
 def test_folder_without_images_exits_2(workspace, tmp_path, capsys):
     (tmp_path / "empty" / "oak").mkdir(parents=True)
-    argv = ["eval", "-m", str(workspace["start"]), "--zeroshot", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]
+    argv = [
+        "eval",
+        "-m",
+        str(workspace["start"]),
+        "--zeroshot",
+        str(tmp_path / "empty"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2
     assert "no images found" in _one_line_error(capsys)
 
 
 def test_missing_checkpoint_exits_2(workspace, tmp_path, capsys):
-    argv = ["eval", "-m", str(tmp_path / "nope.safetensors"), "--zeroshot", str(workspace["test"]), "--out", str(tmp_path)]
+    argv = [
+        "eval",
+        "-m",
+        str(tmp_path / "nope.safetensors"),
+        "--zeroshot",
+        str(workspace["test"]),
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     assert "checkpoint not found" in _one_line_error(capsys)
 
@@ -132,7 +183,9 @@ def test_source_revision_names_the_checkout_commit(tmp_path, monkeypatch):
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert record.source_revision() == head
     module.write_text("# changed\n")
     assert record.source_revision() == f"{head}+modified"

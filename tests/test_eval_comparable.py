@@ -39,7 +39,10 @@ def test_tied_captions_count_for_every_image_that_has_them():
     by_identity = retrieval.retrieval_metrics(scores, owner, (1,), positives)
     assert by_identity["image_to_text_R@1"] == 0.75 and by_identity["text_to_image_R@1"] == 1.0
     swapped_positives = retrieval.caption_positives([captions[i] for i in swapped], owner[swapped], 4)
-    assert retrieval.retrieval_metrics(scores[:, swapped], owner[swapped], (1,), swapped_positives) == by_identity
+    assert (
+        retrieval.retrieval_metrics(scores[:, swapped], owner[swapped], (1,), swapped_positives)
+        == by_identity
+    )
     # counting the owner only, the same scores give a result that depends on the row order
     owner_only = retrieval.retrieval_metrics(scores, owner, (1,))
     assert owner_only != retrieval.retrieval_metrics(scores[:, swapped], owner[swapped], (1,))
@@ -65,8 +68,20 @@ def workspace(tmp_path_factory):
 
 
 def test_flag_datasets_record_template_set_and_unspecified_domain(workspace, tmp_path):
-    argv = ["eval", "-m", str(workspace["start"]), "--zeroshot", str(workspace["test"]), "--templates", "simple",
-            "--mode", "first", "--out", str(tmp_path), "-q"]
+    argv = [
+        "eval",
+        "-m",
+        str(workspace["start"]),
+        "--zeroshot",
+        str(workspace["test"]),
+        "--templates",
+        "simple",
+        "--mode",
+        "first",
+        "--out",
+        str(tmp_path),
+        "-q",
+    ]
     assert main(argv) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     test = results["models"]["start"]["datasets"]["test"]
@@ -76,8 +91,10 @@ def test_flag_datasets_record_template_set_and_unspecified_domain(workspace, tmp
 
 
 def test_suite_datasets_take_the_suite_domain():
-    entries = [{"name": "a", "task": "zeroshot", "path": "x"},
-               {"name": "b", "task": "zeroshot", "path": "y", "domain": "general"}]
+    entries = [
+        {"name": "a", "task": "zeroshot", "path": "x"},
+        {"name": "b", "task": "zeroshot", "path": "y", "domain": "general"},
+    ]
     suite = load_suite({"domain": "plant", "datasets": entries})
     assert [d.domain for d in suite.datasets] == ["plant", "general"]
     assert load_suite({"datasets": entries[:1]}).datasets[0].domain == "unspecified"

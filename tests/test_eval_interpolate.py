@@ -10,11 +10,10 @@ from eval_fixtures import make_workspace
 
 import dalip
 from dalip.cli import main
+from dalip.evaluation import wiseft
 from dalip.evaluation.specs import load_model
 from dalip.evaluation.suite import run_suite
-from dalip.evaluation import wiseft
-from dalip.evaluation.wiseft import interpolate
-from dalip.evaluation.wiseft import interpolate_weights
+from dalip.evaluation.wiseft import interpolate, interpolate_weights
 from dalip.report.suite import write_interpolation_report
 
 
@@ -55,27 +54,45 @@ def test_different_architectures_are_refused(workspace):
 
 
 def test_sweep_endpoints_reproduce_the_models_own_results(workspace, tmp_path):
-    suite = {"modes": ["all"], "batch_size": 6, "datasets": [
-        {"name": "zs", "task": "zeroshot", "domain": "plant", "path": str(workspace["test"])},
-        {"name": "ret", "task": "retrieval", "domain": "general", "path": str(workspace["captions"])},
-    ]}
-    sweep = interpolate(str(workspace["start"]), str(workspace["tuned"]), [0, 0.5, 1], suite, tmp_path / "sweep")
+    suite = {
+        "modes": ["all"],
+        "batch_size": 6,
+        "datasets": [
+            {"name": "zs", "task": "zeroshot", "domain": "plant", "path": str(workspace["test"])},
+            {"name": "ret", "task": "retrieval", "domain": "general", "path": str(workspace["captions"])},
+        ],
+    }
+    sweep = interpolate(
+        str(workspace["start"]), str(workspace["tuned"]), [0, 0.5, 1], suite, tmp_path / "sweep"
+    )
     write_interpolation_report(sweep, str(tmp_path / "sweep"))  # a plain path, as README shows
-    alone = run_suite({"start": str(workspace["start"]), "tuned": str(workspace["tuned"])}, suite, tmp_path / "alone")
+    alone = run_suite(
+        {"start": str(workspace["start"]), "tuned": str(workspace["tuned"])}, suite, tmp_path / "alone"
+    )
     for weight, name in (("w=0", "start"), ("w=1", "tuned")):
         for dataset in ("zs", "ret"):
-            assert sweep["models"][weight]["datasets"][dataset]["modes"] == alone["models"][name]["datasets"][dataset]["modes"]
+            assert (
+                sweep["models"][weight]["datasets"][dataset]["modes"]
+                == alone["models"][name]["datasets"][dataset]["modes"]
+            )
     assert [p["weight"] for p in sweep["interpolation"]] == [0.0, 0.5, 1.0]
     assert "| fused | 0.5 |" in (tmp_path / "sweep" / "interpolation.md").read_text()
     assert (tmp_path / "sweep" / "interpolation.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp_path / "sweep" / "results.json").read_text())["tuned"]["spec"].endswith("tuned.safetensors")
+    assert json.loads((tmp_path / "sweep" / "results.json").read_text())["tuned"]["spec"].endswith(
+        "tuned.safetensors"
+    )
 
 
-def test_given_endpoint_evaluations_are_reused_only_where_they_are_that_model(workspace, tmp_path, monkeypatch):
+def test_given_endpoint_evaluations_are_reused_only_where_they_are_that_model(
+    workspace, tmp_path, monkeypatch
+):
     """`evaluated` entries stand for w=1 (the tuned model) and for w=0 only when the start
     has the tuned model's stored config; the sweep's figures do not change."""
-    suite = {"modes": ["fused", "first"], "batch_size": 6, "datasets": [
-        {"name": "zs", "task": "zeroshot", "domain": "plant", "path": str(workspace["test"])}]}
+    suite = {
+        "modes": ["fused", "first"],
+        "batch_size": 6,
+        "datasets": [{"name": "zs", "task": "zeroshot", "domain": "plant", "path": str(workspace["test"])}],
+    }
     other_alpha = dalip.load_checkpoint(workspace["start"])
     other_alpha.alpha = 0.3  # same weights, another stored config
     other_alpha.save(tmp_path / "other.safetensors")
@@ -83,28 +100,66 @@ def test_given_endpoint_evaluations_are_reused_only_where_they_are_that_model(wo
     alone = run_suite({**starts, "tuned": str(workspace["tuned"])}, suite, tmp_path / "alone")["models"]
     evaluated_points = []
     evaluate = wiseft.evaluate_loaded
-    monkeypatch.setattr(wiseft, "evaluate_loaded",
-                        lambda point, *args: evaluated_points.append(point.name) or evaluate(point, *args))
+    monkeypatch.setattr(
+        wiseft,
+        "evaluate_loaded",
+        lambda point, *args: evaluated_points.append(point.name) or evaluate(point, *args),
+    )
     for start, expected in (("start", ["w=0.5"]), ("other", ["w=0", "w=0.5"])):
         evaluated_points.clear()
         known = {0.0: alone[start], 1.0: alone["tuned"]}
-        sweep = interpolate(starts[start], str(workspace["tuned"]), [0, 0.5, 1], {**suite, "modes": ["first"]},
-                            tmp_path / f"sweep-{start}", evaluated=known)
+        sweep = interpolate(
+            starts[start],
+            str(workspace["tuned"]),
+            [0, 0.5, 1],
+            {**suite, "modes": ["first"]},
+            tmp_path / f"sweep-{start}",
+            evaluated=known,
+        )
         assert evaluated_points == expected
         evaluated_points.clear()
-        fresh = interpolate(starts[start], str(workspace["tuned"]), [0, 0.5, 1], {**suite, "modes": ["first"]},
-                            tmp_path / f"fresh-{start}")
-        assert [p["summary"] for p in sweep["interpolation"]] == [p["summary"] for p in fresh["interpolation"]]
+        fresh = interpolate(
+            starts[start],
+            str(workspace["tuned"]),
+            [0, 0.5, 1],
+            {**suite, "modes": ["first"]},
+            tmp_path / f"fresh-{start}",
+        )
+        assert [p["summary"] for p in sweep["interpolation"]] == [
+            p["summary"] for p in fresh["interpolation"]
+        ]
         assert sweep["models"]["w=1"]["modes"] == ["first"] and sweep["models"]["w=1"]["reused"]
     with pytest.raises(ValueError, match="w=0 and w=1"):
-        interpolate(starts["start"], str(workspace["tuned"]), [0.5], suite, tmp_path / "bad", evaluated={0.5: alone["tuned"]})
+        interpolate(
+            starts["start"],
+            str(workspace["tuned"]),
+            [0.5],
+            suite,
+            tmp_path / "bad",
+            evaluated={0.5: alone["tuned"]},
+        )
 
 
 def test_interpolate_cli(workspace, tmp_path, capsys):
     suite = tmp_path / "suite.yaml"
-    suite.write_text(f"datasets:\n  - {{name: zs, task: zeroshot, domain: plant, path: {workspace['test']}}}\n")
-    argv = ["interpolate", "--start", f"openclip:test-tiny:{workspace['exported']}", "--tuned", str(workspace["tuned"]),
-            "--weights", "0,1", "--suite", str(suite), "--out", str(tmp_path / "out"), "--save-models", "-q"]
+    suite.write_text(
+        f"datasets:\n  - {{name: zs, task: zeroshot, domain: plant, path: {workspace['test']}}}\n"
+    )
+    argv = [
+        "interpolate",
+        "--start",
+        f"openclip:test-tiny:{workspace['exported']}",
+        "--tuned",
+        str(workspace["tuned"]),
+        "--weights",
+        "0,1",
+        "--suite",
+        str(suite),
+        "--out",
+        str(tmp_path / "out"),
+        "--save-models",
+        "-q",
+    ]
     assert main(argv) == 0
     assert "| fused | 1 |" in capsys.readouterr().out
     saved = dalip.load_checkpoint(tmp_path / "out" / "models" / "wise_ft_1.safetensors")

@@ -19,11 +19,10 @@ from eval_fixtures import (
     write_image,
 )
 
+from dalip.evaluation.metrics import mean_per_class_recall, top_k_accuracy
 from dalip.evaluation.retrieval import retrieval, retrieval_metrics
 from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.metrics import mean_per_class_recall, top_k_accuracy
 from dalip.evaluation.zero_shot import class_embeddings, zero_shot
-
 
 
 @pytest.fixture
@@ -36,8 +35,13 @@ def zero_shot_folder(tmp_path):
 def test_zero_shot_metrics_match_hand_computed_values(zero_shot_folder):
     model = StubModel(IMAGE_FIRST, IMAGE_SECOND, EYE, EYE, alpha=0.5)
     result = zero_shot(
-        model, zero_shot_folder, StubTokenizer(CLASSES), stub_preprocess, templates=["{}"],
-        modes=("all",), runtime=Runtime(batch_size=4),
+        model,
+        zero_shot_folder,
+        StubTokenizer(CLASSES),
+        stub_preprocess,
+        templates=["{}"],
+        modes=("all",),
+        runtime=Runtime(batch_size=4),
     )
     # first: predictions a a b b a a -> 3/6; recall a 2/3, b 1, c 0
     # second: a b a b c c -> 5/6; recall a 2/3, b 1, c 1
@@ -53,22 +57,29 @@ def test_zero_shot_metrics_match_hand_computed_values(zero_shot_folder):
 
 
 def test_zero_shot_on_labelled_csv_matches_folder(zero_shot_folder, tmp_path):
-    rows = [{"filepath": f"zs/{c}/{n}.png", "label": name}
-            for c, count, name in zip("abc", (3, 1, 2), CLASSES) for n in range(count)]
+    rows = [
+        {"filepath": f"zs/{c}/{n}.png", "label": name}
+        for c, count, name in zip("abc", (3, 1, 2), CLASSES)
+        for n in range(count)
+    ]
     table = write_csv(tmp_path / "labels.csv", rows)
     model = StubModel(IMAGE_FIRST, IMAGE_SECOND, EYE, EYE)
-    result = zero_shot(model, table, StubTokenizer(CLASSES), stub_preprocess, templates="none", modes=["first"])
+    result = zero_shot(
+        model, table, StubTokenizer(CLASSES), stub_preprocess, templates="none", modes=["first"]
+    )
     assert result["modes"]["first"]["top1"] == pytest.approx(0.5)
     assert list(result["modes"]) == ["first"]
 
 
 def test_top_k_and_per_class_recall_on_a_score_matrix():
-    scores = torch.tensor([
-        [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],  # label 5: rank 6
-        [0.1, 0.9, 0.2, 0.3, 0.4, 0.5],  # label 0: rank 6
-        [0.5, 0.1, 0.2, 0.3, 0.4, 0.0],  # label 4: rank 2
-        [0.0, 0.1, 0.2, 0.9, 0.4, 0.5],  # label 3: rank 1
-    ])
+    scores = torch.tensor(
+        [
+            [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],  # label 5: rank 6
+            [0.1, 0.9, 0.2, 0.3, 0.4, 0.5],  # label 0: rank 6
+            [0.5, 0.1, 0.2, 0.3, 0.4, 0.0],  # label 4: rank 2
+            [0.0, 0.1, 0.2, 0.9, 0.4, 0.5],  # label 3: rank 1
+        ]
+    )
     labels = torch.tensor([5, 0, 4, 3])
     assert top_k_accuracy(scores, labels, 1) == pytest.approx(0.25)
     assert top_k_accuracy(scores, labels, 2) == pytest.approx(0.5)
@@ -80,7 +91,7 @@ def test_class_embeddings_average_each_kind_over_templates_and_renormalise():
     texts = ["alpha", "x alpha"]
     model = StubModel([[1, 0]], [[1, 0]], [[1, 0], [0, 1]], [[1, 0, 0], [1, 1, 0]])
     classes = class_embeddings(model, StubTokenizer(texts), ["alpha"], ["{}", "x {}"], Runtime())
-    root_half = 2 ** -0.5
+    root_half = 2**-0.5
     assert torch.allclose(classes.first, torch.tensor([[root_half, root_half]]))
     second = torch.tensor([[1 + root_half, root_half, 0.0]])
     assert torch.allclose(classes.second, second / second.norm())
@@ -95,12 +106,15 @@ RETRIEVAL_TEXT_FEATURES = [[1, 0], [0, 1], [0.1, 1], [1, 0.3], [-1, 0]]
 def _caption_csv(tmp_path):
     for image_id in range(3):
         write_image(tmp_path / "img" / f"{image_id}.png", image_id)
-    return write_csv(tmp_path / "captions.csv", [
-        {"filepath": "img/0.png", "caption": "cap0a"},
-        {"filepath": "img/0.png", "caption": "cap0b"},
-        {"filepath": "img/1.png", "caption": "cap1"},
-        {"filepath": "img/2.png", "caption": json.dumps(["cap2a", "cap2b"])},
-    ])
+    return write_csv(
+        tmp_path / "captions.csv",
+        [
+            {"filepath": "img/0.png", "caption": "cap0a"},
+            {"filepath": "img/0.png", "caption": "cap0b"},
+            {"filepath": "img/1.png", "caption": "cap1"},
+            {"filepath": "img/2.png", "caption": json.dumps(["cap2a", "cap2b"])},
+        ],
+    )
 
 
 def test_retrieval_recall_on_a_toy_case(tmp_path):

@@ -11,13 +11,13 @@ from eval_fixtures import write_folder
 from PIL import Image
 
 import dalip
-from dalip.evaluation.runtime import embed
-from dalip.evaluation.predict import predict
-from dalip.evaluation.zero_shot import zero_shot
 from dalip.cli import main
-from dalip.evaluation.specs import load_model
 from dalip.data.captions import fill_template
+from dalip.evaluation.predict import predict
+from dalip.evaluation.runtime import embed
+from dalip.evaluation.specs import load_model
 from dalip.evaluation.templates import load_templates
+from dalip.evaluation.zero_shot import zero_shot
 
 CLASSES = {"oak": 2, "maple": 2, "fern": 1}
 
@@ -41,7 +41,9 @@ def _plain_open_clip_top1(weights, paths, labels, templates):
         image_features = F.normalize(clip.encode_image(images), dim=-1)
         classes = []
         for name in CLASSES:
-            texts = F.normalize(clip.encode_text(tokenizer([fill_template(t, name) for t in templates])), dim=-1)
+            texts = F.normalize(
+                clip.encode_text(tokenizer([fill_template(t, name) for t in templates])), dim=-1
+            )
             classes.append(F.normalize(texts.mean(dim=0), dim=-1))
         scores = image_features @ torch.stack(classes).T
     return image_features, (scores.argmax(dim=1) == torch.tensor(labels)).float().mean().item(), scores
@@ -57,20 +59,36 @@ def test_first_order_zero_shot_equals_plain_open_clip_on_export(checkpoint_and_f
     features, top1, _ = _plain_open_clip_top1(exported, paths, labels, templates)
 
     loaded = load_model(str(checkpoint))
-    ours = zero_shot(loaded.model, folder, loaded.tokenizer, loaded.preprocess,
-                              templates=templates, modes=["first"], class_names=list(CLASSES))
+    ours = zero_shot(
+        loaded.model,
+        folder,
+        loaded.tokenizer,
+        loaded.preprocess,
+        templates=templates,
+        modes=["first"],
+        class_names=list(CLASSES),
+    )
     assert ours["modes"]["first"]["top1"] == pytest.approx(top1)
     dalip_features, _ = embed(loaded.model, preprocess=loaded.preprocess, images=paths)
     assert torch.allclose(dalip_features.first, features, atol=1e-5)
 
     # the same file evaluated as a plain open_clip model spec
     plain = load_model(f"openclip:test-tiny:{exported}")
-    theirs = zero_shot(plain.model, folder, plain.tokenizer, plain.preprocess,
-                                templates=templates, modes=["all"], class_names=list(CLASSES))
+    theirs = zero_shot(
+        plain.model,
+        folder,
+        plain.tokenizer,
+        plain.preprocess,
+        templates=templates,
+        modes=["all"],
+        class_names=list(CLASSES),
+    )
     assert list(theirs["modes"]) == ["first"]  # no second order in a plain open_clip model
     assert theirs["modes"]["first"] == pytest.approx(ours["modes"]["first"])
     labels_as_prompts = [fill_template(templates[0], name) for name in CLASSES]
-    predicted = predict(plain.model, paths, labels_as_prompts, plain.tokenizer, plain.preprocess, mode="first")
+    predicted = predict(
+        plain.model, paths, labels_as_prompts, plain.tokenizer, plain.preprocess, mode="first"
+    )
     expected = _first_template_scores(features, exported, labels_as_prompts).argmax(dim=1)
     assert [p["predictions"][0]["label"] for p in predicted] == [labels_as_prompts[i] for i in expected]
 

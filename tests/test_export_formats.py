@@ -98,7 +98,15 @@ def test_hf_hub_spec_reads_an_offline_cache(checkpoint, inputs, tmp_path, monkey
 
 
 def test_folder_specs_and_exports_fail_in_one_line(checkpoint, tmp_path, capsys):
-    argv = ["eval", "-m", f"local-dir:{tmp_path / 'nowhere'}", "--zeroshot", str(tmp_path), "--out", str(tmp_path / "o")]
+    argv = [
+        "eval",
+        "-m",
+        f"local-dir:{tmp_path / 'nowhere'}",
+        "--zeroshot",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2
     assert "model folder not found" in capsys.readouterr().err
     out = tmp_path / "taken"
@@ -141,10 +149,14 @@ def test_onnx_encoders_match_pytorch(checkpoint, tmp_path):
     torch.manual_seed(5)
     for batch in (1, 5):  # the files were traced with a batch of 2
         images, texts = torch.rand(batch, 3, 32, 32), tokenizer((CAPTIONS * 2)[:batch])
-        for name, value, encode in (("image_encoder.onnx", images, model.encode_image),
-                                    ("text_encoder.onnx", texts, model.encode_text)):
+        for name, value, encode in (
+            ("image_encoder.onnx", images, model.encode_image),
+            ("text_encoder.onnx", texts, model.encode_text),
+        ):
             session = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
-            first, second, fused = session.run(["first", "second", "fused"], {session.get_inputs()[0].name: value.numpy()})
+            first, second, fused = session.run(
+                ["first", "second", "fused"], {session.get_inputs()[0].name: value.numpy()}
+            )
             with torch.no_grad():
                 expected = encode(value)
             np.testing.assert_allclose(first, expected.first.numpy(), atol=1e-4)

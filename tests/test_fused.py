@@ -46,7 +46,10 @@ def test_embed_fused_writes_vectors_whose_dot_products_rank_as_dalip(workspace, 
     images, texts = tmp_path / "images.npz", tmp_path / "texts.npz"
     captions = ["a leaf of red oak", "a leaf of royal fern", "a leaf of sugar maple"]
     spec = str(workspace["tuned"])
-    assert main(["embed", "-m", spec, "--images", str(workspace["test"]), "--fused", "--out", str(images), "-q"]) == 0
+    assert (
+        main(["embed", "-m", spec, "--images", str(workspace["test"]), "--fused", "--out", str(images), "-q"])
+        == 0
+    )
     assert main(["embed", "-m", spec, "--texts", *captions, "--fused", "--out", str(texts), "-q"]) == 0
     model = dalip.load_checkpoint(workspace["tuned"])
     with np.load(images) as saved_images, np.load(texts) as saved_texts:
@@ -54,31 +57,57 @@ def test_embed_fused_writes_vectors_whose_dot_products_rank_as_dalip(workspace, 
         scores = saved_images["fused"] @ saved_texts["fused"].T
         first = torch.from_numpy(saved_images["first"]), torch.from_numpy(saved_texts["first"])
         second = torch.from_numpy(saved_images["second"]), torch.from_numpy(saved_texts["second"])
-    expected = model.similarity(dalip.Features(first[0], second[0]), dalip.Features(first[1], second[1]), "fused")
+    expected = model.similarity(
+        dalip.Features(first[0], second[0]), dalip.Features(first[1], second[1]), "fused"
+    )
     np.testing.assert_allclose(scores, expected.numpy(), atol=1e-5)
     # the README's vector-index example ranks the images for each caption by the same scores
     with np.load(images) as saved_images, np.load(texts) as saved_texts:
         found, rows = fused_search.search(saved_images["fused"], saved_texts["fused"], top_k=3)
     assert rows.tolist() == expected.T.argsort(dim=1, descending=True)[:, :3].tolist()
-    np.testing.assert_allclose(found, expected.T.sort(dim=1, descending=True).values[:, :3].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        found, expected.T.sort(dim=1, descending=True).values[:, :3].numpy(), atol=1e-5
+    )
 
 
 def test_class_vectors_average_each_kind_then_fuse(workspace, tmp_path):
     out = tmp_path / "classes.npz"
     labels = ["red oak", "sugar maple", "royal fern"]
-    assert main(["embed", "-m", str(workspace["tuned"]), "--labels", ",".join(labels), "--templates", "plant",
-                 "--fused", "--out", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "-m",
+                str(workspace["tuned"]),
+                "--labels",
+                ",".join(labels),
+                "--templates",
+                "plant",
+                "--fused",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     model = dalip.load_checkpoint(workspace["tuned"])
     templates = load_templates("plant")
     tokenizer = open_clip.get_tokenizer("test-tiny")
     with torch.no_grad():
-        per_prompt = model.encode_text(tokenizer([fill_template(t, name) for name in labels for t in templates]))
+        per_prompt = model.encode_text(
+            tokenizer([fill_template(t, name) for name in labels for t in templates])
+        )
 
     def per_class(features: torch.Tensor) -> torch.Tensor:
         return features.reshape(len(labels), len(templates), -1).mean(dim=1)  # (C, D)
 
-    expected = model.fused_embedding(dalip.Features(F.normalize(per_class(per_prompt.first), dim=-1),
-                                                    F.normalize(per_class(per_prompt.second), dim=-1)))
+    expected = model.fused_embedding(
+        dalip.Features(
+            F.normalize(per_class(per_prompt.first), dim=-1),
+            F.normalize(per_class(per_prompt.second), dim=-1),
+        )
+    )
     naive = F.normalize(per_class(model.fused_embedding(per_prompt)), dim=-1)  # fuse first, then average
     with np.load(out) as saved:
         assert str(saved["kind"]) == "class" and list(saved["items"]) == labels

@@ -5,13 +5,13 @@ import datetime
 
 import pytest
 import torch
+from train_fixtures import write_config
 
 from dalip.config import load_train_config
 from dalip.model.devices import resolve_device
 from dalip.train import distributed
 from dalip.train.distributed import ControlChannel, DistributedContext, init_distributed
 from dalip.train.state import rng_state, set_rng_state
-from train_fixtures import write_config
 
 
 @pytest.fixture
@@ -20,11 +20,19 @@ def fake_gpus(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": (
-        calls.append(("get", torch.device(device))), torch.tensor([40 + (torch.device(device).index or 0)],
-                                                                  dtype=torch.uint8))[1])
-    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": calls.append(
-        ("set", torch.device(device), state.tolist())))
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_rng_state",
+        lambda device="cuda": (
+            calls.append(("get", torch.device(device))),
+            torch.tensor([40 + (torch.device(device).index or 0)], dtype=torch.uint8),
+        )[1],
+    )
+    monkeypatch.setattr(
+        torch.cuda,
+        "set_rng_state",
+        lambda state, device="cuda": calls.append(("set", torch.device(device), state.tolist())),
+    )
 
     def every_gpu(*args, **kwargs):
         raise AssertionError("the RNG state of every visible GPU was touched")
@@ -46,7 +54,10 @@ def test_a_rank_saves_and_restores_only_its_own_gpu_generator(fake_gpus):
 
 
 def test_a_checkpoint_with_every_gpus_state_restores_the_ranks_own(fake_gpus):
-    legacy = {**rng_state(), "cuda": [torch.tensor([10], dtype=torch.uint8), torch.tensor([11], dtype=torch.uint8)]}
+    legacy = {
+        **rng_state(),
+        "cuda": [torch.tensor([10], dtype=torch.uint8), torch.tensor([11], dtype=torch.uint8)],
+    }
     set_rng_state(legacy, torch.device("cuda", 1))
     assert fake_gpus == [("set", torch.device("cuda", 1), [11])]
     set_rng_state(legacy, torch.device("cuda", 5))  # saved with fewer GPUs: nothing to restore
@@ -84,9 +95,20 @@ def test_validation_runs_in_the_training_precision(train_data, tmp_path, monkeyp
     from dalip.cli import train as train_command
 
     seen = {}
-    monkeypatch.setattr(train_command, "zero_shot", lambda *args, runtime, **kwargs: seen.update(runtime=runtime) or {})
-    config = load_train_config(write_config(train_data, tmp_path / "run", precision="bf16", eval_every=1,
-                                            data={"val": str(train_data / "plant/val")}))
-    train_command.training_validation(config)(type("Task", (), {"second_order": True, "model": None,
-                                                            "tokenizer": None, "preprocess_val": None})(), 4)
+    monkeypatch.setattr(
+        train_command, "zero_shot", lambda *args, runtime, **kwargs: seen.update(runtime=runtime) or {}
+    )
+    config = load_train_config(
+        write_config(
+            train_data,
+            tmp_path / "run",
+            precision="bf16",
+            eval_every=1,
+            data={"val": str(train_data / "plant/val")},
+        )
+    )
+    train_command.training_validation(config)(
+        type("Task", (), {"second_order": True, "model": None, "tokenizer": None, "preprocess_val": None})(),
+        4,
+    )
     assert seen["runtime"].precision == "bf16" and seen["runtime"].batch_size == 4

@@ -9,49 +9,102 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
+from guard_helpers import files_under, saved_checkpoint, write_safetensors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dalip.cli import main
-from guard_helpers import files_under, saved_checkpoint, write_safetensors
 
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 # Values a careless or hostile file holds: wrong types, extremes, non-finite numbers,
 # paths that climb out, text in other scripts.
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**12, 10**12),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
     st.sampled_from([float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e-12, 2.0, 1e30]),
-    st.sampled_from(["", "abc", "../../../etc/passwd", "/", "~", "cuda", "fp8", "hf-hub:x/y", "日本語", "\x00"]),
+    st.sampled_from(
+        ["", "abc", "../../../etc/passwd", "/", "~", "cuda", "fp8", "hf-hub:x/y", "日本語", "\x00"]
+    ),
     st.text(max_size=12),
 )
 
 
 def nested(scalars: st.SearchStrategy) -> st.SearchStrategy:
-    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                         st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                        max_leaves=6)
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+        ),
+        max_leaves=6,
+    )
 
 
 VALUES = nested(SCALARS)
 # Stored model configs get small numbers: a large plausible architecture is valid and
 # would only make the test slow (oversized ones are refused; test_guard_model_files).
-SMALL_VALUES = nested(st.one_of(SCALARS.filter(lambda v: not isinstance(v, int) or isinstance(v, bool)),
-                                st.integers(-3, 40)))
+SMALL_VALUES = nested(
+    st.one_of(SCALARS.filter(lambda v: not isinstance(v, int) or isinstance(v, bool)), st.integers(-3, 40))
+)
 TRAIN_FIELDS = [
-    "batch_size", "epochs", "steps", "precision", "device", "seed", "checkpoint_every", "keep_last", "log_every",
-    "eval_every", "max_nonfinite", "out_dir", "model", "model.name", "model.pretrained", "model.alpha", "model.heads",
-    "model.reduced_dim", "model.dropout", "model.image_size", "model.context_length", "model.config_file", "loss",
-    "loss.kind", "loss.combine", "data", "data.sources", "data.workers", "data.num_samples", "data.val", "optim",
-    "optim.lr", "optim.mbdc_lr", "optim.weight_decay", "optim.beta1", "optim.beta2", "optim.eps",
-    "optim.warmup_steps", "optim.schedule", "optim.min_lr_ratio", "optim.grad_clip", "optim.accumulation",
-    "lock.image_unlocked_groups", "lock.text_unlocked_layers", "unknown_field", "optim.unknown",
+    "batch_size",
+    "epochs",
+    "steps",
+    "precision",
+    "device",
+    "seed",
+    "checkpoint_every",
+    "keep_last",
+    "log_every",
+    "eval_every",
+    "max_nonfinite",
+    "out_dir",
+    "model",
+    "model.name",
+    "model.pretrained",
+    "model.alpha",
+    "model.heads",
+    "model.reduced_dim",
+    "model.dropout",
+    "model.image_size",
+    "model.context_length",
+    "model.config_file",
+    "loss",
+    "loss.kind",
+    "loss.combine",
+    "data",
+    "data.sources",
+    "data.workers",
+    "data.num_samples",
+    "data.val",
+    "optim",
+    "optim.lr",
+    "optim.mbdc_lr",
+    "optim.weight_decay",
+    "optim.beta1",
+    "optim.beta2",
+    "optim.eps",
+    "optim.warmup_steps",
+    "optim.schedule",
+    "optim.min_lr_ratio",
+    "optim.grad_clip",
+    "optim.accumulation",
+    "lock.image_unlocked_groups",
+    "lock.text_unlocked_layers",
+    "unknown_field",
+    "optim.unknown",
 ]
 
 
@@ -100,8 +153,11 @@ def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
 def test_generated_train_configs(changes):
     with sandbox() as root:
         (root / "data.csv").write_text("filepath,caption\nimg.jpg,a leaf\n")
-        config: dict[str, Any] = {"model": {"name": "test-tiny"}, "data": {"sources": [{"kind": "csv", "path": "data.csv"}]},
-                                  "out_dir": "run"}
+        config: dict[str, Any] = {
+            "model": {"name": "test-tiny"},
+            "data": {"sources": [{"kind": "csv", "path": "data.csv"}]},
+            "out_dir": "run",
+        }
         for field, value in changes:
             _set(config, field, value)
         try:
@@ -116,12 +172,23 @@ def test_generated_train_configs(changes):
 
 
 @FUZZ
-@given(overrides=st.lists(st.tuples(st.sampled_from(TRAIN_FIELDS + ["", "a..b", "=", "x.y.z"]),
-                                    st.text(max_size=16)), min_size=1, max_size=3))
+@given(
+    overrides=st.lists(
+        st.tuples(st.sampled_from(TRAIN_FIELDS + ["", "a..b", "=", "x.y.z"]), st.text(max_size=16)),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_generated_overrides(overrides):
     with sandbox() as root:
         (root / "data.csv").write_text("filepath,caption\nimg.jpg,a leaf\n")
-        argv = ["train", "--set", "model.name=test-tiny", "--set", "data.sources=[{kind: csv, path: data.csv}]"]
+        argv = [
+            "train",
+            "--set",
+            "model.name=test-tiny",
+            "--set",
+            "data.sources=[{kind: csv, path: data.csv}]",
+        ]
         for field, value in overrides:
             argv += ["--set", f"{field}={value}"]
         status, err = run(*argv, "--print-config")
@@ -130,21 +197,52 @@ def test_generated_overrides(overrides):
 
 
 @FUZZ
-@given(suite=VALUES, dataset=st.dictionaries(
-    st.sampled_from(["name", "task", "path", "train", "test", "folds", "shots", "features", "templates",
-                     "c_values", "domain", "splits", "colour"]), VALUES, max_size=5))
+@given(
+    suite=VALUES,
+    dataset=st.dictionaries(
+        st.sampled_from(
+            [
+                "name",
+                "task",
+                "path",
+                "train",
+                "test",
+                "folds",
+                "shots",
+                "features",
+                "templates",
+                "c_values",
+                "domain",
+                "splits",
+                "colour",
+            ]
+        ),
+        VALUES,
+        max_size=5,
+    ),
+)
 def test_generated_suites(suite, dataset):
     with sandbox() as root:
         (root / "model.safetensors").write_bytes(b"")
         documents = [suite, {"datasets": [dataset]}, {"batch_size": suite, "datasets": [dataset]}]
         for index, document in enumerate(documents):
             try:
-                (root / f"suite{index}.yaml").write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+                (root / f"suite{index}.yaml").write_text(
+                    yaml.safe_dump(document, allow_unicode=True), encoding="utf-8"
+                )
             except yaml.YAMLError:
                 continue
             before = files_under(root)
-            status, err = run("eval", "-m", root / "model.safetensors", "--suite", root / f"suite{index}.yaml",
-                              "--out", root / "out", "-q")
+            status, err = run(
+                "eval",
+                "-m",
+                root / "model.safetensors",
+                "--suite",
+                root / f"suite{index}.yaml",
+                "--out",
+                root / "out",
+                "-q",
+            )
             assert status == 2  # the model file is empty: nothing can succeed
             assert_ok_or_one_line(status, err, "eval")
             assert {f for f in files_under(root) if not f.startswith("out")} == before
@@ -161,19 +259,39 @@ def real_checkpoint(tmp_path_factory):
 def test_generated_broken_model_files(real_checkpoint, cut, noise, kind):
     data = real_checkpoint[0]
     with sandbox() as root:
-        broken = {"cut": data[: int(len(data) * cut)], "noise": noise,
-                  "prefix": data[:8] + noise + data[8 + len(noise):]}[kind]
+        broken = {
+            "cut": data[: int(len(data) * cut)],
+            "noise": noise,
+            "prefix": data[:8] + noise + data[8 + len(noise) :],
+        }[kind]
         (root / "model.safetensors").write_bytes(broken)
         status, err = run("export", root / "model.safetensors", root / "out" / "plain.pt")
         assert_ok_or_one_line(status, err, "export")
-        assert files_under(root) == ({"model.safetensors", "out", "out/plain.pt"} if status == 0
-                                     else {"model.safetensors"})
+        assert files_under(root) == (
+            {"model.safetensors", "out", "out/plain.pt"} if status == 0 else {"model.safetensors"}
+        )
 
 
 @FUZZ
-@given(changes=st.dictionaries(st.sampled_from(["model_name", "open_clip_config", "alpha", "mbdc", "image_size",
-                                               "context_length", "preprocess_cfg", "separate_second_temperature"]),
-                               SMALL_VALUES, min_size=1, max_size=3))
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(
+            [
+                "model_name",
+                "open_clip_config",
+                "alpha",
+                "mbdc",
+                "image_size",
+                "context_length",
+                "preprocess_cfg",
+                "separate_second_temperature",
+            ]
+        ),
+        SMALL_VALUES,
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_generated_checkpoint_metadata(real_checkpoint, changes):
     _, state, config = real_checkpoint
     with sandbox() as root:
@@ -188,4 +306,3 @@ def test_generated_checkpoint_metadata(real_checkpoint, changes):
         assert_ok_or_one_line(status, err, "export")
         assert files_under(root) <= {"model.safetensors", "plain.pt"}
         assert set(Path(tempfile.gettempdir()).glob("dalip-config-*")) <= registered  # no folder left behind
-

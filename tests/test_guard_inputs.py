@@ -9,9 +9,11 @@ import threading
 
 import numpy as np
 import pytest
+from data_fixtures import jpeg_bytes, to_tensor
+from eval_fixtures import make_workspace
+from guard_helpers import files_under, user_error
 from PIL import Image
 
-from data_fixtures import jpeg_bytes, to_tensor
 from dalip.atomic import atomic_write
 from dalip.cli import main
 from dalip.cli.main import one_line
@@ -20,8 +22,6 @@ from dalip.data import build_loader, build_train_dataset, make_source
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import DEFAULT_MAX_IMAGE_PIXELS, decode_image, read_file
 from dalip.evaluation.datasets import list_image_files, read_caption_csv
-from eval_fixtures import make_workspace
-from guard_helpers import files_under, user_error
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,9 @@ def _images(folder, count=3):
 def test_csv_rows_lacking_cells_are_skipped_and_counted(tmp_path):
     _images(tmp_path / "img")
     # a short row leaves its last cells None (the filepath here); an empty cell is ""
-    (tmp_path / "pairs.csv").write_text("caption,filepath\na leaf,img/0.jpg\nshort row\nno image,\n"
-                                        ",img/1.jpg\nok,img/2.jpg\n")
+    (tmp_path / "pairs.csv").write_text(
+        "caption,filepath\na leaf,img/0.jpg\nshort row\nno image,\n,img/1.jpg\nok,img/2.jpg\n"
+    )
     dataset = build_train_dataset([SourceConfig("csv", str(tmp_path / "pairs.csv"))], to_tensor, None, seed=0)
     seen = sorted(text for _, texts in build_loader(dataset, 2, 0, drop_last=False) for text in texts)
     assert seen == ["a leaf", "ok"]
@@ -48,8 +49,9 @@ def test_csv_rows_lacking_cells_are_skipped_and_counted(tmp_path):
 
 def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
     _images(tmp_path / "img", 2)
-    (tmp_path / "bom.csv").write_bytes("filepath,caption,label\nimg/0.jpg,a leaf,oak\nimg/1.jpg,a fern,fern\n"
-                                       .encode("utf-8-sig"))
+    (tmp_path / "bom.csv").write_bytes(
+        "filepath,caption,label\nimg/0.jpg,a leaf,oak\nimg/1.jpg,a fern,fern\n".encode("utf-8-sig")
+    )
     source = make_source(SourceConfig("csv", str(tmp_path / "bom.csv"), label_key="label"))
     assert [label for _, label in source.samples] == [1, 0] and source.classes == ["fern", "oak"]
     paths, captions, _ = read_caption_csv(tmp_path / "bom.csv")
@@ -88,8 +90,12 @@ def test_a_fifo_named_like_an_image_never_blocks(tmp_path):
     assert [os.path.basename(p) for p, _ in source.samples] == ["0.jpg", "1.jpg"]
     assert [os.path.basename(p) for p in list_image_files([tmp_path / "root"])] == ["0.jpg", "1.jpg"]
     counter, outcome = SkipCounter(), []
-    reader = threading.Thread(target=lambda: outcome.append(
-        decode_image(read_file(str(tmp_path / "root" / "oak" / "pipe.jpg")), counter, "pipe")), daemon=True)
+    reader = threading.Thread(
+        target=lambda: outcome.append(
+            decode_image(read_file(str(tmp_path / "root" / "oak" / "pipe.jpg")), counter, "pipe")
+        ),
+        daemon=True,
+    )
     reader.start()
     reader.join(timeout=20)
     assert outcome == [None] and counter.counts() == {"not_an_image": 1}
@@ -103,21 +109,35 @@ def test_a_malformed_sizes_json_names_the_file(tmp_path, sizes):
         make_source(SourceConfig("webdataset", str(tmp_path / "00000.tar")))
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("- just\n- a list of words\n", "datasets[0]: expected a mapping"),
-    ("42\n", "expected a mapping with a 'datasets' list"),
-    ("datasets: [\n", "not valid YAML"),
-    ("batch_size: abc\ndatasets:\n  - {name: a, task: zeroshot, path: x}\n", "batch_size: expected int"),
-    ("workers: -2\ndatasets:\n  - {name: a, task: zeroshot, path: x}\n", "workers: expected an integer >= 0"),
-    ("datasets:\n  - {name: a, task: fewshot, train: x, test: y, folds: 0}\n", "datasets[0].folds: expected an integer >= 1"),
-    ("datasets:\n  - {name: a, task: fewshot, train: x, test: y, shots: [0]}\n", "shots[0]: expected an integer >= 1"),
-    ("datasets:\n  - {name: ../../escape, task: zeroshot, path: x}\n", "plain name"),
-    ("modes: [best]\ndatasets:\n  - {name: a, task: zeroshot, path: x}\n", "modes[0]: expected one of"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("- just\n- a list of words\n", "datasets[0]: expected a mapping"),
+        ("42\n", "expected a mapping with a 'datasets' list"),
+        ("datasets: [\n", "not valid YAML"),
+        ("batch_size: abc\ndatasets:\n  - {name: a, task: zeroshot, path: x}\n", "batch_size: expected int"),
+        (
+            "workers: -2\ndatasets:\n  - {name: a, task: zeroshot, path: x}\n",
+            "workers: expected an integer >= 0",
+        ),
+        (
+            "datasets:\n  - {name: a, task: fewshot, train: x, test: y, folds: 0}\n",
+            "datasets[0].folds: expected an integer >= 1",
+        ),
+        (
+            "datasets:\n  - {name: a, task: fewshot, train: x, test: y, shots: [0]}\n",
+            "shots[0]: expected an integer >= 1",
+        ),
+        ("datasets:\n  - {name: ../../escape, task: zeroshot, path: x}\n", "plain name"),
+        ("modes: [best]\ndatasets:\n  - {name: a, task: zeroshot, path: x}\n", "modes[0]: expected one of"),
+    ],
+)
 def test_suite_mistakes_are_one_line_naming_the_file(tmp_path, capsys, text, expected):
     suite = tmp_path / "suite.yaml"
     suite.write_text(text)
-    message = user_error(capsys, "eval", "-m", tmp_path / "m.safetensors", "--suite", suite, "--out", tmp_path / "o")
+    message = user_error(
+        capsys, "eval", "-m", tmp_path / "m.safetensors", "--suite", suite, "--out", tmp_path / "o"
+    )
     assert "suite.yaml" in message and expected in message
     assert not (tmp_path / "o").exists()
 
@@ -125,9 +145,13 @@ def test_suite_mistakes_are_one_line_naming_the_file(tmp_path, capsys, text, exp
 def test_latin1_label_and_text_files_name_the_file(workspace, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_bytes("ch\xeane\n\xe9rable\n".encode("latin-1"))
-    message = user_error(capsys, "predict", workspace["test"], "-m", workspace["start"], "--labels-file", labels)
+    message = user_error(
+        capsys, "predict", workspace["test"], "-m", workspace["start"], "--labels-file", labels
+    )
     assert "labels.txt" in message and "UTF-8" in message
-    message = user_error(capsys, "embed", "-m", workspace["start"], "--texts-file", labels, "--out", tmp_path / "e.npz")
+    message = user_error(
+        capsys, "embed", "-m", workspace["start"], "--texts-file", labels, "--out", tmp_path / "e.npz"
+    )
     assert "labels.txt" in message and "UTF-8" in message
 
 
@@ -135,9 +159,24 @@ def test_predict_reports_unreadable_images_and_rejects_batch_size_0(workspace, t
     (tmp_path / "broken.png").write_text("not an image")
     good = workspace["test"] / "oak" / "0.png"
     assert "--batch-size: expected an integer >= 1, got 0" in user_error(
-        capsys, "predict", good, "-m", workspace["start"], "--labels", "a,b", "--batch-size", "0")
-    assert main(["predict", str(good), str(tmp_path / "broken.png"), "-m", str(workspace["start"]),
-                 "--labels", "oak,fern", "--json", "-q"]) == 0
+        capsys, "predict", good, "-m", workspace["start"], "--labels", "a,b", "--batch-size", "0"
+    )
+    assert (
+        main(
+            [
+                "predict",
+                str(good),
+                str(tmp_path / "broken.png"),
+                "-m",
+                str(workspace["start"]),
+                "--labels",
+                "oak,fern",
+                "--json",
+                "-q",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     output = json.loads(captured.out)
     assert [r["image"] for r in output["results"]] == [str(good)]
@@ -152,9 +191,19 @@ def test_embed_and_eval_outputs_follow_the_force_rule(workspace, tmp_path, capsy
     assert "--force" in user_error(capsys, *argv)
     assert out.read_bytes() == b"earlier"
     assert main(argv + ["--force"]) == 0 and np.load(out)["first"].shape[0] == 1
-    assert "is a folder" in user_error(capsys, "embed", "-m", workspace["start"], "--texts", "x", "--out", tmp_path)
-    eval_argv = ["eval", "-m", str(workspace["start"]), "--zeroshot", str(workspace["test"]),
-                 "--out", str(tmp_path / "eval"), "-q"]
+    assert "is a folder" in user_error(
+        capsys, "embed", "-m", workspace["start"], "--texts", "x", "--out", tmp_path
+    )
+    eval_argv = [
+        "eval",
+        "-m",
+        str(workspace["start"]),
+        "--zeroshot",
+        str(workspace["test"]),
+        "--out",
+        str(tmp_path / "eval"),
+        "-q",
+    ]
     assert main(eval_argv) == 0
     assert "pass --force" in user_error(capsys, *eval_argv)
     assert main(eval_argv + ["--force"]) == 0

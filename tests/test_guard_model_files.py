@@ -10,11 +10,11 @@ import tempfile
 
 import pytest
 import torch
+from conftest import TEST_MBDC
+from guard_helpers import saved_checkpoint, user_error, write_safetensors
 from PIL import Image
 
-from conftest import TEST_MBDC
 from dalip.cli import main
-from guard_helpers import saved_checkpoint, user_error, write_safetensors
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +65,17 @@ def test_model_names_that_reach_outside_the_registry_are_refused(saved, tmp_path
     assert not (tmp_path / "plain.pt").exists()
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("{}", "empty"),
-    ("[]", "JSON list"),
-    ('["test-tiny"]', "JSON list"),
-    ("", "not valid JSON"),
-    ("{not json", "not valid JSON"),
-    ("null", "null"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("{}", "empty"),
+        ("[]", "JSON list"),
+        ('["test-tiny"]', "JSON list"),
+        ("", "not valid JSON"),
+        ("{not json", "not valid JSON"),
+        ("null", "null"),
+    ],
+)
 def test_checkpoint_with_empty_or_list_shaped_config_is_one_line(saved, tmp_path, capsys, raw, expected):
     _, state, _ = saved
     path = write_safetensors(tmp_path / "m.safetensors", state, None, raw_config=raw)
@@ -80,21 +83,29 @@ def test_checkpoint_with_empty_or_list_shaped_config_is_one_line(saved, tmp_path
     assert "m.safetensors" in message and expected in message
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"mbdc": {**TEST_MBDC, "heads": 4}}, "do not match"),
-    ({"alpha": "half"}, "alpha"),
-    ({"alpha": 7}, "alpha"),
-    ({"mbdc": [2, 8]}, "mbdc"),
-    ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "cannot be built"),
-    ({"image_size": -3}, "image_size"),
-    ({"context_length": "long"}, "context_length"),
-    ({"open_clip_config": ["embed_dim", 32]}, "open_clip_config"),
-    ({"open_clip_config": {"embed_dim": 32, "text_cfg": {"hf_tokenizer_name": "x/y"}}}, "hf_"),
-    ({"model_name": "new-arch", "open_clip_config": {"embed_dim": "wide", "vision_cfg": {}, "text_cfg": {}}},
-     "cannot be built"),
-    ({"mbdc": {**TEST_MBDC, "reduced_dim": 5000}}, "parameters"),  # memory, not a file write
-    ({"image_size": 10 ** 7}, "parameters"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"mbdc": {**TEST_MBDC, "heads": 4}}, "do not match"),
+        ({"alpha": "half"}, "alpha"),
+        ({"alpha": 7}, "alpha"),
+        ({"mbdc": [2, 8]}, "mbdc"),
+        ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "cannot be built"),
+        ({"image_size": -3}, "image_size"),
+        ({"context_length": "long"}, "context_length"),
+        ({"open_clip_config": ["embed_dim", 32]}, "open_clip_config"),
+        ({"open_clip_config": {"embed_dim": 32, "text_cfg": {"hf_tokenizer_name": "x/y"}}}, "hf_"),
+        (
+            {
+                "model_name": "new-arch",
+                "open_clip_config": {"embed_dim": "wide", "vision_cfg": {}, "text_cfg": {}},
+            },
+            "cannot be built",
+        ),
+        ({"mbdc": {**TEST_MBDC, "reduced_dim": 5000}}, "parameters"),  # memory, not a file write
+        ({"image_size": 10**7}, "parameters"),
+    ],
+)
 def test_checkpoint_with_mismatched_config_is_one_line(saved, tmp_path, capsys, change, expected):
     _, state, config = saved
     path = write_safetensors(tmp_path / "m.safetensors", state, {**config, **change})
@@ -104,6 +115,7 @@ def test_checkpoint_with_mismatched_config_is_one_line(saved, tmp_path, capsys, 
 
 def _bad_weight_files(saved, folder):
     """A pickle that would run code, random bytes, and a checkpoint cut short."""
+
     class Payload:
         def __reduce__(self):
             return (os.system, (f"touch {folder / 'pwned'}",))
@@ -134,9 +146,22 @@ def test_unreadable_weights_as_model_pretrained_are_one_line(saved, tmp_path, ca
     Image.new("RGB", (32, 32)).save(tmp_path / "img" / "0.png")
     (tmp_path / "data.csv").write_text("filepath,caption\nimg/0.png,a leaf\n")
     monkeypatch.chdir(tmp_path)
-    message = user_error(capsys, "train", "--set", "model.name=test-tiny", "--set", f"model.pretrained={bad}",
-                         "--set", "data.sources=[{kind: csv, path: data.csv}]", "--set", "batch_size=1",
-                         "--set", "out_dir=run", "--set", "data.workers=0")
+    message = user_error(
+        capsys,
+        "train",
+        "--set",
+        "model.name=test-tiny",
+        "--set",
+        f"model.pretrained={bad}",
+        "--set",
+        "data.sources=[{kind: csv, path: data.csv}]",
+        "--set",
+        "batch_size=1",
+        "--set",
+        "out_dir=run",
+        "--set",
+        "data.workers=0",
+    )
     assert bad.name in message
     assert not (tmp_path / "pwned").exists()
 
@@ -148,12 +173,15 @@ def test_training_checkpoint_with_a_list_config_is_one_line(saved, tmp_path, cap
     assert "step_000000001.pt" in message
 
 
-@pytest.mark.parametrize("section, expected", [
-    ({"model_name": "../../escape"}, "model_name"),
-    ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "cannot be loaded"),
-    ({"alpha": float("nan")}, "alpha"),
-    (["test-tiny"], "'dalip' section"),
-])
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        ({"model_name": "../../escape"}, "model_name"),
+        ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "cannot be loaded"),
+        ({"alpha": float("nan")}, "alpha"),
+        (["test-tiny"], "'dalip' section"),
+    ],
+)
 def test_fused_folder_with_a_crafted_dalip_section_is_one_line(saved, tmp_path, capsys, section, expected):
     folder = tmp_path / "fused"
     assert main(["export", str(saved[0]), str(folder), "--format", "fused-dir"]) == 0
@@ -161,6 +189,8 @@ def test_fused_folder_with_a_crafted_dalip_section_is_one_line(saved, tmp_path, 
     config = json.loads(config_path.read_text())
     config["dalip"] = {**config["dalip"], **section} if isinstance(section, dict) else section
     config_path.write_text(json.dumps(config))
-    message = user_error(capsys, "embed", "-m", f"local-dir:{folder}", "--texts", "a leaf", "--out", tmp_path / "e.npz")
+    message = user_error(
+        capsys, "embed", "-m", f"local-dir:{folder}", "--texts", "a leaf", "--out", tmp_path / "e.npz"
+    )
     assert "fused" in message and expected in message
     assert not (tmp_path / "e.npz").exists()

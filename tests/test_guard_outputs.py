@@ -11,19 +11,37 @@ import sys
 import time
 
 import pytest
+from guard_helpers import files_under, user_error
 
 from dalip.cli import main
 from dalip.outputs import LOCK_NAME, MANIFEST_NAME, OutputFolder, check_output_file, read_manifest
-from guard_helpers import files_under, user_error
 
-TINY_DATASET = ["--species", "2", "--image-size", "24", "--train-per-class", "2", "--val-per-class", "1",
-                "--test-per-class", "1", "--general-classes", "1"]
+TINY_DATASET = [
+    "--species",
+    "2",
+    "--image-size",
+    "24",
+    "--train-per-class",
+    "2",
+    "--val-per-class",
+    "1",
+    "--test-per-class",
+    "1",
+    "--general-classes",
+    "1",
+]
 
 
 def _user_folder(root):
     """A folder holding a user's work under the names dalip's outputs use."""
-    for relative in ("figures/mine.png", "wiseft-clip/notes.md", "data/plant/photo.jpg", "start/model.safetensors",
-                     "plant/train/keep.csv", "general/readme.txt"):
+    for relative in (
+        "figures/mine.png",
+        "wiseft-clip/notes.md",
+        "data/plant/photo.jpg",
+        "start/model.safetensors",
+        "plant/train/keep.csv",
+        "general/readme.txt",
+    ):
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(f"user file {relative}")
     return files_under(root)
@@ -69,8 +87,11 @@ def test_force_never_follows_a_manifest_outside_the_folder(tmp_path):
     out.mkdir()
     os.symlink(tmp_path / "elsewhere", out / "linked")
     (out / "ours.txt").write_text("x")
-    (out / MANIFEST_NAME).write_text(json.dumps({"command": "eval", "files": [
-        "../outside.txt", str(outside), "linked/photo.jpg", "ours.txt"]}))
+    (out / MANIFEST_NAME).write_text(
+        json.dumps(
+            {"command": "eval", "files": ["../outside.txt", str(outside), "linked/photo.jpg", "ours.txt"]}
+        )
+    )
     with OutputFolder(out, "eval", force=True):
         pass
     assert outside.read_text() == "precious" and (tmp_path / "elsewhere" / "photo.jpg").exists()
@@ -86,9 +107,11 @@ def test_output_of_another_command_is_refused(tmp_path):
 
 
 def test_a_live_lock_keeps_a_second_command_out(tmp_path):
-    with OutputFolder(tmp_path, "eval"):
-        with pytest.raises(FileExistsError, match="in use by another dalip command"):
-            OutputFolder(tmp_path, "eval", force=True).open()
+    with (
+        OutputFolder(tmp_path, "eval"),
+        pytest.raises(FileExistsError, match="in use by another dalip command"),
+    ):
+        OutputFolder(tmp_path, "eval", force=True).open()
     with OutputFolder(tmp_path, "eval", force=True):  # released: the next command gets it
         pass
 
@@ -106,8 +129,12 @@ time.sleep(60)
 def test_a_killed_holders_lock_is_free_and_a_live_ones_respected(tmp_path):
     """The lock is the kernel's: a process that holds it keeps others out; killed (SIGKILL,
     no clean-up at all), it holds nothing, and a leftover lock file of dalip 0.1 is no lock."""
-    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 999999, "host": socket.gethostname(), "command": "train"}))
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    (tmp_path / LOCK_NAME).write_text(
+        json.dumps({"pid": 999999, "host": socket.gethostname(), "command": "train"})
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         with pytest.raises(FileExistsError, match="in use by another dalip command"):
@@ -138,10 +165,16 @@ def test_processes_racing_for_a_stale_lock_cannot_both_win(tmp_path):
     """A stale lock file (dalip 0.1's record of a process that is gone) and six processes
     starting at the same instant: exactly one takes the folder, the others are refused while it
     holds it (dalip 0.1's own lock let several take over a stale lock at once)."""
-    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 999999, "host": socket.gethostname(), "command": "eval"}))
+    (tmp_path / LOCK_NAME).write_text(
+        json.dumps({"pid": 999999, "host": socket.gethostname(), "command": "eval"})
+    )
     start = time.time() + 3.0  # every process imported and waiting by then
-    racers = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), str(start)], stdout=subprocess.PIPE,
-                               text=True) for _ in range(6)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, str(tmp_path), str(start)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
     outcomes = sorted(racer.communicate(timeout=120)[0].strip() for racer in racers)
     assert outcomes == ["refused"] * 5 + ["won"]
 
@@ -153,8 +186,10 @@ def test_eval_and_interpolate_refuse_a_folder_they_did_not_write(tmp_path, capsy
     suite, model = elsewhere / "suite.yaml", elsewhere / "m.safetensors"
     suite.write_text("datasets:\n  - {name: a, task: zeroshot, path: x}\n")
     model.write_bytes(b"")  # never read: the folder is refused first
-    for argv in (["eval", "-m", model, "--suite", suite, "--out", tmp_path, "--force"],
-                 ["interpolate", "--start", model, "--tuned", model, "--suite", suite, "--out", tmp_path, "--force"]):
+    for argv in (
+        ["eval", "-m", model, "--suite", suite, "--out", tmp_path, "--force"],
+        ["interpolate", "--start", model, "--tuned", model, "--suite", suite, "--out", tmp_path, "--force"],
+    ):
         assert "not empty" in user_error(capsys, *argv)
     assert files_under(tmp_path) == {"thesis.tex"}
 

@@ -12,26 +12,41 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from guard_helpers import files_under, user_error
+from train_fixtures import write_config
 
 from dalip.cli import main
 from dalip.outputs import LOCK_NAME
 from dalip.train.run_log import read_metrics
-from guard_helpers import files_under, user_error
-from train_fixtures import write_config
 
 
-@pytest.mark.parametrize("override, field", [
-    ("optim.lr=.nan", "optim.lr"), ("optim.lr=.inf", "optim.lr"), ("optim.lr=-1e-3", "optim.lr"),
-    ("optim.grad_clip=-1", "optim.grad_clip"), ("optim.mbdc_lr=-1e-4", "optim.mbdc_lr"),
-    ("optim.weight_decay=-0.1", "optim.weight_decay"), ("optim.warmup_steps=-5", "optim.warmup_steps"),
-    ("optim.min_lr_ratio=1.5", "optim.min_lr_ratio"), ("eval_every=-1", "eval_every"),
-    ("lock.image_unlocked_groups=-1", "lock.image_unlocked_groups"),
-    ("lock.text_unlocked_layers=-2", "lock.text_unlocked_layers"), ("optim.beta1=2", "optim.beta1"),
-    ("optim.eps=0", "optim.eps"), ("model.image_size=0", "model.image_size"),
-    ("model.context_length=0", "model.context_length"), ("data.num_samples=-5", "data.num_samples"),
-    ("model.dropout=1.5", "model.dropout"), ("model.alpha=.nan", "model.alpha"), ("seed=-1", "seed"),
-    ("device=tpu", "device"), ("loss.combine=product", "loss.combine"), ("data.workers=-1", "data.workers"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("optim.lr=.nan", "optim.lr"),
+        ("optim.lr=.inf", "optim.lr"),
+        ("optim.lr=-1e-3", "optim.lr"),
+        ("optim.grad_clip=-1", "optim.grad_clip"),
+        ("optim.mbdc_lr=-1e-4", "optim.mbdc_lr"),
+        ("optim.weight_decay=-0.1", "optim.weight_decay"),
+        ("optim.warmup_steps=-5", "optim.warmup_steps"),
+        ("optim.min_lr_ratio=1.5", "optim.min_lr_ratio"),
+        ("eval_every=-1", "eval_every"),
+        ("lock.image_unlocked_groups=-1", "lock.image_unlocked_groups"),
+        ("lock.text_unlocked_layers=-2", "lock.text_unlocked_layers"),
+        ("optim.beta1=2", "optim.beta1"),
+        ("optim.eps=0", "optim.eps"),
+        ("model.image_size=0", "model.image_size"),
+        ("model.context_length=0", "model.context_length"),
+        ("data.num_samples=-5", "data.num_samples"),
+        ("model.dropout=1.5", "model.dropout"),
+        ("model.alpha=.nan", "model.alpha"),
+        ("seed=-1", "seed"),
+        ("device=tpu", "device"),
+        ("loss.combine=product", "loss.combine"),
+        ("data.workers=-1", "data.workers"),
+    ],
+)
 def test_out_of_range_values_are_refused_before_anything_runs(train_data, tmp_path, capsys, override, field):
     config = write_config(train_data, tmp_path / "run")
     message = user_error(capsys, "train", "--config", config, "--set", override)
@@ -41,9 +56,14 @@ def test_out_of_range_values_are_refused_before_anything_runs(train_data, tmp_pa
 
 def test_an_infinite_source_weight_is_refused(train_data, tmp_path, capsys):
     path = train_data / "plant/train/captions.csv"
-    config = write_config(train_data, tmp_path / "run", data={"sources": [{"kind": "csv", "path": str(path),
-                                                                             "weight": float("inf")}]})
-    assert "data.sources[0].weight: expected a finite number > 0, got inf" in user_error(capsys, "train", "--config", config)
+    config = write_config(
+        train_data,
+        tmp_path / "run",
+        data={"sources": [{"kind": "csv", "path": str(path), "weight": float("inf")}]},
+    )
+    assert "data.sources[0].weight: expected a finite number > 0, got inf" in user_error(
+        capsys, "train", "--config", config
+    )
 
 
 def test_broken_yaml_in_an_override_and_scalar_sections(train_data, tmp_path, capsys):
@@ -69,10 +89,19 @@ def test_relative_paths_in_a_config_are_relative_to_the_file(train_data, tmp_pat
     (tmp_path / "configs").mkdir()
     (tmp_path / "cwd").mkdir()
     config = tmp_path / "configs" / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"name": "test-tiny", "config_file": "../model.json", "pretrained": "../start.safetensors"},
-        "data": {"sources": [{"kind": "csv", "path": "../data.csv"}]}, "out_dir": "../runs/x",
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "name": "test-tiny",
+                    "config_file": "../model.json",
+                    "pretrained": "../start.safetensors",
+                },
+                "data": {"sources": [{"kind": "csv", "path": "../data.csv"}]},
+                "out_dir": "../runs/x",
+            }
+        )
+    )
     for name in ("model.json", "start.safetensors", "data.csv"):
         (tmp_path / name).write_text("{}")
     monkeypatch.chdir(tmp_path / "cwd")
@@ -102,9 +131,13 @@ def test_the_shipped_tiny_config_writes_inside_the_checkout(monkeypatch, tmp_pat
 def test_a_folder_in_use_by_a_running_train_is_refused(train_data, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    hold = ("import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
-            "print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(out / LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    hold = (
+        "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+        "print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(out / LOCK_NAME)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         message = user_error(capsys, "train", "--config", write_config(train_data, out))
@@ -128,13 +161,30 @@ def test_resume_refuses_changed_fields_and_applies_allowed_ones(train_data, tmp_
     config = write_config(train_data, out, steps=4, checkpoint_every=2)
     assert main(["train", "--config", str(config), "--set", "steps=2"]) == 0
     before = {name: (out / name).read_text() for name in ("config.yaml", "metrics.jsonl")}
-    message = user_error(capsys, "train", "--config", config, "--resume", "latest",
-                         "--set", "batch_size=4", "--set", "seed=3")
+    message = user_error(
+        capsys, "train", "--config", config, "--resume", "latest", "--set", "batch_size=4", "--set", "seed=3"
+    )
     for field in ("batch_size: 8 -> 4", "seed: 0 -> 3", "steps: 2 -> 4", "--allow-change steps"):
         assert field in message
     assert {name: (out / name).read_text() for name in before} == before
-    assert main(["train", "--config", str(config), "--resume", "latest", "--set", "optim.lr=2e-3",
-                 "--allow-change", "steps", "--allow-change", "optim.lr"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--resume",
+                "latest",
+                "--set",
+                "optim.lr=2e-3",
+                "--allow-change",
+                "steps",
+                "--allow-change",
+                "optim.lr",
+            ]
+        )
+        == 0
+    )
     records = read_metrics(out / "metrics.jsonl")
     change = next(r for r in records if "resumed_with_changes" in r)
     assert change["step"] == 2 and change["resumed_with_changes"]["optim.lr"] == [1e-3, 2e-3]
@@ -196,7 +246,10 @@ def test_a_source_whose_every_sample_is_bad_stops_the_run(train_data, tmp_path, 
     bad = tmp_path / "broken.csv"
     bad.write_text("filepath,caption\n" + "".join(f"missing/{i}.jpg,a leaf\n" for i in range(8)))
     good = train_data / "plant/train/captions.csv"
-    sources = [{"kind": "csv", "path": str(good), "weight": 1}, {"kind": "csv", "path": str(bad), "weight": 1}]
+    sources = [
+        {"kind": "csv", "path": str(good), "weight": 1},
+        {"kind": "csv", "path": str(bad), "weight": 1},
+    ]
     config = write_config(train_data, tmp_path / "run", steps=50, data={"sources": sources})
     message = user_error(capsys, "train", "--config", config, alone=False)  # after the skip counts
     assert "data.sources[1]" in message and "broken.csv" in message and "missing_file" in message

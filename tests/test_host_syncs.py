@@ -11,12 +11,12 @@ import sys
 
 import pytest
 import torch
+from train_fixtures import write_config
 
 from dalip.config import load_train_config
 from dalip.train.distributed import DistributedContext
 from dalip.train.host_syncs import HostSyncCounter
 from dalip.train.loop import Trainer
-from train_fixtures import write_config
 
 STEPS, LOG_EVERY = 8, 4
 
@@ -42,7 +42,9 @@ def syncs_per_iteration(trainer: Trainer) -> dict[int, int]:
 def quiet_steps(counts: dict[int, int], steps_per_epoch: int) -> dict[int, int]:
     """Steps that neither log nor checkpoint nor end an epoch (a new epoch's DataLoader iterator
     draws its seeds on the CPU), so their iteration is the steady state of a run."""
-    return {step: n for step, n in counts.items() if step % LOG_EVERY and step % steps_per_epoch and step < STEPS}
+    return {
+        step: n for step, n in counts.items() if step % LOG_EVERY and step % steps_per_epoch and step < STEPS
+    }
 
 
 VARIANTS = {
@@ -58,8 +60,13 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_no_host_sync_outside_log_steps(train_data, tmp_path, variant):
     # 1 loader worker: the batches are made in another process, as on a GPU node.
-    settings = {"steps": STEPS, "log_every": LOG_EVERY, "checkpoint_every": 100, "data": {"workers": 1},
-                **VARIANTS[variant]}
+    settings = {
+        "steps": STEPS,
+        "log_every": LOG_EVERY,
+        "checkpoint_every": 100,
+        "data": {"workers": 1},
+        **VARIANTS[variant],
+    }
     config = load_train_config(write_config(train_data, tmp_path / "run", **settings))
     trainer = Trainer(config, DistributedContext())
     counts = syncs_per_iteration(trainer)
@@ -90,15 +97,35 @@ Path({out!r}, f"rank{{context.rank}}.json").write_text(json.dumps([counts, train
 def test_two_ranks_sync_at_most_once_per_step(train_data, tmp_path):
     """Under DDP (2 gloo processes) the one read per step is the ranks' agreement on the next
     batch and on stop signals, a CPU tensor on a gloo group (never a GPU wait)."""
-    settings = {"steps": STEPS, "log_every": LOG_EVERY, "checkpoint_every": 100, "device": "cpu",
-                "optim": {"accumulation": 2}, "model": {"weighting": "batchnorm"}, "data": {"workers": 1}}
+    settings = {
+        "steps": STEPS,
+        "log_every": LOG_EVERY,
+        "checkpoint_every": 100,
+        "device": "cpu",
+        "optim": {"accumulation": 2},
+        "model": {"weighting": "batchnorm"},
+        "data": {"workers": 1},
+    }
     config = write_config(train_data, tmp_path / "run", **settings)
     script = tmp_path / "rank.py"
     tests = os.path.dirname(__file__)
-    script.write_text(RANK_SCRIPT.format(tests=tests, config=str(config), out=str(tmp_path),
-                                         config_file=str(train_data / "test-tiny.json")))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(_free_port()), str(script)]
+    script.write_text(
+        RANK_SCRIPT.format(
+            tests=tests, config=str(config), out=str(tmp_path), config_file=str(train_data / "test-tiny.json")
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(script),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

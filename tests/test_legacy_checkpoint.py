@@ -19,7 +19,9 @@ def test_legacy_checkpoint_gives_the_features_it_was_written_with():
         image = model.encode_image(expected["images"])
         text = model.encode_text(expected["texts"])
     for name, got in [
-        ("image_first", image.first), ("image_second", image.second),
-        ("text_first", text.first), ("text_second", text.second),
+        ("image_first", image.first),
+        ("image_second", image.second),
+        ("text_first", text.first),
+        ("text_second", text.second),
     ]:
         torch.testing.assert_close(got, expected[name], atol=1e-5, rtol=1e-5, msg=name)

@@ -1,5 +1,3 @@
-import os
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -52,8 +50,10 @@ def test_similarity_combine_is_one_loss_on_fused_logits():
 def test_matched_pairs_score_lower_than_shuffled():
     image, _ = random_features(seed=1)
     noise = random_features(seed=2)[0]
-    text = Features(F.normalize(image.first + 0.3 * noise.first, dim=-1),
-                    F.normalize(image.second + 0.3 * noise.second, dim=-1))
+    text = Features(
+        F.normalize(image.first + 0.3 * noise.first, dim=-1),
+        F.normalize(image.second + 0.3 * noise.second, dim=-1),
+    )
     shuffled = Features(text.first.roll(1, 0), text.second.roll(1, 0))
     loss = DALIPLoss()
     scale = torch.tensor(20.0)
@@ -72,8 +72,14 @@ def _distributed_worker(rank, world_size, init_file, combine, local_loss, result
     part = slice(rank * 4, (rank + 1) * 4)
     local_image = Features(image.first[part], image.second[part])
     local_text = Features(text.first[part], text.second[part])
-    loss = DALIPLoss(alpha=0.4, combine=combine, local_loss=local_loss, gather_with_grad=True,
-                     rank=rank, world_size=world_size)
+    loss = DALIPLoss(
+        alpha=0.4,
+        combine=combine,
+        local_loss=local_loss,
+        gather_with_grad=True,
+        rank=rank,
+        world_size=world_size,
+    )
     out = loss(local_image, local_text, torch.tensor(12.0))
     total = out["loss"].detach().clone()
     dist.all_reduce(total)

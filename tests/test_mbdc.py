@@ -1,10 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from test_bdc import reference_bdc
 
 from dalip import MBDC
 from dalip.model.mbdc import masked_batch_norm
-from test_bdc import reference_bdc
 
 
 def reference_mbdc(module: MBDC, tokens, summary, mask=None):
@@ -33,7 +33,9 @@ def reference_mbdc(module: MBDC, tokens, summary, mask=None):
     return torch.stack(outputs)
 
 
-@pytest.mark.parametrize("heads, reduced_dim, tokens_count, out_dim", [(4, 6, 9, None), (2, 5, 17, 12), (1, 3, 2, 7)])
+@pytest.mark.parametrize(
+    "heads, reduced_dim, tokens_count, out_dim", [(4, 6, 9, None), (2, 5, 17, 12), (1, 3, 2, 7)]
+)
 def test_output_shape_and_norm(heads, reduced_dim, tokens_count, out_dim):
     module = MBDC(32, heads=heads, reduced_dim=reduced_dim, out_dim=out_dim).eval()
     output = module(torch.randn(3, tokens_count, 32), torch.randn(3, 32))
@@ -48,7 +50,9 @@ def test_batched_heads_match_plain_reference(weighting):
     torch.manual_seed(0)
     module = MBDC(24, heads=3, reduced_dim=4, weighting=weighting).double()
     if weighting == "batchnorm":  # running statistics away from (0, 1), so eval mode differs from identity
-        module.train()(torch.randn(4, 7, 24, dtype=torch.float64) * 3 + 1, torch.randn(4, 24, dtype=torch.float64))
+        module.train()(
+            torch.randn(4, 7, 24, dtype=torch.float64) * 3 + 1, torch.randn(4, 24, dtype=torch.float64)
+        )
     module.eval()
     tokens, summary = torch.randn(2, 7, 24, dtype=torch.float64), torch.randn(2, 24, dtype=torch.float64)
     mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])

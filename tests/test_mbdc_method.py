@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TEST_MBDC
 
 import dalip
 from dalip import MBDC
-from conftest import TEST_MBDC
 
 
 def _cluster_shift(weighting: str, seed: int) -> float:
@@ -22,7 +22,9 @@ def _cluster_shift(weighting: str, seed: int) -> float:
         module.token_proj.bias.zero_()
     basis = torch.linalg.qr(torch.randn(dim, dim))[0]
     a, b = basis[0], basis[1]
-    tokens = torch.cat([a + 0.05 * torch.randn(count // 2, dim), b + 0.05 * torch.randn(count // 2, dim)])[None]
+    tokens = torch.cat([a + 0.05 * torch.randn(count // 2, dim), b + 0.05 * torch.randn(count // 2, dim)])[
+        None
+    ]
     if weighting == "batchnorm":  # running statistics of a batch, then inference
         module.train()(torch.randn(8, count, dim), torch.randn(8, dim))
     module.eval()
@@ -80,7 +82,9 @@ def test_dropout_rate_and_kind_are_validated():
 
 
 def test_new_checkpoints_record_weighting_and_dropout_kind(tmp_path):
-    model, *_ = dalip.create_model("test-tiny", weighting="batchnorm", dropout_kind="channel", dropout=0.3, **TEST_MBDC)
+    model, *_ = dalip.create_model(
+        "test-tiny", weighting="batchnorm", dropout_kind="channel", dropout=0.3, **TEST_MBDC
+    )
     model.save(tmp_path / "m.safetensors")
     loaded = dalip.load_checkpoint(tmp_path / "m.safetensors")
     assert loaded.image_mbdc.weighting == "batchnorm" and loaded.text_mbdc.dropout_kind == "channel"
@@ -88,6 +92,8 @@ def test_new_checkpoints_record_weighting_and_dropout_kind(tmp_path):
     images, texts = torch.randn(2, 3, 32, 32), torch.randint(1, 400, (2, 16))
     with torch.no_grad():
         model.eval()
-        for got, want in [(loaded.encode_image(images), model.encode_image(images)),
-                          (loaded.encode_text(texts), model.encode_text(texts))]:
+        for got, want in [
+            (loaded.encode_image(images), model.encode_image(images)),
+            (loaded.encode_text(texts), model.encode_text(texts)),
+        ]:
             torch.testing.assert_close(got.second, want.second)

@@ -1,11 +1,10 @@
 import open_clip
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import TEST_MBDC
 
 import dalip
-from dalip import DALIPLoss, Features
-from conftest import TEST_MBDC
+from dalip import DALIPLoss
 
 
 def test_first_order_is_open_clips_own(tiny_model, captions):
@@ -24,7 +23,7 @@ def test_text_padding_content_is_ignored(tiny_model, captions):
     garbage = texts.clone()
     end = texts.argmax(-1)
     for row, position in enumerate(end.tolist()):  # random ids after end-of-text, below its id
-        garbage[row, position + 1:] = torch.randint(1, 1000, (texts.shape[1] - position - 1,))
+        garbage[row, position + 1 :] = torch.randint(1, 1000, (texts.shape[1] - position - 1,))
     clean, noisy = model.encode_text(texts), model.encode_text(garbage)
     torch.testing.assert_close(noisy.second, clean.second, rtol=0, atol=1e-6)
 
@@ -63,7 +62,8 @@ def test_every_supported_vit_architecture_is_accepted():
     names = dalip.supported_model_names()
     vits = [n for n in open_clip.list_models() if n.startswith("ViT-")]
     timm_or_hf = {
-        n for n in vits
+        n
+        for n in vits
         if "timm_model_name" in open_clip.get_model_config(n)["vision_cfg"]
         or "hf_model_name" in open_clip.get_model_config(n)["text_cfg"]
     }
@@ -107,6 +107,7 @@ def test_plain_open_clip_weights_load_and_heads_are_reported(tmp_path, suffix):
         torch.save({"state_dict": source.state_dict()}, path)
     else:
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     model, _, _, _ = dalip.create_model("test-tiny", pretrained=str(path), **TEST_MBDC)
     for name, value in source.state_dict().items():
@@ -127,8 +128,12 @@ def test_every_parameter_receives_a_gradient(tiny_model, captions):
     model.train()
     model.logit_scale_second = torch.nn.Parameter(torch.tensor(2.0))
     output = model(torch.randn(4, 3, 32, 32), tokenizer(captions))
-    losses = DALIPLoss()(output["image_features"], output["text_features"], output["logit_scale"],
-                         model.logit_scale_second.exp())
+    losses = DALIPLoss()(
+        output["image_features"],
+        output["text_features"],
+        output["logit_scale"],
+        model.logit_scale_second.exp(),
+    )
     losses["loss"].backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
@@ -142,7 +147,22 @@ def test_dalip_tiny_fits_a_fixed_batch():
     torch.manual_seed(0)
     model, _, _, tokenizer = dalip.create_model("dalip-tiny")
     images = torch.randn(16, 3, 64, 64)
-    words = "oak leaf red serrate ovate spotted green blue lobed palmate maple fern moss pine".split()
+    words = [
+        "oak",
+        "leaf",
+        "red",
+        "serrate",
+        "ovate",
+        "spotted",
+        "green",
+        "blue",
+        "lobed",
+        "palmate",
+        "maple",
+        "fern",
+        "moss",
+        "pine",
+    ]
     order = torch.stack([torch.randperm(len(words))[:4] for _ in range(16)])
     texts = tokenizer([" ".join(words[i] for i in row) for row in order.tolist()])
     loss_fn = DALIPLoss()

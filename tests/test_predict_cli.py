@@ -28,13 +28,26 @@ def _last_error(capsys, command: str) -> str:
 
 def test_predict_json_gives_top_k_probabilities(workspace, capsys):
     images = [str(workspace["test"] / "oak" / "0.png"), str(workspace["test"] / "fern")]
-    argv = ["predict", *images, "-m", str(workspace["tuned"]), "--labels", "oak, maple,fern",
-            "--top-k", "2", "--json", "--templates", "plant", "-q"]
+    argv = [
+        "predict",
+        *images,
+        "-m",
+        str(workspace["tuned"]),
+        "--labels",
+        "oak, maple,fern",
+        "--top-k",
+        "2",
+        "--json",
+        "--templates",
+        "plant",
+        "-q",
+    ]
     assert main(argv) == 0
     output = json.loads(capsys.readouterr().out)
     assert output["mode"] == "fused"
     assert [r["image"] for r in output["results"]] == [images[0]] + [
-        str(workspace["test"] / "fern" / f"{n}.png") for n in range(2)]
+        str(workspace["test"] / "fern" / f"{n}.png") for n in range(2)
+    ]
     for result in output["results"]:
         probabilities = [p["probability"] for p in result["predictions"]]
         assert len(probabilities) == 2 and probabilities == sorted(probabilities, reverse=True)
@@ -45,8 +58,17 @@ def test_predict_json_gives_top_k_probabilities(workspace, capsys):
 def test_predict_text_output_and_label_file(workspace, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("# species\nred oak\nsugar maple\n\nroyal fern\n")
-    argv = ["predict", str(workspace["test"] / "oak"), "-m", str(workspace["start"]),
-            "--labels-file", str(labels), "--mode", "first", "-q"]
+    argv = [
+        "predict",
+        str(workspace["test"] / "oak"),
+        "-m",
+        str(workspace["start"]),
+        "--labels-file",
+        str(labels),
+        "--mode",
+        "first",
+        "-q",
+    ]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("0.png") and len(lines) == 2 * (1 + 3)
@@ -75,7 +97,21 @@ def test_predict_errors_for_missing_checkpoint_and_empty_folder(workspace, tmp_p
 
 def test_embed_images_and_texts_write_both_feature_kinds(workspace, tmp_path):
     out = tmp_path / "images.npz"
-    assert main(["embed", "-m", str(workspace["tuned"]), "--images", str(workspace["test"]), "--out", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "-m",
+                str(workspace["tuned"]),
+                "--images",
+                str(workspace["test"]),
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     with np.load(out) as saved:
         assert saved["first"].shape == (6, 32) and saved["second"].shape == (6, 32)
         assert str(saved["kind"]) == "image" and saved["items"][0].endswith("0.png")
@@ -109,7 +145,9 @@ def test_export_loads_in_open_clip_and_refuses_to_overwrite(workspace, tmp_path,
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         expected = model.encode_image(images, second_order=False).first
-        assert torch.allclose(torch.nn.functional.normalize(clip.eval().encode_image(images), dim=-1), expected, atol=1e-6)
+        assert torch.allclose(
+            torch.nn.functional.normalize(clip.eval().encode_image(images), dim=-1), expected, atol=1e-6
+        )
     assert main(["export", str(workspace["tuned"]), str(out)]) == 2
     assert "--force" in _last_error(capsys, "export")
     assert main(["export", str(tmp_path / "missing.safetensors"), str(tmp_path / "x.pt")]) == 2

@@ -29,8 +29,14 @@ def test_c_is_chosen_from_training_data_only(monkeypatch):
     # the choice is the one select_c makes from the training split alone ...
     assert honest["chosen_C"] == original(train_x, train_y, [0.001, 0.1, 10], 0)[0]
     # ... and does not move when the test split changes completely
-    shuffled = probe.fit_linear_probe(train_x, train_y, -test_x, np.random.default_rng(5).permutation(test_y),
-                                      c_values=[0.001, 0.1, 10], seed=0)
+    shuffled = probe.fit_linear_probe(
+        train_x,
+        train_y,
+        -test_x,
+        np.random.default_rng(5).permutation(test_y),
+        c_values=[0.001, 0.1, 10],
+        seed=0,
+    )
     assert shuffled["chosen_C"] == honest["chosen_C"]
     assert shuffled["heldout_accuracy_by_C"] == honest["heldout_accuracy_by_C"]
     assert honest["top1"] > 0.9 and shuffled["top1"] < honest["top1"]
@@ -60,8 +66,9 @@ def test_fewshot_splits_are_reproducible_by_seed():
 
 def test_nearest_centroid_by_hand():
     support = np.array([[1.0, 0.0], [1.0, 0.2], [0.0, 1.0]])
-    accuracy = probe.nearest_centroid_accuracy(support, np.array([0, 0, 1]),
-                                               np.array([[0.9, 0.1], [0.2, 1.0], [0.6, 0.5]]), np.array([0, 1, 1]))
+    accuracy = probe.nearest_centroid_accuracy(
+        support, np.array([0, 0, 1]), np.array([[0.9, 0.1], [0.2, 1.0], [0.6, 0.5]]), np.array([0, 1, 1])
+    )
     assert accuracy == pytest.approx(2 / 3)  # (0.6, 0.5) is closer to class 0's centroid
 
 
@@ -69,28 +76,45 @@ def test_fewshot_saves_splits_and_reuses_them(tmp_path):
     train_ids = {"a": 4, "b": 4}
     write_folder(tmp_path / "train", train_ids)
     write_folder(tmp_path / "test", {"a": 2, "b": 2}, start_id=8)
-    first = [[1, 0.1 * i] for i in range(4)] + [[0.1 * i, 1] for i in range(4)] + [[1, 0], [1, 0.5], [0, 1], [0.5, 1]]
+    first = (
+        [[1, 0.1 * i] for i in range(4)]
+        + [[0.1 * i, 1] for i in range(4)]
+        + [[1, 0], [1, 0.5], [0, 1], [0.5, 1]]
+    )
     model = StubModel(first, first, [[1, 0]], [[1, 0]])
     splits = tmp_path / "out" / "splits.json"
-    result = probe.fewshot(model, tmp_path / "train", tmp_path / "test", stub_preprocess, shots=[1, 2],
-                           folds=3, seed=4, splits_path=splits)
+    result = probe.fewshot(
+        model,
+        tmp_path / "train",
+        tmp_path / "test",
+        stub_preprocess,
+        shots=[1, 2],
+        folds=3,
+        seed=4,
+        splits_path=splits,
+    )
     saved = json.loads(splits.read_text())
     assert saved["seed"] == 4 and saved["folds"] == 3 and set(saved["splits"]) == {"1", "2"}
     assert result["accuracy"]["2-shot"]["mean"] == pytest.approx(1.0)
-    again = probe.fewshot(model, tmp_path / "train", tmp_path / "test", stub_preprocess, seed=99, splits_from=splits)
+    again = probe.fewshot(
+        model, tmp_path / "train", tmp_path / "test", stub_preprocess, seed=99, splits_from=splits
+    )
     assert again["accuracy"] == result["accuracy"] and again["seed"] == 4
-    resampled = probe.fewshot(model, tmp_path / "train", tmp_path / "test", stub_preprocess, shots=[1, 2],
-                              folds=3, seed=4)
+    resampled = probe.fewshot(
+        model, tmp_path / "train", tmp_path / "test", stub_preprocess, shots=[1, 2], folds=3, seed=4
+    )
     assert resampled["accuracy"] == result["accuracy"]
 
 
 def test_probe_feature_kinds():
+    import torch
+
     from dalip.evaluation.runtime import EncodedImages
     from dalip.model.features import Features
 
-    import torch
-
-    encoded = EncodedImages(Features(torch.ones(2, 3), torch.zeros(2, 4)), torch.zeros(2), torch.arange(2), 1.0)
+    encoded = EncodedImages(
+        Features(torch.ones(2, 3), torch.zeros(2, 4)), torch.zeros(2), torch.arange(2), 1.0
+    )
     assert probe.feature_matrix(encoded, "first").shape == (2, 3)
     assert probe.feature_matrix(encoded, "second").shape == (2, 4)
     assert probe.feature_matrix(encoded, "concat").shape == (2, 7)

@@ -9,8 +9,12 @@ import quality  # noqa: E402
 
 
 def run(clip, dalip_fused, dalip_first, start=0.1):
-    values = {"start/first": start, "tuned-clip/first": clip,
-              "tuned-dalip/fused": dalip_fused, "tuned-dalip/first": dalip_first}
+    values = {
+        "start/first": start,
+        "tuned-clip/first": clip,
+        "tuned-dalip/fused": dalip_fused,
+        "tuned-dalip/first": dalip_first,
+    }
     return {"plant-zeroshot/top1": values}
 
 
@@ -30,27 +34,41 @@ def test_metric_values_reads_the_quickstart_layout():
     for dataset in datasets.values():
         for mode in dataset["modes"].values():
             mode.update({k: mode["top1"] for _, k in quality.METRICS})
-    results = {"evaluation": {"models": {m: {"datasets": datasets} for m in ("start", "tuned-clip", "tuned-dalip")}}}
+    results = {
+        "evaluation": {"models": {m: {"datasets": datasets} for m in ("start", "tuned-clip", "tuned-dalip")}}
+    }
     values = quality.metric_values(results)
     assert values["plant-zeroshot/top1"]["tuned-dalip/fused"] == 0.8
     assert values["plant-zeroshot/top1"]["tuned-clip/first"] == 0.4
 
 
 def test_finished_quickstart_folders_are_aggregated_without_running(tmp_path, capsys):
-    modes = {"fused": {"top1": 0.5, "top5": 0.9, "mean_per_class_recall": 0.5},
-             "first": {"top1": 0.4, "top5": 0.8, "mean_per_class_recall": 0.4}}
+    modes = {
+        "fused": {"top1": 0.5, "top5": 0.9, "mean_per_class_recall": 0.5},
+        "first": {"top1": 0.4, "top5": 0.8, "mean_per_class_recall": 0.4},
+    }
     datasets = {name: {"modes": modes} for name in ("plant-zeroshot", "general-zeroshot")}
     folders = []
     for seed in (3, 5):
-        results = {"budget": "small", "seed": seed, "timings_seconds": {"total": 300.0 + seed},
-                   "evaluation": {"models": {m: {"datasets": datasets} for m in ("start", "tuned-clip", "tuned-dalip")}}}
+        results = {
+            "budget": "small",
+            "seed": seed,
+            "timings_seconds": {"total": 300.0 + seed},
+            "evaluation": {
+                "models": {m: {"datasets": datasets} for m in ("start", "tuned-clip", "tuned-dalip")}
+            },
+        }
         folder = tmp_path / f"qs-{seed}"
         folder.mkdir()
         (folder / "results.json").write_text(json.dumps(results))
         folders.append(str(folder))
     assert quality.main(["--results", *folders, "--no-record", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert figures["seeds"] == [3, 5] and figures["budget"] == "small" and figures["seconds_per_seed"] == [303.0, 305.0]
+    assert (
+        figures["seeds"] == [3, 5]
+        and figures["budget"] == "small"
+        and figures["seconds_per_seed"] == [303.0, 305.0]
+    )
     # CLIP is scored first order (0.4), DALIP fused 0.5: +10 points in both seeds
     assert figures["metrics"]["plant-zeroshot/top1"]["dalip_fused_minus_clip"]["mean"] == pytest.approx(0.1)
     with pytest.raises(SystemExit):

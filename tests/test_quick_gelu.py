@@ -6,11 +6,11 @@ from __future__ import annotations
 import open_clip
 import pytest
 import torch
+from conftest import TEST_MBDC
 from open_clip.transformer import QuickGELU
 
 import dalip
 from dalip.evaluation.specs import load_model
-from conftest import TEST_MBDC
 
 
 @pytest.fixture
@@ -20,8 +20,14 @@ def quick_gelu_tag(tmp_path, monkeypatch):
     reference = open_clip.create_model("test-tiny", force_quick_gelu=True)
     path = tmp_path / "weights.pt"
     torch.save(reference.state_dict(), path)
-    tags = {"local_openai": {"file": str(path), "quick_gelu": True,
-                             "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}}
+    tags = {
+        "local_openai": {
+            "file": str(path),
+            "quick_gelu": True,
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5),
+        }
+    }
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "test-tiny", tags)
     return reference.eval()
 
@@ -37,8 +43,10 @@ def test_create_model_builds_quick_gelu_for_a_quick_gelu_tag(quick_gelu_tag, tmp
     assert "QuickGELU" in caplog.text
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model.eval().encode_image(images).first,
-                                   torch.nn.functional.normalize(quick_gelu_tag.encode_image(images), dim=-1))
+        torch.testing.assert_close(
+            model.eval().encode_image(images).first,
+            torch.nn.functional.normalize(quick_gelu_tag.encode_image(images), dim=-1),
+        )
     # the checkpoint remembers it: a reload builds QuickGELU again
     model.save(tmp_path / "tuned.safetensors")
     assert _uses_quick_gelu(dalip.load_checkpoint(tmp_path / "tuned.safetensors").clip)

@@ -9,11 +9,21 @@ import pytest
 from dalip.cli.main import build_parser, main
 
 EXPECTED_FILES = [
-    "report.md", "results.json",
-    "figures/loss_curves.png", "figures/accuracy.png", "figures/predictions.png", "figures/wiseft.png",
-    "start/model.safetensors", "tuned-clip/model.safetensors", "tuned-dalip/model.safetensors",
-    "start/metrics.jsonl", "tuned-clip/metrics.jsonl", "tuned-dalip/metrics.jsonl",
-    "eval/results.json", "wiseft-clip/results.json", "wiseft-dalip/results.json",
+    "report.md",
+    "results.json",
+    "figures/loss_curves.png",
+    "figures/accuracy.png",
+    "figures/predictions.png",
+    "figures/wiseft.png",
+    "start/model.safetensors",
+    "tuned-clip/model.safetensors",
+    "tuned-dalip/model.safetensors",
+    "start/metrics.jsonl",
+    "tuned-clip/metrics.jsonl",
+    "tuned-dalip/metrics.jsonl",
+    "eval/results.json",
+    "wiseft-clip/results.json",
+    "wiseft-dalip/results.json",
 ]
 
 
@@ -47,7 +57,10 @@ def test_writes_every_file_with_finite_numbers(quickstart_run):
     assert set(models) == {"start", "tuned-clip", "tuned-dalip"}
     assert models["tuned-dalip"]["modes"] == ["fused", "first"]
     for entry in models.values():
-        assert set(entry["datasets"]) == {"plant-zeroshot", "general-zeroshot"}  # captions name classes: no retrieval
+        assert set(entry["datasets"]) == {
+            "plant-zeroshot",
+            "general-zeroshot",
+        }  # captions name classes: no retrieval
     assert [p["weight"] for p in results["wise_ft"]["dalip"]["interpolation"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     report = (quickstart_run / "report.md").read_text()
     assert "| plant-zeroshot | top-1 |" in report and "vs start" in report
@@ -61,8 +74,9 @@ def test_tuning_runs_share_data_steps_and_seed(quickstart_run):
     assert clip["loss"]["kind"] == "clip" and dalip_run["loss"]["kind"] == "dalip"
     for key in ("data", "steps", "seed", "batch_size", "optim"):
         assert clip[key] == dalip_run[key], key
-    assert clip["model"]["pretrained"] == dalip_run["model"]["pretrained"].replace("tuned-dalip", "tuned-clip") \
-        or clip["model"]["pretrained"].endswith("start/model.safetensors")
+    assert clip["model"]["pretrained"] == dalip_run["model"]["pretrained"].replace(
+        "tuned-dalip", "tuned-clip"
+    ) or clip["model"]["pretrained"].endswith("start/model.safetensors")
     assert [s["weight"] for s in clip["data"]["sources"]] == [10.0, 3.0]
 
 

@@ -34,8 +34,13 @@ def served(tmp_path_factory):
     options = ServeOptions(top_k=3, neighbours=4)
     identifier = Identifier(models, gallery.classes, gallery, options, root / "cache")
     identifier.prepare()
-    return {"client": TestClient(create_app(identifier)), "identifier": identifier, "specs": specs,
-            "models": models, **workspace}
+    return {
+        "client": TestClient(create_app(identifier)),
+        "identifier": identifier,
+        "specs": specs,
+        "models": models,
+        **workspace,
+    }
 
 
 def _post(client, route, image_path=None, labels=None, image_bytes=None, filename="leaf.png"):
@@ -45,7 +50,25 @@ def _post(client, route, image_path=None, labels=None, image_bytes=None, filenam
 
 
 def _dalip_predict(capsys, image, spec, labels, mode="fused"):
-    assert main(["predict", str(image), "-m", spec, "--labels", labels, "--mode", mode, "--top-k", "3", "--json", "-q"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(image),
+                "-m",
+                spec,
+                "--labels",
+                labels,
+                "--mode",
+                mode,
+                "--top-k",
+                "3",
+                "--json",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return json.loads(capsys.readouterr().out)["results"][0]["predictions"]
 
 
@@ -56,9 +79,15 @@ def test_predictions_equal_dalip_predict(served, capsys):
     body = answer.json()
     assert body["modes"] == {"tuned": "fused", "tuned/first": "first", "plain": "first"}
     assert body["labels"] == {"count": 3, "source": "request"}
-    assert body["models"]["tuned"] == _dalip_predict(capsys, image, served["specs"]["tuned"], "oak,maple,fern")
-    assert body["models"]["tuned/first"] == _dalip_predict(capsys, image, served["specs"]["tuned"], "oak,maple,fern", "first")
-    assert body["models"]["plain"] == _dalip_predict(capsys, image, served["specs"]["plain"], "oak,maple,fern", "first")
+    assert body["models"]["tuned"] == _dalip_predict(
+        capsys, image, served["specs"]["tuned"], "oak,maple,fern"
+    )
+    assert body["models"]["tuned/first"] == _dalip_predict(
+        capsys, image, served["specs"]["tuned"], "oak,maple,fern", "first"
+    )
+    assert body["models"]["plain"] == _dalip_predict(
+        capsys, image, served["specs"]["plain"], "oak,maple,fern", "first"
+    )
     assert set(body["seconds"]) == {"tuned", "plain"}
 
 
@@ -76,16 +105,23 @@ def test_neighbours_rank_the_gallery_by_the_fused_vector(served):
     assert body["by"] == {"tuned": "fused", "plain": "first"}
     tuned = served["models"][0]
     upload = embed(tuned.model, preprocess=tuned.preprocess, images=[image])[0]
-    for name, found in body["models"].items():
+    for found in body["models"].values():
         assert len(found) == 4
         assert found[0]["path"] == "maple/1.png" and found[0]["label"] == "sugar maple"
         assert found[0]["score"] == pytest.approx(1.0, abs=1e-5)
         assert [n["score"] for n in found] == sorted((n["score"] for n in found), reverse=True)
     for neighbour in body["models"]["tuned"]:
-        other = embed(tuned.model, preprocess=tuned.preprocess, images=[served["train"] / neighbour["path"]])[0]
+        other = embed(tuned.model, preprocess=tuned.preprocess, images=[served["train"] / neighbour["path"]])[
+            0
+        ]
         fused = tuned.model.similarity(upload, other, "fused").item()
         assert neighbour["score"] == pytest.approx(fused, abs=1e-5)
-        assert neighbour["label"] == {"oak": "red oak", "maple": "sugar maple", "fern": "royal fern"}[neighbour["path"].split("/")[0]]
+        assert (
+            neighbour["label"]
+            == {"oak": "red oak", "maple": "sugar maple", "fern": "royal fern"}[
+                neighbour["path"].split("/")[0]
+            ]
+        )
 
 
 def test_gallery_images_are_served_and_nothing_else(served):
@@ -118,14 +154,28 @@ def _gif() -> bytes:
 
 
 BAD_REQUESTS = [
-    ("not an image", dict(image_bytes=b"just some notes", filename="notes.txt"), 415, "notes.txt: not a JPEG, PNG or WebP image"),
+    (
+        "not an image",
+        dict(image_bytes=b"just some notes", filename="notes.txt"),
+        415,
+        "notes.txt: not a JPEG, PNG or WebP image",
+    ),
     ("gif", dict(image_bytes=_gif(), filename="a.gif"), 415, "not a JPEG, PNG or WebP image (it is GIF)"),
     ("truncated png", dict(image_bytes=_png()[:60]), 400, "could not be decoded"),
     ("empty file", dict(image_bytes=b""), 400, "the file is empty"),
     ("empty labels", dict(image_bytes=_png(), labels="\n   \n"), 400, "the label list is empty"),
-    ("1001 labels", dict(image_bytes=_png(), labels="\n".join(f"species {i}" for i in range(1001))), 400,
-     "1001 labels given; at most 1000"),
-    ("duplicate labels", dict(image_bytes=_png(), labels="oak\nfern\noak"), 400, "duplicate label(s) ['oak']"),
+    (
+        "1001 labels",
+        dict(image_bytes=_png(), labels="\n".join(f"species {i}" for i in range(1001))),
+        400,
+        "1001 labels given; at most 1000",
+    ),
+    (
+        "duplicate labels",
+        dict(image_bytes=_png(), labels="oak\nfern\noak"),
+        400,
+        "duplicate label(s) ['oak']",
+    ),
 ]
 
 
@@ -154,7 +204,9 @@ def test_a_photo_over_the_size_limit_is_refused(served, monkeypatch):
     photo = _png(64) + b"\0" * 200
     answer = _post(client, "/api/predict", image_bytes=photo)
     assert answer.status_code == 413
-    expected = f"leaf.png: the photo is {len(photo)} bytes; the limit is 100 bytes (dalip serve --max-upload-mb)"
+    expected = (
+        f"leaf.png: the photo is {len(photo)} bytes; the limit is 100 bytes (dalip serve --max-upload-mb)"
+    )
     assert answer.json()["error"] == expected
     # a body far over the limit is refused from its Content-Length, before it is parsed
     answer = _post(client, "/api/predict", image_bytes=b"\0" * (3 * 1024 * 1024))
@@ -165,10 +217,14 @@ def test_a_photo_over_the_size_limit_is_refused(served, monkeypatch):
 
 def _chunked_upload(client, photo: bytes, chunk: int = 64 * 1024):
     """POST a multipart photo as a chunked body: no Content-Length header."""
-    body = (b"--cut\r\nContent-Disposition: form-data; name=\"image\"; filename=\"leaf.png\"\r\n"
-            b"Content-Type: image/png\r\n\r\n" + photo + b"\r\n--cut--\r\n")
-    chunks = (body[i:i + chunk] for i in range(0, len(body), chunk))
-    return client.post("/api/predict", content=chunks, headers={"content-type": "multipart/form-data; boundary=cut"})
+    body = (
+        b'--cut\r\nContent-Disposition: form-data; name="image"; filename="leaf.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + photo + b"\r\n--cut--\r\n"
+    )
+    chunks = (body[i : i + chunk] for i in range(0, len(body), chunk))
+    return client.post(
+        "/api/predict", content=chunks, headers={"content-type": "multipart/form-data; boundary=cut"}
+    )
 
 
 def test_an_upload_without_content_length_is_refused_while_it_is_read(served, monkeypatch):
@@ -184,7 +240,10 @@ def test_an_upload_without_content_length_is_refused_while_it_is_read(served, mo
     monkeypatch.setattr(options, "max_upload_bytes", 100)
     answer = _chunked_upload(client, b"\0" * (3 * 1024 * 1024))
     assert answer.status_code == 413 and parsed == [1]
-    assert answer.json()["error"] == "the upload is over 2 MB; the limit is 100 bytes (dalip serve --max-upload-mb)"
+    assert (
+        answer.json()["error"]
+        == "the upload is over 2 MB; the limit is 100 bytes (dalip serve --max-upload-mb)"
+    )
 
 
 def test_health_is_503_with_progress_until_prepared(served, tmp_path):
@@ -225,6 +284,8 @@ def test_gallery_file_names_with_spaces_and_hashes_are_linked_safely(served, tmp
     identifier = Identifier(served["models"][1:], None, gallery, ServeOptions(neighbours=1))
     identifier.prepare()
     client = TestClient(create_app(identifier))
-    found = _post(client, "/api/neighbours", tmp_path / "gallery" / "wild rose" / "leaf #2.png").json()["models"]["plain"][0]
+    found = _post(client, "/api/neighbours", tmp_path / "gallery" / "wild rose" / "leaf #2.png").json()[
+        "models"
+    ]["plain"][0]
     assert found["path"] == "wild rose/leaf #2.png" and found["url"] == "/gallery/wild%20rose/leaf%20%232.png"
     assert client.get(found["url"]).content == (tmp_path / "gallery" / found["path"]).read_bytes()

@@ -48,7 +48,13 @@ def _browser():
 
 def _start_server(arguments, tmp_path):
     """Run `dalip serve` on a free port; returns (process, URL) once it prints its address."""
-    command = [sys.executable, "-c", "import sys; from dalip.cli import main; sys.exit(main())", "serve", *arguments]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from dalip.cli import main; sys.exit(main())",
+        "serve",
+        *arguments,
+    ]
     with open(tmp_path / "serve.log", "w") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     lines: queue.Queue = queue.Queue()
@@ -75,8 +81,16 @@ def _stop(process):
 
 def test_page_identifies_an_upload_and_shows_neighbours(tmp_path):
     sync_api = _browser()
-    make_dataset(str(tmp_path / "data"), seed=0, species=3, image_size=32, train_per_class=3,
-                 val_per_class=1, test_per_class=1, general_classes=0)
+    make_dataset(
+        str(tmp_path / "data"),
+        seed=0,
+        species=3,
+        image_size=32,
+        train_per_class=3,
+        val_per_class=1,
+        test_per_class=1,
+        general_classes=0,
+    )
     species = (tmp_path / "data" / "plant" / "train" / "classes.txt").read_text().splitlines()
     names = [line.split("\t")[1] for line in species]
     torch.manual_seed(0)
@@ -86,8 +100,19 @@ def test_page_identifies_an_upload_and_shows_neighbours(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
 
-    process, url = _start_server(["-m", f"tiny={tmp_path / 'tiny.safetensors'}", "--gallery",
-                                  str(tmp_path / "data" / "plant" / "train"), "--port", "0", "--top-k", "3"], tmp_path)
+    process, url = _start_server(
+        [
+            "-m",
+            f"tiny={tmp_path / 'tiny.safetensors'}",
+            "--gallery",
+            str(tmp_path / "data" / "plant" / "train"),
+            "--port",
+            "0",
+            "--top-k",
+            "3",
+        ],
+        tmp_path,
+    )
     try:
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -107,7 +132,10 @@ def test_page_identifies_an_upload_and_shows_neighbours(tmp_path):
                 assert re.fullmatch(r"\d+ ms", card.query_selector(".time").inner_text())
             neighbours = page.query_selector_all(".neighbour")
             assert len(neighbours) == 8
-            assert all(image.evaluate("image => image.naturalWidth") > 0 for image in page.query_selector_all(".neighbour img"))
+            assert all(
+                image.evaluate("image => image.naturalWidth") > 0
+                for image in page.query_selector_all(".neighbour img")
+            )
             assert all(any(name in figure.inner_text() for name in names) for figure in neighbours)
             assert page.is_visible("#preview") and page.is_hidden("#error")
             page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)

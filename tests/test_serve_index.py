@@ -46,7 +46,9 @@ def test_index_is_cached_and_reused_while_nothing_changes(setup):
     assert torch.allclose(built.vectors.norm(dim=1), torch.ones(5), atol=1e-5)
     assert os.listdir(cache) == ["tiny.npz"] and cache_file(cache, "tiny") == cache / "tiny.npz"
     again = _index(root, checkpoint, cache)
-    assert again.from_cache and torch.equal(again.vectors, built.vectors) and torch.equal(again.rows, built.rows)
+    assert (
+        again.from_cache and torch.equal(again.vectors, built.vectors) and torch.equal(again.rows, built.rows)
+    )
     assert len(Gallery.scan(root / "gallery")) == 5  # the cache folder is not taken for a class
 
 

@@ -1,10 +1,10 @@
-import json
 import math
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from train_fixtures import write_config
 
 import dalip
 from dalip.cli import main
@@ -16,7 +16,6 @@ from dalip.train.optim import create_optimizer, lr_factor, parameter_groups
 from dalip.train.run_log import read_metrics
 from dalip.train.step import forward_backward
 from dalip.train.task import MAX_LOGIT_SCALE, TrainingTask
-from train_fixtures import write_config
 
 
 def weights(path):
@@ -32,7 +31,9 @@ def test_tiny_run_for_both_losses(train_data, tmp_path, kind, capsys):
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     for record in records:
         assert math.isfinite(record["loss"]) and record["images_per_second"] > 0
-        assert {"lr", "first_order_loss", "second_order_loss", "logit_scale", "skipped_samples"} <= set(record)
+        assert {"lr", "first_order_loss", "second_order_loss", "logit_scale", "skipped_samples"} <= set(
+            record
+        )
     model = dalip.load_checkpoint(out / "model.safetensors")
     heads_changed = not torch.equal(model.image_mbdc.mix.weight, _initial_heads())
     if kind == "clip":  # first order only: heads frozen, fused similarity is first order
@@ -40,7 +41,10 @@ def test_tiny_run_for_both_losses(train_data, tmp_path, kind, capsys):
         assert records[-1]["second_order_loss"] == 0.0
     else:
         assert model.alpha == DEFAULT_ALPHA and heads_changed
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000000002.pt", "step_000000004.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_000000002.pt",
+        "step_000000004.pt",
+    ]
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["loss"]["kind"] == kind
 
@@ -58,7 +62,10 @@ def _initial_heads():
         ("optim.lrr=1", "unknown field 'optim.lrr'"),
         ("batch_size=eight", "batch_size: expected int, got str"),
         ("precision=fp8", "precision: expected one of fp32, bf16, amp"),
-        ("data.sources=[{kind: csv, path: /nowhere/x.csv}]", r"data.sources\[0\].path: not found: /nowhere/x.csv"),
+        (
+            "data.sources=[{kind: csv, path: /nowhere/x.csv}]",
+            r"data.sources\[0\].path: not found: /nowhere/x.csv",
+        ),
         ("optim.accumulation=3", "batch_size: 8 is not divisible by world size x optim.accumulation = 1 x 3"),
     ],
 )
@@ -97,7 +104,10 @@ def test_resume_continues_to_the_same_weights_in_process(train_data, tmp_path, a
     for old in (tmp_path / "part" / "checkpoints").glob("step_000000004.pt"):
         old.unlink()
     assert main(["train", "--config", str(part), "--resume", "latest", "--allow-change", "steps"]) == 0
-    ours, reference = weights(tmp_path / "part" / "model.safetensors"), weights(tmp_path / "full" / "model.safetensors")
+    ours, reference = (
+        weights(tmp_path / "part" / "model.safetensors"),
+        weights(tmp_path / "full" / "model.safetensors"),
+    )
     for name, value in reference.items():
         assert torch.equal(ours[name], value), name
 
@@ -115,10 +125,14 @@ def test_accumulated_gradient_is_the_full_batch_gradient(train_data, tmp_path):
         trainer = Trainer(load_train_config(path), DistributedContext())
         trainer.dataset.set_epoch(0)
         images, texts = next(iter(build_loader(trainer.dataset, 8, 0)))
-        micro = [(images[i:i + 8 // accumulation], texts[i:i + 8 // accumulation])
-                 for i in range(0, 8, 8 // accumulation)]
+        micro = [
+            (images[i : i + 8 // accumulation], texts[i : i + 8 // accumulation])
+            for i in range(0, 8, 8 // accumulation)
+        ]
         forward_backward(trainer.task, trainer.scaler, micro)
-        gradients.append({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+        gradients.append(
+            {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        )
     assert gradients[0].keys() == gradients[1].keys()
     for name, value in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], value, rtol=0, atol=1e-6, msg=name)
@@ -131,7 +145,10 @@ def test_accumulation_matches_one_big_batch(train_data, tmp_path):
     split = write_config(train_data, tmp_path / "split", steps=3, optim={"lr": 1e-4, "accumulation": 2})
     assert main(["train", "--config", str(whole)]) == 0
     assert main(["train", "--config", str(split)]) == 0
-    a, b = weights(tmp_path / "whole" / "model.safetensors"), weights(tmp_path / "split" / "model.safetensors")
+    a, b = (
+        weights(tmp_path / "whole" / "model.safetensors"),
+        weights(tmp_path / "split" / "model.safetensors"),
+    )
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
 
@@ -241,8 +258,13 @@ def test_locked_image_tower_does_not_change(train_data, tmp_path):
 
 def test_zero_shot_evaluation_every_n_steps(train_data, tmp_path):
     out = tmp_path / "val"
-    config = write_config(train_data, out, steps=4, eval_every=2,
-                          data={"val": str(train_data / "plant/val"), "val_templates": "plant"})
+    config = write_config(
+        train_data,
+        out,
+        steps=4,
+        eval_every=2,
+        data={"val": str(train_data / "plant/val"), "val_templates": "plant"},
+    )
     assert main(["train", "--config", str(config)]) == 0
     evaluations = [r for r in read_metrics(out / "metrics.jsonl") if "eval" in r]
     assert [r["step"] for r in evaluations] == [2, 4]
@@ -258,12 +280,17 @@ def test_training_task_is_the_step_the_config_asks_for(train_data, tmp_path, kin
     config = load_train_config(write_config(train_data, tmp_path / "task", loss={"kind": kind}))
     task = TrainingTask.from_config(config)
     assert task.second_order == (kind == "dalip") and task.loss.alpha == task.model.alpha
-    images, texts = next(iter(build_loader(build_train_dataset(
-        config.data.sources, task.preprocess_val, task.tokenizer, seed=0), 8, 0)))
+    images, texts = next(
+        iter(
+            build_loader(
+                build_train_dataset(config.data.sources, task.preprocess_val, task.tokenizer, seed=0), 8, 0
+            )
+        )
+    )
     losses = task(images, texts)
     assert set(losses) == {"loss", "first_order_loss", "second_order_loss"} and losses["loss"].requires_grad
     losses["loss"].backward()
-    heads = [p for p in task.model.image_mbdc.parameters()]
+    heads = list(task.model.image_mbdc.parameters())
     if kind == "clip":  # the plain CLIP baseline: first order only, heads neither used nor trained
         assert task.model.alpha == 1.0 and losses["second_order_loss"] == 0
         assert all(not p.requires_grad and p.grad is None for p in heads)

@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_fixtures import run_cli, write_config
 
 import dalip
-from train_fixtures import run_cli, write_config
 
 
 def wait_for(predicate, process, timeout=120.0):
@@ -42,8 +42,13 @@ def assert_same_weights(a, b, atol=0.0):
 
 
 def test_sigkill_then_resume_equals_uninterrupted(train_data, tmp_path):
-    settings = dict(steps=40, checkpoint_every=3, keep_last=2, data={"workers": 2, "augment": True},
-                    model={"dropout": 0.1})
+    settings = dict(
+        steps=40,
+        checkpoint_every=3,
+        keep_last=2,
+        data={"workers": 2, "augment": True},
+        model={"dropout": 0.1},
+    )
     reference = tmp_path / "reference"
     done = run_cli("train", "--config", str(write_config(train_data, reference, **settings)))
     assert done.wait(timeout=300) == 0, done.stderr.read()
@@ -64,7 +69,9 @@ def test_sigkill_then_resume_equals_uninterrupted(train_data, tmp_path):
 
 def test_sigterm_saves_a_loadable_checkpoint(train_data, tmp_path):
     out = tmp_path / "term"
-    process = run_cli("train", "--config", str(write_config(train_data, out, steps=400, checkpoint_every=1000)))
+    process = run_cli(
+        "train", "--config", str(write_config(train_data, out, steps=400, checkpoint_every=1000))
+    )
     assert wait_for(lambda: (out / "metrics.jsonl").exists(), process), process.stderr.read()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 128 + signal.SIGTERM
@@ -84,9 +91,22 @@ def free_port():
 def torchrun(config, nproc=2):
     """`dalip train --config CONFIG` under torchrun with `nproc` gloo processes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               "-m", "dalip.cli", "train", "--config", str(config)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "dalip.cli",
+        "train",
+        "--config",
+        str(config),
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 

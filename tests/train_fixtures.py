@@ -10,16 +10,25 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import TEST_CONFIGS, TEST_MBDC
+
 from dalip.data.synthetic import make_dataset
 
 
 @pytest.fixture(scope="session")
 def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train-data")
-    make_dataset(str(root), seed=0, species=4, image_size=32, train_per_class=8, val_per_class=2,
-                 test_per_class=2, general_classes=2, samples_per_shard=8)
+    make_dataset(
+        str(root),
+        seed=0,
+        species=4,
+        image_size=32,
+        train_per_class=8,
+        val_per_class=2,
+        test_per_class=2,
+        general_classes=2,
+        samples_per_shard=8,
+    )
     (root / "test-tiny.json").write_text(json.dumps(TEST_CONFIGS["test-tiny"]))
     return root
 
@@ -27,12 +36,25 @@ def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_config(root: Path, out: Path, **fields) -> Path:
     """A run config for the tiny test model on the tiny dataset; `fields` override sections."""
     config = {
-        "model": {"name": "test-tiny", "config_file": str(root / "test-tiny.json"), **TEST_MBDC, "dropout": 0.0},
-        "data": {"sources": [{"kind": "csv", "path": str(root / "plant/train/captions.csv")}],
-                 "workers": 0, "augment": False},
+        "model": {
+            "name": "test-tiny",
+            "config_file": str(root / "test-tiny.json"),
+            **TEST_MBDC,
+            "dropout": 0.0,
+        },
+        "data": {
+            "sources": [{"kind": "csv", "path": str(root / "plant/train/captions.csv")}],
+            "workers": 0,
+            "augment": False,
+        },
         "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "batch_size": 8, "steps": 4, "checkpoint_every": 2, "log_every": 1,
-        "out_dir": str(out), "tensorboard": False, "progress": False,
+        "batch_size": 8,
+        "steps": 4,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "out_dir": str(out),
+        "tensorboard": False,
+        "progress": False,
     }
     for key, value in fields.items():
         if isinstance(value, dict):
@@ -47,5 +69,11 @@ def write_config(root: Path, out: Path, **fields) -> Path:
 def run_cli(*args: str, **kwargs) -> subprocess.Popen:
     """`python -m dalip.cli ARGS` in a fresh process (for kill/resume and torchrun tests)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "dalip.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dalip.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )

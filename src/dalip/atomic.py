@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 
 def _temporary_beside(path: Path) -> str:
@@ -68,13 +69,24 @@ class AtomicFile:
             csv.writer(table.handle).writerow(...)
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "w", *, encoding: str | None = None,
-                 newline: str | None = None, durable: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        mode: str = "w",
+        *,
+        encoding: str | None = None,
+        newline: str | None = None,
+        durable: bool = True,
+    ) -> None:
         self.path, self.durable = Path(path), durable
         self._temporary = _temporary_beside(self.path)
         text = "b" not in mode
-        self.handle: IO[Any] = open(self._temporary, mode, encoding=(encoding or "utf-8") if text else None,
-                                    newline=newline if text else None)
+        self.handle: IO[Any] = open(  # noqa: SIM115 (the handle outlives this call: commit/discard close it)
+            self._temporary,
+            mode,
+            encoding=(encoding or "utf-8") if text else None,
+            newline=newline if text else None,
+        )
 
     def commit(self) -> None:
         try:
@@ -92,7 +104,7 @@ class AtomicFile:
         if os.path.exists(self._temporary):
             os.unlink(self._temporary)
 
-    def __enter__(self) -> "AtomicFile":
+    def __enter__(self) -> AtomicFile:
         return self
 
     def __exit__(self, kind: Any, *exc: Any) -> None:

@@ -26,7 +26,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # weights of another shape or names than the stored config
-        raise ValueError(f"{path}: its weights do not match its stored config "
-                         f"({str(error).strip().splitlines()[-1].strip()})") from error
+        raise ValueError(
+            f"{path}: its weights do not match its stored config "
+            f"({str(error).strip().splitlines()[-1].strip()})"
+        ) from error
     return model.to(device).eval()
-

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from dalip.schema import apply_overrides, check_fields, checked, flattened, from_dict, read_yaml, to_dict
-
 
 Precision = Literal["fp32", "bf16", "amp"]  # amp: float16 autocast with a gradient scaler
 LossKind = Literal["dalip", "clip"]
@@ -40,10 +40,13 @@ class MBDCOptions:
     dropout_kind: DropoutKind = "element"
     weighting: Weighting = "after_norm"
 
-    def filled(self, defaults: "MBDCOptions") -> "MBDCOptions":
+    def filled(self, defaults: MBDCOptions) -> MBDCOptions:
         """These options with `heads` / `reduced_dim` taken from `defaults` where they are None."""
-        return dataclasses.replace(self, heads=self.heads if self.heads is not None else defaults.heads,
-                                   reduced_dim=self.reduced_dim if self.reduced_dim is not None else defaults.reduced_dim)
+        return dataclasses.replace(
+            self,
+            heads=self.heads if self.heads is not None else defaults.heads,
+            reduced_dim=self.reduced_dim if self.reduced_dim is not None else defaults.reduced_dim,
+        )
 
 
 PAPER_MBDC = MBDCOptions()
@@ -191,7 +194,9 @@ def load_train_config(path: str | os.PathLike | None, overrides: Sequence[str] =
     if path is not None:
         data = read_yaml(path, "config file") or {}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+            raise ValueError(
+                f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}"
+            )
         _resolve_relative_paths(data, Path(path).parent, str(path))
     config = from_dict(TrainConfig, apply_overrides(data, overrides))
     _make_paths_absolute(config)  # what is left relative came from --set: the working folder's
@@ -203,8 +208,10 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path, where: str) -> Non
     # Paths in a config file are relative to the file, as CSV image paths are to the CSV.
     for section in ("model", "data"):
         if data.get(section) is not None and not isinstance(data[section], dict):
-            raise ValueError(f"{where}: section {section!r} must be a mapping of fields, "
-                             f"got {type(data[section]).__name__}")
+            raise ValueError(
+                f"{where}: section {section!r} must be a mapping of fields, "
+                f"got {type(data[section]).__name__}"
+            )
     model, data_section = data.get("model") or {}, data.get("data") or {}
     sources = data_section.get("sources") or []
     for source in sources if isinstance(sources, list) else []:
@@ -257,7 +264,9 @@ def validate_train_config(config: TrainConfig) -> None:
         if source.kind == "csv" and not os.path.isfile(source.path):
             raise ValueError(f"{where}.path: {source.path} is not a file; a csv source is a CSV/TSV file")
         if source.kind == "folder" and not os.path.isdir(source.path):
-            raise ValueError(f"{where}.path: {source.path} is not a folder; a folder source is root/<class>/*.jpg")
+            raise ValueError(
+                f"{where}.path: {source.path} is not a folder; a folder source is root/<class>/*.jpg"
+            )
     if config.data.val is not None and not os.path.isdir(config.data.val):
         raise FileNotFoundError(f"data.val: image folder not found: {config.data.val}")
     if config.model.config_file is not None and not os.path.isfile(config.model.config_file):

@@ -51,8 +51,11 @@ class DALIPLoss(nn.Module):
         self.alpha = float(alpha)
         self.combine = combine
         self.clip_loss = ClipLoss(
-            local_loss=local_loss, gather_with_grad=gather_with_grad,
-            cache_labels=cache_labels, rank=rank, world_size=world_size,
+            local_loss=local_loss,
+            gather_with_grad=gather_with_grad,
+            cache_labels=cache_labels,
+            rank=rank,
+            world_size=world_size,
         )
 
     def forward(
@@ -76,16 +79,17 @@ class DALIPLoss(nn.Module):
             return {"loss": first, "first_order_loss": first, "second_order_loss": torch.zeros_like(first)}
         if self.combine == "losses":
             second = self.clip_loss(image.second, text.second, scale_second)
-            if self.alpha == 1.0:
-                total = first
-            else:
-                total = self.alpha * first + (1.0 - self.alpha) * second
+            total = first if self.alpha == 1.0 else self.alpha * first + (1.0 - self.alpha) * second
             return {"loss": total, "first_order_loss": first, "second_order_loss": second}
         return self._fused_similarity_loss(image, text, logit_scale, scale_second, first)
 
     def _fused_similarity_loss(
-        self, image: Features, text: Features, logit_scale: torch.Tensor,
-        scale_second: torch.Tensor, first: torch.Tensor,
+        self,
+        image: Features,
+        text: Features,
+        logit_scale: torch.Tensor,
+        scale_second: torch.Tensor,
+        first: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         # Logits are linear in the scale, so the fused logits are the sum of each kind's
         # logits at a scaled temperature; get_logits gathers across ranks for us.

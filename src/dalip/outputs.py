@@ -26,8 +26,9 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -50,8 +51,16 @@ class OutputFolder:
     `keep`: top-level names whose files `force` leaves for the command to reuse.
     """
 
-    def __init__(self, path: str | os.PathLike, command: str, *, force: bool = False, resume: bool = False,
-                 keep: Sequence[str] = (), legacy: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        command: str,
+        *,
+        force: bool = False,
+        resume: bool = False,
+        keep: Sequence[str] = (),
+        legacy: str | None = None,
+    ) -> None:
         self.root = Path(path)
         self.command = command
         self.force, self.resume = force, resume
@@ -60,7 +69,7 @@ class OutputFolder:
         self._lock: FileLock | None = None
         self._created: list[Path] = []  # folders this command made, innermost first
 
-    def __enter__(self) -> "OutputFolder":
+    def __enter__(self) -> OutputFolder:
         self.open()
         return self
 
@@ -92,12 +101,16 @@ class OutputFolder:
                 f"(no {MANIFEST_NAME}); choose a new or empty folder (--force never deletes files dalip did not write)"
             )
         if manifest is not None and manifest.get("command") != self.command:
-            raise FileExistsError(f"{self.root}: holds the output of `dalip {manifest.get('command')}`; "
-                                  f"choose another folder for `dalip {self.command}`")
+            raise FileExistsError(
+                f"{self.root}: holds the output of `dalip {manifest.get('command')}`; "
+                f"choose another folder for `dalip {self.command}`"
+            )
         if present and not self.resume:
             if not self.force:
-                raise FileExistsError(f"{self.root}: folder is not empty: it holds an earlier `dalip "
-                                      f"{self.command}` output; pass --force to replace it")
+                raise FileExistsError(
+                    f"{self.root}: folder is not empty: it holds an earlier `dalip "
+                    f"{self.command}` output; pass --force to replace it"
+                )
             remove_listed(self.root, listed, keep=self.keep)
             present = list_files(self.root)
         self.foreign = set(present) - listed
@@ -137,8 +150,9 @@ class OutputFolder:
         try:
             lock.acquire()
         except Timeout:
-            raise FileExistsError(f"{self.root}: in use by another dalip command (it holds {path}); wait for "
-                                  f"it to finish") from None
+            raise FileExistsError(
+                f"{self.root}: in use by another dalip command (it holds {path}); wait for it to finish"
+            ) from None
         self._lock = lock
 
     def _release_lock(self) -> None:
@@ -174,7 +188,9 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a dalip output manifest ({error}); move it away to use this folder") from error
+        raise ValueError(
+            f"{path}: not a dalip output manifest ({error}); move it away to use this folder"
+        ) from error
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         raise ValueError(f"{path}: not a dalip output manifest (expected a 'files' list)")

@@ -26,7 +26,15 @@ from typing import Any
 import yaml
 
 from dalip.atomic import write_text
-from dalip.config import DataConfig, LossConfig, ModelConfig, OptimConfig, SourceConfig, TrainConfig, config_to_dict
+from dalip.config import (
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    SourceConfig,
+    TrainConfig,
+    config_to_dict,
+)
 from dalip.data.files import CLASSES_FILE, read_classes_file, read_table
 from dalip.data.synthetic import make_dataset
 from dalip.evaluation.suite import run_suite
@@ -61,23 +69,58 @@ class Budget:
 
 BUDGETS = {
     # "test" exists for the test suite: every file, in about a minute.
-    "test": Budget(species=6, general_classes=4, general_tune_classes=2, train_per_class=6, test_per_class=4, image_size=64,
-                   batch_size=16, start_steps=6, tune_steps=6, workers=0),
+    "test": Budget(
+        species=6,
+        general_classes=4,
+        general_tune_classes=2,
+        train_per_class=6,
+        test_per_class=4,
+        image_size=64,
+        batch_size=16,
+        start_steps=6,
+        tune_steps=6,
+        workers=0,
+    ),
     # "small" loads data in the training process (workers=0): on 2 cores, loader workers
     # take CPU from the step and the stages ran about 15% slower with 2 of them.
-    "small": Budget(species=24, general_classes=44, general_tune_classes=22, train_per_class=40, test_per_class=20, image_size=64,
-                    batch_size=32, start_steps=500, tune_steps=200, workers=0),
-    "medium": Budget(species=24, general_classes=44, general_tune_classes=22, train_per_class=100, test_per_class=30, image_size=64,
-                     batch_size=64, start_steps=1500, tune_steps=600, workers=2),
+    "small": Budget(
+        species=24,
+        general_classes=44,
+        general_tune_classes=22,
+        train_per_class=40,
+        test_per_class=20,
+        image_size=64,
+        batch_size=32,
+        start_steps=500,
+        tune_steps=200,
+        workers=0,
+    ),
+    "medium": Budget(
+        species=24,
+        general_classes=44,
+        general_tune_classes=22,
+        train_per_class=100,
+        test_per_class=30,
+        image_size=64,
+        batch_size=64,
+        start_steps=1500,
+        tune_steps=600,
+        workers=2,
+    ),
 }
 
 
 def generate_data(out: Path, budget: Budget, seed: int) -> Path:
     """The embedded dataset under out/data, reused when its options match."""
     root = out / "data"
-    options = dict(species=budget.species, image_size=budget.image_size, train_per_class=budget.train_per_class,
-                   val_per_class=max(2, budget.test_per_class // 2), test_per_class=budget.test_per_class,
-                   general_classes=budget.general_classes)
+    options = dict(
+        species=budget.species,
+        image_size=budget.image_size,
+        train_per_class=budget.train_per_class,
+        val_per_class=max(2, budget.test_per_class // 2),
+        test_per_class=budget.test_per_class,
+        general_classes=budget.general_classes,
+    )
     manifest = root / "manifest.json"
     if manifest.exists():
         stored = json.loads(manifest.read_text())
@@ -118,11 +161,17 @@ def run_config(out: Path, data: Path, budget: Budget, seed: int, stage: str) -> 
         general = SourceConfig(kind="csv", path=str(tuning_subset(data, budget)), weight=3.0)
         loss, sources, steps, lr = LossConfig(kind=kind), [plant, general], budget.tune_steps, 3e-4
     return TrainConfig(
-        model=model, loss=loss,
+        model=model,
+        loss=loss,
         data=DataConfig(sources=sources, workers=budget.workers),
         optim=OptimConfig(lr=lr, warmup_steps=max(1, steps // 10), weight_decay=0.1),
-        out_dir=str(out / stage), batch_size=budget.batch_size, steps=steps, seed=seed,
-        checkpoint_every=max(1, steps // 2), keep_last=1, log_every=max(1, steps // 50),
+        out_dir=str(out / stage),
+        batch_size=budget.batch_size,
+        steps=steps,
+        seed=seed,
+        checkpoint_every=max(1, steps // 2),
+        keep_last=1,
+        log_every=max(1, steps // 50),
         tensorboard=False,
     )
 
@@ -131,8 +180,12 @@ def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
     """Train one stage (or reuse a cached start model); returns seconds spent."""
     run = Path(config.out_dir)
     wanted = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    if cacheable and (run / "model.safetensors").exists() and (run / "config.yaml").exists() \
-            and (run / "config.yaml").read_text() == wanted:
+    if (
+        cacheable
+        and (run / "model.safetensors").exists()
+        and (run / "config.yaml").exists()
+        and (run / "config.yaml").read_text() == wanted
+    ):
         logger.info("reusing the start model in %s", run)
         return 0.0
     remove_earlier_output(run, "train")  # only what that stage's earlier run wrote
@@ -146,12 +199,25 @@ def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
 
 def suite(data: Path, budget: Budget) -> dict[str, Any]:
     return {
-        "name": "quickstart", "modes": ["fused", "first"], "batch_size": 64, "workers": budget.workers,
+        "name": "quickstart",
+        "modes": ["fused", "first"],
+        "batch_size": 64,
+        "workers": budget.workers,
         "datasets": [
-            {"name": "plant-zeroshot", "task": "zeroshot", "domain": "plant",
-             "path": str(data / "plant/test"), "templates": "plant"},
-            {"name": "general-zeroshot", "task": "zeroshot", "domain": "general",
-             "path": str(data / "general/test"), "templates": "generic"},
+            {
+                "name": "plant-zeroshot",
+                "task": "zeroshot",
+                "domain": "plant",
+                "path": str(data / "plant/test"),
+                "templates": "plant",
+            },
+            {
+                "name": "general-zeroshot",
+                "task": "zeroshot",
+                "domain": "general",
+                "path": str(data / "general/test"),
+                "templates": "generic",
+            },
         ],
         # No retrieval: the embedded captions name a species or class, not an image (371 of
         # the 480 plant test captions equal another image's), so image-text recall would
@@ -159,7 +225,9 @@ def suite(data: Path, budget: Budget) -> dict[str, Any]:
     }
 
 
-def quickstart(out_dir: str | Path, seed: int = 0, budget: str = "small", force: bool = False) -> dict[str, Any]:
+def quickstart(
+    out_dir: str | Path, seed: int = 0, budget: str = "small", force: bool = False
+) -> dict[str, Any]:
     """Run the three stages and write the report; returns the combined results."""
     if budget not in BUDGETS:
         raise ValueError(f"--budget: expected one of {', '.join(BUDGETS)}, got {budget!r}")
@@ -192,12 +260,26 @@ def _run_stages(out: Path, settings: Budget, budget: str, seed: int, folder: Out
     for kind in ("clip", "dalip"):
         sweep = out / f"wiseft-{kind}"
         known = {0.0: evaluation["models"]["start"], 1.0: evaluation["models"][f"tuned-{kind}"]}
-        wise_ft[kind] = interpolate(checkpoints["start"], checkpoints[f"tuned-{kind}"], WISE_FT_WEIGHTS, zero_shot,
-                                    sweep, modes=["first"] if kind == "clip" else ["fused", "first"], evaluated=known)
+        wise_ft[kind] = interpolate(
+            checkpoints["start"],
+            checkpoints[f"tuned-{kind}"],
+            WISE_FT_WEIGHTS,
+            zero_shot,
+            sweep,
+            modes=["first"] if kind == "clip" else ["fused", "first"],
+            evaluated=known,
+        )
         write_interpolation_report(wise_ft[kind], sweep)
     timings["wise_ft"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
-    results = {"budget": budget, "seed": seed, "checkpoints": checkpoints, "evaluation": evaluation,
-               "wise_ft": wise_ft, "timings_seconds": timings, "settings": settings.__dict__}
+    results = {
+        "budget": budget,
+        "seed": seed,
+        "checkpoints": checkpoints,
+        "evaluation": evaluation,
+        "wise_ft": wise_ft,
+        "timings_seconds": timings,
+        "settings": settings.__dict__,
+    }
     write_report(out, results, data)
     return results

@@ -12,28 +12,38 @@ import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 T = TypeVar("T")
 _BOUNDS = (  # metadata key, sign shown, test
-    ("minimum", ">=", lambda value, bound: value >= bound), ("maximum", "<=", lambda value, bound: value <= bound),
-    ("above", ">", lambda value, bound: value > bound), ("below", "<", lambda value, bound: value < bound),
+    ("minimum", ">=", lambda value, bound: value >= bound),
+    ("maximum", "<=", lambda value, bound: value <= bound),
+    ("above", ">", lambda value, bound: value > bound),
+    ("below", "<", lambda value, bound: value < bound),
 )
 
 
 def checked(
-    default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-    minimum: float | None = None, maximum: float | None = None, above: float | None = None,
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
     below: float | None = None,
 ) -> Any:
     """A dataclass field whose numbers (the value, or each item of a list) must lie in a range:
     `minimum <= v <= maximum`, `above < v < below`. None, where the type allows it, passes."""
     limits = dict(minimum=minimum, maximum=maximum, above=above, below=below)
-    return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={key: value for key, value in limits.items() if value is not None})
+    return dataclasses.field(
+        default=default,
+        default_factory=default_factory,
+        metadata={key: value for key, value in limits.items() if value is not None},
+    )
 
 
 def flattened(default_factory: Any) -> Any:
@@ -51,8 +61,13 @@ def field_names(cls: type) -> list[str]:
     """The keys of dataclass `cls` in plain data: its fields, a flattened field's own in its place
     (one level: a flattened dataclass holds no flattened field itself)."""
     hints = typing.get_type_hints(cls)
-    return [name for item in dataclasses.fields(cls)
-            for name in ([f.name for f in dataclasses.fields(hints[item.name])] if _is_flattened(item) else [item.name])]
+    return [
+        name
+        for item in dataclasses.fields(cls)
+        for name in (
+            [f.name for f in dataclasses.fields(hints[item.name])] if _is_flattened(item) else [item.name]
+        )
+    ]
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
@@ -67,13 +82,18 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     unknown = [key for key in data if key not in names]
     if unknown:
         prefix, _, name = _join(where, str(unknown[0])).rpartition(": ")  # "file: " stays outside the quotes
-        raise ValueError(f"{prefix + ': ' if prefix else ''}unknown field {name!r}; expected one of: {', '.join(names)}")
+        raise ValueError(
+            f"{prefix + ': ' if prefix else ''}unknown field {name!r}; expected one of: {', '.join(names)}"
+        )
     values = {}
     for item in dataclasses.fields(cls):
         if _is_flattened(item):  # the given keys replace those of the field's default
             own_hints = typing.get_type_hints(hints[item.name])
-            own = {key: _convert(own_hints[key], data[key], _join(where, key))
-                   for key in field_names(hints[item.name]) if key in data}
+            own = {
+                key: _convert(own_hints[key], data[key], _join(where, key))
+                for key in field_names(hints[item.name])
+                if key in data
+            }
             values[item.name] = dataclasses.replace(item.default_factory(), **own)
         elif item.name in data:
             values[item.name] = _convert(hints[item.name], data[item.name], _join(where, item.name))
@@ -152,7 +172,7 @@ def _kind(value: Any) -> str:
 
 
 def _join(where: str, key: str) -> str:
-    """"optim" + "lr" -> "optim.lr"; a prefix ending in ": " or "." (a file, a list item) is kept as is."""
+    """ "optim" + "lr" -> "optim.lr"; a prefix ending in ": " or "." (a file, a list item) is kept as is."""
     if not where or where.endswith((": ", ".")):
         return f"{where}{key}"
     return f"{where}.{key}"
@@ -178,8 +198,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         try:
             node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as error:
-            raise ValueError(f"override {override!r}: the value is not valid YAML "
-                             f"({str(error).splitlines()[0]}); quote it or fix the brackets") from error
+            raise ValueError(
+                f"override {override!r}: the value is not valid YAML "
+                f"({str(error).splitlines()[0]}); quote it or fix the brackets"
+            ) from error
     return data
 
 
@@ -187,7 +209,9 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
     """A YAML file's data (UTF-8, a byte-order mark allowed); FileNotFoundError / ValueError
     naming the file otherwise."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{what} not found: {path}" if not Path(path).exists() else f"{what} {path}: not a file")
+        raise FileNotFoundError(
+            f"{what} not found: {path}" if not Path(path).exists() else f"{what} {path}: not a file"
+        )
     try:
         return yaml.safe_load(Path(path).read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as error:

@@ -45,9 +45,12 @@ def main() -> None:
     model.save(HERE / "legacy-0.1.safetensors")
     save_file(
         {
-            "images": images, "texts": texts,
-            "image_first": image.first, "image_second": image.second,
-            "text_first": text.first, "text_second": text.second,
+            "images": images,
+            "texts": texts,
+            "image_first": image.first,
+            "image_second": image.second,
+            "text_first": text.first,
+            "text_second": text.second,
         },
         HERE / "legacy-0.1-expected.safetensors",
     )

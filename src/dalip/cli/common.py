@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.suite_file import Suite
 
 MODES = ("fused", "first", "second", "all")
-MODEL_HELP = ("dalip checkpoint, local-dir:FOLDER or hf-hub:ORG/REPO (open_clip folders), or "
-              "openclip:ARCH:WEIGHTS (file or tag); prefix NAME= to name it")
+MODEL_HELP = (
+    "dalip checkpoint, local-dir:FOLDER or hf-hub:ORG/REPO (open_clip folders), or "
+    "openclip:ARCH:WEIGHTS (file or tag); prefix NAME= to name it"
+)
 
 
 def count(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer >= minimum (argparse reports anything else, exit 2)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -30,14 +33,21 @@ def count(minimum: int) -> Callable[[str], int]:
 
 
 def add_force_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--force", action="store_true",
-                        help=f"replace {what} (a folder: only the files an earlier run of this command wrote)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"replace {what} (a folder: only the files an earlier run of this command wrote)",
+    )
 
 
 def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime")
-    group.add_argument("--batch-size", type=count(1), default=None, help="images per batch (default 64, or the suite's)")
-    group.add_argument("--workers", type=count(0), default=None, help="DataLoader worker processes (default 0)")
+    group.add_argument(
+        "--batch-size", type=count(1), default=None, help="images per batch (default 64, or the suite's)"
+    )
+    group.add_argument(
+        "--workers", type=count(0), default=None, help="DataLoader worker processes (default 0)"
+    )
     group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     group.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast (GPU)")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -59,7 +69,11 @@ def report_unreadable(paths: list[str], used: list[str]) -> list[str]:
     kept = set(used)
     unreadable = [path for path in paths if path not in kept]
     if unreadable:
-        shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
-        print(f"warning: {len(unreadable)} of {len(paths)} images could not be read and are left out: {shown}",
-              file=sys.stderr)
+        shown = ", ".join(unreadable[:5]) + (
+            f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        )
+        print(
+            f"warning: {len(unreadable)} of {len(paths)} images could not be read and are left out: {shown}",
+            file=sys.stderr,
+        )
     return unreadable

@@ -9,24 +9,31 @@ from typing import Any
 import numpy as np
 
 from dalip.atomic import atomic_write
-from dalip.cli.common import MODEL_HELP, add_force_flag, add_runtime_flags, report_unreadable, runtime_from_flags
+from dalip.cli.common import (
+    MODEL_HELP,
+    add_force_flag,
+    add_runtime_flags,
+    report_unreadable,
+    runtime_from_flags,
+)
 from dalip.data.files import read_text_lines
 from dalip.evaluation.datasets import list_image_files
+from dalip.evaluation.labels import check_labels, read_label_file
 from dalip.evaluation.runtime import embed
 from dalip.evaluation.specs import load_model
 from dalip.evaluation.templates import load_templates
-from dalip.evaluation.labels import check_labels, read_label_file
 from dalip.evaluation.zero_shot import embed_classes
 from dalip.outputs import check_output_file
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "embed", help="image, text or class features to an .npz (first, second, fused, items)",
+        "embed",
+        help="image, text or class features to an .npz (first, second, fused, items)",
         description="Writes an .npz with arrays 'first' (N, D), 'second' (N, D2; absent for plain "
-                    "open_clip models), 'items' (image paths, texts or labels, one per row) and 'kind'; "
-                    "--fused adds 'fused' (N, D + D2), whose dot products are the fused similarity, "
-                    "and 'alpha'.",
+        "open_clip models), 'items' (image paths, texts or labels, one per row) and 'kind'; "
+        "--fused adds 'fused' (N, D + D2), whose dot products are the fused similarity, "
+        "and 'alpha'.",
     )
     parser.add_argument("--model", "-m", required=True, metavar="SPEC", help=MODEL_HELP)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -35,10 +42,16 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--texts-file", help="one text per line")
     source.add_argument("--labels", help="comma-separated class names: zero-shot class vectors")
     source.add_argument("--labels-file", help="class names, one per line: zero-shot class vectors")
-    parser.add_argument("--templates", default=None,
-                        help="with --labels: template set (none (default), generic, plant, openai, simple) or file")
-    parser.add_argument("--fused", action="store_true",
-                        help="also write 'fused' = [sqrt(alpha) first, sqrt(1 - alpha) second] and 'alpha'")
+    parser.add_argument(
+        "--templates",
+        default=None,
+        help="with --labels: template set (none (default), generic, plant, openai, simple) or file",
+    )
+    parser.add_argument(
+        "--fused",
+        action="store_true",
+        help="also write 'fused' = [sqrt(alpha) first, sqrt(1 - alpha) second] and 'alpha'",
+    )
     parser.add_argument("--out", required=True, help="output .npz file")
     add_force_flag(parser, "an existing --out file")
     add_runtime_flags(parser)
@@ -66,12 +79,22 @@ def embed_arrays(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--fused: {args.model} is a plain open_clip model with first-order features only")
     runtime = runtime_from_flags(args)
     if labels:
-        items = read_label_file(args.labels_file) if args.labels_file else check_labels(args.labels.split(","), "--labels")
+        items = (
+            read_label_file(args.labels_file)
+            if args.labels_file
+            else check_labels(args.labels.split(","), "--labels")
+        )
         features = embed_classes(loaded.model, loaded.tokenizer, items, templates, runtime)
         kind = "class"
     else:
-        features, items = embed(loaded.model, loaded.tokenizer, loaded.preprocess, images=images,
-                                texts=texts or (), runtime=runtime)
+        features, items = embed(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.preprocess,
+            images=images,
+            texts=texts or (),
+            runtime=runtime,
+        )
         kind = "text" if texts else "image"
         if images:
             report_unreadable(list(images), items)

@@ -17,46 +17,92 @@ from dalip.report.suite import markdown_table, write_suite_report
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="evaluate and compare models on a suite or on single datasets",
+        "eval",
+        help="evaluate and compare models on a suite or on single datasets",
         description="Zero-shot classification, retrieval, linear probe and few-shot; writes "
-                    "results.json, results.md and results.png to --out and prints the table.",
+        "results.json, results.md and results.png to --out and prints the table.",
     )
-    parser.add_argument("--model", "-m", action="append", required=True, metavar="[NAME=]SPEC", help=MODEL_HELP)
+    parser.add_argument(
+        "--model", "-m", action="append", required=True, metavar="[NAME=]SPEC", help=MODEL_HELP
+    )
     parser.add_argument("--suite", help="suite YAML (datasets, tasks, domains; see README)")
-    parser.add_argument("--zeroshot", action="append", default=[], metavar="PATH",
-                        help="image folder or labelled CSV for zero-shot classification (repeatable)")
-    parser.add_argument("--retrieval", action="append", default=[], metavar="CSV", help="caption CSV (repeatable)")
+    parser.add_argument(
+        "--zeroshot",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="image folder or labelled CSV for zero-shot classification (repeatable)",
+    )
+    parser.add_argument(
+        "--retrieval", action="append", default=[], metavar="CSV", help="caption CSV (repeatable)"
+    )
     parser.add_argument("--linear-probe", action="append", default=[], nargs=2, metavar=("TRAIN", "TEST"))
     parser.add_argument("--fewshot", action="append", default=[], nargs=2, metavar=("TRAIN", "TEST"))
-    parser.add_argument("--clip-benchmark", action="append", default=[], metavar="wds/NAME",
-                        help="a CLIP_benchmark WebDataset dataset (zero-shot or retrieval; repeatable), "
-                             "read from --dataset-root; results also in CLIP_benchmark's JSON format")
-    parser.add_argument("--dataset-root", metavar="DIR",
-                        help="folder of the --clip-benchmark dataset ({name} is replaced by NAME)")
+    parser.add_argument(
+        "--clip-benchmark",
+        action="append",
+        default=[],
+        metavar="wds/NAME",
+        help="a CLIP_benchmark WebDataset dataset (zero-shot or retrieval; repeatable), "
+        "read from --dataset-root; results also in CLIP_benchmark's JSON format",
+    )
+    parser.add_argument(
+        "--dataset-root",
+        metavar="DIR",
+        help="folder of the --clip-benchmark dataset ({name} is replaced by NAME)",
+    )
     parser.add_argument("--split", default="test", help="CLIP_benchmark split (default test)")
-    parser.add_argument("--templates", default=None,
-                        help="generic (default), plant, none, openai (80), simple (7) or a file (one per line, "
-                             "with {}); CLIP_benchmark datasets use their own unless this is given")
-    parser.add_argument("--domain", default="unspecified",
-                        help="domain tag of the datasets given by flags (default: unspecified)")
-    parser.add_argument("--features", default="first", choices=("first", "second", "concat"),
-                        help="image features for probes (default first)")
+    parser.add_argument(
+        "--templates",
+        default=None,
+        help="generic (default), plant, none, openai (80), simple (7) or a file (one per line, "
+        "with {}); CLIP_benchmark datasets use their own unless this is given",
+    )
+    parser.add_argument(
+        "--domain",
+        default="unspecified",
+        help="domain tag of the datasets given by flags (default: unspecified)",
+    )
+    parser.add_argument(
+        "--features",
+        default="first",
+        choices=("first", "second", "concat"),
+        help="image features for probes (default first)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="probe hold-out and few-shot draws")
-    parser.add_argument("--mode", default=None, choices=MODES, help="similarity mode (default: fused, or the suite's)")
-    parser.add_argument("--out", required=True, help="output folder (new or empty, or an earlier eval's with --force)")
+    parser.add_argument(
+        "--mode", default=None, choices=MODES, help="similarity mode (default: fused, or the suite's)"
+    )
+    parser.add_argument(
+        "--out", required=True, help="output folder (new or empty, or an earlier eval's with --force)"
+    )
     add_force_flag(parser, "an earlier eval's results in --out")
     add_runtime_flags(parser)
     parser.set_defaults(handler=run_eval)
 
 
 def _flag_suite(args: argparse.Namespace) -> dict[str, Any]:
-    datasets = [dict(name=Path(p).stem if Path(p).is_file() else Path(p).name, task="zeroshot", path=p)
-                for p in args.zeroshot]
+    datasets = [
+        dict(name=Path(p).stem if Path(p).is_file() else Path(p).name, task="zeroshot", path=p)
+        for p in args.zeroshot
+    ]
     datasets += [dict(name=Path(p).stem, task="retrieval", path=p) for p in args.retrieval]
-    datasets += [dict(name=f"{Path(test).name}-probe", task="linear_probe", train=train, test=test,
-                      features=args.features) for train, test in args.linear_probe]
-    datasets += [dict(name=f"{Path(test).name}-fewshot", task="fewshot", train=train, test=test,
-                      features=args.features) for train, test in args.fewshot]
+    datasets += [
+        dict(
+            name=f"{Path(test).name}-probe",
+            task="linear_probe",
+            train=train,
+            test=test,
+            features=args.features,
+        )
+        for train, test in args.linear_probe
+    ]
+    datasets += [
+        dict(
+            name=f"{Path(test).name}-fewshot", task="fewshot", train=train, test=test, features=args.features
+        )
+        for train, test in args.fewshot
+    ]
     datasets += [_clip_benchmark_entry(name, args) for name in args.clip_benchmark]
     for entry in datasets:
         entry["domain"] = args.domain
@@ -65,15 +111,21 @@ def _flag_suite(args: argparse.Namespace) -> dict[str, Any]:
 
 def _clip_benchmark_entry(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if not name.startswith(PREFIX) or name == PREFIX:
-        raise ValueError(f"--clip-benchmark {name!r}: expected wds/NAME (CLIP_benchmark's WebDataset datasets)")
+        raise ValueError(
+            f"--clip-benchmark {name!r}: expected wds/NAME (CLIP_benchmark's WebDataset datasets)"
+        )
     if not args.dataset_root:
-        raise ValueError(f"--clip-benchmark {name}: give --dataset-root DIR (the folder holding {args.split}/)")
+        raise ValueError(
+            f"--clip-benchmark {name}: give --dataset-root DIR (the folder holding {args.split}/)"
+        )
     if len(args.clip_benchmark) > 1 and "{name}" not in args.dataset_root:
         raise ValueError("--dataset-root: with several --clip-benchmark datasets, put {name} in it")
-    short = name[len(PREFIX):]
+    short = name[len(PREFIX) :]
     root = args.dataset_root.replace("{name}", short)
     if not Path(root).is_dir():
-        raise FileNotFoundError(f"--dataset-root: {root} is not a folder (expected {name}'s {args.split}/ inside)")
+        raise FileNotFoundError(
+            f"--dataset-root: {root} is not a folder (expected {name}'s {args.split}/ inside)"
+        )
     task = describe_clip_benchmark(name, root, args.split).task  # checks the layout before any model loads
     entry = dict(name=short.replace("/", "_"), task=task, path=root, clip_benchmark=name, split=args.split)
     if args.templates:
@@ -84,12 +136,16 @@ def _clip_benchmark_entry(name: str, args: argparse.Namespace) -> dict[str, Any]
 def run_eval(args: argparse.Namespace) -> int:
     flagged = args.zeroshot or args.retrieval or args.linear_probe or args.fewshot or args.clip_benchmark
     if bool(args.suite) == bool(flagged):
-        raise ValueError("give either --suite FILE or dataset flags (--zeroshot, --retrieval, --linear-probe, "
-                         "--fewshot, --clip-benchmark)")
+        raise ValueError(
+            "give either --suite FILE or dataset flags (--zeroshot, --retrieval, --linear-probe, "
+            "--fewshot, --clip-benchmark)"
+        )
     models = dict(parse_model_arg(spec) for spec in args.model)
     if len(models) != len(args.model):
         raise ValueError(f"--model: display names must be unique, got {args.model}")
-    suite = load_suite(args.suite or _flag_suite(args))  # a broken suite or model path fails before --out is touched
+    suite = load_suite(
+        args.suite or _flag_suite(args)
+    )  # a broken suite or model path fails before --out is touched
     for spec in models.values():
         check_spec(spec)
     runtime = runtime_from_flags(args, suite)

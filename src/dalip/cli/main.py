@@ -1,8 +1,9 @@
 """The `dalip` command: one subcommand per job, each a thin layer over the library.
 
 The command-line layer is this package: this module plus one module per subcommand, each
-exposing `add_parsers(subparsers)`; library code never parses arguments. Library code raises `ValueError` / `FileNotFoundError` for mistakes a user
-can make; `main` turns them into one line on stderr and exit status 2.
+exposing `add_parsers(subparsers)`; library code never parses arguments. Library code
+raises `ValueError` / `FileNotFoundError` for mistakes a user can make; `main` turns them
+into one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import importlib
 import logging
 import sys
 import warnings
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from dalip import __version__
 
@@ -23,8 +25,15 @@ Handler = Callable[[argparse.Namespace], int]
 # `dalip train` on every rank does not import the evaluation stack (scikit-learn, matplotlib):
 # seconds of start-up.
 COMMANDS = {
-    "quickstart": "quickstart", "make-dataset": "make_dataset", "train": "train", "eval": "eval",
-    "predict": "predict", "embed": "embed", "export": "export", "interpolate": "interpolate", "serve": "serve",
+    "quickstart": "quickstart",
+    "make-dataset": "make_dataset",
+    "train": "train",
+    "eval": "eval",
+    "predict": "predict",
+    "embed": "embed",
+    "export": "export",
+    "interpolate": "interpolate",
+    "serve": "serve",
 }
 
 
@@ -54,8 +63,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 # Mistakes a user can make (a wrong value, a missing or misplaced file, a folder that is
 # not ours to write): one line on stderr and exit status 2. Other OSErrors (a full disk,
 # no network) exit with 1; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
-               PermissionError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+    PermissionError,
+)
 
 
 def one_line(error: BaseException) -> str:
@@ -80,10 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # a usage mistake (one line already printed), --help or --version
         return stop.code if isinstance(stop.code, int) else 0
     # open_clip logs its progress on the root logger: keep that at WARNING, ours at INFO.
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s", force=True)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s", force=True
+    )
     logging.getLogger("dalip").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # open_clip's feature gather calls an API torch 2.14 deprecates, warning at every step.
-    warnings.filterwarnings("ignore", r"torch\.distributed\.nn\.functional\.all_gather is deprecated", FutureWarning)
+    warnings.filterwarnings(
+        "ignore", r"torch\.distributed\.nn\.functional\.all_gather is deprecated", FutureWarning
+    )
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
@@ -99,4 +118,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dalip {args.command}: interrupted", file=sys.stderr)
         return 130
-

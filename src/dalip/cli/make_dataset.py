@@ -42,15 +42,29 @@ def add_make_dataset_parser(subparsers: argparse._SubParsersAction) -> argparse.
             "folders, CSV files and WebDataset shards, with a manifest.json."
         ),
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty, or an earlier make-dataset's with --force)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (new or empty, or an earlier make-dataset's with --force)",
+    )
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default %(default)s)")
     for flag, metavar, kind, text in _COUNT_OPTIONS:
         default = getattr(_DEFAULTS, flag[2:].replace("-", "_"))
-        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default %(default)s)")
-    parser.add_argument("--image-format", choices=typing.get_args(ImageFormat), default=_DEFAULTS.image_format,
-                        help="image encoding (default %(default)s)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace the dataset an earlier make-dataset wrote in --out (only the files it wrote)")
+        parser.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default %(default)s)"
+        )
+    parser.add_argument(
+        "--image-format",
+        choices=typing.get_args(ImageFormat),
+        default=_DEFAULTS.image_format,
+        help="image encoding (default %(default)s)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the dataset an earlier make-dataset wrote in --out (only the files it wrote)",
+    )
     parser.set_defaults(handler=run_make_dataset)
     return parser
 
@@ -78,7 +92,9 @@ def run_make_dataset(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     total = sum(manifest["counts"].values())
-    print(f"wrote {total} images to {args.out} in {seconds:.1f} s ({total / max(seconds, 1e-9):.0f} images/s)")
+    print(
+        f"wrote {total} images to {args.out} in {seconds:.1f} s ({total / max(seconds, 1e-9):.0f} images/s)"
+    )
     for name, count in manifest["counts"].items():
         print(f"  {name:<14} {count:>6} images  {manifest['splits'][name]['shards']}")
     return 0

@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
-from dalip.cli.common import MODEL_HELP, MODES, add_runtime_flags, count, report_unreadable, runtime_from_flags
+from dalip.cli.common import (
+    MODEL_HELP,
+    MODES,
+    add_runtime_flags,
+    count,
+    report_unreadable,
+    runtime_from_flags,
+)
 from dalip.evaluation.datasets import list_image_files
-from dalip.evaluation.specs import load_model
 from dalip.evaluation.labels import check_labels, read_label_file
 from dalip.evaluation.predict import predict
+from dalip.evaluation.specs import load_model
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -19,8 +26,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     labels = parser.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help="comma-separated labels, e.g. 'rose,oak,maple'")
     labels.add_argument("--labels-file", help="one label per line")
-    parser.add_argument("--templates", default="none",
-                        help="none (labels as given), generic, plant, openai, simple or a file")
+    parser.add_argument(
+        "--templates", default="none", help="none (labels as given), generic, plant, openai, simple or a file"
+    )
     parser.add_argument("--mode", default="fused", choices=MODES[:3], help="similarity mode (default fused)")
     parser.add_argument("--top-k", type=count(1), default=5, help="labels shown per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -29,16 +37,33 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    labels = read_label_file(args.labels_file) if args.labels_file else check_labels(args.labels.split(","), "--labels")
+    labels = (
+        read_label_file(args.labels_file)
+        if args.labels_file
+        else check_labels(args.labels.split(","), "--labels")
+    )
     paths = list_image_files(args.images)
     loaded = load_model(args.model)
     mode = args.mode if loaded.has_second_order else "first"
-    predictions = predict(loaded.model, paths, labels, loaded.tokenizer, loaded.preprocess,
-                          templates=args.templates, mode=mode, top_k=args.top_k, runtime=runtime_from_flags(args))
+    predictions = predict(
+        loaded.model,
+        paths,
+        labels,
+        loaded.tokenizer,
+        loaded.preprocess,
+        templates=args.templates,
+        mode=mode,
+        top_k=args.top_k,
+        runtime=runtime_from_flags(args),
+    )
     unreadable = report_unreadable(paths, [item["image"] for item in predictions])
     if args.json:
-        print(json.dumps({"model": loaded.spec, "mode": mode, "results": predictions, "unreadable": unreadable},
-                         indent=2))
+        print(
+            json.dumps(
+                {"model": loaded.spec, "mode": mode, "results": predictions, "unreadable": unreadable},
+                indent=2,
+            )
+        )
         return 0
     for item in predictions:
         print(item["image"])

@@ -9,8 +9,8 @@ import logging
 from typing import Any
 
 from dalip.cli.common import MODEL_HELP as SPEC_HELP
-from dalip.evaluation.specs import check_spec, load_model, parse_model_arg
 from dalip.evaluation.labels import read_label_file
+from dalip.evaluation.specs import check_spec, load_model, parse_model_arg
 from dalip.serve import Gallery, Identifier, ServeOptions
 from dalip.serve.gallery import CACHE_FOLDER
 from dalip.serve.uploads import MEGABYTE
@@ -23,34 +23,72 @@ logger = logging.getLogger("dalip.serve")
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "serve", help="a local web page and JSON API: identify a photo, compare models, similar gallery images",
+        "serve",
+        help="a local web page and JSON API: identify a photo, compare models, similar gallery images",
         description="Start a web page where a photo can be dropped to see each model's most likely labels "
-                    "(DALIP models in fused and first-order mode) and the most similar gallery images; "
-                    "the same answers as JSON at /api/predict and /api/neighbours. Needs the serve extra: "
-                    "pip install 'dalip[serve]'.",
+        "(DALIP models in fused and first-order mode) and the most similar gallery images; "
+        "the same answers as JSON at /api/predict and /api/neighbours. Needs the serve extra: "
+        "pip install 'dalip[serve]'.",
     )
-    parser.add_argument("--model", "-m", action="append", required=True, metavar="[NAME=]SPEC", help=MODEL_HELP)
+    parser.add_argument(
+        "--model", "-m", action="append", required=True, metavar="[NAME=]SPEC", help=MODEL_HELP
+    )
     labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--labels", metavar="FILE", help="default labels, one per line (default: the gallery's classes)")
-    labels.add_argument("--classes", metavar="FOLDER", help="default labels: the classes of an image folder (root/<class>/)")
-    parser.add_argument("--gallery", metavar="FOLDER", help="image folder (root/<class>/*.jpg) searched for similar images")
-    parser.add_argument("--index-cache", metavar="FOLDER",
-                        help="where gallery indexes are cached (default: GALLERY/.dalip-index)")
-    parser.add_argument("--templates", default="none", metavar="NAME|FILE", help="none (labels as given; default), generic, plant, openai, simple or a file")
-    parser.add_argument("--top-k", type=int, metavar="K", default=5, help="labels shown per model (default 5)")
-    parser.add_argument("--neighbours", type=int, metavar="N", default=8, help="similar images shown per model (default 8)")
-    parser.add_argument("--max-upload-mb", type=float, metavar="MB", default=20.0, help="largest photo accepted (default 20)")
-    parser.add_argument("--max-labels", type=int, metavar="N", default=1000, help="longest label list accepted from a page (default 1000)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
-    parser.add_argument("--port", type=int, metavar="PORT", default=8000, help="port (default 8000; 0: any free port)")
+    labels.add_argument(
+        "--labels", metavar="FILE", help="default labels, one per line (default: the gallery's classes)"
+    )
+    labels.add_argument(
+        "--classes", metavar="FOLDER", help="default labels: the classes of an image folder (root/<class>/)"
+    )
+    parser.add_argument(
+        "--gallery", metavar="FOLDER", help="image folder (root/<class>/*.jpg) searched for similar images"
+    )
+    parser.add_argument(
+        "--index-cache",
+        metavar="FOLDER",
+        help="where gallery indexes are cached (default: GALLERY/.dalip-index)",
+    )
+    parser.add_argument(
+        "--templates",
+        default="none",
+        metavar="NAME|FILE",
+        help="none (labels as given; default), generic, plant, openai, simple or a file",
+    )
+    parser.add_argument(
+        "--top-k", type=int, metavar="K", default=5, help="labels shown per model (default 5)"
+    )
+    parser.add_argument(
+        "--neighbours", type=int, metavar="N", default=8, help="similar images shown per model (default 8)"
+    )
+    parser.add_argument(
+        "--max-upload-mb", type=float, metavar="MB", default=20.0, help="largest photo accepted (default 20)"
+    )
+    parser.add_argument(
+        "--max-labels",
+        type=int,
+        metavar="N",
+        default=1000,
+        help="longest label list accepted from a page (default 1000)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
+    )
+    parser.add_argument(
+        "--port", type=int, metavar="PORT", default=8000, help="port (default 8000; 0: any free port)"
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
-    parser.add_argument("--batch-size", type=int, metavar="N", default=64, help="images per batch while indexing the gallery")
+    parser.add_argument(
+        "--batch-size", type=int, metavar="N", default=64, help="images per batch while indexing the gallery"
+    )
     parser.set_defaults(handler=run_serve)
 
 
 def _check_extra() -> None:
-    missing = [package for module, package in SERVE_MODULES.items() if importlib.util.find_spec(module) is None]
+    missing = [
+        package for module, package in SERVE_MODULES.items() if importlib.util.find_spec(module) is None
+    ]
     if missing:
         raise ValueError(f"dalip serve needs {', '.join(missing)}: pip install 'dalip[serve]'")
 
@@ -68,9 +106,13 @@ def run_serve(args: argparse.Namespace) -> int:
     from dalip.serve.app import bind, create_app, run, url_of  # optional: fastapi, uvicorn
 
     options = ServeOptions(
-        top_k=args.top_k, neighbours=args.neighbours, templates=args.templates,
-        max_upload_bytes=int(args.max_upload_mb * MEGABYTE), max_labels=args.max_labels,
-        device=args.device, batch_size=args.batch_size,
+        top_k=args.top_k,
+        neighbours=args.neighbours,
+        templates=args.templates,
+        max_upload_bytes=int(args.max_upload_mb * MEGABYTE),
+        max_labels=args.max_labels,
+        device=args.device,
+        batch_size=args.batch_size,
     )
     options.validate()
     specs = [parse_model_arg(argument) for argument in args.model]
@@ -93,4 +135,3 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"dalip serve: open {url} in a browser (Ctrl-C stops); JSON API at {url}/api/predict", flush=True)
     run(create_app(identifier), sock)
     return 0
-

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 
@@ -12,8 +13,8 @@ from dalip.config import TrainConfig, config_to_dict, load_train_config
 from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.zero_shot import zero_shot
 from dalip.train.loop import train
-from dalip.train.task import TrainingTask
 from dalip.train.optim import NonFiniteLossError
+from dalip.train.task import TrainingTask
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -21,19 +22,37 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train or fine-tune a model (single process or under torchrun)",
         description="Train a DALIP (or plain CLIP) model from a YAML config. Any field can be "
-                    "overridden, e.g. --set optim.lr=1e-4 --set batch_size=256.",
+        "overridden, e.g. --set optim.lr=1e-4 --set batch_size=256.",
     )
     parser.add_argument("--config", "-c", help="YAML run config (see configs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a config field (repeatable), e.g. loss.kind=clip")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field (repeatable), e.g. loss.kind=clip",
+    )
     parser.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
-    parser.add_argument("--resume", metavar="latest|PATH",
-                        help="continue from the newest checkpoint in out_dir, or from a file")
-    parser.add_argument("--allow-change", dest="allow_changes", action="append", default=[], metavar="FIELD",
-                        help="with --resume: let FIELD (e.g. optim.lr, steps) differ from the checkpoint's "
-                             "config; the change is applied and recorded (repeatable)")
-    parser.add_argument("--force", action="store_true",
-                        help="start over in an out_dir that holds an earlier run (deletes only the files it wrote)")
+    parser.add_argument(
+        "--resume",
+        metavar="latest|PATH",
+        help="continue from the newest checkpoint in out_dir, or from a file",
+    )
+    parser.add_argument(
+        "--allow-change",
+        dest="allow_changes",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="with --resume: let FIELD (e.g. optim.lr, steps) differ from the checkpoint's "
+        "config; the change is applied and recorded (repeatable)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="start over in an out_dir that holds an earlier run (deletes only the files it wrote)",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(handler=run_train)
 
@@ -49,14 +68,22 @@ def run_train(args: argparse.Namespace) -> int:
     if args.force and args.resume:
         raise ValueError("--force starts over and --resume continues: give one of them")
     try:
-        summary = train(config, resume=args.resume, validate=training_validation(config), force=args.force,
-                        allow_changes=args.allow_changes)
+        summary = train(
+            config,
+            resume=args.resume,
+            validate=training_validation(config),
+            force=args.force,
+            allow_changes=args.allow_changes,
+        )
     except NonFiniteLossError as error:
         print(f"dalip train: error: {error}", file=sys.stderr)
         return 1
     if summary["interrupted_by_signal"]:
-        print(f"dalip train: stopped by signal {summary['interrupted_by_signal']} at step {summary['step']}; "
-              f"checkpoint saved; continue with --resume latest", file=sys.stderr)
+        print(
+            f"dalip train: stopped by signal {summary['interrupted_by_signal']} at step {summary['step']}; "
+            f"checkpoint saved; continue with --resume latest",
+            file=sys.stderr,
+        )
         return 128 + summary["interrupted_by_signal"]
     print(f"dalip train: done, {summary['step']} steps; model: {summary['out_dir']}/model.safetensors")
     return 0
@@ -72,8 +99,13 @@ def training_validation(config: TrainConfig) -> Callable[[TrainingTask, int], di
     def validate(task: TrainingTask, batch_size: int) -> dict[str, Any]:
         modes = ("fused", "first") if task.second_order else ("first",)
         return zero_shot(
-            task.model, config.data.val, task.tokenizer, task.preprocess_val, templates=config.data.val_templates,
-            modes=modes, runtime=Runtime(batch_size, config.data.workers, precision=config.precision),
+            task.model,
+            config.data.val,
+            task.tokenizer,
+            task.preprocess_val,
+            templates=config.data.val_templates,
+            modes=modes,
+            runtime=Runtime(batch_size, config.data.workers, precision=config.precision),
         )
 
     return validate

@@ -11,7 +11,8 @@ the present keys of `DEFAULT_CAPTION_KEYS`).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,6 +136,6 @@ def check_template(template: str, where: str = "caption template") -> str:
 
 
 def fill_template(template: str, class_name: str) -> str:
-    """"a photo of a {}." + "Quercia lobata" -> "a photo of a Quercia lobata."."""
+    """ "a photo of a {}." + "Quercia lobata" -> "a photo of a Quercia lobata."."""
     placeholder = next(p for p in TEMPLATE_PLACEHOLDERS if p in check_template(template))
     return template.replace(placeholder, class_name)

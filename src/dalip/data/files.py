@@ -18,8 +18,9 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from dalip.config import SourceConfig
 from dalip.data.captions import (
@@ -49,8 +50,9 @@ def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
         with open(path, encoding="utf-8-sig") as handle:
             return handle.read().splitlines()
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: the {what} is not UTF-8 text ({error.reason} at byte {error.start}); "
-                         f"save it as UTF-8") from error
+        raise ValueError(
+            f"{path}: the {what} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
+        ) from error
 
 
 def read_classes_file(path: str | os.PathLike) -> list[tuple[str, str]]:
@@ -104,10 +106,15 @@ def list_image_folder(path: str | os.PathLike) -> ImageFolder:
     else:
         folders = sorted(name for name in os.listdir(root) if images_in(os.path.join(root, name)))
         classes = [name.replace("_", " ") for name in folders]
-    samples = [(os.path.join(root, folder, name), label)
-               for label, folder in enumerate(folders) for name in images_in(os.path.join(root, folder))]
+    samples = [
+        (os.path.join(root, folder, name), label)
+        for label, folder in enumerate(folders)
+        for name in images_in(os.path.join(root, folder))
+    ]
     if not samples:
-        raise ValueError(f"{path}: no images found (expected {root}/<class>/*{{{','.join(IMAGE_EXTENSIONS)}}})")
+        raise ValueError(
+            f"{path}: no images found (expected {root}/<class>/*{{{','.join(IMAGE_EXTENSIONS)}}})"
+        )
     return ImageFolder(os.fspath(path), folders, classes, samples)
 
 
@@ -116,35 +123,46 @@ def images_in(folder: str) -> list[str]:
     socket with an image name is left out (reading it would block)."""
     if not os.path.isdir(folder):
         return []
-    return sorted(n for n in os.listdir(folder) if is_image_name(n) and os.path.isfile(os.path.join(folder, n)))
+    return sorted(
+        n for n in os.listdir(folder) if is_image_name(n) and os.path.isfile(os.path.join(folder, n))
+    )
 
 
 # ---------------------------------------------------------------- tables
 
 
-def read_table(path: str | os.PathLike, columns: Sequence[str], what: str = "CSV/TSV file",
-               hint: str = "") -> list[dict[str, str]]:
+def read_table(
+    path: str | os.PathLike, columns: Sequence[str], what: str = "CSV/TSV file", hint: str = ""
+) -> list[dict[str, str]]:
     """The rows of a CSV/TSV table as {column: cell} (a short row leaves its missing cells None).
     ValueError naming the file: not UTF-8, not a table, or a column of `columns` missing (the
     message lists those present, then `hint`)."""
     path = os.fspath(path)
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is no column name
+        with open(
+            path, newline="", encoding="utf-8-sig"
+        ) as handle:  # -sig: a byte-order mark is no column name
             reader = csv.DictReader(handle, delimiter=delimiter)
             present = list(reader.fieldnames or [])
             for column in columns:
                 if column not in present:
-                    raise ValueError(f"{path}: missing column {column!r} (columns present: {present})"
-                                     + (f"; {hint}" if hint else ""))
+                    raise ValueError(
+                        f"{path}: missing column {column!r} (columns present: {present})"
+                        + (f"; {hint}" if hint else "")
+                    )
             return list(reader)
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: the {what} is not UTF-8 text ({error.reason} at byte {error.start})") from error
+        raise ValueError(
+            f"{path}: the {what} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from error
     except csv.Error as error:
         raise ValueError(f"{path}: not a valid CSV/TSV file ({error})") from error
 
 
-def complete_rows(rows: list[dict[str, str]], columns: Sequence[str], where: str) -> tuple[list[dict[str, str]], int]:
+def complete_rows(
+    rows: list[dict[str, str]], columns: Sequence[str], where: str
+) -> tuple[list[dict[str, str]], int]:
     """(rows with a non-blank cell in every one of `columns`, how many were left out); the
     count is logged as a warning naming `where`."""
     kept = [row for row in rows if all((row.get(key) or "").strip() for key in columns)]
@@ -211,12 +229,16 @@ class CsvSource(MapSource):
         folder = os.path.dirname(path)
         needed = [config.image_key] + ([config.label_key] if config.label_key else [])
         columns = list(dict.fromkeys([config.image_key, config.caption_key, *needed]))
-        rows = read_table(config.path, columns, hint="set image_key / caption_key / label_key to the right names")
+        rows = read_table(
+            config.path, columns, hint="set image_key / caption_key / label_key to the right names"
+        )
         rows, incomplete = complete_rows(rows, needed, config.path)
         if incomplete:  # a short row: csv leaves its missing cells None
             builder.counter.add("incomplete_sample", incomplete)
         self.caption_cells = [row[config.caption_key] for row in rows]
-        labels, self.classes = table_labels(rows, config.label_key, folder) if config.label_key else ([-1] * len(rows), [])
+        labels, self.classes = (
+            table_labels(rows, config.label_key, folder) if config.label_key else ([-1] * len(rows), [])
+        )
         items = [(os.path.join(folder, row[config.image_key]), label) for row, label in zip(rows, labels)]
         if not items:
             raise ValueError(f"{config.path}: no rows (expected a header line and one row per image)")

@@ -45,5 +45,7 @@ def check_source_config(config: SourceConfig, where: str) -> None:
     "data.sources[1].resampled", a prefix ending in ": " is kept as is."""
     field = f"{where}resampled" if where.endswith(": ") else f"{where}.resampled"
     if config.resampled and config.kind != "webdataset":
-        raise ValueError(f"{field}: only webdataset sources are resampled (a {config.kind} source reads "
-                         f"each sample once per pass); remove resampled: true from it")
+        raise ValueError(
+            f"{field}: only webdataset sources are resampled (a {config.kind} source reads "
+            f"each sample once per pass); remove resampled: true from it"
+        )

@@ -18,7 +18,8 @@ a mix of one, `num_samples` per epoch. `resampling_notes` says which sources res
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +28,9 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate
 
 from dalip.config import SourceConfig
 from dalip.data.captions import Tokenizer
-from dalip.data.skips import SharedEpoch, SkipCounter, log_skips, subtract_counts
 from dalip.data.make import check_source_config, make_source
 from dalip.data.shards import WebDatasetSource
+from dalip.data.skips import SharedEpoch, SkipCounter, log_skips, subtract_counts
 from dalip.data.sources import Sample, Source, StreamSplit, Transform, worker_quota
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ class MixedDataset(IterableDataset):
     ) -> None:
         super().__init__()
         if not sources or len(sources) != len(weights):
-            raise ValueError(f"need one weight per source, got {len(sources)} sources, {len(weights)} weights")
+            raise ValueError(
+                f"need one weight per source, got {len(sources)} sources, {len(weights)} weights"
+            )
         for source, weight in zip(sources, weights):
             if not weight > 0:
                 raise ValueError(f"source {source.name}: weight must be > 0, got {weight}")
@@ -80,8 +83,10 @@ class MixedDataset(IterableDataset):
         None; the training loop raises it, on every rank."""
         for index in self._unusable_view.nonzero()[0].tolist():
             skipped = ", ".join(f"{reason}={n}" for reason, n in sorted(self.skipped().items()))
-            return ValueError(f"data.sources[{index}] ({self.sources[index].name}): every sample of a full pass "
-                              f"was skipped ({skipped or 'no readable sample'}); fix or remove this source")
+            return ValueError(
+                f"data.sources[{index}] ({self.sources[index].name}): every sample of a full pass "
+                f"was skipped ({skipped or 'no readable sample'}); fix or remove this source"
+            )
         return None
 
     def set_epoch(self, epoch: int) -> None:
@@ -116,8 +121,9 @@ class MixedDataset(IterableDataset):
             yield from self._mix(split)
         else:
             yield from self.sources[0].stream(split)
-        logger.debug("epoch %d rank %d worker %d done; skips so far %s",
-                     split.epoch, self.rank, worker, self.skipped())
+        logger.debug(
+            "epoch %d rank %d worker %d done; skips so far %s", split.epoch, self.rank, worker, self.skipped()
+        )
 
     def _mix(self, split: StreamSplit) -> Iterator[Sample]:
         """Draw each sample's source by weight until the quota (or, sizes unknown, a source that
@@ -147,8 +153,12 @@ class MixedDataset(IterableDataset):
             if quota is None and not endless[choice]:
                 return  # sizes unknown: one pass of the first source to run out
             if fresh[choice]:  # this worker was given no part of the source (e.g. no shard)
-                logger.info("%s has no share for rank %d worker %d; dropped from its mix",
-                            self.sources[choice].name, split.rank, split.worker)
+                logger.info(
+                    "%s has no share for rank %d worker %d; dropped from its mix",
+                    self.sources[choice].name,
+                    split.rank,
+                    split.worker,
+                )
                 weights[choice] = 0.0
                 if not weights.any():
                     return
@@ -156,8 +166,9 @@ class MixedDataset(IterableDataset):
                 continue
             repeats[choice] += 1
             fresh[choice] = True
-            restart = StreamSplit(split.epoch, split.rank, split.world_size, split.worker,
-                                  split.num_workers, repeats[choice])
+            restart = StreamSplit(
+                split.epoch, split.rank, split.world_size, split.worker, split.num_workers, repeats[choice]
+            )
             streams[choice] = iter(self.sources[choice].stream(restart))
             pending = choice  # this draw takes its sample from the new pass (else small sources lose weight)
 
@@ -183,8 +194,17 @@ def build_train_dataset(
     built = []
     for index, config in enumerate(sources):
         source_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-        built.append(make_source(config, transform, tokenizer, seed=source_seed, skip_counter=counter,
-                                 rank=rank, world_size=world_size))
+        built.append(
+            make_source(
+                config,
+                transform,
+                tokenizer,
+                seed=source_seed,
+                skip_counter=counter,
+                rank=rank,
+                world_size=world_size,
+            )
+        )
     weights = [config.weight for config in sources]
     return MixedDataset(built, weights, seed, rank, world_size, num_samples, counter)
 

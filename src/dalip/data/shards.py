@@ -21,7 +21,8 @@ import json
 import logging
 import os
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch.utils.data
@@ -89,7 +90,8 @@ def _read_sizes(path: str) -> dict[str, int]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid JSON ({error}); {expected}") from error
     if not isinstance(sizes, dict) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()):
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()
+    ):
         raise ValueError(f"{path}: {expected}")
     return sizes
 
@@ -156,8 +158,10 @@ class WebDatasetSource(Source, torch.utils.data.IterableDataset):
         if self.resampled:
             return f"resampled: true ({shards}, {readers}): {draws}"
         if self.resampled is False and len(self.urls) < world_size * workers:
-            return (f"{shards} < {readers} with resampled: false: some workers read none of it, so the "
-                    f"mixing weights do not hold (remove resampled: false to resample)")
+            return (
+                f"{shards} < {readers} with resampled: false: some workers read none of it, so the "
+                f"mixing weights do not hold (remove resampled: false to resample)"
+            )
         return None
 
     def has_share(self, split: StreamSplit) -> bool:
@@ -182,7 +186,12 @@ class WebDatasetSource(Source, torch.utils.data.IterableDataset):
         if not shards:
             logger.warning(
                 "%s: rank %d worker %d gets no shard (%d shards < %d ranks x %d workers, resampled: false)",
-                self.name, split.rank, split.worker, len(self.urls), split.world_size, split.num_workers,
+                self.name,
+                split.rank,
+                split.worker,
+                len(self.urls),
+                split.world_size,
+                split.num_workers,
             )
             return
         rng = np.random.default_rng([self.seed, split.epoch, split.repeat, split.rank, split.worker])
@@ -209,7 +218,9 @@ class WebDatasetSource(Source, torch.utils.data.IterableDataset):
             if fruitless == set(self.urls):
                 return
 
-    def _read(self, shards: list[str], rng: np.random.Generator, handler: ShardErrorHandler) -> Iterator[Sample]:
+    def _read(
+        self, shards: list[str], rng: np.random.Generator, handler: ShardErrorHandler
+    ) -> Iterator[Sample]:
         """The usable samples of `shards`, read in this order through the shuffle buffer."""
         stages: list[Any] = [wds.SimpleShardList(shards), wds.tarfile_to_samples(handler=handler)]
         if self.shuffle_buffer > 1:
@@ -254,4 +265,3 @@ class WebDatasetSource(Source, torch.utils.data.IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         split = StreamSplit(self.shared_epoch.get(), self.rank, self.world_size, worker, workers)
         return self.stream(split)
-

@@ -71,7 +71,6 @@ class SkipCounter:
         return int(self._table.sum())
 
 
-
 def subtract_counts(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     """Per-reason difference of two `SkipCounter.counts` snapshots (zeros dropped)."""
     delta = {reason: after.get(reason, 0) - before.get(reason, 0) for reason in after}

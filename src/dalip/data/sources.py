@@ -23,9 +23,10 @@ import logging
 import os
 import stat
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch.utils.data
@@ -85,7 +86,9 @@ def max_image_pixels() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{MAX_PIXELS_VARIABLE}={raw!r}: expected a positive number of pixels, e.g. 64000000")
+        raise ValueError(
+            f"{MAX_PIXELS_VARIABLE}={raw!r}: expected a positive number of pixels, e.g. 64000000"
+        )
     return value
 
 
@@ -238,9 +241,7 @@ class Source(abc.ABC):
 class MapSource(Source, torch.utils.data.Dataset):
     """A source with an index: `items[i]` is `(path, label)`; subclasses provide captions."""
 
-    def __init__(
-        self, name: str, items: list[tuple[str, int]], builder: SampleBuilder, seed: int
-    ) -> None:
+    def __init__(self, name: str, items: list[tuple[str, int]], builder: SampleBuilder, seed: int) -> None:
         Source.__init__(self, name, seed, builder.counter)
         if not items:
             raise ValueError(f"{name}: no samples found (expected at least one image)")

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -32,7 +33,10 @@ from dalip.evaluation.specs import LoadedModel
 from dalip.evaluation.zero_shot import zero_shot
 
 PREFIX = "wds/"
-TASK_OF_KIND = {"classification": "zeroshot", "retrieval": "retrieval"}  # CLIP_benchmark task -> dalip suite task
+TASK_OF_KIND = {
+    "classification": "zeroshot",
+    "retrieval": "retrieval",
+}  # CLIP_benchmark task -> dalip suite task
 
 
 @dataclass
@@ -67,11 +71,13 @@ def _read_lines(path: Path) -> list[str] | None:
 
 
 def dataset_task(root: str | os.PathLike) -> str:
-    """"zeroshot" or "retrieval", from ROOT/dataset_type.txt (absent: classification)."""
+    """ "zeroshot" or "retrieval", from ROOT/dataset_type.txt (absent: classification)."""
     kind = (_read_lines(Path(root) / "dataset_type.txt") or ["classification"])[0].lower()
     if kind not in TASK_OF_KIND:
-        raise ValueError(f"{Path(root) / 'dataset_type.txt'}: {kind!r} datasets are not supported "
-                         f"(expected classification or retrieval)")
+        raise ValueError(
+            f"{Path(root) / 'dataset_type.txt'}: {kind!r} datasets are not supported "
+            f"(expected classification or retrieval)"
+        )
     return TASK_OF_KIND[kind]
 
 
@@ -110,7 +116,9 @@ def read_clip_benchmark(name: str, root: str | os.PathLike, split: str = "test")
 def _shards(folder: Path) -> list[Path]:
     count_file = folder / "nshards.txt"
     if not count_file.is_file():
-        raise FileNotFoundError(f"{count_file}: missing (CLIP_benchmark's WebDataset layout names its shard count there)")
+        raise FileNotFoundError(
+            f"{count_file}: missing (CLIP_benchmark's WebDataset layout names its shard count there)"
+        )
     try:
         count = int(count_file.read_text().strip())
     except ValueError as error:
@@ -118,7 +126,9 @@ def _shards(folder: Path) -> list[Path]:
     shards = [folder / f"{number}.tar" for number in range(count)]
     missing = [shard.name for shard in shards if not shard.is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder}: shard(s) {', '.join(missing)} missing ({count} named in nshards.txt)")
+        raise FileNotFoundError(
+            f"{folder}: shard(s) {', '.join(missing)} missing ({count} named in nshards.txt)"
+        )
     return shards
 
 
@@ -155,7 +165,9 @@ def _label(text: str, shard: Path, key: str, num_classes: int) -> int:
     except ValueError as error:
         raise ValueError(f"{shard}: sample {key}: cls {text.strip()!r} is not a class index") from error
     if not 0 <= label < num_classes:
-        raise ValueError(f"{shard}: sample {key}: class index {label} outside 0..{num_classes - 1} (classnames.txt)")
+        raise ValueError(
+            f"{shard}: sample {key}: class index {label} outside 0..{num_classes - 1} (classnames.txt)"
+        )
     return label
 
 
@@ -192,8 +204,15 @@ def retrieval_captions(data: ClipBenchmarkData) -> tuple[list[str], list[int]]:
 
 
 def evaluate_clip_benchmark(
-    loaded: LoadedModel, name: str, root: str | os.PathLike, split: str, task: str, modes: Sequence[str],
-    runtime: Runtime | None = None, templates: Any = None, default_templates: Any = "openai",
+    loaded: LoadedModel,
+    name: str,
+    root: str | os.PathLike,
+    split: str,
+    task: str,
+    modes: Sequence[str],
+    runtime: Runtime | None = None,
+    templates: Any = None,
+    default_templates: Any = "openai",
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Zero-shot or retrieval on a CLIP_benchmark dataset with a loaded model.
@@ -211,9 +230,16 @@ def evaluate_clip_benchmark(
         captions, owners = retrieval_captions(data)
         result = retrieval_on(loaded.model, images, captions, owners, loaded.tokenizer, where, modes, runtime)
     else:
-        result = zero_shot(loaded.model, images, loaded.tokenizer, loaded.preprocess,
-                           templates=templates or data.templates or default_templates, modes=modes,
-                           runtime=runtime, class_names=class_names or data.classes)
+        result = zero_shot(
+            loaded.model,
+            images,
+            loaded.tokenizer,
+            loaded.preprocess,
+            templates=templates or data.templates or default_templates,
+            modes=modes,
+            runtime=runtime,
+            class_names=class_names or data.classes,
+        )
         if not templates and data.templates:
             result["template_set"] = data.templates_file
         result["dataset"] = where

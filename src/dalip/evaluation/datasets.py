@@ -11,13 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from torch.utils.data import Dataset
 
 from dalip.data.captions import parse_caption_field
-from dalip.data.files import IMAGE_EXTENSIONS, complete_rows, is_image_name, list_image_folder, read_table, table_labels
+from dalip.data.files import (
+    IMAGE_EXTENSIONS,
+    complete_rows,
+    is_image_name,
+    list_image_folder,
+    read_table,
+    table_labels,
+)
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image, read_file
 
@@ -43,8 +51,11 @@ class ImageFileDataset(Dataset):
 
 
 def load_classification_dataset(
-    source: str | os.PathLike | Dataset, transform: Any, class_names: Sequence[str] | None = None,
-    label_key: str = "label", image_key: str = "filepath",
+    source: str | os.PathLike | Dataset,
+    transform: Any,
+    class_names: Sequence[str] | None = None,
+    label_key: str = "label",
+    image_key: str = "filepath",
 ) -> tuple[Dataset, list[str], str]:
     """(dataset of (image, label), class names, description) from a folder, a CSV or a dataset."""
     if isinstance(source, Dataset):
@@ -61,11 +72,15 @@ def load_classification_dataset(
     elif path.lower().endswith((".csv", ".tsv")):
         samples, classes = _labelled_rows(path, image_key, label_key)
     else:
-        raise ValueError(f"{path}: expected an image folder (root/<class>/*.jpg) or a labelled .csv/.tsv file")
+        raise ValueError(
+            f"{path}: expected an image folder (root/<class>/*.jpg) or a labelled .csv/.tsv file"
+        )
     names = list(class_names) if class_names else list(classes)
     labels = [label for _, label in samples]
     if min(labels) < 0 or max(labels) >= len(names):
-        raise ValueError(f"{path}: labels run from {min(labels)} to {max(labels)} but {len(names)} class names are known")
+        raise ValueError(
+            f"{path}: labels run from {min(labels)} to {max(labels)} but {len(names)} class names are known"
+        )
     dataset = ImageFileDataset([p for p, _ in samples], transform, labels)
     return dataset, names, os.path.abspath(path)
 
@@ -95,7 +110,9 @@ def _cell_captions(cell: str) -> list[str]:
     return [v.strip() for v in flat if isinstance(v, str) and v.strip()]
 
 
-def read_caption_csv(path: str | os.PathLike, image_key: str = "filepath", caption_key: str = "caption") -> tuple[list[str], list[str], list[int]]:
+def read_caption_csv(
+    path: str | os.PathLike, image_key: str = "filepath", caption_key: str = "caption"
+) -> tuple[list[str], list[str], list[int]]:
     """(unique image paths, captions, owning image index per caption) from a CSV/TSV.
 
     Image paths are relative to the file; rows that repeat a path add captions to it.
@@ -113,7 +130,9 @@ def read_caption_csv(path: str | os.PathLike, image_key: str = "filepath", capti
         except ValueError as error:
             raise ValueError(f"{path}, line {number}: {error}") from error
         if not cell or not (row[image_key] or "").strip():
-            logger.warning("%s, line %d: no %s; row ignored", path, number, "caption" if not cell else image_key)
+            logger.warning(
+                "%s, line %d: no %s; row ignored", path, number, "caption" if not cell else image_key
+            )
             continue
         image = os.path.join(folder, row[image_key])
         owner = paths.setdefault(image, len(paths))
@@ -129,8 +148,9 @@ def list_image_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
     found: list[str] = []
     for item in map(os.fspath, inputs):
         if os.path.isdir(item):
-            inside = sorted(str(p) for p in Path(item).rglob("*")
-                            if is_image_name(p.name) and p.is_file())  # no FIFOs: they block
+            inside = sorted(
+                str(p) for p in Path(item).rglob("*") if is_image_name(p.name) and p.is_file()
+            )  # no FIFOs: they block
             if not inside:
                 raise ValueError(f"{item}: no images found (expected *{', *'.join(IMAGE_EXTENSIONS)} files)")
             found += inside

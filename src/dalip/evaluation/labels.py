@@ -4,7 +4,7 @@ none repeated."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from dalip.data.files import read_text_lines
 

@@ -4,7 +4,8 @@ scaled similarity to the zero-shot class vectors), as `dalip predict` and `dalip
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -24,8 +25,15 @@ def _probability_scale(model: Encoder) -> float:
 
 
 def predict(
-    model: Encoder, images: Sequence[str | os.PathLike], labels: Sequence[str], tokenizer: Any, preprocess: Any,
-    templates: str | Sequence[str] = "none", mode: str = "fused", top_k: int = 5, runtime: Runtime | None = None,
+    model: Encoder,
+    images: Sequence[str | os.PathLike],
+    labels: Sequence[str],
+    tokenizer: Any,
+    preprocess: Any,
+    templates: str | Sequence[str] = "none",
+    mode: str = "fused",
+    top_k: int = 5,
+    runtime: Runtime | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k labels per image with probabilities (softmax of the model's scaled similarity).
 
@@ -37,9 +45,13 @@ def predict(
     paths = list_image_files(images)
     with (runtime or Runtime()).evaluating(model) as runtime:
         classes = class_embeddings(model, tokenizer, labels, templates, runtime, mode != "first")
-        encoded = encode_dataset(model, ImageFileDataset(paths, preprocess), runtime, mode != "first", "predict")
+        encoded = encode_dataset(
+            model, ImageFileDataset(paths, preprocess), runtime, mode != "first", "predict"
+        )
     ranked = top_labels(label_probabilities(model, encoded.features, classes, mode), labels, top_k)
-    return [{"image": paths[index], "predictions": row} for index, row in zip(encoded.indices.tolist(), ranked)]
+    return [
+        {"image": paths[index], "predictions": row} for index, row in zip(encoded.indices.tolist(), ranked)
+    ]
 
 
 def label_probabilities(model: Any, images: Features, classes: Features, mode: str) -> torch.Tensor:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +24,8 @@ from sklearn.model_selection import train_test_split
 
 from dalip.atomic import write_json
 from dalip.evaluation.datasets import load_classification_dataset
-from dalip.evaluation.runtime import EncodedImages, Runtime, encode_dataset
 from dalip.evaluation.metrics import classification_metrics
+from dalip.evaluation.runtime import EncodedImages, Runtime, encode_dataset
 from dalip.model.features import Encoder
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,15 @@ def feature_matrix(encoded: EncodedImages, kind: str = "first") -> np.ndarray:
 
 
 def encode_split(
-    model: Encoder, source: Any, preprocess: Any, runtime: Runtime, kind: str,
-    class_names: Sequence[str] | None = None, cache: dict | None = None,
-    label_key: str = "label", image_key: str = "filepath",
+    model: Encoder,
+    source: Any,
+    preprocess: Any,
+    runtime: Runtime,
+    kind: str,
+    class_names: Sequence[str] | None = None,
+    cache: dict | None = None,
+    label_key: str = "label",
+    image_key: str = "filepath",
 ) -> tuple[EncodedImages, list[str], str, int]:
     """(encoded images, class names, description, dataset size) of one split, cached by path."""
     key = (os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source), kind != "first")
@@ -72,8 +79,11 @@ def _holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.n
 
 
 def select_c(
-    train_x: np.ndarray, train_y: np.ndarray, c_values: Sequence[float] = DEFAULT_C_VALUES,
-    seed: int = 0, holdout_fraction: float = 0.2,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    c_values: Sequence[float] = DEFAULT_C_VALUES,
+    seed: int = 0,
+    holdout_fraction: float = 0.2,
 ) -> tuple[float, dict[str, float]]:
     """Best C by held-out accuracy, from training data only; returns (C, {C: accuracy})."""
     if not 0.0 < holdout_fraction < 1.0:
@@ -89,8 +99,13 @@ def select_c(
 
 
 def fit_linear_probe(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-    c_values: Sequence[float] = DEFAULT_C_VALUES, seed: int = 0, holdout_fraction: float = 0.2,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    c_values: Sequence[float] = DEFAULT_C_VALUES,
+    seed: int = 0,
+    holdout_fraction: float = 0.2,
 ) -> dict[str, Any]:
     """Choose C on the training split, refit on all of it, score the test split once."""
     best_c, heldout_scores = select_c(train_x, train_y, c_values, seed, holdout_fraction)
@@ -102,10 +117,18 @@ def fit_linear_probe(
 
 
 def linear_probe(
-    model: Encoder, train: Any, test: Any, preprocess: Any, features: str = "first",
-    c_values: Sequence[float] = DEFAULT_C_VALUES, seed: int = 0, holdout_fraction: float = 0.2,
-    runtime: Runtime | None = None, cache: dict | None = None,
-    label_key: str = "label", image_key: str = "filepath",
+    model: Encoder,
+    train: Any,
+    test: Any,
+    preprocess: Any,
+    features: str = "first",
+    c_values: Sequence[float] = DEFAULT_C_VALUES,
+    seed: int = 0,
+    holdout_fraction: float = 0.2,
+    runtime: Runtime | None = None,
+    cache: dict | None = None,
+    label_key: str = "label",
+    image_key: str = "filepath",
 ) -> dict[str, Any]:
     """Linear probe of frozen image features; train/test are image folders, CSVs or datasets.
 
@@ -113,16 +136,32 @@ def linear_probe(
     """
     runtime = runtime or Runtime()
     keys = dict(label_key=label_key, image_key=image_key)
-    train_set, names, train_where, train_size = encode_split(model, train, preprocess, runtime, features, None, cache, **keys)
-    test_set, _, test_where, test_size = encode_split(model, test, preprocess, runtime, features, names, cache, **keys)
+    train_set, names, train_where, train_size = encode_split(
+        model, train, preprocess, runtime, features, None, cache, **keys
+    )
+    test_set, _, test_where, test_size = encode_split(
+        model, test, preprocess, runtime, features, names, cache, **keys
+    )
     result = fit_linear_probe(
-        feature_matrix(train_set, features), train_set.labels.numpy(),
-        feature_matrix(test_set, features), test_set.labels.numpy(), c_values, seed, holdout_fraction,
+        feature_matrix(train_set, features),
+        train_set.labels.numpy(),
+        feature_matrix(test_set, features),
+        test_set.labels.numpy(),
+        c_values,
+        seed,
+        holdout_fraction,
     )
     return {
-        "task": "linear_probe", "features": features, "seed": seed, "holdout_fraction": holdout_fraction,
-        "train": train_where, "test": test_where, "train_size": train_size, "test_size": test_size,
-        "class_names": names, **result,
+        "task": "linear_probe",
+        "features": features,
+        "seed": seed,
+        "holdout_fraction": holdout_fraction,
+        "train": train_where,
+        "test": test_where,
+        "train_size": train_size,
+        "test_size": test_size,
+        "class_names": names,
+        **result,
         "images_per_second": min(train_set.images_per_second, test_set.images_per_second),
     }
 
@@ -147,7 +186,9 @@ def sample_fewshot_splits(
     return splits
 
 
-def nearest_centroid_accuracy(support_x: np.ndarray, support_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+def nearest_centroid_accuracy(
+    support_x: np.ndarray, support_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+) -> float:
     """Accuracy of classifying test rows by the most cosine-similar class mean of the support."""
     classes = np.unique(support_y)
     centroids = np.stack([support_x[support_y == c].mean(axis=0) for c in classes])  # (C, D)
@@ -171,19 +212,23 @@ def save_splits(path: str | os.PathLike, record: dict[str, Any]) -> None:
     write_json(path, record, indent=1)
 
 
-def _read_fewshot_splits(path: str | os.PathLike, indices: np.ndarray, train_where: str, seed: int,
-                         folds: int) -> tuple[dict[int, list[list[int]]], int, int]:
+def _read_fewshot_splits(
+    path: str | os.PathLike, indices: np.ndarray, train_where: str, seed: int, folds: int
+) -> tuple[dict[int, list[list[int]]], int, int]:
     """(splits, seed, folds) of a splits file; ValueError when it names images the split lacks."""
     record = read_splits(path)
     splits, seed, folds = record["splits"], record.get("seed", seed), record.get("folds", folds)
-    unknown = sorted({i for fold in splits.values() for chosen in fold for i in chosen} - set(indices.tolist()))
+    unknown = sorted(
+        {i for fold in splits.values() for chosen in fold for i in chosen} - set(indices.tolist())
+    )
     if unknown:
         raise ValueError(f"{path}: indices {unknown[:5]} are not images of {train_where}")
     return splits, seed, folds
 
 
-def _fewshot_accuracies(splits: dict[int, list[list[int]]], train_set: Any, test_set: Any,
-                        features: str) -> dict[str, Any]:
+def _fewshot_accuracies(
+    splits: dict[int, list[list[int]]], train_set: Any, test_set: Any, features: str
+) -> dict[str, Any]:
     """{"k-shot": {mean, std, folds}}: nearest-centroid accuracy of each fold's chosen images."""
     train_x, test_x = feature_matrix(train_set, features), feature_matrix(test_set, features)
     labels, test_labels = train_set.labels.numpy(), test_set.labels.numpy()
@@ -191,16 +236,33 @@ def _fewshot_accuracies(splits: dict[int, list[list[int]]], train_set: Any, test
     results: dict[str, Any] = {}
     for k, per_fold in splits.items():
         rows_per_fold = [[row_of[i] for i in chosen] for chosen in per_fold]
-        accuracies = [nearest_centroid_accuracy(train_x[rows], labels[rows], test_x, test_labels) for rows in rows_per_fold]
-        results[f"{k}-shot"] = {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)), "folds": accuracies}
+        accuracies = [
+            nearest_centroid_accuracy(train_x[rows], labels[rows], test_x, test_labels)
+            for rows in rows_per_fold
+        ]
+        results[f"{k}-shot"] = {
+            "mean": float(np.mean(accuracies)),
+            "std": float(np.std(accuracies)),
+            "folds": accuracies,
+        }
     return results
 
 
 def fewshot(
-    model: Encoder, train: Any, test: Any, preprocess: Any, shots: Sequence[int] = (1, 5),
-    folds: int = 5, seed: int = 0, features: str = "first", splits_path: str | os.PathLike | None = None,
-    splits_from: str | os.PathLike | None = None, runtime: Runtime | None = None, cache: dict | None = None,
-    label_key: str = "label", image_key: str = "filepath",
+    model: Encoder,
+    train: Any,
+    test: Any,
+    preprocess: Any,
+    shots: Sequence[int] = (1, 5),
+    folds: int = 5,
+    seed: int = 0,
+    features: str = "first",
+    splits_path: str | os.PathLike | None = None,
+    splits_from: str | os.PathLike | None = None,
+    runtime: Runtime | None = None,
+    cache: dict | None = None,
+    label_key: str = "label",
+    image_key: str = "filepath",
 ) -> dict[str, Any]:
     """k-shot nearest-centroid accuracy, mean and std over `folds` seeded draws per k.
 
@@ -211,8 +273,12 @@ def fewshot(
     """
     runtime = runtime or Runtime()
     keys = dict(label_key=label_key, image_key=image_key)
-    train_set, names, train_where, train_size = encode_split(model, train, preprocess, runtime, features, None, cache, **keys)
-    test_set, _, test_where, test_size = encode_split(model, test, preprocess, runtime, features, names, cache, **keys)
+    train_set, names, train_where, train_size = encode_split(
+        model, train, preprocess, runtime, features, None, cache, **keys
+    )
+    test_set, _, test_where, test_size = encode_split(
+        model, test, preprocess, runtime, features, names, cache, **keys
+    )
     labels, indices = train_set.labels.numpy(), train_set.indices.numpy()
     if splits_from is not None:
         splits, seed, folds = _read_fewshot_splits(splits_from, indices, train_where, seed, folds)
@@ -222,9 +288,17 @@ def fewshot(
         save_splits(splits_path, {"seed": seed, "folds": folds, "train": train_where, "splits": splits})
     results = _fewshot_accuracies(splits, train_set, test_set, features)
     return {
-        "task": "fewshot", "features": features, "seed": seed, "folds": folds, "shots": [int(k) for k in splits],
-        "train": train_where, "test": test_where, "train_size": train_size, "test_size": test_size,
-        "class_names": names, "splits_file": None if splits_path is None else os.path.abspath(splits_path),
+        "task": "fewshot",
+        "features": features,
+        "seed": seed,
+        "folds": folds,
+        "shots": [int(k) for k in splits],
+        "train": train_where,
+        "test": test_where,
+        "train_size": train_size,
+        "test_size": test_size,
+        "class_names": names,
+        "splits_file": None if splits_path is None else os.path.abspath(splits_path),
         "accuracy": results,
         "images_per_second": min(train_set.images_per_second, test_set.images_per_second),
     }

@@ -31,10 +31,20 @@ def source_revision() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+modified" if dirty else commit
@@ -53,8 +63,12 @@ def reproducibility_record(results: dict[str, Any], suite: Any) -> dict[str, Any
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {
-            "dalip": __version__, "dalip_source": source_revision(), "open_clip_torch": _version("open_clip_torch"), "torch": _version("torch"),
-            "numpy": _version("numpy"), "scikit-learn": _version("scikit-learn"),
+            "dalip": __version__,
+            "dalip_source": source_revision(),
+            "open_clip_torch": _version("open_clip_torch"),
+            "torch": _version("torch"),
+            "numpy": _version("numpy"),
+            "scikit-learn": _version("scikit-learn"),
             "python": sys.version.split()[0],
         },
         "platform": platform.platform(),
@@ -63,6 +77,8 @@ def reproducibility_record(results: dict[str, Any], suite: Any) -> dict[str, Any
         "suite_sha256": file_sha256(suite.source) if suite.source else None,
         "seed": suite.seed,
         "similarity_modes": {name: entry["modes"] for name, entry in results["models"].items()},
-        "checkpoints": {name: {"spec": e["spec"], "sha256": e["sha256"]} for name, e in results["models"].items()},
+        "checkpoints": {
+            name: {"spec": e["spec"], "sha256": e["sha256"]} for name, e in results["models"].items()
+        },
         "datasets": datasets,
     }

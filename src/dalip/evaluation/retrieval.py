@@ -9,7 +9,8 @@ depend on which duplicate the sort puts first, that is on the order of the rows.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -22,7 +23,9 @@ POSITIVES_RULE = "own or identical caption"
 
 
 def retrieval_metrics(
-    scores: torch.Tensor, text_to_image: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
+    scores: torch.Tensor,
+    text_to_image: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
     positives: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Recall@k both ways; scores (N_images, N_texts), text_to_image (N_texts,) image index.
@@ -74,13 +77,27 @@ def retrieval(
     as `retrieval_on`.
     """
     paths, captions, owners = read_caption_csv(csv_path, image_key, caption_key)
-    return retrieval_on(model, ImageFileDataset(paths, preprocess), captions, owners, tokenizer,
-                        os.path.abspath(csv_path), modes, runtime)
+    return retrieval_on(
+        model,
+        ImageFileDataset(paths, preprocess),
+        captions,
+        owners,
+        tokenizer,
+        os.path.abspath(csv_path),
+        modes,
+        runtime,
+    )
 
 
 def retrieval_on(
-    model: Encoder, images: Dataset, captions: Sequence[str], owners: Sequence[int], tokenizer: Any,
-    where: str, modes: Sequence[str] = ("fused",), runtime: Runtime | None = None,
+    model: Encoder,
+    images: Dataset,
+    captions: Sequence[str],
+    owners: Sequence[int],
+    tokenizer: Any,
+    where: str,
+    modes: Sequence[str] = ("fused",),
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
     """Recall@1/5/10 both ways: `images` yields (image tensor, any) or None (unreadable),
     caption j belongs to image `owners[j]`; `where` names the data in the result.
@@ -103,8 +120,9 @@ def retrieval_on(
     kept_captions = [caption for caption, keep in zip(captions, keep_text.tolist()) if keep]
     positives = caption_positives(kept_captions, text_to_image[keep_text], len(kept))
     results = {
-        mode: retrieval_metrics(model.similarity(encoded.features, texts, mode), text_to_image[keep_text],
-                                positives=positives)
+        mode: retrieval_metrics(
+            model.similarity(encoded.features, texts, mode), text_to_image[keep_text], positives=positives
+        )
         for mode in modes
     }
     return {

@@ -12,8 +12,9 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -28,6 +29,7 @@ from dalip.model.features import Encoder, Features, concat_features
 from dalip.schema import check_fields, checked
 
 logger = logging.getLogger(__name__)
+
 
 def model_device(model: Encoder, device: str | torch.device | None) -> torch.device:
     """`device` resolved ("auto", "cuda", ...); None: where the model's parameters are."""
@@ -54,7 +56,7 @@ class Runtime:
         check_fields(self)  # ranges and the precision's choices, as for any config
 
     @contextlib.contextmanager
-    def evaluating(self, model: Encoder) -> Iterator["Runtime"]:
+    def evaluating(self, model: Encoder) -> Iterator[Runtime]:
         """Model on the device, in eval mode, gradients off; training mode restored after.
         Yields this runtime with its device resolved."""
         runtime = dataclasses.replace(self, device=model_device(model, self.device))
@@ -84,7 +86,9 @@ def resolve_modes(model: Encoder, modes: Sequence[str] | str) -> list[str]:
         if mode not in SIMILARITY_MODES:
             raise ValueError(f"similarity mode must be one of {SIMILARITY_MODES} or 'all', got {mode!r}")
         if mode != "first" and not has_second:
-            raise ValueError(f"similarity mode {mode!r} needs second-order features, which this model lacks; use 'first'")
+            raise ValueError(
+                f"similarity mode {mode!r} needs second-order features, which this model lacks; use 'first'"
+            )
     if not modes:
         raise ValueError("no similarity mode given")
     return modes
@@ -118,11 +122,16 @@ class _Indexed(Dataset):
         return None if item is None else (item[0], int(item[1]), index)
 
 
-def encode_dataset(model: Encoder, dataset: Dataset, runtime: Runtime, second_order: bool, desc: str = "images") -> EncodedImages:
+def encode_dataset(
+    model: Encoder, dataset: Dataset, runtime: Runtime, second_order: bool, desc: str = "images"
+) -> EncodedImages:
     """Encode every readable image of a dataset of (image, label); call inside `runtime.evaluating`."""
     loader = DataLoader(
-        _Indexed(dataset), batch_size=runtime.batch_size, num_workers=runtime.workers,
-        collate_fn=collate_skipping, pin_memory=torch.device(runtime.device).type == "cuda",
+        _Indexed(dataset),
+        batch_size=runtime.batch_size,
+        num_workers=runtime.workers,
+        collate_fn=collate_skipping,
+        pin_memory=torch.device(runtime.device).type == "cuda",
     )
     parts, labels, indices = [], [], []
     start = time.perf_counter()
@@ -138,22 +147,30 @@ def encode_dataset(model: Encoder, dataset: Dataset, runtime: Runtime, second_or
     if not parts:
         raise ValueError(f"{desc}: none of the {len(dataset)} images could be read")
     count = sum(len(p.first) for p in parts)
-    return EncodedImages(concat_features(parts), torch.cat(labels), torch.cat(indices), count / max(elapsed, 1e-9))
+    return EncodedImages(
+        concat_features(parts), torch.cat(labels), torch.cat(indices), count / max(elapsed, 1e-9)
+    )
 
 
-def encode_texts(model: Encoder, tokenizer: Any, texts: Sequence[str], runtime: Runtime, second_order: bool) -> Features:
+def encode_texts(
+    model: Encoder, tokenizer: Any, texts: Sequence[str], runtime: Runtime, second_order: bool
+) -> Features:
     """Texts -> Features (N, D), batched; call inside `runtime.evaluating`."""
     parts = []
     for start in range(0, len(texts), runtime.batch_size):
-        tokens = tokenizer(list(texts[start:start + runtime.batch_size])).to(runtime.device)
+        tokens = tokenizer(list(texts[start : start + runtime.batch_size])).to(runtime.device)
         with runtime.autocast():
             parts.append(_to_cpu(model.encode_text(tokens, second_order=second_order)))
     return concat_features(parts)
 
 
 def embed(
-    model: Encoder, tokenizer: Any = None, preprocess: Any = None, images: Sequence[str | os.PathLike] = (),
-    texts: Sequence[str] = (), runtime: Runtime | None = None,
+    model: Encoder,
+    tokenizer: Any = None,
+    preprocess: Any = None,
+    images: Sequence[str | os.PathLike] = (),
+    texts: Sequence[str] = (),
+    runtime: Runtime | None = None,
 ) -> tuple[Features, list[str]]:
     """Features of images (files/folders) or of texts, and the item each row belongs to.
 

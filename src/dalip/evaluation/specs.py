@@ -34,7 +34,12 @@ from dalip.checkpoint import load_checkpoint
 from dalip.export.folder import HF_HUB_PREFIX, LOCAL_DIR_PREFIX, is_fused_folder, load_folder, resolve_folder
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.factory import (
-    create_tokenizer, create_transforms, load_error_reason, quiet_loading, resolve_pretrained, tag_uses_quick_gelu,
+    create_tokenizer,
+    create_transforms,
+    load_error_reason,
+    quiet_loading,
+    resolve_pretrained,
+    tag_uses_quick_gelu,
 )
 from dalip.model.features import Encoder, Features
 
@@ -62,7 +67,9 @@ class OpenCLIPModel(nn.Module):
 
     def similarity(self, image: Features, text: Features, mode: str = "first") -> torch.Tensor:
         if mode != "first":
-            raise ValueError(f"similarity mode {mode!r} needs second-order features; a plain open_clip model has none")
+            raise ValueError(
+                f"similarity mode {mode!r} needs second-order features; a plain open_clip model has none"
+            )
         return image.first @ text.first.T
 
 
@@ -100,7 +107,7 @@ def state_sha256(model: nn.Module) -> str:
 
 
 def parse_model_arg(argument: str) -> tuple[str, str]:
-    """"NAME=SPEC" or "SPEC" -> (display name, spec); the name defaults to the file stem."""
+    """ "NAME=SPEC" or "SPEC" -> (display name, spec); the name defaults to the file stem."""
     name, separator, spec = argument.partition("=")
     if separator and name and not name.startswith((OPENCLIP_PREFIX, *FOLDER_PREFIXES)) and os.sep not in name:
         return name, spec
@@ -109,7 +116,7 @@ def parse_model_arg(argument: str) -> tuple[str, str]:
 
 def default_name(spec: str) -> str:
     if spec.startswith(OPENCLIP_PREFIX):
-        rest = spec[len(OPENCLIP_PREFIX):]
+        rest = spec[len(OPENCLIP_PREFIX) :]
         if rest.startswith(FOLDER_PREFIXES):
             return default_name(rest)
         parts = rest.split(":", 1)
@@ -120,7 +127,9 @@ def default_name(spec: str) -> str:
     return Path(spec).stem
 
 
-def from_dalip_model(model: DALIPModel, name: str, spec: str = "<in memory>", sha256: str | None = None) -> LoadedModel:
+def from_dalip_model(
+    model: DALIPModel, name: str, spec: str = "<in memory>", sha256: str | None = None
+) -> LoadedModel:
     """Wrap a DALIPModel with its validation transform and tokenizer."""
     preprocess = create_transforms(model)[1]
     return LoadedModel(name, model, preprocess, create_tokenizer(model), spec, sha256 or state_sha256(model))
@@ -135,15 +144,19 @@ def _load_folder(spec: str, name: str, plain: bool = False) -> LoadedModel:
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(identifier)
     except RuntimeError as error:  # weights that do not fit the folder's config
-        raise ValueError(f"model spec {spec!r}: open_clip could not load {folder}: {str(error).splitlines()[0]}") from error
+        raise ValueError(
+            f"model spec {spec!r}: open_clip could not load {folder}: {str(error).splitlines()[0]}"
+        ) from error
     tokenizer = open_clip.get_tokenizer(identifier)
-    return LoadedModel(name, OpenCLIPModel(clip, identifier).eval(), preprocess, tokenizer, spec, state_sha256(clip))
+    return LoadedModel(
+        name, OpenCLIPModel(clip, identifier).eval(), preprocess, tokenizer, spec, state_sha256(clip)
+    )
 
 
 def _load_open_clip(spec: str, name: str) -> LoadedModel:
-    if spec[len(OPENCLIP_PREFIX):].startswith(FOLDER_PREFIXES):
-        return _load_folder(spec[len(OPENCLIP_PREFIX):], name, plain=True)
-    architecture, _, weights = spec[len(OPENCLIP_PREFIX):].partition(":")
+    if spec[len(OPENCLIP_PREFIX) :].startswith(FOLDER_PREFIXES):
+        return _load_folder(spec[len(OPENCLIP_PREFIX) :], name, plain=True)
+    architecture, _, weights = spec[len(OPENCLIP_PREFIX) :].partition(":")
     if not architecture or not weights:
         raise ValueError(f"model spec {spec!r}: expected openclip:ARCH:WEIGHTS (a file or a pretrained tag)")
     if open_clip.get_model_config(architecture) is None:
@@ -159,10 +172,14 @@ def _load_open_clip(spec: str, name: str) -> LoadedModel:
             )
     except Exception as error:  # a file is untrusted input: any failure to read it is the file's
         if is_file:
-            raise ValueError(f"model spec {spec!r}: {weights} is not an open_clip checkpoint of {architecture} "
-                             f"({load_error_reason(error)})") from error
+            raise ValueError(
+                f"model spec {spec!r}: {weights} is not an open_clip checkpoint of {architecture} "
+                f"({load_error_reason(error)})"
+            ) from error
         if isinstance(error, (RuntimeError, OSError)):  # a failed download
-            raise OSError(f"model spec {spec!r}: open_clip could not load {weights}: {load_error_reason(error)}") from error
+            raise OSError(
+                f"model spec {spec!r}: open_clip could not load {weights}: {load_error_reason(error)}"
+            ) from error
         raise
     tokenizer = open_clip.get_tokenizer(architecture)
     sha = file_sha256(weights) if is_file else None
@@ -174,9 +191,11 @@ def check_spec(spec: Any) -> None:
     if isinstance(spec, str) and spec.removeprefix(OPENCLIP_PREFIX).startswith(LOCAL_DIR_PREFIX):
         resolve_folder(spec.removeprefix(OPENCLIP_PREFIX))
         return
-    if isinstance(spec, (str, os.PathLike)) and not os.fspath(spec).startswith((OPENCLIP_PREFIX, *FOLDER_PREFIXES)):
-        if not os.path.exists(spec):
-            raise FileNotFoundError(f"checkpoint not found: {os.fspath(spec)}")
+    is_path = isinstance(spec, (str, os.PathLike)) and not os.fspath(spec).startswith(
+        (OPENCLIP_PREFIX, *FOLDER_PREFIXES)
+    )
+    if is_path and not os.path.exists(spec):
+        raise FileNotFoundError(f"checkpoint not found: {os.fspath(spec)}")
 
 
 def load_model(spec: Any, name: str | None = None) -> LoadedModel:

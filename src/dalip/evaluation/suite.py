@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -44,42 +45,83 @@ class Job:
 def _zero_shot(job: Job) -> dict[str, Any]:
     loaded, spec = job.loaded, job.spec
     return zero_shot(
-        loaded.model, spec.path, loaded.tokenizer, loaded.preprocess, templates=spec.templates or job.suite.templates,
-        modes=job.modes, runtime=job.runtime, class_names=spec.class_names, label_key=spec.label_key,
+        loaded.model,
+        spec.path,
+        loaded.tokenizer,
+        loaded.preprocess,
+        templates=spec.templates or job.suite.templates,
+        modes=job.modes,
+        runtime=job.runtime,
+        class_names=spec.class_names,
+        label_key=spec.label_key,
         image_key=spec.image_key,
     )
 
 
 def _retrieval(job: Job) -> dict[str, Any]:
     loaded, spec = job.loaded, job.spec
-    return retrieval(loaded.model, spec.path, loaded.tokenizer, loaded.preprocess, modes=job.modes,
-                     runtime=job.runtime, image_key=spec.image_key, caption_key=spec.caption_key)
+    return retrieval(
+        loaded.model,
+        spec.path,
+        loaded.tokenizer,
+        loaded.preprocess,
+        modes=job.modes,
+        runtime=job.runtime,
+        image_key=spec.image_key,
+        caption_key=spec.caption_key,
+    )
 
 
 def _clip_benchmark(job: Job) -> dict[str, Any]:
     """A CLIP_benchmark dataset (zero-shot or retrieval), read in its WebDataset layout."""
     spec = job.spec
     return evaluate_clip_benchmark(
-        job.loaded, spec.clip_benchmark, spec.path, spec.split, spec.task, job.modes, job.runtime,
-        templates=spec.templates, default_templates=job.suite.templates, class_names=spec.class_names,
+        job.loaded,
+        spec.clip_benchmark,
+        spec.path,
+        spec.split,
+        spec.task,
+        job.modes,
+        job.runtime,
+        templates=spec.templates,
+        default_templates=job.suite.templates,
+        class_names=spec.class_names,
     )
 
 
 def _linear_probe(job: Job) -> dict[str, Any]:
     spec = job.spec
     return probe.linear_probe(
-        job.loaded.model, spec.train, spec.test, job.loaded.preprocess, features=job.features,
-        c_values=spec.c_values or probe.DEFAULT_C_VALUES, seed=job.suite.seed, runtime=job.runtime,
-        cache=job.cache, label_key=spec.label_key, image_key=spec.image_key,
+        job.loaded.model,
+        spec.train,
+        spec.test,
+        job.loaded.preprocess,
+        features=job.features,
+        c_values=spec.c_values or probe.DEFAULT_C_VALUES,
+        seed=job.suite.seed,
+        runtime=job.runtime,
+        cache=job.cache,
+        label_key=spec.label_key,
+        image_key=spec.image_key,
     )
 
 
 def _fewshot(job: Job) -> dict[str, Any]:
     spec = job.spec
     return probe.fewshot(
-        job.loaded.model, spec.train, spec.test, job.loaded.preprocess, shots=spec.shots, folds=spec.folds,
-        seed=job.suite.seed, features=job.features, splits_path=job.out_dir / "fewshot_splits" / f"{spec.name}.json",
-        splits_from=spec.splits, runtime=job.runtime, cache=job.cache, label_key=spec.label_key,
+        job.loaded.model,
+        spec.train,
+        spec.test,
+        job.loaded.preprocess,
+        shots=spec.shots,
+        folds=spec.folds,
+        seed=job.suite.seed,
+        features=job.features,
+        splits_path=job.out_dir / "fewshot_splits" / f"{spec.name}.json",
+        splits_from=spec.splits,
+        runtime=job.runtime,
+        cache=job.cache,
+        label_key=spec.label_key,
         image_key=spec.image_key,
     )
 
@@ -198,6 +240,10 @@ def evaluate_loaded(loaded: LoadedModel, suite: Suite, out_dir: Path, runtime: R
         result["scores"] = {mode: task.score(result, mode) for mode in modes}
         datasets[spec.name] = result
     return {
-        "spec": loaded.spec, "sha256": loaded.sha256, "second_order": loaded.has_second_order,
-        "modes": modes, "datasets": datasets, "summary": summarise(datasets, modes),
+        "spec": loaded.spec,
+        "sha256": loaded.sha256,
+        "second_order": loaded.has_second_order,
+        "modes": modes,
+        "datasets": datasets,
+        "summary": summarise(datasets, modes),
     }

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import os
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from dalip.evaluation.templates import load_templates, template_set_name
 from dalip.model.dalip_model import SIMILARITY_MODES
@@ -67,11 +68,14 @@ class DatasetSpec:
         """ValueError for what the types cannot say; `where` prefixes the field names."""
         where = where or f"dataset {self.name!r}: "
         if self.name in ("", ".", "..") or any(c in self.name for c in "/\\\0"):
-            raise ValueError(f"{where}name: {self.name!r} is not a plain name (it names files such as "
-                             f"fewshot_splits/NAME.json); use no / or \\")
+            raise ValueError(
+                f"{where}name: {self.name!r} is not a plain name (it names files such as "
+                f"fewshot_splits/NAME.json); use no / or \\"
+            )
         if self.clip_benchmark and self.task not in ("zeroshot", "retrieval"):
-            raise ValueError(f"{where}clip_benchmark: CLIP_benchmark datasets are zeroshot or retrieval, "
-                             f"not {self.task}")
+            raise ValueError(
+                f"{where}clip_benchmark: CLIP_benchmark datasets are zeroshot or retrieval, not {self.task}"
+            )
         needs = ("path",) if self.task in ("zeroshot", "retrieval") else ("train", "test")
         for key in needs:
             if not getattr(self, key):
@@ -98,8 +102,10 @@ class Suite:
 def _dataset_from(entry: Any, base: Path, index: int, where: str) -> DatasetSpec:
     here = f"{where}: datasets[{index}]"
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{here}: expected a mapping such as {{name: x, task: zeroshot, path: dir}}, "
-                         f"got {type(entry).__name__} {entry!r}")
+        raise ValueError(
+            f"{here}: expected a mapping such as {{name: x, task: zeroshot, path: dir}}, "
+            f"got {type(entry).__name__} {entry!r}"
+        )
     if "task" not in entry:
         raise ValueError(f"{here}: missing 'task' (one of {', '.join(typing.get_args(TaskName))})")
     values = dict(entry)
@@ -132,8 +138,10 @@ def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[s
     if isinstance(suite, list):
         suite = {"datasets": suite}
     if not isinstance(suite, Mapping):
-        raise ValueError(f"{where}: expected a mapping with a 'datasets' list (or a list of datasets), "
-                         f"got {'nothing' if suite is None else type(suite).__name__}")
+        raise ValueError(
+            f"{where}: expected a mapping with a 'datasets' list (or a list of datasets), "
+            f"got {'nothing' if suite is None else type(suite).__name__}"
+        )
     top = dict(suite)
     if isinstance(top.get("modes"), str):
         top["modes"] = [top["modes"]]
@@ -159,7 +167,10 @@ def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[s
 
 
 def with_overrides(
-    suite: Suite, modes: Sequence[str] | None = None, batch_size: int | None = None, workers: int | None = None
+    suite: Suite,
+    modes: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
 ) -> Suite:
     """A copy of the suite with command-line / caller overrides applied (None keeps the suite's
     value; the suite given is left as it is); ValueError naming a value out of range."""

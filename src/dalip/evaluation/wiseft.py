@@ -13,15 +13,16 @@ import copy
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from dalip.evaluation.record import reproducibility_record
-from dalip.evaluation.specs import LoadedModel, load_model, state_sha256
 from dalip.evaluation.runtime import Runtime
+from dalip.evaluation.specs import LoadedModel, load_model, state_sha256
 from dalip.evaluation.suite import evaluate_loaded, model_modes, suite_runtime
 from dalip.evaluation.suite_file import load_suite, suite_summary, with_overrides
 
@@ -37,7 +38,9 @@ def interpolate_state(
         start_value = start.get(key)
         if start_value is None:
             if key.startswith("clip."):
-                raise ValueError(f"start model has no weight {key!r}: the two models are different architectures")
+                raise ValueError(
+                    f"start model has no weight {key!r}: the two models are different architectures"
+                )
             mixed[key] = tuned_value  # e.g. MBDC heads that a plain open_clip start lacks
         elif start_value.shape != tuned_value.shape:
             raise ValueError(
@@ -86,14 +89,24 @@ def reused_entry(entry: Mapping[str, Any], modes: Sequence[str], weight: float) 
         raise ValueError(f"the evaluation given for w={weight:g} has no {', '.join(missing)} mode")
     datasets = {}
     for name, result in entry["datasets"].items():
-        datasets[name] = {**result, "modes": {m: result["modes"][m] for m in modes},
-                          "scores": {m: result["scores"][m] for m in modes}}
-    return {**entry, "spec": f"wise-ft w={weight:g} ({entry['spec']})", "modes": list(modes),
-            "datasets": datasets, "summary": {m: entry["summary"][m] for m in modes}, "reused": True}
+        datasets[name] = {
+            **result,
+            "modes": {m: result["modes"][m] for m in modes},
+            "scores": {m: result["scores"][m] for m in modes},
+        }
+    return {
+        **entry,
+        "spec": f"wise-ft w={weight:g} ({entry['spec']})",
+        "modes": list(modes),
+        "datasets": datasets,
+        "summary": {m: entry["summary"][m] for m in modes},
+        "reused": True,
+    }
 
 
-def _reusable(evaluated: Mapping[float, Mapping[str, Any]] | None, start: LoadedModel,
-              tuned: LoadedModel) -> dict[float, Mapping[str, Any]]:
+def _reusable(
+    evaluated: Mapping[float, Mapping[str, Any]] | None, start: LoadedModel, tuned: LoadedModel
+) -> dict[float, Mapping[str, Any]]:
     """The given evaluations that stand for a sweep point: w=1's, and w=0's when the start is
     the tuned model's architecture (`_same_model`); ValueError for other weights."""
     unknown = [w for w in (evaluated or {}) if w not in (0.0, 1.0)]
@@ -105,14 +118,27 @@ def _reusable(evaluated: Mapping[float, Mapping[str, Any]] | None, start: Loaded
     return known
 
 
-def _evaluate_point(start: LoadedModel, tuned: LoadedModel, weight: float, suite: Any, out_dir: Path,
-                    runtime: Runtime, save_models: bool) -> dict[str, Any]:
+def _evaluate_point(
+    start: LoadedModel,
+    tuned: LoadedModel,
+    weight: float,
+    suite: Any,
+    out_dir: Path,
+    runtime: Runtime,
+    save_models: bool,
+) -> dict[str, Any]:
     """The suite's entry of the model interpolated at `weight` (saved first with `save_models`)."""
     model = interpolate_weights(start.model, tuned.model, weight)
     if save_models and hasattr(model, "save"):
         model.save(out_dir / "models" / f"wise_ft_{weight:g}.safetensors")
-    point = LoadedModel(f"w={weight:g}", model, tuned.preprocess, tuned.tokenizer, f"wise-ft w={weight:g}",
-                        state_sha256(model))
+    point = LoadedModel(
+        f"w={weight:g}",
+        model,
+        tuned.preprocess,
+        tuned.tokenizer,
+        f"wise-ft w={weight:g}",
+        state_sha256(model),
+    )
     logger.info("evaluating WiSE-FT w=%g", weight)
     return evaluate_loaded(point, suite, out_dir, runtime)
 
@@ -148,7 +174,9 @@ def interpolate(
     out_dir = Path(out_dir)
     start_model, tuned_model = load_model(start, "start"), load_model(tuned, "tuned")
     results: dict[str, Any] = {
-        "suite": suite_summary(suite), "models": {}, "interpolation": [],
+        "suite": suite_summary(suite),
+        "models": {},
+        "interpolation": [],
         "start": {"spec": start_model.spec, "sha256": start_model.sha256},
         "tuned": {"spec": tuned_model.spec, "sha256": tuned_model.sha256},
     }
@@ -156,7 +184,9 @@ def interpolate(
     for weight in weights:
         name = f"w={weight:g}"
         if weight in known and not save_models:
-            logger.info("WiSE-FT %s is the %s model: its evaluation is reused", name, "tuned" if weight else "start")
+            logger.info(
+                "WiSE-FT %s is the %s model: its evaluation is reused", name, "tuned" if weight else "start"
+            )
             entry = reused_entry(known[weight], model_modes(tuned_model, suite.modes), weight)
         else:
             entry = _evaluate_point(start_model, tuned_model, weight, suite, out_dir, runtime, save_models)

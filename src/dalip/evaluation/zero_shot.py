@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -27,8 +28,12 @@ logger = logging.getLogger(__name__)
 
 
 def class_embeddings(
-    model: Encoder, tokenizer: Any, class_names: Sequence[str], templates: Sequence[str],
-    runtime: Runtime, second_order: bool = True,
+    model: Encoder,
+    tokenizer: Any,
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    runtime: Runtime,
+    second_order: bool = True,
 ) -> Features:
     """One embedding per class: each feature kind averaged over templates, re-normalised.
 
@@ -96,7 +101,10 @@ def zero_shot(
 
 
 def embed_classes(
-    model: Encoder, tokenizer: Any, labels: Sequence[str], templates: str | Sequence[str] = "none",
+    model: Encoder,
+    tokenizer: Any,
+    labels: Sequence[str],
+    templates: str | Sequence[str] = "none",
     runtime: Runtime | None = None,
 ) -> Features:
     """Zero-shot class vectors, built as `zero_shot` builds them: each feature kind averaged

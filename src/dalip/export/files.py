@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from dalip.atomic import file_mode
 
@@ -24,7 +24,9 @@ def check_output_folder(folder: str | os.PathLike, names: list[str], force: bool
     return folder
 
 
-def write_files(folder: str | os.PathLike, writers: Mapping[str, Callable[[Path], None]], force: bool = False) -> list[Path]:
+def write_files(
+    folder: str | os.PathLike, writers: Mapping[str, Callable[[Path], None]], force: bool = False
+) -> list[Path]:
     """Call each `writer(staging_folder)` (it writes its file(s) there), then move the staged
     files into `folder`. `writers` maps the main file name of each writer to the writer;
     a writer may add companion files (ONNX external data). Returns the written paths."""

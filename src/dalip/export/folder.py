@@ -54,7 +54,9 @@ def open_clip_config(model: DALIPModel) -> dict[str, Any]:
     return {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
 
 
-def export_folder(model: DALIPModel, folder: str | os.PathLike, fused: bool = False, force: bool = False) -> list[Path]:
+def export_folder(
+    model: DALIPModel, folder: str | os.PathLike, fused: bool = False, force: bool = False
+) -> list[Path]:
     """Write `model` as an open_clip folder; `fused=True` adds the MBDC heads and the
     `dalip` section so that `load_folder` rebuilds the fused two-tower model.
 
@@ -68,7 +70,11 @@ def export_folder(model: DALIPModel, folder: str | os.PathLike, fused: bool = Fa
     if fused:
         own = model.config()
         config["dalip"] = {key: value for key, value in own.items() if key != "open_clip_config"}
-        heads = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("clip.")}
+        heads = {
+            k: v.detach().contiguous().cpu()
+            for k, v in model.state_dict().items()
+            if not k.startswith("clip.")
+        }
         writers[HEADS_NAME] = lambda staging: save_file(heads, str(staging / HEADS_NAME))
     text = json.dumps(config, indent=2) + "\n"
     writers[CONFIG_NAME] = lambda staging: (staging / CONFIG_NAME).write_text(text, encoding="utf-8")
@@ -81,7 +87,9 @@ def read_folder_config(folder: str | os.PathLike) -> dict[str, Any]:
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"model folder not found: {folder}")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (an open_clip model folder holds {CONFIG_NAME} and weights)")
+        raise FileNotFoundError(
+            f"{path}: missing (an open_clip model folder holds {CONFIG_NAME} and weights)"
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -127,11 +135,15 @@ def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -
         model = wrap_clip(clip, own)
         heads = load_file(str(heads_path), device="cpu")
     except Exception as error:  # weights or heads that do not fit the folder's config, a broken file
-        raise ValueError(f"{folder}: cannot be loaded as a dalip model ({load_error_reason(error)})") from error
+        raise ValueError(
+            f"{folder}: cannot be loaded as a dalip model ({load_error_reason(error)})"
+        ) from error
     try:
         missing, unexpected = model.load_state_dict(heads, strict=False)
     except RuntimeError as error:  # heads of other shapes
-        raise ValueError(f"{heads_path}: heads do not match the config's MBDC options ({load_error_reason(error)})") from error
+        raise ValueError(
+            f"{heads_path}: heads do not match the config's MBDC options ({load_error_reason(error)})"
+        ) from error
     wrong = unexpected + [key for key in missing if not key.startswith("clip.")]
     if wrong:
         raise ValueError(f"{heads_path}: heads do not match the config's MBDC options (e.g. {wrong[0]})")
@@ -141,6 +153,7 @@ def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -
 def hf_hub_folder(repo: str) -> Path:
     """Fetch (or find in the Hugging Face cache) an open_clip repository's files; the local
     snapshot folder. Offline (HF_HUB_OFFLINE=1) only the cache is read."""
+
     def fetch(name: str, required: bool = True) -> Path | None:
         try:
             return Path(hf_hub_download(repo_id=repo, filename=name))
@@ -161,12 +174,12 @@ def hf_hub_folder(repo: str) -> Path:
 def resolve_folder(spec: str) -> Path:
     """`local-dir:PATH` -> PATH; `hf-hub:ORG/REPO` -> its local snapshot folder."""
     if spec.startswith(LOCAL_DIR_PREFIX):
-        folder = spec[len(LOCAL_DIR_PREFIX):]
+        folder = spec[len(LOCAL_DIR_PREFIX) :]
         if not folder:
             raise ValueError(f"model spec {spec!r}: expected local-dir:PATH")
         read_folder_config(folder)
         return Path(folder)
-    repo = spec[len(HF_HUB_PREFIX):]
+    repo = spec[len(HF_HUB_PREFIX) :]
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise ValueError(f"model spec {spec!r}: expected hf-hub:ORGANISATION/REPOSITORY")
     return hf_hub_folder(repo)

@@ -13,8 +13,9 @@ import contextlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,10 +69,18 @@ def onnx_info(model: DALIPModel) -> dict[str, Any]:
     return {
         "model_name": model.model_name,
         "alpha": model.alpha,
-        "image": {"file": IMAGE_NAME, "input": "image", "shape": ["batch", 3, *_pair(model.clip.visual.image_size)],
-                  "preprocess_cfg": config["preprocess_cfg"]},
-        "text": {"file": TEXT_NAME, "input": "text", "shape": ["batch", int(model.clip.context_length)],
-                 "tokenizer": f"open_clip.get_tokenizer({model.model_name!r})"},
+        "image": {
+            "file": IMAGE_NAME,
+            "input": "image",
+            "shape": ["batch", 3, *_pair(model.clip.visual.image_size)],
+            "preprocess_cfg": config["preprocess_cfg"],
+        },
+        "text": {
+            "file": TEXT_NAME,
+            "input": "text",
+            "shape": ["batch", int(model.clip.context_length)],
+            "tokenizer": f"open_clip.get_tokenizer({model.model_name!r})",
+        },
         "outputs": {"first": first, "second": second, "fused": first + second},
         "open_clip_config": config,
         "opset": OPSET,
@@ -100,8 +109,14 @@ def _export(encoder: nn.Module, example: torch.Tensor, input_name: str, path: Pa
     batch = torch.export.Dim("batch", min=1)
     with _quiet():
         program = torch.onnx.export(
-            encoder, (example,), dynamo=True, input_names=[input_name], output_names=OUTPUT_NAMES,
-            dynamic_shapes={input_name: {0: batch}}, opset_version=OPSET, verbose=False,
+            encoder,
+            (example,),
+            dynamo=True,
+            input_names=[input_name],
+            output_names=OUTPUT_NAMES,
+            dynamic_shapes={input_name: {0: batch}},
+            opset_version=OPSET,
+            verbose=False,
         )
     # Weights go into the .onnx file unless it would pass protobuf's 2 GB limit; then
     # onnx writes them to PATH.data beside it.

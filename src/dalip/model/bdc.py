@@ -8,7 +8,8 @@ For a token set X of M tokens with d channels (channel k is the column x_k):
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import open_clip
 import torch
@@ -44,7 +45,7 @@ class _TokenTap:
             self.output = output
 
     @contextlib.contextmanager
-    def catching(self) -> Iterator["_TokenTap"]:
+    def catching(self) -> Iterator[_TokenTap]:
         """Arm the tap for the calls inside; `take()` the output after."""
         self.armed, self.output = True, None
         try:
@@ -89,8 +90,11 @@ class DALIPModel(nn.Module):
         self.alpha = float(alpha)
         mbdc = mbdc.filled(PAPER_MBDC)  # heads / reduced_dim None: the paper's
         self.mbdc_options = mbdc
-        dim = clip.text_projection.shape[-1] if isinstance(clip.text_projection, nn.Parameter) \
+        dim = (
+            clip.text_projection.shape[-1]
+            if isinstance(clip.text_projection, nn.Parameter)
             else clip.text_projection.out_features
+        )
         self.embed_dim = dim
         self.image_mbdc = MBDC(dim, **dataclasses.asdict(mbdc))
         self.text_mbdc = MBDC(dim, **dataclasses.asdict(mbdc))
@@ -169,9 +173,7 @@ class DALIPModel(nn.Module):
             raise ValueError("fused_embedding needs second-order features (encode with second_order=True)")
         return fuse(features.first, features.second, self.alpha)
 
-    def forward(
-        self, images: torch.Tensor, texts: torch.Tensor, second_order: bool = True
-    ) -> dict[str, Any]:
+    def forward(self, images: torch.Tensor, texts: torch.Tensor, second_order: bool = True) -> dict[str, Any]:
         """Features of a batch and the temperatures (exponentiated) for `DALIPLoss`."""
         output = {
             "image_features": self.encode_image(images, second_order),

@@ -14,7 +14,7 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "amp": torch.float16}
 
 
 def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """"auto": this rank's GPU when CUDA is available, else cpu; "cuda": this rank's GPU;
+    """ "auto": this rank's GPU when CUDA is available, else cpu; "cuda": this rank's GPU;
     anything else as given. This rank's GPU is cuda:<local_rank>, or cuda:0 when the process
     sees a single GPU (a scheduler that gives each task its own CUDA_VISIBLE_DEVICES).
     ValueError when CUDA is asked for but not available."""
@@ -31,8 +31,10 @@ def _own_gpu(local_rank: int) -> torch.device:
         return torch.device(f"cuda:{local_rank}")
     if visible == 1:
         return torch.device("cuda:0")
-    raise ValueError(f"LOCAL_RANK={local_rank} but this process sees {visible} GPUs; give each process "
-                     f"its own GPU (CUDA_VISIBLE_DEVICES) or at least LOCAL_RANK + 1 GPUs")
+    raise ValueError(
+        f"LOCAL_RANK={local_rank} but this process sees {visible} GPUs; give each process "
+        f"its own GPU (CUDA_VISIBLE_DEVICES) or at least LOCAL_RANK + 1 GPUs"
+    )
 
 
 def configure_cuda(tf32: bool = True) -> None:

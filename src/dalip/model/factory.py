@@ -6,8 +6,9 @@ import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import fields, replace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import open_clip
 import torch
@@ -27,8 +28,12 @@ ARCHITECTURE_MBDC: dict[str, MBDCOptions] = {"dalip-tiny": replace(PAPER_MBDC, r
 # dalip 0.1 wrote no weighting or dropout kind: its checkpoints keep the behaviour they were trained with.
 LEGACY_MBDC_OPTIONS = {"weighting": "before_norm", "dropout_kind": "element"}
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-_LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16,
-                  "pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}
+_LOW_PRECISION = {
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+    "pure_fp16": torch.float16,
+    "pure_bf16": torch.bfloat16,
+}
 
 
 def mbdc_options_for(model_name: str, options: MBDCOptions | None = None, **overrides: Any) -> MBDCOptions:
@@ -73,8 +78,12 @@ def tag_uses_quick_gelu(model_name: str, pretrained: str | None) -> bool:
 
 
 def _create_clip(
-    model_name: str, weights: str | None, precision: str, image_size: Any,
-    context_length: int | None, cache_dir: str | None,
+    model_name: str,
+    weights: str | None,
+    precision: str,
+    image_size: Any,
+    context_length: int | None,
+    cache_dir: str | None,
 ) -> open_clip.CLIP:
     quick_gelu = tag_uses_quick_gelu(model_name, weights)
     if quick_gelu:
@@ -82,8 +91,13 @@ def _create_clip(
     try:
         with quiet_loading():
             return open_clip.create_model(
-                model_name, pretrained=weights, precision=precision, force_quick_gelu=quick_gelu,
-                force_image_size=image_size, force_context_length=context_length, cache_dir=cache_dir,
+                model_name,
+                pretrained=weights,
+                precision=precision,
+                force_quick_gelu=quick_gelu,
+                force_image_size=image_size,
+                force_context_length=context_length,
+                cache_dir=cache_dir,
             )
     except Exception as error:  # a file is untrusted input: any failure to read it is the file's
         if weights is not None and os.path.isfile(weights):
@@ -91,8 +105,9 @@ def _create_clip(
                 f"pretrained file {weights} does not hold {model_name} weights ({load_error_reason(error)})"
             ) from error
         if weights is not None and isinstance(error, (RuntimeError, OSError)):
-            raise OSError(f"could not fetch pretrained weights {weights!r} for {model_name}: "
-                          f"{load_error_reason(error)}") from error
+            raise OSError(
+                f"could not fetch pretrained weights {weights!r} for {model_name}: {load_error_reason(error)}"
+            ) from error
         raise
 
 
@@ -144,7 +159,9 @@ def create_model(
     quiet = _quiet_root_logger() if source in ("dalip", "none") else contextlib.nullcontext()
     with quiet:
         clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
-    model = DALIPModel(clip, model_name, alpha, options, separate_second_temperature=separate_second_temperature)
+    model = DALIPModel(
+        clip, model_name, alpha, options, separate_second_temperature=separate_second_temperature
+    )
     model.newly_initialized = []
     if source == "dalip":
         model.newly_initialized = load_matching_weights(model, pretrained)
@@ -182,7 +199,9 @@ def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[st
     """
     _, state = read_model_file(path)
     own = model.state_dict()
-    missing_clip = [k for k in own if k.startswith("clip.") and (k not in state or state[k].shape != own[k].shape)]
+    missing_clip = [
+        k for k in own if k.startswith("clip.") and (k not in state or state[k].shape != own[k].shape)
+    ]
     if missing_clip:
         raise ValueError(
             f"checkpoint {path} does not match {model.model_name}: e.g. {missing_clip[0]} "
@@ -206,22 +225,27 @@ def build_model(config: dict[str, Any], where: str = "checkpoint") -> DALIPModel
     try:
         with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
             clip = open_clip.create_model(
-                name, force_image_size=config.get("image_size"), force_context_length=config.get("context_length"),
+                name,
+                force_image_size=config.get("image_size"),
+                force_context_length=config.get("context_length"),
                 force_quick_gelu=bool((config.get("open_clip_config") or {}).get("quick_gelu", False)),
             )
             if config.get("preprocess_cfg"):
                 open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
         return wrap_clip(clip, config)
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError) as error:
-        raise ValueError(f"{where}: its stored architecture {name!r} cannot be built "
-                         f"({load_error_reason(error)})") from error
+        raise ValueError(
+            f"{where}: its stored architecture {name!r} cannot be built ({load_error_reason(error)})"
+        ) from error
 
 
 def wrap_clip(clip: open_clip.CLIP, config: dict[str, Any]) -> DALIPModel:
     """A DALIPModel around an open_clip model already built, with the heads a stored config
     (`DALIPModel.config()`) describes (weights are loaded by the caller)."""
     return DALIPModel(
-        clip, config["model_name"], config.get("alpha", DEFAULT_ALPHA),
+        clip,
+        config["model_name"],
+        config.get("alpha", DEFAULT_ALPHA),
         MBDCOptions(**{**LEGACY_MBDC_OPTIONS, **config.get("mbdc", {})}),
         separate_second_temperature=config.get("separate_second_temperature", False),
     )

@@ -79,7 +79,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:  # e.g. a file cut short
-        raise ValueError(f"{path}: the checkpoint's tensors cannot be read ({error}); the file may be truncated") from error
+        raise ValueError(
+            f"{path}: the checkpoint's tensors cannot be read ({error}); the file may be truncated"
+        ) from error
 
 
 def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -91,12 +93,16 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and weights_only errors all mean "not ours"
-        raise ValueError(f"{path} is not a dalip training checkpoint ({type(error).__name__}; "
-                         f"dalip loads tensors and plain data only)") from error
+        raise ValueError(
+            f"{path} is not a dalip training checkpoint ({type(error).__name__}; "
+            f"dalip loads tensors and plain data only)"
+        ) from error
     if not isinstance(state, dict) or "dalip_config" not in state or "model" not in state:
         raise ValueError(f"{path} is not a dalip training checkpoint (no model or dalip_config)")
     check_model_config(state["dalip_config"], os.fspath(path))
-    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+    if not isinstance(state["model"], dict) or not all(
+        isinstance(v, torch.Tensor) for v in state["model"].values()
+    ):
         raise ValueError(f"{path} is not a dalip training checkpoint (its model entry is not a state dict)")
     return state
 

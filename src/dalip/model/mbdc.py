@@ -97,9 +97,7 @@ class MBDC(nn.Module):
         self.mix = nn.Linear(self.vector_dim, self.vector_dim)
         self.out_proj = nn.Linear(self.vector_dim, self.out_dim)
         self.log_temperature = nn.Parameter(torch.zeros(())) if learnable_temperature else None
-        self.register_buffer(
-            "triu_indices", upper_triangle_indices(reduced_dim), persistent=False
-        )
+        self.register_buffer("triu_indices", upper_triangle_indices(reduced_dim), persistent=False)
 
     def forward(
         self,
@@ -144,7 +142,11 @@ class MBDC(nn.Module):
         else:
             real = cosine.shape[1]
         if self.weighting == "none":
-            return torch.ones_like(cosine) if mask is None else mask[:, :, None].expand_as(cosine).to(cosine.dtype)
+            return (
+                torch.ones_like(cosine)
+                if mask is None
+                else mask[:, :, None].expand_as(cosine).to(cosine.dtype)
+            )
         return torch.softmax(cosine, dim=1) * real
 
     def _reduce(self, x: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -170,17 +172,12 @@ class MBDC(nn.Module):
         no part in the statistics (and stay zero). See `masked_batch_norm`."""
         return masked_batch_norm(x, self.reduce[1], mask)
 
-    def _check_inputs(
-        self, tokens: torch.Tensor, summary: torch.Tensor, mask: torch.Tensor | None
-    ) -> None:
+    def _check_inputs(self, tokens: torch.Tensor, summary: torch.Tensor, mask: torch.Tensor | None) -> None:
         if tokens.dim() != 3 or tokens.shape[-1] != self.dim:
-            raise ValueError(
-                f"MBDC tokens must have shape (B, M, {self.dim}), got {tuple(tokens.shape)}"
-            )
+            raise ValueError(f"MBDC tokens must have shape (B, M, {self.dim}), got {tuple(tokens.shape)}")
         if summary.shape != (tokens.shape[0], self.dim):
             raise ValueError(
-                f"MBDC summary must have shape ({tokens.shape[0]}, {self.dim}), "
-                f"got {tuple(summary.shape)}"
+                f"MBDC summary must have shape ({tokens.shape[0]}, {self.dim}), got {tuple(summary.shape)}"
             )
         if mask is not None and (mask.shape != tokens.shape[:2] or mask.dtype != torch.bool):
             raise ValueError(
@@ -196,7 +193,9 @@ class MBDC(nn.Module):
         )
 
 
-def masked_batch_norm(x: torch.Tensor, norm: nn.BatchNorm1d, mask: torch.Tensor | None = None) -> torch.Tensor:
+def masked_batch_norm(
+    x: torch.Tensor, norm: nn.BatchNorm1d, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """BatchNorm of x (B, M, H, r) per channel r, over the real tokens of all heads, with `norm`'s
     parameters and running statistics; padding tokens (mask (B, M) False) take no part and stay
     zero. The same as `norm` applied to the real tokens only, without boolean indexing (no host
@@ -208,8 +207,11 @@ def masked_batch_norm(x: torch.Tensor, norm: nn.BatchNorm1d, mask: torch.Tensor 
     if norm.training or not norm.track_running_stats:
         kept = values if keep is None else values * keep
         count = values[..., 0].numel() if keep is None else keep.sum() * x.shape[2]  # real tokens x heads
-        sums = _global_sum(torch.cat([kept.sum((0, 1, 2)), torch.as_tensor(count, device=x.device,
-                                                                            dtype=values.dtype).view(1)]))
+        sums = _global_sum(
+            torch.cat(
+                [kept.sum((0, 1, 2)), torch.as_tensor(count, device=x.device, dtype=values.dtype).view(1)]
+            )
+        )
         count = sums[-1]
         mean = sums[:-1] / count  # (r,)
         squares = (values - mean) ** 2
@@ -249,8 +251,9 @@ class _SumOverRanks(torch.autograd.Function):
 
 
 @torch.no_grad()
-def _update_running_stats(norm: nn.BatchNorm1d, mean: torch.Tensor, variance: torch.Tensor,
-                          count: torch.Tensor) -> None:
+def _update_running_stats(
+    norm: nn.BatchNorm1d, mean: torch.Tensor, variance: torch.Tensor, count: torch.Tensor
+) -> None:
     """As nn.BatchNorm1d: momentum average (cumulative when momentum is None) of the batch mean
     and of the unbiased batch variance."""
     norm.num_batches_tracked.add_(1)

@@ -59,7 +59,8 @@ def unsupported_reason(config: dict[str, Any]) -> str | None:
 def supported_model_names() -> list[str]:
     """open_clip architectures (and ours) that DALIP can wrap."""
     return [
-        name for name in open_clip.list_models()
+        name
+        for name in open_clip.list_models()
         if unsupported_reason(open_clip.get_model_config(name)) is None
     ]
 

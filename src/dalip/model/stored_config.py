@@ -37,17 +37,27 @@ def check_model_config(config: Any, where: str) -> dict[str, Any]:
     open_clip config may not name anything open_clip would fetch from the network.
     """
     if not isinstance(config, dict) or not config:
-        raise ValueError(f"{where}: the stored model config is {_describe(config)}; expected a JSON object "
-                         f"with model_name, open_clip_config, alpha, mbdc")
+        raise ValueError(
+            f"{where}: the stored model config is {_describe(config)}; expected a JSON object "
+            f"with model_name, open_clip_config, alpha, mbdc"
+        )
     check_plain_model_name(config.get("model_name"), where)
     expectations = {
-        "open_clip_config": (lambda v: v is None or (isinstance(v, dict) and _no_fetching_keys(v)),
-                             "a JSON object without hf_* / timm_* keys"),
+        "open_clip_config": (
+            lambda v: v is None or (isinstance(v, dict) and _no_fetching_keys(v)),
+            "a JSON object without hf_* / timm_* keys",
+        ),
         "alpha": (lambda v: _is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
         "mbdc": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a JSON object"),
         "separate_second_temperature": (lambda v: isinstance(v, bool), "true or false"),
-        "image_size": (lambda v: v is None or _positive_int(v) or (
-            isinstance(v, list) and len(v) == 2 and all(_positive_int(i) for i in v)), "a positive size"),
+        "image_size": (
+            lambda v: (
+                v is None
+                or _positive_int(v)
+                or (isinstance(v, list) and len(v) == 2 and all(_positive_int(i) for i in v))
+            ),
+            "a positive size",
+        ),
         "context_length": (lambda v: v is None or _positive_int(v), "a positive integer"),
         "preprocess_cfg": (lambda v: isinstance(v, dict), "a JSON object"),
     }
@@ -56,8 +66,10 @@ def check_model_config(config: Any, where: str) -> dict[str, Any]:
             raise ValueError(f"{where}: stored config field {key!r} is {config[key]!r}; expected {expected}")
     size = estimated_parameters(config)
     if size > MAX_STORED_PARAMETERS:
-        raise ValueError(f"{where}: its stored architecture asks for about {size:.2g} parameters (more than "
-                         f"{MAX_STORED_PARAMETERS:.0e}, larger than any open_clip ViT); refused")
+        raise ValueError(
+            f"{where}: its stored architecture asks for about {size:.2g} parameters (more than "
+            f"{MAX_STORED_PARAMETERS:.0e}, larger than any open_clip ViT); refused"
+        )
     return config
 
 
@@ -74,12 +86,14 @@ def estimated_parameters(config: dict[str, Any]) -> float:
     total = _positive(text.get("vocab_size"), 49408) * _positive(text.get("width"), 512)
     for tower, length, width in ((vision, tokens, 768), (text, context, 512)):
         width = _positive(tower.get("width"), width)
-        total += _positive(tower.get("layers"), 12) * (4 + 2 * _positive(tower.get("mlp_ratio"), 4)) * width ** 2
+        total += (
+            _positive(tower.get("layers"), 12) * (4 + 2 * _positive(tower.get("mlp_ratio"), 4)) * width**2
+        )
         total += length * width
     mbdc = config.get("mbdc") if isinstance(config.get("mbdc"), dict) else {}
     reduced = _positive(mbdc.get("reduced_dim"), 46)
     second = _positive(mbdc.get("heads"), 4) * reduced * (reduced + 1) / 2  # BDC values per tower
-    return total + 2 * (second ** 2 + second * _positive(clip.get("embed_dim"), 512))
+    return total + 2 * (second**2 + second * _positive(clip.get("embed_dim"), 512))
 
 
 def _positive(value: Any, default: float) -> float:

@@ -14,7 +14,9 @@ from dalip.atomic import write_json
 FOLDER = "clip_benchmark"
 
 
-def clip_benchmark_metrics(task: str, metrics: dict[str, float], num_classes: int | None = None) -> dict[str, float]:
+def clip_benchmark_metrics(
+    task: str, metrics: dict[str, float], num_classes: int | None = None
+) -> dict[str, float]:
     """Our metric names -> CLIP_benchmark's (its `acc5` is NaN under 5 classes; its
     `image_retrieval` is text->image, `text_retrieval` image->text)."""
     if task == "zeroshot":
@@ -33,8 +35,11 @@ def clip_benchmark_metrics(task: str, metrics: dict[str, float], num_classes: in
 
 def clip_benchmark_datasets(results: dict[str, Any]) -> dict[str, str]:
     """{suite dataset name: CLIP_benchmark name (`wds/NAME`)} of the suite's CLIP_benchmark datasets."""
-    return {entry["name"]: entry["clip_benchmark"] for entry in results["suite"]["datasets"]
-            if entry.get("clip_benchmark")}
+    return {
+        entry["name"]: entry["clip_benchmark"]
+        for entry in results["suite"]["datasets"]
+        if entry.get("clip_benchmark")
+    }
 
 
 def write_clip_benchmark_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -47,13 +52,19 @@ def write_clip_benchmark_results(results: dict[str, Any], out_dir: Path) -> list
             task = "zeroshot_classification" if result["task"] == "zeroshot" else "zeroshot_retrieval"
             for mode, metrics in result["modes"].items():
                 dump = {
-                    "dataset": benchmark_name, "model": model_name, "pretrained": entry["spec"], "task": task,
+                    "dataset": benchmark_name,
+                    "model": model_name,
+                    "pretrained": entry["spec"],
+                    "task": task,
                     "metrics": clip_benchmark_metrics(result["task"], metrics, result.get("num_classes")),
-                    "language": "en", "similarity": mode,
+                    "language": "en",
+                    "similarity": mode,
                 }
                 if "templates" in result:
                     dump["templates"] = result["templates"]
-                slug = f"{benchmark_name.replace('/', '_')}_{model_name}_{mode}_{task}.json".replace(os.sep, "_")
+                slug = f"{benchmark_name.replace('/', '_')}_{model_name}_{mode}_{task}.json".replace(
+                    os.sep, "_"
+                )
                 path = Path(out_dir) / FOLDER / slug
                 write_json(path, dump, indent=None)
                 written.append(path)

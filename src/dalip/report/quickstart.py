@@ -9,15 +9,19 @@ from PIL import Image
 
 from dalip.atomic import write_json, write_text
 from dalip.data.files import list_image_folder
-from dalip.evaluation.specs import load_model
 from dalip.evaluation.predict import predict
+from dalip.evaluation.specs import load_model
 from dalip.report.figures import new_figure, save_figure
 from dalip.train.run_log import read_metrics
 
 # (dataset, metric key, label) rows of the table; zero-shot first, then retrieval.
 ZERO_SHOT_METRICS = (("top1", "top-1"), ("top5", "top-5"), ("mean_per_class_recall", "per-class recall"))
 RETRIEVAL_METRICS = (("image_to_text_R@1", "I->T R@1"), ("text_to_image_R@1", "T->I R@1"))
-LABELS = {"start": "start (CLIP, general only)", "tuned-clip": "tuned, CLIP loss", "tuned-dalip": "tuned, DALIP loss"}
+LABELS = {
+    "start": "start (CLIP, general only)",
+    "tuned-clip": "tuned, CLIP loss",
+    "tuned-dalip": "tuned, DALIP loss",
+}
 
 
 def model_columns(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
@@ -56,7 +60,9 @@ def paper_numbers(evaluation: dict[str, Any]) -> dict[str, dict[str, float]]:
     numbers = {}
     for mode in models["tuned-dalip"]["modes"]:
         plant = top1("tuned-dalip", mode, "plant-zeroshot") - top1("tuned-clip", "first", "plant-zeroshot")
-        general = top1("tuned-dalip", mode, "general-zeroshot") - top1("tuned-clip", "first", "general-zeroshot")
+        general = top1("tuned-dalip", mode, "general-zeroshot") - top1(
+            "tuned-clip", "first", "general-zeroshot"
+        )
         numbers[mode] = {"plant_gain": plant, "general_retention": general, "mean": (plant + general) / 2}
     return numbers
 
@@ -64,8 +70,10 @@ def paper_numbers(evaluation: dict[str, Any]) -> dict[str, dict[str, float]]:
 def paper_table(numbers: dict[str, dict[str, float]]) -> str:
     lines = ["| DALIP mode | plant gain | general retention | mean |", "|---|---|---|---|"]
     for mode, entry in numbers.items():
-        lines.append(f"| {mode} | {100 * entry['plant_gain']:+.1f} | {100 * entry['general_retention']:+.1f} | "
-                     f"{100 * entry['mean']:+.1f} |")
+        lines.append(
+            f"| {mode} | {100 * entry['plant_gain']:+.1f} | {100 * entry['general_retention']:+.1f} | "
+            f"{100 * entry['mean']:+.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -73,22 +81,32 @@ def comparison_table(results: dict[str, Any]) -> str:
     """The main result: a sentence on the setup, then one row per split and metric (Markdown)."""
     evaluation = results["evaluation"]
     columns = model_columns(evaluation)
-    header = ["split", "metric"] + [f"{LABELS[n]} [{m}]" for n, m in columns] + \
-             [f"{LABELS[n]} [{m}] vs start" for n, m in columns if n != "start"]
+    header = (
+        ["split", "metric"]
+        + [f"{LABELS[n]} [{m}]" for n, m in columns]
+        + [f"{LABELS[n]} [{m}] vs start" for n, m in columns if n != "start"]
+    )
     lines = [
         f"Budget `{results['budget']}`, seed {results['seed']}; dalip-tiny on the embedded data "
         f"(plant 10 : general 3 for tuning). Scores in %; the last columns are differences in points "
-        f"against the start model (first order): plant gain and general retention.", "",
-        "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|",
+        f"against the start model (first order): plant gain and general retention.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * len(header)) + "|",
     ]
     for dataset, label, values in metric_rows(evaluation):
         start = values[("start", "first")]
         cells = [f"{100 * values[c]:.1f}" for c in columns]
         cells += [f"{100 * (values[c] - start):+.1f}" for c in columns if c[0] != "start"]
         lines.append("| " + " | ".join([dataset, label] + cells) + " |")
-    lines += ["", "DALIP-tuned minus CLIP-tuned zero-shot top-1, in points (the paper's comparison). Tuning "
-              "saw every other general concept; the general test covers all of them, so its difference "
-              "measures what each loss retains.", "", paper_table(paper_numbers(evaluation))]
+    lines += [
+        "",
+        "DALIP-tuned minus CLIP-tuned zero-shot top-1, in points (the paper's comparison). Tuning "
+        "saw every other general concept; the general test covers all of them, so its difference "
+        "measures what each loss retains.",
+        "",
+        paper_table(paper_numbers(evaluation)),
+    ]
     return "\n".join(lines)
 
 
@@ -98,8 +116,12 @@ def markdown_report(results: dict[str, Any]) -> str:
     lines += ["", "## WiSE-FT (zero-shot top-1, weights from start w=0 to tuned w=1)", ""]
     lines += [wise_ft_table(results["wise_ft"]), "## Time", ""]
     lines += [f"- {stage}: {seconds:.0f} s" for stage, seconds in results["timings_seconds"].items()]
-    lines += ["", "Figures: `figures/loss_curves.png`, `figures/accuracy.png`, `figures/predictions.png`, "
-              "`figures/wiseft.png`. Full results: `results.json`, `eval/results.md`.", ""]
+    lines += [
+        "",
+        "Figures: `figures/loss_curves.png`, `figures/accuracy.png`, `figures/predictions.png`, "
+        "`figures/wiseft.png`. Full results: `results.json`, `eval/results.md`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -109,8 +131,10 @@ def wise_ft_table(wise_ft: dict[str, Any]) -> str:
         for point in results["interpolation"]:
             for mode, summary in point["summary"].items():
                 domains = summary["domains"]
-                lines.append(f"| {kind} | {mode} | {point['weight']:g} | {100 * domains['plant']:.1f} | "
-                             f"{100 * domains['general']:.1f} |")
+                lines.append(
+                    f"| {kind} | {mode} | {point['weight']:g} | {100 * domains['plant']:.1f} | "
+                    f"{100 * domains['general']:.1f} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -120,22 +144,30 @@ def loss_curves(out: Path, path: Path) -> None:
         records = [r for r in read_metrics(out / run / "metrics.jsonl") if "loss" in r]
         axes.plot([r["step"] for r in records], [r["loss"] for r in records], label=f"{run}: total")
         if run == "tuned-dalip":
-            axes.plot([r["step"] for r in records], [r["first_order_loss"] for r in records],
-                      linestyle="--", label=f"{run}: first order")
+            axes.plot(
+                [r["step"] for r in records],
+                [r["first_order_loss"] for r in records],
+                linestyle="--",
+                label=f"{run}: first order",
+            )
     axes.set(xlabel="step", ylabel="training loss", title="Domain tuning from the same start model")
     axes.legend(fontsize="small")
     save_figure(figure, path, dpi=110)
 
 
 def accuracy_bars(evaluation: dict[str, Any], path: Path) -> None:
-    zero_shot = [(d, l, v) for d, l, v in metric_rows(evaluation) if l == "top-1"]
+    zero_shot = [(d, label, v) for d, label, v in metric_rows(evaluation) if label == "top-1"]
     columns = model_columns(evaluation)
     figure, (axes,) = new_figure(7, 4)
     width = 0.8 / len(columns)
     for number, column in enumerate(columns):
         positions = [i + (number - (len(columns) - 1) / 2) * width for i in range(len(zero_shot))]
-        axes.bar(positions, [100 * v[column] for _, _, v in zero_shot], width=width,
-                 label=f"{LABELS[column[0]]} [{column[1]}]")
+        axes.bar(
+            positions,
+            [100 * v[column] for _, _, v in zero_shot],
+            width=width,
+            label=f"{LABELS[column[0]]} [{column[1]}]",
+        )
     axes.set_xticks(range(len(zero_shot)), [d for d, _, _ in zero_shot])
     axes.set(ylabel="zero-shot top-1 (%)", ylim=(0, 100), title="Held-out test splits")
     axes.legend(fontsize="small")
@@ -151,8 +183,11 @@ def wise_ft_plot(wise_ft: dict[str, Any], path: Path) -> None:
         axes.plot(xs, ys, marker="o", label=f"start -> tuned ({kind} loss, {mode})")
         for (weight, _), x, y in zip(points, xs, ys):
             axes.annotate(f"{weight:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
-    axes.set(xlabel="general zero-shot top-1 (%)", ylabel="plant zero-shot top-1 (%)",
-             title="WiSE-FT: plant gain vs general retention (labels: w)")
+    axes.set(
+        xlabel="general zero-shot top-1 (%)",
+        ylabel="plant zero-shot top-1 (%)",
+        title="WiSE-FT: plant gain vs general retention (labels: w)",
+    )
     axes.legend(fontsize="small")
     save_figure(figure, path, dpi=110)
 
@@ -165,8 +200,15 @@ def prediction_grid(out: Path, data: Path, path: Path, count: int = 6) -> None:
     predictions = {}
     for run in ("tuned-clip", "tuned-dalip"):
         loaded = load_model(out / run / "model.safetensors")
-        found = predict(loaded.model, paths, source.classes, loaded.tokenizer, loaded.preprocess,
-                        templates="plant", top_k=3)
+        found = predict(
+            loaded.model,
+            paths,
+            source.classes,
+            loaded.tokenizer,
+            loaded.preprocess,
+            templates="plant",
+            top_k=3,
+        )
         predictions[run] = {entry["image"]: entry["predictions"] for entry in found}
     figure, axes = new_figure(2.8 * len(picks), 3.4, len(picks))
     for axis, (image_path, label) in zip(axes, picks):

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from dalip.atomic import write_json, write_text
 from dalip.report.clip_benchmark import write_clip_benchmark_results
 from dalip.report.figures import new_figure, save_figure
-
 
 
 def _percent(value: float | None) -> str:
@@ -117,11 +117,20 @@ def interpolation_plot(results: dict[str, Any], path: str | Path) -> None:
             ys = [100 * s["domains"][pair[1]] for s in summaries]
             axes[0].plot(xs, ys, marker="o", label=mode)
             for w, x, y in zip(weights, xs, ys):
-                axes[0].annotate(f"{w:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+                axes[0].annotate(
+                    f"{w:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small"
+                )
         for domain in domains:
-            axes[-1].plot(weights, [100 * s["domains"][domain] for s in summaries], marker="o", label=f"{domain} [{mode}]")
+            axes[-1].plot(
+                weights,
+                [100 * s["domains"][domain] for s in summaries],
+                marker="o",
+                label=f"{domain} [{mode}]",
+            )
     if pair:
-        axes[0].set(xlabel=f"{pair[0]} mean (%)", ylabel=f"{pair[1]} mean (%)", title="WiSE-FT trade-off (labels: w)")
+        axes[0].set(
+            xlabel=f"{pair[0]} mean (%)", ylabel=f"{pair[1]} mean (%)", title="WiSE-FT trade-off (labels: w)"
+        )
         axes[0].legend(fontsize="small")
     axes[-1].set(xlabel="w (0 = start, 1 = tuned)", ylabel="domain mean (%)", title="per-domain mean vs w")
     axes[-1].legend(fontsize="small")

@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -46,7 +47,9 @@ def create_app(identifier: Identifier) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.preparing = None
         if not identifier.ready:
-            app.state.preparing = threading.Thread(target=_prepare, args=(identifier,), name="dalip-serve-prepare", daemon=True)
+            app.state.preparing = threading.Thread(
+                target=_prepare, args=(identifier,), name="dalip-serve-prepare", daemon=True
+            )
             app.state.preparing.start()
         yield
 
@@ -72,8 +75,12 @@ def create_app(identifier: Identifier) -> FastAPI:
     @app.post("/api/predict")
     async def predict(request: Request) -> dict[str, Any]:
         result = await _answer(identifier, request, predictions=True, neighbours=False)
-        return {"models": result["predictions"], "modes": result["modes"], "seconds": result["seconds"],
-                "labels": result["labels"]}
+        return {
+            "models": result["predictions"],
+            "modes": result["modes"],
+            "seconds": result["seconds"],
+            "labels": result["labels"],
+        }
 
     @app.post("/api/neighbours")
     async def neighbours(request: Request) -> dict[str, Any]:
@@ -102,7 +109,9 @@ def _prepare(identifier: Identifier) -> None:
         identifier.failure = str(error)
 
 
-async def _answer(identifier: Identifier, request: Request, predictions: bool, neighbours: bool) -> dict[str, Any]:
+async def _answer(
+    identifier: Identifier, request: Request, predictions: bool, neighbours: bool
+) -> dict[str, Any]:
     if identifier.failure:
         raise RequestError(503, f"the server could not prepare: {identifier.failure}")
     if not identifier.ready:
@@ -115,7 +124,9 @@ async def _answer(identifier: Identifier, request: Request, predictions: bool, n
     except LookupError as error:
         raise RequestError(404, str(error)) from error
     used = labels or identifier.default_labels or []
-    result["labels"] = {"count": len(used), "source": "request" if labels else "server"} if predictions else None
+    result["labels"] = (
+        {"count": len(used), "source": "request" if labels else "server"} if predictions else None
+    )
     return result
 
 
@@ -124,8 +135,11 @@ async def _read_form(identifier: Identifier, request: Request) -> tuple[Image.Im
     limit = identifier.options.max_upload_bytes
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
-        raise RequestError(413, f"the upload is {human_size(int(length))}; the limit is {human_size(limit)} "
-                                f"(dalip serve --max-upload-mb)")
+        raise RequestError(
+            413,
+            f"the upload is {human_size(int(length))}; the limit is {human_size(limit)} "
+            f"(dalip serve --max-upload-mb)",
+        )
     if not length.isdigit():  # a chunked body: read it with the cap, then parse it from memory
         request = await _capped_request(request, limit)
     try:
@@ -149,8 +163,11 @@ async def _capped_request(request: Request, limit: int) -> Request:
     async for chunk in request.stream():
         size += len(chunk)
         if size > cap:
-            raise RequestError(413, f"the upload is over {human_size(cap)}; the limit is {human_size(limit)} "
-                                    f"(dalip serve --max-upload-mb)")
+            raise RequestError(
+                413,
+                f"the upload is over {human_size(cap)}; the limit is {human_size(limit)} "
+                f"(dalip serve --max-upload-mb)",
+            )
         chunks.append(chunk)
     body = b"".join(chunks)
 
@@ -170,7 +187,9 @@ def bind(host: str, port: int) -> socket.socket:
     except (OSError, OverflowError) as error:
         sock.close()
         reason = getattr(error, "strerror", None) or str(error)
-        raise ValueError(f"--host {host} --port {port}: cannot listen there ({reason}); choose another --port") from error
+        raise ValueError(
+            f"--host {host} --port {port}: cannot listen there ({reason}); choose another --port"
+        ) from error
     return sock
 
 

@@ -15,20 +15,21 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from PIL import Image
 from torch.utils.data import Dataset
 
 from dalip.evaluation.predict import label_probabilities, top_labels
-from dalip.evaluation.zero_shot import class_embeddings
 from dalip.evaluation.runtime import Runtime, encode_dataset
-from dalip.model.features import Features
 from dalip.evaluation.specs import LoadedModel
-from dalip.serve.gallery import Gallery, NeighbourIndex, image_vectors, load_or_build_index, vector_kind
 from dalip.evaluation.templates import load_templates
+from dalip.evaluation.zero_shot import class_embeddings
+from dalip.model.features import Features
+from dalip.serve.gallery import Gallery, NeighbourIndex, image_vectors, load_or_build_index, vector_kind
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class ServedModel:
         """The key of one mode's results: NAME for the main mode, NAME/first for the second."""
         return self.name if mode == self.modes[0] else f"{self.name}/{mode}"
 
-    def label_embeddings(self, labels: Sequence[str], templates: list[str], runtime: Runtime, pin: bool = False) -> Features:
+    def label_embeddings(
+        self, labels: Sequence[str], templates: list[str], runtime: Runtime, pin: bool = False
+    ) -> Features:
         """Label embeddings (C, D), computed once per label set; pinned sets (the defaults) are
         kept for good, others in a small most-recently-used cache. Call inside `runtime.evaluating`."""
         key = tuple(labels)
@@ -94,7 +97,9 @@ class ServedModel:
             return self._pinned[key]
         if key not in self._recent:
             second_order = self.modes != ["first"]
-            embeddings = class_embeddings(self.loaded.model, self.loaded.tokenizer, labels, templates, runtime, second_order)
+            embeddings = class_embeddings(
+                self.loaded.model, self.loaded.tokenizer, labels, templates, runtime, second_order
+            )
             if pin:
                 self._pinned[key] = embeddings
                 return embeddings
@@ -106,11 +111,15 @@ class ServedModel:
 
     def encode(self, image: Image.Image, runtime: Runtime) -> Features:
         second_order = self.modes != ["first"]
-        return encode_dataset(self.loaded.model, _OneImage(image, self.loaded.preprocess), runtime, second_order, "upload").features
+        return encode_dataset(
+            self.loaded.model, _OneImage(image, self.loaded.preprocess), runtime, second_order, "upload"
+        ).features
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name, "spec": self.loaded.spec, "modes": self.modes,
+            "name": self.name,
+            "spec": self.loaded.spec,
+            "modes": self.modes,
             "results": {self.result_name(m): MODE_WORDS[m] for m in self.modes},
             "neighbours_by": self.vector_kind,
         }
@@ -121,8 +130,11 @@ class Identifier:
     DALIPModel reads tokens with forward hooks)."""
 
     def __init__(
-        self, models: Sequence[LoadedModel], default_labels: Sequence[str] | None = None,
-        gallery: Gallery | None = None, options: ServeOptions | None = None,
+        self,
+        models: Sequence[LoadedModel],
+        default_labels: Sequence[str] | None = None,
+        gallery: Gallery | None = None,
+        options: ServeOptions | None = None,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
         self.options = options or ServeOptions()
@@ -149,8 +161,13 @@ class Identifier:
                         model.label_embeddings(self.default_labels, self.templates, runtime, pin=True)
                 if self.gallery is not None:
                     model.index = load_or_build_index(
-                        self.gallery, model.loaded, self.runtime, self.cache_dir,
-                        lambda done, total, where=where: self._report(f"{where}: indexing the gallery, {done}/{total} images"),
+                        self.gallery,
+                        model.loaded,
+                        self.runtime,
+                        self.cache_dir,
+                        lambda done, total, where=where: self._report(
+                            f"{where}: indexing the gallery, {done}/{total} images"
+                        ),
                     )
             self.progress = "ready"
             self.ready = True
@@ -159,13 +176,20 @@ class Identifier:
         self.progress = line
         logger.info(line)
 
-    def identify(self, image: Image.Image, labels: Sequence[str] | None, predictions: bool = True,
-                 neighbours: bool = True) -> dict[str, Any]:
+    def identify(
+        self,
+        image: Image.Image,
+        labels: Sequence[str] | None,
+        predictions: bool = True,
+        neighbours: bool = True,
+    ) -> dict[str, Any]:
         """Top-k labels per model and mode and/or nearest gallery images per model, with timings."""
         if predictions:
             labels = labels or self.default_labels
             if not labels:
-                raise ValueError("no labels: type labels on the page (one per line) or start dalip serve with --labels")
+                raise ValueError(
+                    "no labels: type labels on the page (one per line) or start dalip serve with --labels"
+                )
         if neighbours and self.gallery is None:
             raise LookupError("no gallery: start dalip serve with --gallery FOLDER to find similar images")
         result: dict[str, Any] = {"predictions": {}, "modes": {}, "neighbours": {}, "seconds": {}}
@@ -178,7 +202,9 @@ class Identifier:
                         classes = model.label_embeddings(labels, self.templates, runtime)
                         for mode in model.modes:
                             probabilities = label_probabilities(model.loaded.model, features, classes, mode)
-                            result["predictions"][model.result_name(mode)] = top_labels(probabilities, labels, self.options.top_k)[0]
+                            result["predictions"][model.result_name(mode)] = top_labels(
+                                probabilities, labels, self.options.top_k
+                            )[0]
                             result["modes"][model.result_name(mode)] = mode
                 if neighbours:
                     result["neighbours"][model.name] = self._nearest(model, features)
@@ -188,8 +214,12 @@ class Identifier:
     def _nearest(self, model: ServedModel, features: Features) -> list[dict[str, Any]]:
         query = image_vectors(model.loaded.model, features, model.vector_kind)[0]
         return [
-            {"path": self.gallery.paths[row], "label": self.gallery.label_of(row), "score": score,
-             "url": "/gallery/" + quote(self.gallery.paths[row])}
+            {
+                "path": self.gallery.paths[row],
+                "label": self.gallery.label_of(row),
+                "score": score,
+                "url": "/gallery/" + quote(self.gallery.paths[row]),
+            }
             for row, score in model.index.nearest(query, self.options.neighbours)
         ]
 

@@ -17,9 +17,9 @@ import logging
 import os
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,8 +28,8 @@ from dalip.atomic import atomic_write
 from dalip.data.files import list_image_folder
 from dalip.evaluation.datasets import ImageFileDataset
 from dalip.evaluation.runtime import Runtime, encode_dataset
-from dalip.model.features import Features
 from dalip.evaluation.specs import LoadedModel
+from dalip.model.features import Features
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Gallery:
     classes: list[str]
 
     @classmethod
-    def scan(cls, root: str | os.PathLike, flag: str = "--gallery") -> "Gallery":
+    def scan(cls, root: str | os.PathLike, flag: str = "--gallery") -> Gallery:
         """List `root/<class>/*`; FileNotFoundError / ValueError name the folder when it is not a gallery."""
         root = Path(root).resolve()
         try:
@@ -80,7 +80,7 @@ def _sha256(value: object) -> str:
 
 
 def vector_kind(model: torch.nn.Module) -> str:
-    """"fused" for DALIP models whose fused similarity uses second order (alpha < 1), else "first"."""
+    """ "fused" for DALIP models whose fused similarity uses second order (alpha < 1), else "first"."""
     has_second = getattr(model, "has_second_order", True)
     return "fused" if has_second and getattr(model, "alpha", 1.0) < 1.0 else "first"
 
@@ -124,7 +124,10 @@ def index_key(gallery: Gallery, loaded: LoadedModel, kind: str) -> str:
 
 
 def load_or_build_index(
-    gallery: Gallery, loaded: LoadedModel, runtime: Runtime, cache_dir: str | os.PathLike | None,
+    gallery: Gallery,
+    loaded: LoadedModel,
+    runtime: Runtime,
+    cache_dir: str | os.PathLike | None,
     progress: Progress | None = None,
 ) -> NeighbourIndex:
     """The model's index from `cache_dir` when its key matches, otherwise built (and cached when possible)."""
@@ -148,10 +151,12 @@ def build_index(
     vectors, rows = [], []
     with runtime.evaluating(loaded.model) as runtime:
         for start in range(0, len(gallery), CHUNK_IMAGES):
-            paths = [str(gallery.root / p) for p in gallery.paths[start:start + CHUNK_IMAGES]]
+            paths = [str(gallery.root / p) for p in gallery.paths[start : start + CHUNK_IMAGES]]
             dataset = ImageFileDataset(paths, loaded.preprocess)
             try:
-                encoded = encode_dataset(loaded.model, dataset, runtime, kind == "fused", f"index {loaded.name}")
+                encoded = encode_dataset(
+                    loaded.model, dataset, runtime, kind == "fused", f"index {loaded.name}"
+                )
             except ValueError:
                 if dataset.skip_counter.total() < len(dataset):
                     raise
@@ -174,7 +179,9 @@ def _read_cache(path: Path, key: str, kind: str) -> NeighbourIndex | None:
         with np.load(path, allow_pickle=False) as saved:
             if str(saved["key"]) != key:
                 return None
-            return NeighbourIndex(torch.from_numpy(saved["vectors"]), torch.from_numpy(saved["rows"]), kind, True)
+            return NeighbourIndex(
+                torch.from_numpy(saved["vectors"]), torch.from_numpy(saved["rows"]), kind, True
+            )
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
         logger.warning("%s: unreadable index cache (%s); rebuilding", path, error)
         return None
@@ -188,4 +195,6 @@ def _write_cache(path: Path, key: str, index: NeighbourIndex) -> None:
     try:
         atomic_write(path, write)
     except OSError as error:  # a read-only gallery still serves, from memory
-        logger.warning("could not cache the gallery index in %s (%s); it will be rebuilt next time", path.parent, error)
+        logger.warning(
+            "could not cache the gallery index in %s (%s); it will be rebuilt next time", path.parent, error
+        )

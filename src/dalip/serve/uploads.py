@@ -41,8 +41,11 @@ def read_image(data: bytes, filename: str, max_bytes: int) -> Image.Image:
     if not data:
         raise RequestError(400, f"{filename}: the file is empty")
     if len(data) > max_bytes:
-        raise RequestError(413, f"{filename}: the photo is {human_size(len(data))}; the limit is "
-                                f"{human_size(max_bytes)} (dalip serve --max-upload-mb)")
+        raise RequestError(
+            413,
+            f"{filename}: the photo is {human_size(len(data))}; the limit is "
+            f"{human_size(max_bytes)} (dalip serve --max-upload-mb)",
+        )
     try:
         with Image.open(io.BytesIO(data)) as probe:
             image_format = probe.format
@@ -53,8 +56,11 @@ def read_image(data: bytes, filename: str, max_bytes: int) -> Image.Image:
         raise RequestError(415, f"{filename}: not a JPEG, PNG or WebP image{found}")
     image = decode_image(lambda: data, SkipCounter(slots=2), filename)
     if image is None:
-        raise RequestError(400, f"{filename}: the {ACCEPTED_FORMATS[image_format]} image could not be "
-                                f"decoded (truncated or damaged?)")
+        raise RequestError(
+            400,
+            f"{filename}: the {ACCEPTED_FORMATS[image_format]} image could not be "
+            f"decoded (truncated or damaged?)",
+        )
     return image
 
 
@@ -64,11 +70,14 @@ def parse_labels(text: str | None, max_labels: int) -> list[str] | None:
         return None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise RequestError(400, "the label list is empty: type one label per line, or leave the "
-                                "labels out to use the server's")
+        raise RequestError(
+            400,
+            "the label list is empty: type one label per line, or leave the labels out to use the server's",
+        )
     if len(lines) > max_labels:
-        raise RequestError(400, f"{len(lines)} labels given; at most {max_labels} are accepted "
-                                f"(dalip serve --max-labels)")
+        raise RequestError(
+            400, f"{len(lines)} labels given; at most {max_labels} are accepted (dalip serve --max-labels)"
+        )
     try:
         return check_labels(lines, "labels")
     except ValueError as error:

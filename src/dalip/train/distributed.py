@@ -51,8 +51,12 @@ def init_distributed(context: DistributedContext, timeout_minutes: float = 60.0)
     backend = "nccl" if context.device.startswith("cuda") else "gloo"
     if context.device.startswith("cuda"):
         torch.cuda.set_device(context.device)
-    dist.init_process_group(backend=backend, rank=context.rank, world_size=context.world_size,
-                            timeout=datetime.timedelta(minutes=timeout_minutes))
+    dist.init_process_group(
+        backend=backend,
+        rank=context.rank,
+        world_size=context.world_size,
+        timeout=datetime.timedelta(minutes=timeout_minutes),
+    )
 
 
 class ControlChannel:
@@ -64,7 +68,7 @@ class ControlChannel:
         self.group, self.active = group, active
 
     @classmethod
-    def create(cls, context: DistributedContext, timeout_minutes: float = 60.0) -> "ControlChannel":
+    def create(cls, context: DistributedContext, timeout_minutes: float = 60.0) -> ControlChannel:
         """Collective under torch.distributed (every rank calls it): a gloo group beside nccl."""
         if not context.is_distributed or not dist.is_initialized():
             return cls()

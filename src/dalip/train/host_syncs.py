@@ -31,7 +31,12 @@ _SYNCING_OPERATORS = {
     aten.unique_consecutive.default: "unique",
     aten.repeat_interleave.Tensor: "repeat_interleave",
 }
-_INDEXING_OPERATORS = (aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default)
+_INDEXING_OPERATORS = (
+    aten.index.Tensor,
+    aten.index_put.default,
+    aten.index_put_.default,
+    aten._index_put_impl_.default,
+)
 # Tensor methods that copy values to Python without an operator the dispatcher sees on the CPU.
 _READING_METHODS = {torch.Tensor.tolist: "tolist", torch.Tensor.numpy: "numpy"}
 
@@ -84,7 +89,7 @@ class HostSyncCounter:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def __enter__(self) -> "HostSyncCounter":
+    def __enter__(self) -> HostSyncCounter:
         for mode in self._modes:
             mode.__enter__()
         return self

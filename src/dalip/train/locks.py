@@ -24,4 +24,6 @@ def freeze(module: nn.Module) -> None:
 
 def tower_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The open_clip towers' parameters (not the temperature): what a head warm-up holds still."""
-    return [p for name, p in model.named_parameters() if name.startswith("clip.") and name != "clip.logit_scale"]
+    return [
+        p for name, p in model.named_parameters() if name.startswith("clip.") and name != "clip.logit_scale"
+    ]

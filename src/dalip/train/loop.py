@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -19,15 +20,24 @@ from dalip.data import build_loader, resampling_notes
 from dalip.model.devices import configure_cuda
 from dalip.model.file_format import save_model
 from dalip.train.distributed import (
-    ControlChannel, DistributedContext, context_from_environment, init_distributed, micro_batch_size,
+    ControlChannel,
+    DistributedContext,
+    context_from_environment,
+    init_distributed,
+    micro_batch_size,
     shutdown_distributed,
 )
 from dalip.train.optim import NonFiniteSteps, check_finite_weights, check_nonfinite
 from dalip.train.out_dir import claim_out_dir, restore_with_current_hyperparameters, start_run
-from dalip.train.run_log import RunLog, StepTimes
 from dalip.train.run_data import build_data, check_epoch_data, steps_per_epoch, take_micro_batches
+from dalip.train.run_log import RunLog, StepTimes
 from dalip.train.state import (
-    Position, StopSignals, prune_training_checkpoints, save_training_state, seed_everything, training_state,
+    Position,
+    StopSignals,
+    prune_training_checkpoints,
+    save_training_state,
+    seed_everything,
+    training_state,
 )
 from dalip.train.step import MicroBatches, OptimizerStep, StepResult
 from dalip.train.task import TrainingTask
@@ -40,7 +50,11 @@ Validate = Callable[[TrainingTask, int], dict[str, Any]]
 
 
 def train(
-    config: TrainConfig, resume: str | None = None, validate: Validate | None = None, *, force: bool = False,
+    config: TrainConfig,
+    resume: str | None = None,
+    validate: Validate | None = None,
+    *,
+    force: bool = False,
     allow_changes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run (or resume) a training run; returns a summary (step, paths, interruption). `force`:
@@ -60,8 +74,13 @@ class Trainer:
     checkpoints and resume, the run log and periodic validation."""
 
     def __init__(
-        self, config: TrainConfig, context: DistributedContext, validate: Validate | None = None, *,
-        force: bool = False, allow_changes: Sequence[str] = (),
+        self,
+        config: TrainConfig,
+        context: DistributedContext,
+        validate: Validate | None = None,
+        *,
+        force: bool = False,
+        allow_changes: Sequence[str] = (),
     ) -> None:
         self.config, self.context = config, context
         self.force, self.allow_changes = force, tuple(allow_changes)
@@ -85,12 +104,22 @@ class Trainer:
             logger.info(note)
         # One loader for the whole run: workers persist across epochs (the dataset reads
         # the epoch from shared memory), and augmentation is seeded per sample.
-        self.loader = build_loader(self.dataset, self.micro_batch, config.data.workers, seed=config.seed,
-                                   persistent_workers=True, pin_memory=self.device.type == "cuda")
+        self.loader = build_loader(
+            self.dataset,
+            self.micro_batch,
+            config.data.workers,
+            seed=config.seed,
+            persistent_workers=True,
+            pin_memory=self.device.type == "cuda",
+        )
         self.steps_per_epoch = steps_per_epoch(self.loader, config, self.micro_batch)
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
         self.stepper = OptimizerStep(self.task, config, self.total_steps, context.is_distributed)
-        self.optimizer, self.scheduler, self.scaler = self.stepper.optimizer, self.stepper.scheduler, self.stepper.scaler
+        self.optimizer, self.scheduler, self.scaler = (
+            self.stepper.optimizer,
+            self.stepper.scheduler,
+            self.stepper.scaler,
+        )
         self.position = Position()
         self.nonfinite = NonFiniteSteps(self.device)
         self.times = StepTimes()
@@ -101,8 +130,9 @@ class Trainer:
 
     # -- the run ------------------------------------------------------------------------
     def run(self, resume: str | None) -> dict[str, Any]:
-        claim = claim_out_dir(self.out_dir, is_main=self.context.is_main, device=self.device, resume=resume,
-                              force=self.force)
+        claim = claim_out_dir(
+            self.out_dir, is_main=self.context.is_main, device=self.device, resume=resume, force=self.force
+        )
         with claim as folder:
             state = self._prepare_out_dir(resume)
             if state is not None:
@@ -117,12 +147,18 @@ class Trainer:
             self._save_checkpoint()  # collective: every rank hands in its RNG state
             if self.context.is_main and interrupted is None:
                 check_finite_weights(self.model, self.position.step)
-                save_model(self.model, self.out_dir / "model.safetensors",
-                           extra={"loss": self.config.loss.kind, "step": self.position.step})
+                save_model(
+                    self.model,
+                    self.out_dir / "model.safetensors",
+                    extra={"loss": self.config.loss.kind, "step": self.position.step},
+                )
             self.run_log.close()
         return {
-            "step": self.position.step, "epoch": self.position.epoch, "out_dir": str(self.out_dir),
-            "interrupted_by_signal": interrupted, "nonfinite_steps": self.position.nonfinite_total,
+            "step": self.position.step,
+            "epoch": self.position.epoch,
+            "out_dir": str(self.out_dir),
+            "interrupted_by_signal": interrupted,
+            "nonfinite_steps": self.position.nonfinite_total,
             "losses": self.last_losses,
         }
 
@@ -134,7 +170,9 @@ class Trainer:
         for _ in range(position.steps_in_epoch * self.config.optim.accumulation):
             next(batches, None)  # resume: replay the data stream up to where the run stopped
         produced = position.steps_in_epoch
-        while position.step < self.total_steps and (self.steps_per_epoch is None or position.steps_in_epoch < self.steps_per_epoch):
+        while position.step < self.total_steps and (
+            self.steps_per_epoch is None or position.steps_in_epoch < self.steps_per_epoch
+        ):
             waited = time.perf_counter()
             micro = take_micro_batches(batches, self.config.optim.accumulation, self.device)
             self.times.add_data_wait(time.perf_counter() - waited)
@@ -178,23 +216,35 @@ class Trainer:
         scale = self.model.clip.logit_scale.detach().exp()
         device_values = [*(result.losses[n] for n in names), scale, result.updated, *self.nonfinite.counts]
         values = torch.stack([v.to(torch.float64) for v in device_values]).tolist()
-        self.last_losses = dict(zip(names, values[:len(names)]))
-        logit_scale, updated, *counts = values[len(names):]
+        self.last_losses = dict(zip(names, values[: len(names)]))
+        logit_scale, updated, *counts = values[len(names) :]
         total_before = self.position.nonfinite_total
         self._count_nonfinite(*(int(n) for n in counts))
         if self.position.nonfinite_total > total_before:
-            logger.warning("step %d: %d non-finite step(s) skipped since the last log record (%d in all)",
-                           self.position.step, self.position.nonfinite_total - total_before,
-                           self.position.nonfinite_total)
+            logger.warning(
+                "step %d: %d non-finite step(s) skipped since the last log record (%d in all)",
+                self.position.step,
+                self.position.nonfinite_total - total_before,
+                self.position.nonfinite_total,
+            )
         times = self.times.figures(self.config.batch_size)
         self.times.restart()
-        progress.set_postfix(loss=f"{self.last_losses['loss']:.4f}", img_s=f"{times['images_per_second']:.0f}")
-        self.run_log.write({
-            "step": self.position.step, "epoch": self.position.epoch,
-            "lr": self.optimizer.param_groups[0]["lr"], **self.last_losses, "logit_scale": logit_scale,
-            **times, "skipped_step": not updated, "nonfinite_steps": self.position.nonfinite_total,
-            "skipped_samples": self.dataset.skipped(),
-        })
+        progress.set_postfix(
+            loss=f"{self.last_losses['loss']:.4f}", img_s=f"{times['images_per_second']:.0f}"
+        )
+        self.run_log.write(
+            {
+                "step": self.position.step,
+                "epoch": self.position.epoch,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                **self.last_losses,
+                "logit_scale": logit_scale,
+                **times,
+                "skipped_step": not updated,
+                "nonfinite_steps": self.position.nonfinite_total,
+                "skipped_samples": self.dataset.skipped(),
+            }
+        )
 
     def _count_nonfinite(self, in_row: int, total: int, tripped: int) -> None:
         """The device's count of skipped steps into the position; NonFiniteLossError once
@@ -211,13 +261,24 @@ class Trainer:
         self.control.barrier()  # the other ranks wait on the CPU, within distributed_timeout_minutes
 
     def _components(self) -> dict[str, Any]:
-        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+        }
 
     def _save_checkpoint(self) -> None:
         self._count_nonfinite(*self.nonfinite.read())  # into the position; a run past its limit stops here
         state = training_state(  # collective: every rank hands in its RNG state
-            self._components(), self.position, self.context.world_size, self.device, self.control.group,
-            config=config_to_dict(self.config), dalip_config=self.model.config(), resume_changes=self.resume_changes,
+            self._components(),
+            self.position,
+            self.context.world_size,
+            self.device,
+            self.control.group,
+            config=config_to_dict(self.config),
+            dalip_config=self.model.config(),
+            resume_changes=self.resume_changes,
         )
         if not self.context.is_main:
             return
@@ -230,17 +291,25 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.position = restore_with_current_hyperparameters(
-            state, self._components(), self.context.rank, self.context.world_size, self.device)
-        self.nonfinite = NonFiniteSteps(self.device, self.position.nonfinite_in_row, self.position.nonfinite_total)
+            state, self._components(), self.context.rank, self.context.world_size, self.device
+        )
+        self.nonfinite = NonFiniteSteps(
+            self.device, self.position.nonfinite_in_row, self.position.nonfinite_total
+        )
         self.resume_changes = list(state.get("resume_changes") or []) + self.resume_changes
-        logger.info("resumed from %s at step %d (epoch %d)", state["path"], self.position.step, self.position.epoch)
+        logger.info(
+            "resumed from %s at step %d (epoch %d)", state["path"], self.position.step, self.position.epoch
+        )
 
     def _prepare_out_dir(self, resume: str | None) -> dict[str, Any] | None:
         """Check a resume, tidy out_dir, open the run log; the state to restore (None: a fresh start)."""
         state, self.resume_changes, step = start_run(
-            self.out_dir, config_to_dict(self.config), resume, self.allow_changes, self.context.is_main)
+            self.out_dir, config_to_dict(self.config), resume, self.allow_changes, self.context.is_main
+        )
         purge_step = None if step is None else step + 1
-        self.run_log = RunLog(self.out_dir, self.context.is_main, self.config.tensorboard, purge_step=purge_step)
+        self.run_log = RunLog(
+            self.out_dir, self.context.is_main, self.config.tensorboard, purge_step=purge_step
+        )
         if self.resume_changes:
             self.run_log.write({"step": step, "resumed_with_changes": self.resume_changes[-1]["changed"]})
         self.control.barrier()
@@ -248,11 +317,17 @@ class Trainer:
 
     def _progress(self) -> Any:
         show = self.context.is_main and self.config.progress
-        return tqdm(total=self.total_steps, initial=self.position.step, unit="step",
-                    disable=None if show else True, dynamic_ncols=True)
+        return tqdm(
+            total=self.total_steps,
+            initial=self.position.step,
+            unit="step",
+            disable=None if show else True,
+            dynamic_ncols=True,
+        )
 
     def _log_epoch_skips(self, loader: Any) -> None:
         skips = getattr(loader, "last_epoch_skips", {})
         if skips and self.context.is_main:
-            self.run_log.write({"step": self.position.step, "epoch": self.position.epoch, "epoch_skipped_samples": skips})
-
+            self.run_log.write(
+                {"step": self.position.step, "epoch": self.position.epoch, "epoch_skipped_samples": skips}
+            )

@@ -35,13 +35,15 @@ def parameter_groups(model: DALIPModel, config: OptimConfig) -> list[dict]:
     result = []
     for (is_head, no_decay), parameters in sorted(groups.items()):
         lr = config.mbdc_lr if is_head and config.mbdc_lr is not None else config.lr
-        result.append({
-            "params": parameters,
-            "weight_decay": 0.0 if no_decay else config.weight_decay,
-            "lr": lr,
-            "base_lr": lr,
-            "name": f"{'dalip_heads' if is_head else 'open_clip'}{'_no_decay' if no_decay else ''}",
-        })
+        result.append(
+            {
+                "params": parameters,
+                "weight_decay": 0.0 if no_decay else config.weight_decay,
+                "lr": lr,
+                "base_lr": lr,
+                "name": f"{'dalip_heads' if is_head else 'open_clip'}{'_no_decay' if no_decay else ''}",
+            }
+        )
     if not result:
         raise ValueError("no trainable parameters: every tower is locked and the loss uses no heads")
     return result
@@ -54,7 +56,9 @@ def create_optimizer(model: DALIPModel, config: OptimConfig) -> torch.optim.Adam
     float rounding. A resumed run keeps the implementation its checkpoint was written with
     (the optimiser state records it)."""
     return torch.optim.AdamW(
-        parameter_groups(model, config), betas=(config.beta1, config.beta2), eps=config.eps,
+        parameter_groups(model, config),
+        betas=(config.beta1, config.beta2),
+        eps=config.eps,
         fused=config.fused or None,
     )
 
@@ -74,9 +78,7 @@ def lr_factor(step: int, total_steps: int, config: OptimConfig) -> float:
 def create_scheduler(
     optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, config)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, config))
 
 
 class NonFiniteSteps:
@@ -115,8 +117,13 @@ def check_nonfinite(tripped_at: int, max_nonfinite: int) -> None:
 
 def check_finite_weights(model: torch.nn.Module, step: int) -> None:
     """NonFiniteLossError when a weight is NaN or infinite: such a model is never saved as a result."""
-    broken = [name for name, tensor in model.state_dict().items()
-              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    broken = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
     if broken:
-        raise NonFiniteLossError(f"after step {step} the weights are not finite (e.g. {broken[0]}); no "
-                                 f"model.safetensors was written. Lower optim.lr or set optim.grad_clip")
+        raise NonFiniteLossError(
+            f"after step {step} the weights are not finite (e.g. {broken[0]}); no "
+            f"model.safetensors was written. Lower optim.lr or set optim.grad_clip"
+        )

@@ -15,8 +15,9 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 import yaml
@@ -25,23 +26,44 @@ from dalip.atomic import write_text
 from dalip.model.file_format import load_training_state
 from dalip.outputs import OutputFolder
 from dalip.train.state import (
-    Position, all_ranks_agree, resolve_resume, restore_training_state, training_checkpoints,
+    Position,
+    all_ranks_agree,
+    resolve_resume,
+    restore_training_state,
+    training_checkpoints,
 )
 
 logger = logging.getLogger(__name__)
 
 # Fields that do not change what is trained: free to differ on resume.
-BOOKKEEPING_FIELDS = frozenset({
-    "out_dir", "progress", "tensorboard", "checkpoint_every", "keep_last", "log_every", "eval_every",
-    "max_nonfinite", "data.val", "data.val_templates",
-    # how the same computation runs, not what it computes
-    "compile", "tf32", "distributed_timeout_minutes",
-})
+BOOKKEEPING_FIELDS = frozenset(
+    {
+        "out_dir",
+        "progress",
+        "tensorboard",
+        "checkpoint_every",
+        "keep_last",
+        "log_every",
+        "eval_every",
+        "max_nonfinite",
+        "data.val",
+        "data.val_templates",
+        # how the same computation runs, not what it computes
+        "compile",
+        "tf32",
+        "distributed_timeout_minutes",
+    }
+)
 
 
 @contextlib.contextmanager
 def claim_out_dir(
-    out_dir: Path, *, is_main: bool, device: torch.device, resume: str | None, force: bool,
+    out_dir: Path,
+    *,
+    is_main: bool,
+    device: torch.device,
+    resume: str | None,
+    force: bool,
 ) -> Iterator[OutputFolder | None]:
     """Rank 0 checks and locks out_dir (dalip.outputs); every rank learns if that failed.
 
@@ -50,10 +72,14 @@ def claim_out_dir(
     folder, error = None, None
     if is_main:
         if not resume and not force and training_checkpoints(out_dir / "checkpoints"):
-            error = FileExistsError(f"out_dir {out_dir} already holds checkpoints; pass --resume latest "
-                                    f"to continue that run, --force to start over, or choose another out_dir")
+            error = FileExistsError(
+                f"out_dir {out_dir} already holds checkpoints; pass --resume latest "
+                f"to continue that run, --force to start over, or choose another out_dir"
+            )
         else:
-            folder = OutputFolder(out_dir, "train", force=force, resume=bool(resume), legacy="checkpoints/step_*.pt")
+            folder = OutputFolder(
+                out_dir, "train", force=force, resume=bool(resume), legacy="checkpoints/step_*.pt"
+            )
             try:
                 folder.open()
             except Exception as caught:  # raised below, once every rank knows
@@ -70,25 +96,40 @@ def claim_out_dir(
 
 
 def read_resume_state(
-    resume: str, checkpoint_dir: Path, config: Mapping[str, Any], allow_changes: Iterable[str],
+    resume: str,
+    checkpoint_dir: Path,
+    config: Mapping[str, Any],
+    allow_changes: Iterable[str],
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(training state with its "path", record of the allowed config changes or None)."""
     path = resolve_resume(resume, checkpoint_dir)
     state = {**load_training_state(path), "path": str(path)}
-    missing = [key for key in ("optimizer", "scheduler", "scaler", "position", "rng", "config") if key not in state]
+    missing = [
+        key for key in ("optimizer", "scheduler", "scaler", "position", "rng", "config") if key not in state
+    ]
     position = state.get("position")
     if missing or not isinstance(position, dict) or not isinstance(position.get("step"), int):
-        raise ValueError(f"--resume: {path} is not a complete training checkpoint "
-                         f"(missing {', '.join(missing) or 'a valid position'})")
+        raise ValueError(
+            f"--resume: {path} is not a complete training checkpoint "
+            f"(missing {', '.join(missing) or 'a valid position'})"
+        )
     if not isinstance(state["config"], dict):
         raise ValueError(f"--resume: {path}: its stored run config is not a mapping")
     changes = check_resume_changes(state["config"], config, allow_changes, path)
-    record = {"step": position["step"], "checkpoint": str(path), "changed": {k: list(v) for k, v in changes.items()}}
+    record = {
+        "step": position["step"],
+        "checkpoint": str(path),
+        "changed": {k: list(v) for k, v in changes.items()},
+    }
     return state, record if changes else None
 
 
 def start_run(
-    out_dir: Path, config: Mapping[str, Any], resume: str | None, allow_changes: Iterable[str], is_main: bool,
+    out_dir: Path,
+    config: Mapping[str, Any],
+    resume: str | None,
+    allow_changes: Iterable[str],
+    is_main: bool,
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], int | None]:
     """(training state to resume or None, the allowed config changes it makes as [] or [record],
     its step or None); rank 0 also tidies out_dir (`tidy_out_dir`). Every rank calls it."""
@@ -102,7 +143,11 @@ def start_run(
 
 
 def restore_with_current_hyperparameters(
-    state: dict[str, Any], components: dict[str, Any], rank: int, world_size: int, device: torch.device | None = None,
+    state: dict[str, Any],
+    components: dict[str, Any],
+    rank: int,
+    world_size: int,
+    device: torch.device | None = None,
 ) -> Position:
     """`restore_training_state`, then this run's optimiser hyper-parameters put back
     (`apply_current_hyperparameters`); a checkpoint that does not fit is a ValueError naming it."""
@@ -113,8 +158,9 @@ def restore_with_current_hyperparameters(
         position = restore_training_state(state, components, rank, world_size, device)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(f"--resume: checkpoint {state['path']} does not fit this run "
-                         f"({type(error).__name__}: {reason})") from error
+        raise ValueError(
+            f"--resume: checkpoint {state['path']} does not fit this run ({type(error).__name__}: {reason})"
+        ) from error
     apply_current_hyperparameters(optimizer, scheduler, fresh_groups, fresh_base_lrs)
     return position
 
@@ -147,28 +193,41 @@ def changed_fields(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict
     Fields only one side knows (written by another dalip version) are not compared.
     """
     before, after = flatten(saved), flatten(current)
-    return {name: (before[name], after[name]) for name in sorted(set(before) & set(after))
-            if before[name] != after[name]}
+    return {
+        name: (before[name], after[name])
+        for name in sorted(set(before) & set(after))
+        if before[name] != after[name]
+    }
 
 
 def check_resume_changes(
-    saved: Mapping[str, Any], current: Mapping[str, Any], allowed: Iterable[str], checkpoint: str | os.PathLike,
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    allowed: Iterable[str],
+    checkpoint: str | os.PathLike,
 ) -> dict[str, tuple[Any, Any]]:
     """The changes a resume makes (bookkeeping left out); ValueError naming any not allowed."""
     allowed = set(allowed)
     known = set(flatten(current)) | {name.rsplit(".", 1)[0] for name in flatten(current) if "." in name}
     unknown = sorted(name for name in allowed if name not in known)
     if unknown:
-        raise ValueError(f"--allow-change: unknown field(s) {', '.join(unknown)}; expected config fields such as "
-                         f"optim.lr or steps")
-    changes = {name: values for name, values in changed_fields(saved, current).items()
-               if name not in BOOKKEEPING_FIELDS}
+        raise ValueError(
+            f"--allow-change: unknown field(s) {', '.join(unknown)}; expected config fields such as "
+            f"optim.lr or steps"
+        )
+    changes = {
+        name: values
+        for name, values in changed_fields(saved, current).items()
+        if name not in BOOKKEEPING_FIELDS
+    }
     refused = [name for name in changes if not _is_allowed(name, allowed)]
     if refused:
         shown = "; ".join(f"{name}: {changes[name][0]!r} -> {changes[name][1]!r}" for name in refused)
         flags = " ".join(f"--allow-change {name}" for name in refused)
-        raise ValueError(f"--resume: the config differs from checkpoint {checkpoint} in {shown}. Resume with the "
-                         f"run's own config, or accept the change explicitly with {flags}")
+        raise ValueError(
+            f"--resume: the config differs from checkpoint {checkpoint} in {shown}. Resume with the "
+            f"run's own config, or accept the change explicitly with {flags}"
+        )
     return changes
 
 
@@ -177,7 +236,10 @@ def _is_allowed(name: str, allowed: set[str]) -> bool:
 
 
 def apply_current_hyperparameters(
-    optimizer: torch.optim.Optimizer, scheduler: Any, fresh_groups: list[dict[str, Any]], fresh_base_lrs: list[float],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    fresh_groups: list[dict[str, Any]],
+    fresh_base_lrs: list[float],
 ) -> None:
     """After loading saved optimiser/scheduler states, put back this run's hyper-parameters
     (lr, weight decay, betas, eps) and its lr at the restored step.
@@ -185,8 +247,10 @@ def apply_current_hyperparameters(
     When nothing changed, every value is the one the state held, so an exact resume stays exact.
     """
     if len(fresh_groups) != len(optimizer.param_groups):
-        raise ValueError("--resume: the checkpoint's optimiser has other parameter groups than this run "
-                         "(a changed lock or loss kind); resume with the run's own config")
+        raise ValueError(
+            "--resume: the checkpoint's optimiser has other parameter groups than this run "
+            "(a changed lock or loss kind); resume with the run's own config"
+        )
     for group, fresh in zip(optimizer.param_groups, fresh_groups):
         group.update({key: value for key, value in fresh.items() if key not in ("params", "lr")})
     scheduler.base_lrs = list(fresh_base_lrs)
@@ -199,7 +263,10 @@ def apply_current_hyperparameters(
 def clean_temporary_files(out_dir: str | os.PathLike) -> list[Path]:
     """Delete half-written checkpoint files a killed run left (`atomic_write`'s .*.tmp names)."""
     out_dir = Path(out_dir)
-    leftovers = [*out_dir.glob(".model.safetensors.*.tmp"), *(out_dir / "checkpoints").glob(".step_*.pt.*.tmp")]
+    leftovers = [
+        *out_dir.glob(".model.safetensors.*.tmp"),
+        *(out_dir / "checkpoints").glob(".step_*.pt.*.tmp"),
+    ]
     for path in leftovers:
         path.unlink(missing_ok=True)
         logger.info("removed %s, left half-written by an interrupted run", path)

@@ -3,7 +3,8 @@ an epoch, each step's micro-batches on the device, and the end-of-epoch checks."
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -19,8 +20,13 @@ def build_data(config: TrainConfig, task: TrainingTask, context: DistributedCont
     """This rank's share of the run's weighted source mix, in the task's input format."""
     transform = task.preprocess_train if config.data.augment else task.preprocess_val
     return build_train_dataset(
-        config.data.sources, transform, task.tokenizer, seed=config.seed,
-        rank=context.rank, world_size=context.world_size, num_samples=config.data.num_samples,
+        config.data.sources,
+        transform,
+        task.tokenizer,
+        seed=config.seed,
+        rank=context.rank,
+        world_size=context.world_size,
+        num_samples=config.data.num_samples,
     )
 
 
@@ -30,17 +36,23 @@ def steps_per_epoch(loader: Any, config: TrainConfig, micro_batch: int) -> int |
     batches = loader.num_batches
     if batches is None:
         if config.steps is None:
-            raise ValueError("steps: the data's epoch length is unknown (webdataset without "
-                             "num_samples); set steps or data.num_samples")
+            raise ValueError(
+                "steps: the data's epoch length is unknown (webdataset without "
+                "num_samples); set steps or data.num_samples"
+            )
         return None
     steps = batches // config.optim.accumulation
     if steps < 1:
-        raise ValueError(f"batch_size: {config.batch_size} is larger than one epoch of data "
-                         f"({batches * micro_batch} samples per rank)")
+        raise ValueError(
+            f"batch_size: {config.batch_size} is larger than one epoch of data "
+            f"({batches * micro_batch} samples per rank)"
+        )
     return steps
 
 
-def take_micro_batches(batches: Iterator[Any], accumulation: int, device: torch.device) -> MicroBatches | None:
+def take_micro_batches(
+    batches: Iterator[Any], accumulation: int, device: torch.device
+) -> MicroBatches | None:
     """The next step's `accumulation` micro-batches on the device (None: the epoch ended)."""
     micro = []
     for _ in range(accumulation):
@@ -52,8 +64,9 @@ def take_micro_batches(batches: Iterator[Any], accumulation: int, device: torch.
     return micro
 
 
-def check_epoch_data(dataset: MixedDataset, config: TrainConfig, produced: int, micro_batch: int,
-                     device: torch.device) -> None:
+def check_epoch_data(
+    dataset: MixedDataset, config: TrainConfig, produced: int, micro_batch: int, device: torch.device
+) -> None:
     """After an epoch: every rank stops when a source was unusable on any rank (the error that
     rank saw), and an epoch that produced no batch is a ValueError naming the sources."""
     unusable = dataset.unusable_source()
@@ -61,5 +74,7 @@ def check_epoch_data(dataset: MixedDataset, config: TrainConfig, produced: int, 
         raise unusable or ValueError("data.sources: a source was unreadable on another rank (see rank 0)")
     if produced == 0:
         names = ", ".join(source.path for source in config.data.sources)
-        raise ValueError(f"data: an epoch produced no batch of {micro_batch} samples from {names}; "
-                         f"check data.sources (skipped: {dataset.skipped() or 'none'})")
+        raise ValueError(
+            f"data: an epoch produced no batch of {micro_batch} samples from {names}; "
+            f"check data.sources (skipped: {dataset.skipped() or 'none'})"
+        )

@@ -17,7 +17,11 @@ class RunLog:
     mirrored to TensorBoard (when installed); a no-op on ranks other than 0 (`enabled`)."""
 
     def __init__(
-        self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True, purge_step: int | None = None,
+        self,
+        out_dir: str | Path,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        purge_step: int | None = None,
     ) -> None:
         """`purge_step`: a resumed run's first step; TensorBoard drops its events from there on."""
         self.enabled = enabled
@@ -72,8 +76,11 @@ class StepTimes:
         """The figures of the steps since `restart` (global `batch_size` images per step)."""
         steps = max(self.steps, 1)
         batch_time = (time.perf_counter() - self.started) / steps
-        return {"data_time": self.data / steps, "batch_time": batch_time,
-                "images_per_second": batch_size / max(batch_time, 1e-9)}
+        return {
+            "data_time": self.data / steps,
+            "batch_time": batch_time,
+            "images_per_second": batch_size / max(batch_time, 1e-9),
+        }
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

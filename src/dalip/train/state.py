@@ -45,8 +45,13 @@ def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
-                  "pos": int(position), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "python": {"version": version, "internal": list(internal), "gauss": gauss},
     }
     if device is not None and device.type == "cuda":
@@ -59,8 +64,15 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
     resumes with fewer (or other) visible GPUs than it was saved with."""
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
-                         numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached"]))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
     python_state = state["python"]
     random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss"]))
     if device is None or device.type != "cuda":
@@ -74,8 +86,12 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
 
 
 def training_state(
-    components: dict[str, Any], position: Position, world_size: int, device: torch.device | None = None,
-    group: Any = None, **plain: Any,
+    components: dict[str, Any],
+    position: Position,
+    world_size: int,
+    device: torch.device | None = None,
+    group: Any = None,
+    **plain: Any,
 ) -> dict[str, Any]:
     """What a training checkpoint holds: each component's `state_dict()` (model, optimiser,
     scheduler, scaler), the position, every rank's RNG state and plain data (configs).
@@ -86,7 +102,11 @@ def training_state(
 
 
 def restore_training_state(
-    state: dict[str, Any], components: dict[str, Any], rank: int, world_size: int, device: torch.device | None = None,
+    state: dict[str, Any],
+    components: dict[str, Any],
+    rank: int,
+    world_size: int,
+    device: torch.device | None = None,
 ) -> Position:
     """Load `training_state`'s components and this rank's RNG state; returns the position."""
     for name, component in components.items():
@@ -114,7 +134,7 @@ class StopSignals:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous[signum] = signal.signal(signum, self._handle)

@@ -13,8 +13,8 @@ flag is read once per step.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -72,8 +72,12 @@ def forward_backward(
 
 
 def apply_gradients(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-    grad_clip: float | None, loss: torch.Tensor, held: Sequence[torch.nn.Parameter] = (),
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float | None,
+    loss: torch.Tensor,
+    held: Sequence[torch.nn.Parameter] = (),
     distributed: bool = False,
 ) -> torch.Tensor:
     """The update after backward: unscale, clip the gradient norm, step unless the loss or the
@@ -119,7 +123,9 @@ class OptimizerStep:
     scaler (amp), driving a `TrainingTask`. `step(micro, index)` takes optimiser step `index`
     (0-based: the head warm-up holds the towers while `index < optim.head_warmup_steps`)."""
 
-    def __init__(self, task: TrainingTask, config: TrainConfig, total_steps: int, distributed: bool = False) -> None:
+    def __init__(
+        self, task: TrainingTask, config: TrainConfig, total_steps: int, distributed: bool = False
+    ) -> None:
         self.task, self.config, self.distributed = task, config, distributed
         device_type = task.model.clip.logit_scale.device.type
         self.optimizer = create_optimizer(task.model, config.optim)
@@ -132,8 +138,15 @@ class OptimizerStep:
         optim = self.config.optim
         # During the head warm-up the towers get no gradient: AdamW neither moves nor decays them.
         held = self.towers if index < optim.head_warmup_steps else ()
-        updated = apply_gradients(self.task.model, self.optimizer, self.scaler, optim.grad_clip, losses["loss"],
-                                  held=held, distributed=self.distributed)
+        updated = apply_gradients(
+            self.task.model,
+            self.optimizer,
+            self.scaler,
+            optim.grad_clip,
+            losses["loss"],
+            held=held,
+            distributed=self.distributed,
+        )
         self.scheduler.step()
         self.task.clamp_temperatures()
         return StepResult({name: value.detach() for name, value in losses.items()}, updated)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -17,9 +18,9 @@ from torch.nn.parallel import DistributedDataParallel
 from dalip.config import Precision, TrainConfig
 from dalip.loss import DALIPLoss
 from dalip.model.dalip_model import DALIPModel
+from dalip.model.devices import autocast
 from dalip.model.factory import create_model
 from dalip.model.features import Features
-from dalip.model.devices import autocast
 from dalip.model.registry import register_model_configs
 from dalip.train.locks import apply_locks, freeze
 
@@ -45,7 +46,9 @@ class TrainingTask:
         self.loss = loss
         self.second_order = second_order
         self.precision = precision
-        self.forward_module: torch.nn.Module = model  # the model, or its DDP and compiled wrappers: what `encode` calls
+        self.forward_module: torch.nn.Module = (
+            model  # the model, or its DDP and compiled wrappers: what `encode` calls
+        )
         self.preprocess_train: Callable | None = None
         self.preprocess_val: Callable | None = None
         self.tokenizer: Callable | None = None
@@ -53,7 +56,7 @@ class TrainingTask:
     @classmethod
     def from_config(
         cls, config: TrainConfig, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1
-    ) -> "TrainingTask":
+    ) -> TrainingTask:
         """Build the model (weights, heads, locks, checkpointing) and the loss a run asks for."""
         second_order = config.loss.kind == "dalip"
         model, preprocess_train, preprocess_val, tokenizer = _create_model(config, second_order)
@@ -63,11 +66,20 @@ class TrainingTask:
         if config.grad_checkpointing:
             model.clip.set_grad_checkpointing(True)
         loss = DALIPLoss(
-            alpha=model.alpha, combine=config.loss.combine, local_loss=config.loss.local_loss,
-            gather_with_grad=config.loss.gather_with_grad, cache_labels=True, rank=rank, world_size=world_size,
+            alpha=model.alpha,
+            combine=config.loss.combine,
+            local_loss=config.loss.local_loss,
+            gather_with_grad=config.loss.gather_with_grad,
+            cache_labels=True,
+            rank=rank,
+            world_size=world_size,
         )
         task = cls(model.to(device), loss, second_order, config.precision)
-        task.preprocess_train, task.preprocess_val, task.tokenizer = preprocess_train, preprocess_val, tokenizer
+        task.preprocess_train, task.preprocess_val, task.tokenizer = (
+            preprocess_train,
+            preprocess_val,
+            tokenizer,
+        )
         return task
 
     def distribute(self, device: torch.device) -> None:

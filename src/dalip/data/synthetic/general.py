@@ -34,12 +34,26 @@ _BOUND_COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
 _BOUND_SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 GENERAL_CLASSES = GENERAL_CLASSES + tuple(
     (f"{colour}_{shape}", f"{colour} {shape}")
-    for shape in _BOUND_SHAPES for colour in _BOUND_COLOURS
+    for shape in _BOUND_SHAPES
+    for colour in _BOUND_COLOURS
     if f"{colour}_{shape}" not in ("red_circle", "blue_square", "green_triangle", "yellow_star")
 )
-_PALETTE = {"red": (200, 40, 40), "blue": (40, 70, 200), "green": (40, 160, 60), "yellow": (230, 200, 40),
-            "orange": (235, 130, 30), "purple": (130, 60, 170), "black": (30, 30, 30), "white": (240, 240, 240)}
-_FIXED_COLOUR = {"red_circle": "red", "blue_square": "blue", "green_triangle": "green", "yellow_star": "yellow"}
+_PALETTE = {
+    "red": (200, 40, 40),
+    "blue": (40, 70, 200),
+    "green": (40, 160, 60),
+    "yellow": (230, 200, 40),
+    "orange": (235, 130, 30),
+    "purple": (130, 60, 170),
+    "black": (30, 30, 30),
+    "white": (240, 240, 240),
+}
+_FIXED_COLOUR = {
+    "red_circle": "red",
+    "blue_square": "blue",
+    "green_triangle": "green",
+    "yellow_star": "yellow",
+}
 
 
 def _jitter(colour: tuple[int, int, int], rng: np.random.Generator) -> tuple[int, ...]:
@@ -108,7 +122,9 @@ def _landscape(draw: ImageDraw.ImageDraw, folder: str, canvas: int, rng: np.rand
             hill = [hx - s * 1.6, horizon - s * 0.7, hx + s * 1.6, horizon + s * 0.7]
             draw.ellipse(hill, fill=_jitter((60, 130, 50), rng))
     elif folder == "house":
-        draw.rectangle([x - s, horizon - 1.4 * s, x + s, horizon + 0.2 * s], fill=_jitter((200, 180, 150), rng))
+        draw.rectangle(
+            [x - s, horizon - 1.4 * s, x + s, horizon + 0.2 * s], fill=_jitter((200, 180, 150), rng)
+        )
         roof = [(x - 1.2 * s, horizon - 1.4 * s), (x + 1.2 * s, horizon - 1.4 * s), (x, horizon - 2.4 * s)]
         draw.polygon(roof, fill=_jitter((160, 50, 40), rng))
         draw.rectangle([x - 0.25 * s, horizon - 0.6 * s, x + 0.25 * s, horizon + 0.2 * s], fill=(80, 50, 30))
@@ -116,15 +132,21 @@ def _landscape(draw: ImageDraw.ImageDraw, folder: str, canvas: int, rng: np.rand
         draw.rectangle([x - 0.18 * s, horizon - 1.2 * s, x + 0.18 * s, horizon + 0.2 * s], fill=(100, 65, 35))
         draw.ellipse([x - s, horizon - 2.6 * s, x + s, horizon - 0.9 * s], fill=_jitter((40, 120, 45), rng))
     else:  # boat on water
-        hull = [(x - 1.3 * s, horizon + 0.2 * s), (x + 1.3 * s, horizon + 0.2 * s),
-                (x + 0.9 * s, horizon + 0.7 * s), (x - 0.9 * s, horizon + 0.7 * s)]
+        hull = [
+            (x - 1.3 * s, horizon + 0.2 * s),
+            (x + 1.3 * s, horizon + 0.2 * s),
+            (x + 0.9 * s, horizon + 0.7 * s),
+            (x - 0.9 * s, horizon + 0.7 * s),
+        ]
         draw.polygon(hull, fill=_jitter((120, 70, 40), rng))
         sail = [(x, horizon - 1.6 * s), (x, horizon + 0.1 * s), (x + 1.0 * s, horizon + 0.1 * s)]
         draw.polygon(sail, fill=(245, 245, 240))
     return "outdoor"
 
 
-def _bound_shape(draw: ImageDraw.ImageDraw, folder: str, pose: Pose, canvas: int, rng: np.random.Generator) -> str:
+def _bound_shape(
+    draw: ImageDraw.ImageDraw, folder: str, pose: Pose, canvas: int, rng: np.random.Generator
+) -> str:
     """A `colour_shape` object at the pose, after a small distractor of another colour and
     shape elsewhere; returns the distractor's description for the caption."""
     colour, kind = folder.split("_")
@@ -134,8 +156,15 @@ def _bound_shape(draw: ImageDraw.ImageDraw, folder: str, pose: Pose, canvas: int
     r = canvas * pose.scale * 0.7
     corner = rng.integers(4)
     dx, dy = (0.2 if corner % 2 else 0.8), (0.2 if corner // 2 else 0.8)
-    _shape(draw, other_kind, canvas * dx, canvas * dy, r * 0.4, _jitter(_PALETTE[other_colour], rng),
-           rng.uniform(0, np.pi))
+    _shape(
+        draw,
+        other_kind,
+        canvas * dx,
+        canvas * dy,
+        r * 0.4,
+        _jitter(_PALETTE[other_colour], rng),
+        rng.uniform(0, np.pi),
+    )
     _shape(draw, kind, cx, cy, r, _jitter(_PALETTE[colour], rng), np.deg2rad(pose.angle))
     return f"with a small {other_colour} {other_kind}"
 

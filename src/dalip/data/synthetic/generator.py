@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -26,7 +27,7 @@ from PIL import Image
 from dalip.atomic import write_text
 from dalip.data.synthetic.general import GENERAL_CLASSES, general_caption, render_general
 from dalip.data.synthetic.plants import TRAITS, Species, alt_text, make_species, multi_captions
-from dalip.data.synthetic.render import sample_pose, render_leaf
+from dalip.data.synthetic.render import render_leaf, sample_pose
 from dalip.data.synthetic.writers import SplitWriter, encode_image
 from dalip.outputs import OutputFolder
 from dalip.schema import check_fields, checked
@@ -170,8 +171,15 @@ def _manifest(
         "image_size": config.image_size,
         "traits": {trait: list(values) for trait, values in TRAITS.items()},
         "species": [
-            {"label": i, "folder": s.folder, "scientific": s.scientific, "common": s.common,
-             "family": s.family, "traits": s.traits, "differs_from_genus_base_in": s.changed}
+            {
+                "label": i,
+                "folder": s.folder,
+                "scientific": s.scientific,
+                "common": s.common,
+                "family": s.family,
+                "traits": s.traits,
+                "differs_from_genus_base_in": s.changed,
+            }
             for i, s in enumerate(plants)
         ],
         "general_classes": [readable for _, readable in GENERAL_CLASSES[: config.general_classes]],

@@ -26,21 +26,82 @@ TRAITS: dict[str, tuple[str, ...]] = {
 }
 SPECIES_PER_GENUS = 4
 
-_SYLLABLES = ("ca", "lo", "mi", "ra", "te", "phy", "lla", "the", "ri", "so", "na", "ve", "ul",
-              "mar", "bo", "cri", "den", "for", "gal", "hel", "lin", "mor", "pel", "sil", "tor",
-              "var", "zan", "qui", "dro", "sty", "ne", "pha")
+_SYLLABLES = (
+    "ca",
+    "lo",
+    "mi",
+    "ra",
+    "te",
+    "phy",
+    "lla",
+    "the",
+    "ri",
+    "so",
+    "na",
+    "ve",
+    "ul",
+    "mar",
+    "bo",
+    "cri",
+    "den",
+    "for",
+    "gal",
+    "hel",
+    "lin",
+    "mor",
+    "pel",
+    "sil",
+    "tor",
+    "var",
+    "zan",
+    "qui",
+    "dro",
+    "sty",
+    "ne",
+    "pha",
+)
 _GENUS_ENDINGS = ("ia", "us", "um", "a", "is", "ella", "ops", "anthus")
 _EPITHET_ENDINGS = ("ensis", "ii", "ana", "iana", "ina", "ica")
-_COMMON_NOUNS = ("wort", "bane", "weed", "bell", "creeper", "sage", "mallow", "thorn", "balm",
-                 "vine", "clover", "sorrel", "laurel", "myrtle", "rue", "tansy")
+_COMMON_NOUNS = (
+    "wort",
+    "bane",
+    "weed",
+    "bell",
+    "creeper",
+    "sage",
+    "mallow",
+    "thorn",
+    "balm",
+    "vine",
+    "clover",
+    "sorrel",
+    "laurel",
+    "myrtle",
+    "rue",
+    "tansy",
+)
 _NOUN_PREFIXES = ("marsh", "mountain", "wood", "sea", "desert", "river", "meadow", "cliff")
 _TRAIT_EPITHETS = {
-    "ovate": "ovata", "lanceolate": "lanceolata", "cordate": "cordifolia", "lobed": "lobata",
-    "palmate": "palmata", "entire": "integra", "serrate": "serrata", "dentate": "dentata",
-    "pinnate": "pinnatinervis", "parallel": "parallelinervis", "dark green": "atrovirens",
-    "light green": "pallida", "yellow-green": "flavescens", "blue-green": "glauca",
-    "purple": "purpurea", "red": "rubra", "none": "immaculata", "brown lesions": "maculata",
-    "pale spots": "punctata", "rust pustules": "ferruginea",
+    "ovate": "ovata",
+    "lanceolate": "lanceolata",
+    "cordate": "cordifolia",
+    "lobed": "lobata",
+    "palmate": "palmata",
+    "entire": "integra",
+    "serrate": "serrata",
+    "dentate": "dentata",
+    "pinnate": "pinnatinervis",
+    "parallel": "parallelinervis",
+    "dark green": "atrovirens",
+    "light green": "pallida",
+    "yellow-green": "flavescens",
+    "blue-green": "glauca",
+    "purple": "purpurea",
+    "red": "rubra",
+    "none": "immaculata",
+    "brown lesions": "maculata",
+    "pale spots": "punctata",
+    "rust pustules": "ferruginea",
 }
 _TRAIT_WORDS = {  # (common-name qualifier, description phrase)
     "ovate": ("egg-leaved", "egg-shaped (ovate) leaves"),
@@ -152,7 +213,9 @@ def make_species(count: int, seed: int) -> list[Species]:
                 epithet, common = _word(rng, 1, _EPITHET_ENDINGS), f"common {noun}"
             else:
                 epithet = _epithet(changed, traits[changed])
-                qualifier = traits[changed] if changed == "colour" else _trait_word(changed, traits[changed])[0]
+                qualifier = (
+                    traits[changed] if changed == "colour" else _trait_word(changed, traits[changed])[0]
+                )
                 common = f"{qualifier} {noun}"
             folder = f"{len(species):02d}_{genus.lower()}_{epithet}"
             species.append(Species(folder, genus, epithet, family, common, traits, changed))
@@ -162,7 +225,9 @@ def make_species(count: int, seed: int) -> list[Species]:
 def describe(species: Species) -> str:
     """A one-sentence description of the species' traits."""
     t = species.traits
-    shape, margin, venation, spots = (_trait_word(k, t[k])[1] for k in ("shape", "margin", "venation", "spots"))
+    shape, margin, venation, spots = (
+        _trait_word(k, t[k])[1] for k in ("shape", "margin", "venation", "spots")
+    )
     marks = "" if t["spots"] == "none" else f", marked with {spots}"
     return f"A plant with {t['colour']} {shape}, {margin} and {venation}{marks}."
 

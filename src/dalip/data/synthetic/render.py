@@ -94,8 +94,11 @@ def background(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
     by 2 afterwards anyway, and this halves the numpy work (the generator's hot spot).
     """
     base = {
-        "soil": (96, 70, 48), "grass": (70, 110, 50), "gradient": (150, 160, 175),
-        "litter": (120, 95, 60), "paper": (225, 222, 210),
+        "soil": (96, 70, 48),
+        "grass": (70, 110, 50),
+        "gradient": (150, 160, 175),
+        "litter": (120, 95, 60),
+        "paper": (225, 222, 210),
     }[kind]
     tint = np.asarray(base, np.float32) * rng.uniform(0.8, 1.2, size=3)
     half = max(1, size // 2)

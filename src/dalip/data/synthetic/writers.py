@@ -52,7 +52,9 @@ def _add_member(archive: tarfile.TarFile, name: str, payload: bytes) -> None:
 class SplitWriter:
     """Accumulates one split's samples into folder, CSV and shards (see module docstring)."""
 
-    def __init__(self, root: str, classes: list[tuple[str, str]], samples_per_shard: int, image_format: str) -> None:
+    def __init__(
+        self, root: str, classes: list[tuple[str, str]], samples_per_shard: int, image_format: str
+    ) -> None:
         self.root = root
         self.classes = classes
         self.samples_per_shard = samples_per_shard
@@ -76,7 +78,9 @@ class SplitWriter:
             self._finish_shard()
             self._shard_name = f"{len(self.shard_sizes):05d}.tar"
             self._shard_file = AtomicFile(os.path.join(self.root, SHARD_FOLDER, self._shard_name), "wb")
-            self._shard = tarfile.open(fileobj=self._shard_file.handle, mode="w", format=tarfile.USTAR_FORMAT)
+            self._shard = tarfile.open(  # noqa: SIM115 (open across samples; _finish_shard closes it)
+                fileobj=self._shard_file.handle, mode="w", format=tarfile.USTAR_FORMAT
+            )
             self.shard_sizes[self._shard_name] = 0
         return self._shard
 
@@ -105,13 +109,19 @@ class SplitWriter:
         """Finish the files; returns this split's manifest entry (paths relative to `root`)."""
         self._finish_shard()
         self._csv_file.commit()
-        write_json(os.path.join(self.root, SHARD_FOLDER, "sizes.json"), dict(sorted(self.shard_sizes.items())), indent=1)
+        write_json(
+            os.path.join(self.root, SHARD_FOLDER, "sizes.json"),
+            dict(sorted(self.shard_sizes.items())),
+            indent=1,
+        )
         last = len(self.shard_sizes) - 1
         return {
             "count": self.count,
             "folder": ".",
             "csv": CSV_NAME,
             "classes": "classes.txt",
-            "shards": f"{SHARD_FOLDER}/{{00000..{last:05d}}}.tar" if last > 0 else f"{SHARD_FOLDER}/00000.tar",
+            "shards": f"{SHARD_FOLDER}/{{00000..{last:05d}}}.tar"
+            if last > 0
+            else f"{SHARD_FOLDER}/00000.tar",
             "shard_sizes": dict(self.shard_sizes),
         }

@@ -10,8 +10,8 @@ from `open_clip.zero_shot_metadata` so that zero-shot numbers compare with publi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from open_clip import zero_shot_metadata
 
@@ -72,4 +72,3 @@ def load_templates(spec: str | os.PathLike | Sequence[str]) -> list[str]:
         f"templates {name!r}: expected a built-in set ({', '.join(builtin_template_sets())}) "
         f"or a file with one template per line"
     )
-
