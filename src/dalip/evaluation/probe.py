@@ -116,6 +116,25 @@ def fit_linear_probe(
     return {**metrics, "chosen_C": best_c, "heldout_accuracy_by_C": heldout_scores}
 
 
+def encode_splits(
+    model: Encoder,
+    train: Any,
+    test: Any,
+    preprocess: Any,
+    runtime: Runtime,
+    features: str,
+    cache: dict | None,
+    label_key: str,
+    image_key: str,
+) -> tuple[tuple[Any, list[str], str, int], tuple[Any, list[str], str, int]]:
+    """`encode_split` of the training split, then of the test split with the training split's
+    class names (so both label the same classes)."""
+    keys = dict(label_key=label_key, image_key=image_key)
+    train_split = encode_split(model, train, preprocess, runtime, features, None, cache, **keys)
+    test_split = encode_split(model, test, preprocess, runtime, features, train_split[1], cache, **keys)
+    return train_split, test_split
+
+
 def linear_probe(
     model: Encoder,
     train: Any,
@@ -135,12 +154,8 @@ def linear_probe(
     Returns {top1, top5, mean_per_class_recall, chosen_C, heldout_accuracy_by_C, ...}.
     """
     runtime = runtime or Runtime()
-    keys = dict(label_key=label_key, image_key=image_key)
-    train_set, names, train_where, train_size = encode_split(
-        model, train, preprocess, runtime, features, None, cache, **keys
-    )
-    test_set, _, test_where, test_size = encode_split(
-        model, test, preprocess, runtime, features, names, cache, **keys
+    (train_set, names, train_where, train_size), (test_set, _, test_where, test_size) = encode_splits(
+        model, train, test, preprocess, runtime, features, cache, label_key, image_key
     )
     result = fit_linear_probe(
         feature_matrix(train_set, features),
@@ -272,12 +287,8 @@ def fewshot(
     `shots`, `folds` and `seed` come from the file).
     """
     runtime = runtime or Runtime()
-    keys = dict(label_key=label_key, image_key=image_key)
-    train_set, names, train_where, train_size = encode_split(
-        model, train, preprocess, runtime, features, None, cache, **keys
-    )
-    test_set, _, test_where, test_size = encode_split(
-        model, test, preprocess, runtime, features, names, cache, **keys
+    (train_set, names, train_where, train_size), (test_set, _, test_where, test_size) = encode_splits(
+        model, train, test, preprocess, runtime, features, cache, label_key, image_key
     )
     labels, indices = train_set.labels.numpy(), train_set.indices.numpy()
     if splits_from is not None:

@@ -291,7 +291,7 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.position = restore_with_current_hyperparameters(
-            state, self._components(), self.context.rank, self.context.world_size, self.device
+            state, self._components(), self.context, self.device
         )
         self.nonfinite = NonFiniteSteps(
             self.device, self.position.nonfinite_in_row, self.position.nonfinite_total

@@ -25,6 +25,7 @@ import yaml
 from dalip.atomic import write_text
 from dalip.model.file_format import load_training_state
 from dalip.outputs import OutputFolder
+from dalip.train.distributed import DistributedContext
 from dalip.train.state import (
     Position,
     all_ranks_agree,
@@ -143,11 +144,7 @@ def start_run(
 
 
 def restore_with_current_hyperparameters(
-    state: dict[str, Any],
-    components: dict[str, Any],
-    rank: int,
-    world_size: int,
-    device: torch.device | None = None,
+    state: dict[str, Any], components: dict[str, Any], context: DistributedContext, device: torch.device
 ) -> Position:
     """`restore_training_state`, then this run's optimiser hyper-parameters put back
     (`apply_current_hyperparameters`); a checkpoint that does not fit is a ValueError naming it."""
@@ -155,7 +152,7 @@ def restore_with_current_hyperparameters(
     fresh_groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     fresh_base_lrs = list(scheduler.base_lrs)
     try:
-        position = restore_training_state(state, components, rank, world_size, device)
+        position = restore_training_state(state, components, context.rank, context.world_size, device)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
