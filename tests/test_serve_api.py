@@ -133,6 +133,32 @@ def test_gallery_images_are_served_and_nothing_else(served):
         assert answer.status_code == 404
 
 
+def test_symbolic_links_out_of_the_gallery_are_neither_listed_nor_served(served, tmp_path, caplog):
+    """A gallery image that is a link to a file outside the gallery (`x.jpg -> /etc/passwd`) is
+    left out of the index, and one swapped in after the scan is refused: 404, nothing read."""
+    gallery = tmp_path / "gallery"
+    write_image(gallery / "oak" / "0.png", 10)
+    (gallery / "oak" / "inside.png").symlink_to(gallery / "oak" / "0.png")  # a link within: kept
+    secret = tmp_path / "secret.png"
+    write_image(secret, 11)
+    (gallery / "oak" / "x.png").symlink_to(secret)
+    with caplog.at_level("WARNING", logger="dalip.serve.gallery"):
+        scanned = Gallery.scan(gallery)
+    assert scanned.paths == ["oak/0.png", "oak/inside.png"]
+    assert "1 image(s) left out of the gallery" in caplog.text
+    client, listed = served["client"], served["train"] / "oak" / "2.png"
+    original = listed.read_bytes()
+    listed.unlink()
+    listed.symlink_to(served["tuned"])
+    try:
+        answer = client.get("/gallery/oak/2.png")
+        assert answer.status_code == 404 and answer.content != served["tuned"].read_bytes()
+    finally:
+        listed.unlink()
+        listed.write_bytes(original)
+    assert client.get("/gallery/oak/2.png").content == original
+
+
 def test_identify_answers_predictions_and_neighbours_together(served):
     body = _post(served["client"], "/api/identify", served["test"] / "maple" / "0.png", LABELS).json()
     assert set(body["predictions"]) == {"tuned", "tuned/first", "plain"}

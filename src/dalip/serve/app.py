@@ -14,6 +14,7 @@ A user's mistake is answered with a 4xx status and `{"error": message}`; the ser
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from dalip.serve.engine import Identifier
+from dalip.serve.gallery import is_inside
 from dalip.serve.uploads import MEGABYTE, RequestError, human_size, parse_labels, read_image
 
 logger = logging.getLogger(__name__)
@@ -94,9 +96,10 @@ def create_app(identifier: Identifier) -> FastAPI:
 
     @app.get("/gallery/{path:path}")
     def gallery_image(path: str) -> FileResponse:
-        if path not in gallery_paths:
+        real = os.path.realpath(identifier.gallery.root / path)  # checked, then served: one resolution
+        if path not in gallery_paths or not is_inside(identifier.gallery.root, real):
             raise RequestError(404, f"{path}: not an image of the gallery")
-        return FileResponse(identifier.gallery.root / path)
+        return FileResponse(real)
 
     return app
 

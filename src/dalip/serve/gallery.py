@@ -57,8 +57,15 @@ class Gallery:
             listing = list_image_folder(root)
         except (FileNotFoundError, NotADirectoryError, ValueError) as error:
             raise type(error)(f"{flag}: {error}") from error
-        paths = [Path(path).relative_to(root).as_posix() for path, _ in listing.samples]
-        return cls(root, paths, [label for _, label in listing.samples], list(listing.classes))
+        inside = [(path, label) for path, label in listing.samples if is_inside(root, path)]
+        if len(inside) < len(listing.samples):
+            logger.warning(
+                "%s: %d image(s) left out of the gallery: symbolic links to files outside it",
+                root,
+                len(listing.samples) - len(inside),
+            )
+        paths = [Path(path).relative_to(root).as_posix() for path, _ in inside]
+        return cls(root, paths, [label for _, label in inside], list(listing.classes))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -73,6 +80,11 @@ class Gallery:
 
     def label_of(self, index: int) -> str:
         return self.classes[self.labels[index]]
+
+
+def is_inside(root: Path, path: str | os.PathLike) -> bool:
+    """Whether `path`, its symbolic links followed, lies inside the folder `root` (resolved)."""
+    return Path(os.path.realpath(path)).is_relative_to(root)
 
 
 def _sha256(value: object) -> str:
