@@ -194,3 +194,29 @@ def test_fused_folder_with_a_crafted_dalip_section_is_one_line(saved, tmp_path, 
     )
     assert "fused" in message and expected in message
     assert not (tmp_path / "e.npz").exists()
+
+
+def test_a_model_with_non_finite_weights_is_refused_by_every_loader(tmp_path, capsys):
+    """A diverged or damaged model is one line naming the tensor, exit 2, for every command
+    and loader: not an evaluation at 4% top-1 or predictions of `nan%`."""
+    import dalip
+    from dalip.evaluation.specs import load_model
+    from dalip.export.open_clip_file import export_open_clip
+
+    path, state, config = saved_checkpoint(tmp_path)
+    model = dalip.load_checkpoint(path)
+    with torch.no_grad():
+        model.clip.visual.conv1.weight[0, 0, 0, 0] = float("nan")
+    broken = tmp_path / "broken.safetensors"
+    model.save(broken)
+    image = tmp_path / "leaf.png"
+    Image.new("RGB", (32, 32), (20, 120, 40)).save(image)
+    line = user_error(capsys, "predict", "-m", broken, "--labels", "oak,fern", image)
+    assert str(broken) in line and "'clip.visual.conv1.weight' holds NaN or infinite values" in line
+    assert "holds NaN" in user_error(capsys, "export", broken, tmp_path / "out.safetensors")
+    with pytest.raises(ValueError, match="'clip.visual.conv1.weight' holds NaN"):  # as model.pretrained
+        dalip.create_model("test-tiny", pretrained=str(broken), **TEST_MBDC)
+    open_clip_file = tmp_path / "plain.safetensors"
+    export_open_clip(model, open_clip_file)
+    with pytest.raises(ValueError, match="'visual.conv1.weight' holds NaN"):
+        load_model(f"openclip:test-tiny:{open_clip_file}")

@@ -12,7 +12,7 @@ import torch
 
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.factory import build_model
-from dalip.model.file_format import read_model_file
+from dalip.model.file_format import read_model_file, refuse_nonfinite_weights
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> DALIPModel:
@@ -22,6 +22,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     (`dalip train`'s `checkpoints/step_*.pt`).
     """
     config, state = read_model_file(path)
+    refuse_nonfinite_weights(state, os.fspath(path))
     model = build_model(config, os.fspath(path))
     try:
         model.load_state_dict(state)

@@ -42,6 +42,7 @@ from dalip.model.factory import (
     tag_uses_quick_gelu,
 )
 from dalip.model.features import Encoder, Features
+from dalip.model.file_format import refuse_nonfinite_weights
 
 OPENCLIP_PREFIX = "openclip:"
 FOLDER_PREFIXES = (LOCAL_DIR_PREFIX, HF_HUB_PREFIX)
@@ -147,6 +148,7 @@ def _load_folder(spec: str, name: str, plain: bool = False) -> LoadedModel:
         raise ValueError(
             f"model spec {spec!r}: open_clip could not load {folder}: {str(error).splitlines()[0]}"
         ) from error
+    refuse_nonfinite_weights(clip.state_dict(), f"model spec {spec!r}")
     tokenizer = open_clip.get_tokenizer(identifier)
     return LoadedModel(
         name, OpenCLIPModel(clip, identifier).eval(), preprocess, tokenizer, spec, state_sha256(clip)
@@ -181,6 +183,7 @@ def _load_open_clip(spec: str, name: str) -> LoadedModel:
                 f"model spec {spec!r}: open_clip could not load {weights}: {load_error_reason(error)}"
             ) from error
         raise
+    refuse_nonfinite_weights(clip.state_dict(), f"model spec {spec!r}")
     tokenizer = open_clip.get_tokenizer(architecture)
     sha = file_sha256(weights) if is_file else None
     return LoadedModel(name, OpenCLIPModel(clip, architecture).eval(), preprocess, tokenizer, spec, sha)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from dalip.export.files import write_files
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.factory import load_error_reason, quiet_loading, wrap_clip
+from dalip.model.file_format import refuse_nonfinite_weights
 from dalip.model.registry import check_supported_architecture, register_config
 from dalip.model.stored_config import check_model_config
 
@@ -147,6 +148,7 @@ def load_folder(folder: str | os.PathLike, device: str | torch.device = "cpu") -
     wrong = unexpected + [key for key in missing if not key.startswith("clip.")]
     if wrong:
         raise ValueError(f"{heads_path}: heads do not match the config's MBDC options (e.g. {wrong[0]})")
+    refuse_nonfinite_weights(model.state_dict(), os.fspath(folder))
     return model.to(device).eval()
 
 

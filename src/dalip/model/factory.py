@@ -16,7 +16,12 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from dalip.config import DEFAULT_ALPHA, PAPER_MBDC, MBDCOptions
 from dalip.model.dalip_model import DALIPModel
-from dalip.model.file_format import is_training_checkpoint, read_checkpoint_config, read_model_file
+from dalip.model.file_format import (
+    is_training_checkpoint,
+    read_checkpoint_config,
+    read_model_file,
+    refuse_nonfinite_weights,
+)
 from dalip.model.registry import check_supported_architecture, register_config
 from dalip.model.stored_config import check_plain_model_name
 
@@ -159,6 +164,8 @@ def create_model(
     quiet = _quiet_root_logger() if source in ("dalip", "none") else contextlib.nullcontext()
     with quiet:
         clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
+    if open_clip_weights is not None:
+        refuse_nonfinite_weights(clip.state_dict(), f"pretrained {pretrained}")
     model = DALIPModel(
         clip, model_name, alpha, options, separate_second_temperature=separate_second_temperature
     )
@@ -198,6 +205,7 @@ def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[st
     weights whose shapes differ (other heads or reduced dim) are kept as initialised.
     """
     _, state = read_model_file(path)
+    refuse_nonfinite_weights(state, os.fspath(path))
     own = model.state_dict()
     missing_clip = [
         k for k in own if k.startswith("clip.") and (k not in state or state[k].shape != own[k].shape)

@@ -128,3 +128,14 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         training = load_training_state(path)
         return training["dalip_config"], training["model"]
     return require_dalip_checkpoint(path), read_state_dict(path)
+
+
+def refuse_nonfinite_weights(state: dict[str, torch.Tensor], where: str) -> None:
+    """ValueError naming the first floating-point tensor of `state` that holds NaN or inf: such
+    a model (a diverged run, a damaged file) would evaluate and predict nonsense as if fine."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{where}: weight {name!r} holds NaN or infinite values; refusing a broken model "
+                f"(a diverged run or a damaged file)"
+            )
