@@ -97,8 +97,9 @@ class ModelConfig:
     alpha: float = checked(DEFAULT_ALPHA, minimum=0, maximum=1)
     mbdc: MBDCOptions = flattened(lambda: MBDCOptions(heads=None, reduced_dim=None))
     separate_second_temperature: bool = False
-    image_size: int | None = checked(None, minimum=1)
-    context_length: int | None = checked(None, minimum=1)
+    # bounded so a typo cannot ask for terabytes: the largest open_clip ViTs use 518 px and 256 tokens
+    image_size: int | None = checked(None, minimum=1, maximum=2048)
+    context_length: int | None = checked(None, minimum=1, maximum=1024)
 
 
 @dataclass
@@ -175,7 +176,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     device: Device = "auto"
     distributed_timeout_minutes: float = checked(60.0, above=0)  # how long a rank waits for the others
-    seed: int = checked(0, minimum=0)
+    seed: int = checked(0, minimum=0, maximum=2**32 - 1)
     checkpoint_every: int = checked(500, minimum=1)
     keep_last: int = checked(3, minimum=1)
     log_every: int = checked(10, minimum=1)

@@ -140,11 +140,15 @@ def read_table(
     path = os.fspath(path)
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
     try:
-        with open(
-            path, newline="", encoding="utf-8-sig"
-        ) as handle:  # -sig: a byte-order mark is no column name
+        # utf-8-sig: a byte-order mark is no column name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
             present = list(reader.fieldnames or [])
+            repeated = sorted({name for name in present if present.count(name) > 1})
+            if repeated:
+                raise ValueError(
+                    f"{path}: column(s) {repeated} appear twice in the header; name each column once"
+                )
             for column in columns:
                 if column not in present:
                     raise ValueError(

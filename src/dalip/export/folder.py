@@ -97,6 +97,8 @@ def read_folder_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
         raise ValueError(f"{path}: expected an object with a 'model_cfg' object (open_clip's folder format)")
+    if "preprocess_cfg" in config:  # checked as a checkpoint's is: mean and std of 3 channels
+        check_model_config({"model_name": "folder", "preprocess_cfg": config["preprocess_cfg"]}, str(path))
     return config
 
 

@@ -59,7 +59,12 @@ def check_model_config(config: Any, where: str) -> dict[str, Any]:
             "a positive size",
         ),
         "context_length": (lambda v: v is None or _positive_int(v), "a positive integer"),
-        "preprocess_cfg": (lambda v: isinstance(v, dict), "a JSON object"),
+        "preprocess_cfg": (
+            lambda v: (
+                isinstance(v, dict) and all(_channel_values(v[key]) for key in ("mean", "std") if key in v)
+            ),
+            "a JSON object whose mean and std are 3 numbers each (R, G, B)",
+        ),
     }
     for key, (valid, expected) in expectations.items():
         if key in config and not valid(config[key]):
@@ -110,6 +115,12 @@ def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return "empty"
     return "null" if value is None else f"a JSON {type(value).__name__}"
+
+
+def _channel_values(value: Any) -> bool:
+    """Three finite numbers, one per colour channel (a single number is open_clip's too)."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    return len(values) in (1, 3) and all(_is_number(v) and math.isfinite(v) for v in values)
 
 
 def _is_number(value: Any) -> bool:

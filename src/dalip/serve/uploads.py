@@ -7,11 +7,12 @@ sentence that the page shows as it is and the JSON API returns as `{"error": ...
 from __future__ import annotations
 
 import io
+import warnings
 
 from PIL import Image, UnidentifiedImageError
 
 from dalip.data.skips import SkipCounter
-from dalip.data.sources import decode_image
+from dalip.data.sources import decode_image, max_image_pixels
 from dalip.evaluation.labels import check_labels
 from dalip.serve.engine import MEGABYTE
 
@@ -47,10 +48,21 @@ def read_image(data: bytes, filename: str, max_bytes: int) -> Image.Image:
             f"{human_size(max_bytes)} (dalip serve --max-upload-mb)",
         )
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            image_format = probe.format
+        with warnings.catch_warnings():  # dalip's own pixel limit applies, below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                image_format, pixels, size = probe.format, probe.width * probe.height, probe.size
+    except Image.DecompressionBombError:  # Pillow's own refusal, beyond twice its limit
+        image_format, pixels, size = "huge", max_image_pixels() + 1, None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        image_format = None
+        image_format, pixels, size = None, 0, None
+    if pixels > max_image_pixels():
+        dimensions = f"{size[0]} x {size[1]} pixels" if size else "more pixels than Pillow opens"
+        raise RequestError(
+            413,
+            f"{filename}: the image is {dimensions}; the limit is {max_image_pixels():,} pixels "
+            f"(DALIP_MAX_IMAGE_PIXELS)",
+        )
     if image_format not in ACCEPTED_FORMATS:
         found = f" (it is {image_format})" if image_format else ""
         raise RequestError(415, f"{filename}: not a JPEG, PNG or WebP image{found}")

@@ -28,7 +28,12 @@ from dalip.train.distributed import (
     shutdown_distributed,
 )
 from dalip.train.optim import NonFiniteSteps, check_finite_weights, check_nonfinite
-from dalip.train.out_dir import claim_out_dir, restore_with_current_hyperparameters, start_run
+from dalip.train.out_dir import (
+    check_resumed_position,
+    claim_out_dir,
+    restore_with_current_hyperparameters,
+    start_run,
+)
 from dalip.train.run_data import build_data, check_epoch_data, steps_per_epoch, take_micro_batches
 from dalip.train.run_log import RunLog, StepTimes
 from dalip.train.state import (
@@ -293,6 +298,7 @@ class Trainer:
         self.position = restore_with_current_hyperparameters(
             state, self._components(), self.context, self.device
         )
+        check_resumed_position(self.position, self.total_steps, self.steps_per_epoch, state["path"])
         self.nonfinite = NonFiniteSteps(
             self.device, self.position.nonfinite_in_row, self.position.nonfinite_total
         )

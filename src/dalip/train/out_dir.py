@@ -162,6 +162,27 @@ def restore_with_current_hyperparameters(
     return position
 
 
+def check_resumed_position(
+    position: Position, total_steps: int, steps_per_epoch: int | None, path: str | os.PathLike
+) -> None:
+    """ValueError unless a checkpoint's position fits this run: step 0..total_steps, a step of the
+    epoch within the epoch, no negative count (a damaged or crafted file would train on wrongly)."""
+    problems = []
+    if not 0 <= position.step <= total_steps:
+        problems.append(f"step {position.step} (this run has {total_steps})")
+    if position.epoch < 0 or position.nonfinite_in_row < 0 or position.nonfinite_total < 0:
+        counts = f"{position.nonfinite_in_row} / {position.nonfinite_total}"
+        problems.append(f"epoch {position.epoch}, non-finite counts {counts}")
+    if position.steps_in_epoch < 0 or (
+        steps_per_epoch is not None and position.steps_in_epoch > steps_per_epoch
+    ):
+        problems.append(f"step {position.steps_in_epoch} of an epoch of {steps_per_epoch}")
+    if problems:
+        raise ValueError(
+            f"--resume: checkpoint {path} is at {'; '.join(problems)}: not a position of this run"
+        )
+
+
 def tidy_out_dir(out_dir: Path, config: Mapping[str, Any], resumed_step: int | None) -> None:
     """Remove half-written files of a killed run, cut metrics.jsonl back to the resumed
     step (those steps are trained again), write config.yaml. Rank 0 only."""

@@ -26,7 +26,7 @@ from PIL import Image
 
 from dalip.atomic import write_text
 from dalip.data.synthetic.general import GENERAL_CLASSES, general_caption, render_general
-from dalip.data.synthetic.plants import TRAITS, Species, alt_text, make_species, multi_captions
+from dalip.data.synthetic.plants import MAX_SPECIES, TRAITS, Species, alt_text, make_species, multi_captions
 from dalip.data.synthetic.render import render_leaf, sample_pose
 from dalip.data.synthetic.writers import SplitWriter, encode_image
 from dalip.outputs import OutputFolder
@@ -46,7 +46,7 @@ class GeneratorOptions:
     """What `make_dataset` writes (all of it is recorded in the manifest)."""
 
     seed: int = checked(0, minimum=0)
-    species: int = checked(24, minimum=2)
+    species: int = checked(24, minimum=2, maximum=MAX_SPECIES)
     image_size: int = checked(64, minimum=16, maximum=1024)
     train_per_class: int = checked(40, minimum=1)
     val_per_class: int = checked(10, minimum=1)

@@ -25,6 +25,10 @@ TRAITS: dict[str, tuple[str, ...]] = {
     "spots": SPOTS,
 }
 SPECIES_PER_GENUS = 4
+TRAIT_COMBINATIONS = len(SHAPES) * len(MARGINS) * len(VENATIONS) * len(COLOURS) * len(SPOTS)
+# A third of the distinct trait sets: a genus then finds free ones in a few draws.
+MAX_SPECIES = TRAIT_COMBINATIONS // 3
+_GENUS_DRAWS = 10_000  # the bound on the search for one genus (a few suffice below MAX_SPECIES)
 
 _SYLLABLES = (
     "ca",
@@ -175,8 +179,9 @@ def _common_noun(nouns: list[str], index: int) -> str:
 def _genus_traits(
     rng: np.random.Generator, size: int, taken: set[tuple[str, ...]]
 ) -> list[tuple[dict[str, str], str | None]]:
-    """Traits of one genus: the base, then one changed trait per further species."""
-    while True:
+    """Traits of one genus: the base, then one changed trait per further species (at most
+    `_GENUS_DRAWS` draws; RuntimeError past them, which `MAX_SPECIES` keeps out of reach)."""
+    for _ in range(_GENUS_DRAWS):
         base = {trait: str(rng.choice(values)) for trait, values in TRAITS.items()}
         if rng.random() < 0.5:
             base["spots"] = "none"  # healthy leaves are the commonest look
@@ -189,12 +194,16 @@ def _genus_traits(
         if not taken.intersection(keys):
             taken.update(keys)
             return members
+    raise RuntimeError(f"no free trait sets for a genus of {size} after {_GENUS_DRAWS} draws")
 
 
 def make_species(count: int, seed: int) -> list[Species]:
     """`count` species (>= 2) with unique names and trait sets, deterministic in `seed`."""
-    if count < 2:
-        raise ValueError(f"species must be >= 2, got {count}")
+    if not 2 <= count <= MAX_SPECIES:
+        raise ValueError(
+            f"species: expected 2 to {MAX_SPECIES} (a third of the {TRAIT_COMBINATIONS} distinct trait "
+            f"sets), got {count}"
+        )
     rng = np.random.default_rng([seed, 7])
     species: list[Species] = []
     taken: set[tuple[str, ...]] = set()
