@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from guard_helpers import files_under, user_error
@@ -147,11 +146,11 @@ def test_a_killed_holders_lock_is_free_and_a_live_ones_respected(tmp_path):
 
 
 RACE = """
-import sys, time
+import os, sys, time
 from dalip.outputs import OutputFolder
-start = float(sys.argv[2])
-while time.time() < start:
-    pass
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):  # every racer imported; then all go at once
+    time.sleep(0.001)
 try:
     with OutputFolder(sys.argv[1], "eval"):
         print("won", flush=True)
@@ -165,16 +164,20 @@ def test_processes_racing_for_a_stale_lock_cannot_both_win(tmp_path):
     """A stale lock file (dalip 0.1's record of a process that is gone) and six processes
     starting at the same instant: exactly one takes the folder, the others are refused while it
     holds it (dalip 0.1's own lock let several take over a stale lock at once)."""
-    (tmp_path / LOCK_NAME).write_text(
+    folder, go = tmp_path / "out", tmp_path / "go"
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text(
         json.dumps({"pid": 999999, "host": socket.gethostname(), "command": "eval"})
     )
-    start = time.time() + 3.0  # every process imported and waiting by then
     racers = [
         subprocess.Popen(
-            [sys.executable, "-c", RACE, str(tmp_path), str(start)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", RACE, str(folder), str(go)], stdout=subprocess.PIPE, text=True
         )
         for _ in range(6)
     ]
+    for racer in racers:  # imports take seconds on a busy machine; the race itself does not wait
+        assert racer.stdout.readline().strip() == "ready"
+    go.write_text("")
     outcomes = sorted(racer.communicate(timeout=120)[0].strip() for racer in racers)
     assert outcomes == ["refused"] * 5 + ["won"]
 

@@ -147,3 +147,17 @@ def test_yaml_stays_safe_and_reads_what_it_read(tmp_path):
     assert load_yaml_text("a: [1, {b: 2e-3}]\nc: null\n") == yaml.safe_load("a: [1, {b: 2e-3}]\nc: null\n")
     with pytest.raises(yaml.YAMLError):
         load_yaml_text("!!python/object/apply:os.system ['echo hi']")
+
+
+def test_a_brace_pattern_is_bounded_before_it_expands(tmp_path):
+    """`{0000000000..9999999999}.tar` is 10^10 names: refused from the pattern, not expanded."""
+    from dalip.data.shards import MAX_SHARDS, _expansion_bound, expand_shards
+
+    for pattern in ("{0000000000..9999999999}.tar", "{a,b}" * 30, "{{0..999}{0..9999},x}.tar"):
+        with pytest.raises(ValueError, match="expands to more than 1,000,000 shard names"):
+            expand_shards(str(tmp_path / pattern))
+    assert _expansion_bound("shards/{00000..41455}.tar") == 41456 <= MAX_SHARDS
+    (tmp_path / "a1.tar").write_bytes(b"")
+    assert expand_shards(str(tmp_path / "a{1..3}.tar")) == [
+        str(tmp_path / "a1.tar")
+    ]  # the others are missing

@@ -21,13 +21,15 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
+import braceexpand
 import numpy as np
 import torch.utils.data
 import webdataset as wds
-from webdataset.shardlists import expand_urls
+from webdataset.shardlists import envsubst
 
 from dalip.config import SourceConfig
 from dalip.data.captions import CaptionError, parse_caption_field
@@ -48,12 +50,61 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+MAX_SHARDS = 1_000_000  # LAION-5B's ~231,000 shards fit four times over
+
+
+_INT_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.-?(\d+))?$")
+_CHAR_RANGE = re.compile(r"^([A-Za-z])\.\.([A-Za-z])(?:\.\.-?(\d+))?$")
+
+
+def _expansion_bound(pattern: str) -> int:
+    """An upper bound on the names a brace pattern expands to: the product over its brace
+    groups (any depth) of a range's length or a list's items (braceexpand materialises each
+    group, so a group must be bounded before it is expanded). Stops once past MAX_SHARDS."""
+    bound, openings = 1, []
+    for position, character in enumerate(pattern):
+        if character == "{":
+            openings.append(position)
+        elif character == "}" and openings:
+            body = pattern[openings.pop() + 1 : position]
+            ranged = _INT_RANGE.match(body) or _CHAR_RANGE.match(body)
+            if ranged:
+                first, last, step = ranged.groups()
+                span = (
+                    abs(int(first) - int(last))
+                    if first.lstrip("-").isdigit()
+                    else abs(ord(first) - ord(last))
+                )
+                bound *= span // max(1, int(step or 1)) + 1
+            else:
+                bound *= body.count(",") + 1
+            if bound > MAX_SHARDS:
+                return bound
+    return bound
+
+
+def _bounded_expansion(pattern: str) -> list[str]:
+    """webdataset's expansion ("::", WDS_ variables, braces), refused past MAX_SHARDS names
+    (`{0000000000..9999999999}` would be 10^10 strings in memory)."""
+    urls: list[str] = []
+    for part in pattern.split("::"):
+        for _ in range(10):  # nested WDS_ variables, as webdataset expands them
+            expanded = envsubst(part)
+            if expanded == part:
+                break
+            part = expanded
+        if len(urls) + _expansion_bound(part) > MAX_SHARDS:
+            raise ValueError(f"{pattern[:200]}: expands to more than {MAX_SHARDS:,} shard names")
+        urls.extend(braceexpand.braceexpand(part))
+    return urls
+
+
 def expand_shards(pattern: str) -> list[str]:
     """Brace pattern (``shards/{00000..00009}.tar``, "::" joins patterns) -> shard list.
 
     Local shards that do not exist are left out with a warning; ValueError when none is left.
     """
-    urls = expand_urls(pattern)
+    urls = _bounded_expansion(pattern)
     present = [url for url in urls if not _is_local(url) or os.path.isfile(url)]
     if not present:
         raise ValueError(f"{pattern}: no shards match (expected tar files, e.g. shards/{{00000..00009}}.tar)")
