@@ -21,6 +21,22 @@ from dalip.data.skips import SkipCounter
 from dalip.data.sources import Source, StreamSplit
 from dalip.data.synthetic import make_dataset
 
+# `dalip make-dataset` flags for the smallest dataset it writes (2 species, 24 px, a few images)
+TINY_DATASET = [
+    "--species",
+    "2",
+    "--image-size",
+    "24",
+    "--train-per-class",
+    "2",
+    "--val-per-class",
+    "1",
+    "--test-per-class",
+    "1",
+    "--general-classes",
+    "1",
+]
+
 TINY_OPTIONS = dict(
     species=4,
     image_size=32,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import TINY_OPTIONS, generate_tiny
+from data_fixtures import TINY_DATASET, TINY_OPTIONS, generate_tiny
 
 from dalip.cli import main
 from dalip.data.synthetic.plants import TRAITS, make_species
@@ -89,23 +89,7 @@ def test_one_trait_changes_the_image_visibly(trait, value):
 
 def test_cli_writes_and_refuses_non_empty_folder(tmp_path, capsys):
     out = tmp_path / "data"
-    args = [
-        "make-dataset",
-        "--out",
-        str(out),
-        "--species",
-        "2",
-        "--image-size",
-        "24",
-        "--train-per-class",
-        "2",
-        "--val-per-class",
-        "1",
-        "--test-per-class",
-        "1",
-        "--general-classes",
-        "1",
-    ]
+    args = ["make-dataset", "--out", str(out), *TINY_DATASET]
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["plant/train"] == 4 and manifest["image_size"] == 24

@@ -10,25 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from data_fixtures import TINY_DATASET
 from guard_helpers import files_under, user_error
 
 from dalip.cli import main
 from dalip.outputs import LOCK_NAME, MANIFEST_NAME, OutputFolder, check_output_file, read_manifest
-
-TINY_DATASET = [
-    "--species",
-    "2",
-    "--image-size",
-    "24",
-    "--train-per-class",
-    "2",
-    "--val-per-class",
-    "1",
-    "--test-per-class",
-    "1",
-    "--general-classes",
-    "1",
-]
 
 
 def _user_folder(root):
