@@ -9,17 +9,22 @@ again (dataset images)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 
 def _temporary_beside(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:  # e.g. a read-only mount: name the file asked for, not our temporary
+        raise write_error(error, path) or error from error
     os.close(handle)
     return temporary
 
@@ -34,25 +39,51 @@ def _publish(temporary: str, path: Path, durable: bool) -> None:
     os.replace(temporary, path)
 
 
-def _naming_the_target(error: OSError, temporary: str, path: Path) -> OSError:
-    """The error with the file the user asked for instead of our temporary one."""
-    if error.filename == temporary or temporary in str(error):
-        return OSError(error.errno, error.strerror or str(error).replace(temporary, str(path)), str(path))
-    return error
+def write_error(
+    error: BaseException, path: str | os.PathLike, temporary: str | None = None
+) -> OSError | None:
+    """`error` as an OSError naming `path` when it is a failure to write (a full disk, a
+    file-size limit, a read-only mount), found in the error itself, in what it was raised
+    from (torch's writer), or in a library's "os error N" text (safetensors); None when it
+    is something else. An OSError that names another file than `temporary` stays as it is."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError):
+        if cause.errno is None or cause.filename not in (None, temporary, str(path)):
+            return cause if cause is not error else None
+        number, text = cause.errno, cause.strerror or os.strerror(cause.errno)
+    else:
+        match = re.search(r"os error (\d+)", str(error))
+        if match is None:
+            return None
+        number = int(match.group(1))
+        text = os.strerror(number)
+    return OSError(number, text, str(path))  # OSError(errno, ...) is the errno's subclass
+
+
+@contextlib.contextmanager
+def naming_failures(path: str | os.PathLike, temporary: str | None = None) -> Iterator[None]:
+    """Re-raise a failure to write inside the block (`write_error`) as an OSError naming
+    `path` (instead of `temporary`, or of nothing)."""
+    try:
+        yield
+    except Exception as error:
+        named = write_error(error, path, temporary)
+        if named is None or named is error:
+            raise
+        raise named from error
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], durable: bool = True) -> None:
-    """Call `write(temporary_path)` then rename over `path`: readers never see half a file."""
+    """Call `write(temporary_path)` then rename over `path`: readers never see half a file.
+    A failure to write is an OSError naming `path` (`write_error`)."""
     path = Path(path)
     temporary = _temporary_beside(path)
     try:
-        write(temporary)
-        _publish(temporary, path, durable)
-    except OSError as error:  # name the file the user asked for, not our temporary one
-        named = _naming_the_target(error, temporary, path)
-        if named is error:
-            raise
-        raise named from error
+        with naming_failures(path, temporary):
+            write(temporary)
+            _publish(temporary, path, durable)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -90,28 +121,29 @@ class AtomicFile:
 
     def commit(self) -> None:
         try:
-            self.handle.close()
-            _publish(self._temporary, self.path, self.durable)
-        except OSError as error:
+            with naming_failures(self.path, self._temporary):
+                self.handle.close()
+                _publish(self._temporary, self.path, self.durable)
+        except BaseException:
             self.discard()
-            named = _naming_the_target(error, self._temporary, self.path)
-            if named is error:
-                raise
-            raise named from error
+            raise
 
     def discard(self) -> None:
-        self.handle.close()
+        with contextlib.suppress(OSError):  # what is still buffered may not fit on a full disk
+            self.handle.close()
         if os.path.exists(self._temporary):
             os.unlink(self._temporary)
 
     def __enter__(self) -> AtomicFile:
         return self
 
-    def __exit__(self, kind: Any, *exc: Any) -> None:
-        if kind is None:
+    def __exit__(self, kind: Any, error: BaseException | None, *_: Any) -> None:
+        if error is None:
             self.commit()
-        else:
-            self.discard()
+            return
+        self.discard()
+        with naming_failures(self.path, self._temporary):
+            raise error
 
 
 def current_umask() -> int:
@@ -124,6 +156,15 @@ def current_umask() -> int:
 def file_mode() -> int:
     """The mode `open()` gives a new file under the current umask (0o644 under 022)."""
     return 0o666 & ~current_umask()
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` through a Python file, so a failed write keeps its OSError (written to
+    a path, torch's C++ writer reports only "unexpected pos")."""
+    import torch
+
+    with open(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def write_text(path: str | os.PathLike, text: str, durable: bool = True) -> None:

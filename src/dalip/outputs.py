@@ -26,7 +26,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class OutputFolder:
         self.foreign: set[str] = set()
         self._lock: FileLock | None = None
         self._created: list[Path] = []  # folders this command made, innermost first
+        self._expected: set[str] = set()  # files announced by `expect`, listed before they exist
 
     def __enter__(self) -> OutputFolder:
         self.open()
@@ -89,6 +90,7 @@ class OutputFolder:
             if not had_lock_file:
                 (self.root / LOCK_NAME).unlink(missing_ok=True)
             self._release_lock()
+            self._remove_created()
             raise
 
     def _check_and_clear(self) -> None:
@@ -119,9 +121,18 @@ class OutputFolder:
     def _legacy_run(self) -> bool:
         return self.legacy is not None and any(self.root.glob(self.legacy))
 
+    def expect(self, files: Iterable[str]) -> None:
+        """Announce files this command is about to write (relative, "/"-separated): the
+        manifest lists them before they exist, so after a kill or a full disk `--force`
+        still removes them (and their half-written temporaries)."""
+        self._expected.update(files)
+        self.record()
+
     def record(self, complete: bool = False) -> None:
-        """Rewrite the manifest with every file now in the folder that this command wrote."""
-        files = sorted(set(list_files(self.root)) - self.foreign)
+        """Rewrite the manifest with every file now in the folder that this command wrote
+        (and, while the run is not complete, the files it announced)."""
+        present = set(list_files(self.root)) - self.foreign
+        files = sorted(present if complete else present | self._expected)
         manifest = {"command": self.command, "complete": complete, "files": files}
         write_text(self.root / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
 
@@ -131,7 +142,12 @@ class OutputFolder:
         if self._lock is None:
             return
         try:
-            self.record(complete)
+            try:
+                self.record(complete)
+            except OSError as error:  # a failed run (a full disk): its own error is the one to report
+                if complete:
+                    raise
+                logger.debug("could not update %s: %s", self.root / MANIFEST_NAME, error)
             abandoned = bool(self._created) and not list_files(self.root)
             if abandoned:  # the lock's file goes while it is still held
                 (self.root / MANIFEST_NAME).unlink(missing_ok=True)
@@ -139,9 +155,13 @@ class OutputFolder:
         finally:
             self._release_lock()
         if abandoned:
-            with contextlib.suppress(OSError):  # stops at the first folder that is not empty
-                for folder in self._created:
-                    folder.rmdir()
+            self._remove_created()
+
+    def _remove_created(self) -> None:
+        """Remove the folders this command made, innermost first, while they are empty."""
+        with contextlib.suppress(OSError):  # stops at the first folder that is not empty
+            for folder in self._created:
+                folder.rmdir()
 
     # -- the lock ---------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -201,14 +221,18 @@ def remove_listed(root: str | os.PathLike, files: Sequence[str] | set[str], keep
     """Delete the listed files of `root` (not those under a `keep` name), then the folders
     that this leaves empty. A listed path that leads outside `root` is never touched."""
     base = os.path.realpath(root)
-    emptied = set()
+    emptied: dict[str, set[str]] = {}  # folder -> the listed names in it
     for relative in sorted(files):
         if relative.split("/")[0] in keep or not _inside(base, relative):
             continue
         path = os.path.join(base, *relative.split("/"))
         if os.path.islink(path) or os.path.isfile(path):
             os.unlink(path)
-            emptied.add(os.path.dirname(path))
+        emptied.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
+    for folder, names in emptied.items():  # what a killed writer left of a listed file
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            if _temporary_of(name) in names and os.path.isfile(os.path.join(folder, name)):
+                os.unlink(os.path.join(folder, name))
     for folder in sorted(emptied, key=len, reverse=True):
         while folder != base and folder.startswith(base + os.sep):
             try:
@@ -216,6 +240,13 @@ def remove_listed(root: str | os.PathLike, files: Sequence[str] | set[str], keep
             except OSError:
                 break
             folder = os.path.dirname(folder)
+
+
+def _temporary_of(name: str) -> str | None:
+    """The file a `dalip.atomic` temporary (".NAME.XXXXXXXX.tmp") was to become, else None."""
+    if not (name.startswith(".") and name.endswith(".tmp")) or "." not in name[1:-4]:
+        return None
+    return name[1:-4].rsplit(".", 1)[0]
 
 
 def _inside(base: str, relative: str) -> bool:

@@ -39,7 +39,9 @@ def source_revision() -> str | None:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            # read only: a plain `git status` may rewrite the index (and leave index.lock behind
+            # when it cannot), under the user's own git commands
+            ["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=10,

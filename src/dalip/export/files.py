@@ -3,13 +3,14 @@ else in the folder touched, modes from the user's umask."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from dalip.atomic import file_mode
+from dalip.atomic import file_mode, write_error
 
 
 def check_output_folder(folder: str | os.PathLike, names: list[str], force: bool) -> Path:
@@ -31,11 +32,21 @@ def write_files(
     files into `folder`. `writers` maps the main file name of each writer to the writer;
     a writer may add companion files (ONNX external data). Returns the written paths."""
     folder = check_output_folder(folder, list(writers), force)
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".dalip-export-", dir=folder))
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
-        for write in writers.values():
-            write(staging)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".dalip-export-", dir=folder))
+    except OSError as error:  # e.g. a read-only mount: name the folder, not our staging one
+        raise write_error(error, folder) or error from error
+    try:
+        for name, write in writers.items():
+            try:
+                write(staging)
+            except Exception as error:  # a full disk: one line naming the file, not the staged one
+                named = write_error(error, folder / name, str(staging / name))
+                if named is None or named is error:
+                    raise
+                raise named from error
         staged = sorted(staging.iterdir())
         clashes = [p.name for p in staged if (folder / p.name).exists() and p.name not in writers]
         if clashes and not force:
@@ -47,3 +58,6 @@ def write_files(
         return [folder / path.name for path in staged]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):  # a folder made for a failed export goes again
+            for made in created:
+                made.rmdir()  # only while empty

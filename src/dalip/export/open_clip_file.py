@@ -7,7 +7,7 @@ import os
 import torch
 from safetensors.torch import save_file
 
-from dalip.atomic import atomic_write
+from dalip.atomic import atomic_write, save_torch
 
 
 def export_open_clip(model: torch.nn.Module, path: str | os.PathLike) -> None:
@@ -22,4 +22,4 @@ def export_open_clip(model: torch.nn.Module, path: str | os.PathLike) -> None:
     if str(path).endswith(".safetensors"):
         atomic_write(path, lambda temporary: save_file(state, temporary))
     else:
-        atomic_write(path, lambda temporary: torch.save({"state_dict": state}, temporary))
+        atomic_write(path, lambda temporary: save_torch({"state_dict": state}, temporary))

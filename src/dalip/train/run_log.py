@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dalip.atomic import naming_failures
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ class RunLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as handle:
+        with naming_failures(self.path), open(self.path, "a") as handle:
             handle.write(json.dumps(record, default=_plain) + "\n")
         if self.writer is not None:
             step = record.get("step", 0)

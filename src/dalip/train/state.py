@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dalip.atomic import atomic_write
+from dalip.atomic import atomic_write, save_torch
 
 
 @dataclass
@@ -164,7 +164,7 @@ TRAINING_PATTERN = "step_*.pt"
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write a training checkpoint atomically (model, optimiser, scheduler, RNG, position...)."""
-    atomic_write(path, lambda temporary: torch.save(state, temporary))
+    atomic_write(path, lambda temporary: save_torch(state, temporary))
 
 
 def training_checkpoints(folder: str | os.PathLike) -> list[Path]:

@@ -14,6 +14,7 @@ so the output does not depend on the order images are rendered in.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -90,18 +91,30 @@ def _general_renderer(classes: list[tuple[str, str]], size: int) -> Renderer:
 
 
 def write_split(
-    root: str, classes: list[tuple[str, str]], render: Renderer, options: GeneratorOptions, key: list[int]
+    root: str,
+    classes: list[tuple[str, str]],
+    render: Renderer,
+    options: GeneratorOptions,
+    key: list[int],
+    expect: Callable[[list[str]], None] = lambda files: None,
 ) -> dict[str, Any]:
-    """Render and write one split; `key` = [seed, domain, split] seeds every image."""
+    """Render and write one split; `key` = [seed, domain, split] seeds every image.
+    `expect(files)` hears every file (relative to `root`) before the first is written."""
     per_class = options.per_class(SPLITS[key[2]])
     items = [(label, index) for label in range(len(classes)) for index in range(per_class)]
     order = np.random.default_rng([*key, 99]).permutation(len(items))  # classes mixed in shards
+    labels = [items[position][0] for position in order]
+    expect(SplitWriter.planned(classes, labels, options.samples_per_shard, options.image_format))
     writer = SplitWriter(root, classes, options.samples_per_shard, options.image_format)
-    for position in order:
-        label, index = items[position]
-        image, caption, captions = render(label, np.random.default_rng([*key, label, index]))
-        writer.add(label, encode_image(image, options.image_format), caption, captions)
-    return writer.close()
+    try:
+        for position in order:
+            label, index = items[position]
+            image, caption, captions = render(label, np.random.default_rng([*key, label, index]))
+            writer.add(label, encode_image(image, options.image_format), caption, captions)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def make_dataset(
@@ -126,11 +139,11 @@ def make_dataset(
     config.validate()
     # A new or empty folder, or with `force` one that holds an earlier dataset: only the
     # files that run wrote are deleted (dalip.outputs).
-    with OutputFolder(out_dir, "make-dataset", force=force):
-        return _write_dataset(out_dir, config)
+    with OutputFolder(out_dir, "make-dataset", force=force) as folder:
+        return _write_dataset(out_dir, config, folder)
 
 
-def _write_dataset(out_dir: str, config: GeneratorOptions) -> dict[str, Any]:
+def _write_dataset(out_dir: str, config: GeneratorOptions, folder: OutputFolder) -> dict[str, Any]:
     plants = make_species(config.species, config.seed)
     domains: dict[str, tuple[list[tuple[str, str]], Renderer]] = {
         "plant": ([(s.folder, s.scientific) for s in plants], _plant_renderer(plants, config.image_size)),
@@ -145,13 +158,19 @@ def _write_dataset(out_dir: str, config: GeneratorOptions) -> dict[str, Any]:
             continue
         for split_index, split in enumerate(SPLITS):
             root = os.path.join(out_dir, domain, split)
-            entry = write_split(root, classes, render, config, [config.seed, domain_index, split_index])
+            key = [config.seed, domain_index, split_index]
+            announce = functools.partial(_announce, folder, f"{domain}/{split}")
+            entry = write_split(root, classes, render, config, key, announce)
             splits[f"{domain}/{split}"] = entry
             shards = len(entry["shard_sizes"])
             logger.info("wrote %s/%s: %d images, %d shards", domain, split, entry["count"], shards)
     manifest = _manifest(config, plants, splits, out_dir)
     write_text(os.path.join(out_dir, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
+
+
+def _announce(folder: OutputFolder, prefix: str, files: list[str]) -> None:
+    folder.expect([*(f"{prefix}/{name}" for name in files), MANIFEST])
 
 
 def _manifest(

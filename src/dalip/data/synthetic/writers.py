@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image
 
-from dalip.atomic import AtomicFile, write_bytes, write_json
+from dalip.atomic import AtomicFile, naming_failures, write_bytes, write_json
 
 CSV_NAME = "captions.csv"
 SHARD_FOLDER = "shards"
@@ -59,9 +59,9 @@ class SplitWriter:
         self.classes = classes
         self.samples_per_shard = samples_per_shard
         self.image_format = image_format
-        os.makedirs(os.path.join(root, SHARD_FOLDER))
+        os.makedirs(os.path.join(root, SHARD_FOLDER), exist_ok=True)  # a --force rerun may find them
         for folder, _ in classes:
-            os.makedirs(os.path.join(root, folder))
+            os.makedirs(os.path.join(root, folder), exist_ok=True)
         with AtomicFile(os.path.join(root, "classes.txt"), "w", newline="\n") as listing:
             listing.handle.writelines(f"{folder}\t{readable}\n" for folder, readable in classes)
         self._csv_file = AtomicFile(os.path.join(root, CSV_NAME), "w", newline="")
@@ -90,20 +90,40 @@ class SplitWriter:
             self._shard_file.commit()
             self._shard, self._shard_file = None, None
 
+    @staticmethod
+    def planned(
+        classes: list[tuple[str, str]], labels: list[int], samples_per_shard: int, image_format: str
+    ) -> list[str]:
+        """Every file (relative to the split folder) that writing samples of `labels`, in
+        this order, makes: announced in the output manifest before the first is written."""
+        shards = -(-len(labels) // samples_per_shard)
+        images = [f"{classes[label][0]}/{count:06d}.{image_format}" for count, label in enumerate(labels)]
+        tars = [f"{SHARD_FOLDER}/{index:05d}.tar" for index in range(shards)]
+        return ["classes.txt", CSV_NAME, f"{SHARD_FOLDER}/sizes.json", *tars, *images]
+
     def add(self, label: int, image: bytes, caption: str, captions: dict[str, str]) -> None:
         """Write sample number `self.count` of class `label` in all three forms."""
         key = f"{self.count:06d}"
         folder = self.classes[label][0]
         relative = f"{folder}/{key}.{self.image_format}"
         write_bytes(os.path.join(self.root, relative), image, durable=False)
-        self._csv.writerow([relative, caption, label])
+        with naming_failures(os.path.join(self.root, CSV_NAME)):
+            self._csv.writerow([relative, caption, label])
         shard = self._current_shard()
-        _add_member(shard, f"{key}.{self.image_format}", image)
-        _add_member(shard, f"{key}.txt", caption.encode("utf-8"))
-        _add_member(shard, f"{key}.json", json.dumps(captions, sort_keys=True).encode("utf-8"))
-        _add_member(shard, f"{key}.cls", str(label).encode("ascii"))
+        with naming_failures(os.path.join(self.root, SHARD_FOLDER, self._shard_name)):
+            _add_member(shard, f"{key}.{self.image_format}", image)
+            _add_member(shard, f"{key}.txt", caption.encode("utf-8"))
+            _add_member(shard, f"{key}.json", json.dumps(captions, sort_keys=True).encode("utf-8"))
+            _add_member(shard, f"{key}.cls", str(label).encode("ascii"))
         self.shard_sizes[self._shard_name] += 1
         self.count += 1
+
+    def abort(self) -> None:
+        """Remove the files still being written (the CSV, the open shard): a failed run
+        leaves no temporary file."""
+        self._csv_file.discard()
+        if self._shard_file is not None:
+            self._shard_file.discard()
 
     def close(self) -> dict[str, Any]:
         """Finish the files; returns this split's manifest entry (paths relative to `root`)."""
