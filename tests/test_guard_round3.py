@@ -4,6 +4,7 @@ wrong runs reported as success. Each is one line naming the field or file, exit 
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import zlib
 
@@ -161,3 +162,37 @@ def test_a_brace_pattern_is_bounded_before_it_expands(tmp_path):
     assert expand_shards(str(tmp_path / "a{1..3}.tar")) == [
         str(tmp_path / "a1.tar")
     ]  # the others are missing
+
+
+def test_a_source_smaller_than_its_declared_size_warns_once_with_the_numbers(train_data, tmp_path, capsys):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    shutil.copy(train_data / "plant/train/shards/00000.tar", shards)  # 8 samples
+    (shards / "sizes.json").write_text(json.dumps({"00000.tar": 40}))  # claims 40
+    source = {"kind": "webdataset", "path": str(shards / "00000.tar")}
+    out = tmp_path / "run"
+    config = write_config(train_data, out, data={"sources": [source]}, steps=None, epochs=1)
+    assert main(["train", "--config", str(config)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "ran out" in line]
+    assert len(warnings) == 1, warnings  # once, though every epoch of this run runs out
+    assert "epoch 0 ran out after 1 of its 5 steps (8 of 40 samples per rank)" in warnings[0]
+    assert str(shards / "00000.tar") in warnings[0]
+
+
+def test_an_epoch_too_short_for_a_step_blames_what_makes_it_so(train_data, tmp_path, capsys):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    shutil.copy(train_data / "plant/train/shards/00000.tar", shards)
+    (shards / "sizes.json").write_text(json.dumps({"00000.tar": 0}))
+    zeros = {"sources": [{"kind": "webdataset", "path": str(shards / "00000.tar")}]}
+    cases = [  # the 32-sample CSV unless data says otherwise; batch_size 8 unless given
+        ({"data": zeros}, "data.sources: " + str(shards / "00000.tar") + " declare no samples"),
+        (
+            {"batch_size": 64},
+            "batch_size: 64 (64 samples per rank per step) is larger than one epoch of data (32",
+        ),
+        ({"data": {"workers": 8}}, "data.workers: 8 workers each batch their own share of the 32 samples"),
+    ]
+    for fields, message in cases:
+        config = write_config(train_data, tmp_path / "run", **fields)
+        assert message in user_error(capsys, "train", "--config", config, alone=False)

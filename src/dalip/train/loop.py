@@ -34,7 +34,7 @@ from dalip.train.out_dir import (
     restore_with_current_hyperparameters,
     start_run,
 )
-from dalip.train.run_data import build_data, check_epoch_data, steps_per_epoch, take_micro_batches
+from dalip.train.run_data import EpochCheck, build_data, steps_per_epoch, take_micro_batches
 from dalip.train.run_log import RunLog, StepTimes
 from dalip.train.state import (
     Position,
@@ -119,6 +119,9 @@ class Trainer:
         )
         self.steps_per_epoch = steps_per_epoch(self.loader, config, self.micro_batch)
         self.total_steps = config.steps or config.epochs * self.steps_per_epoch
+        self.check_epoch = EpochCheck(
+            self.dataset, config, self.micro_batch, self.steps_per_epoch, self.device, context.is_main
+        )
         self.stepper = OptimizerStep(self.task, config, self.total_steps, context.is_distributed)
         self.optimizer, self.scheduler, self.scaler = (
             self.stepper.optimizer,
@@ -190,7 +193,7 @@ class Trainer:
                 break
             self._step(micro, progress)
             produced += 1
-        check_epoch_data(self.dataset, self.config, produced, self.micro_batch, self.device)
+        self.check_epoch(position.epoch, produced, position.step >= self.total_steps)
         self._log_epoch_skips(loader)
         position.epoch += 1
         position.steps_in_epoch = 0

@@ -3,6 +3,7 @@ an epoch, each step's micro-batches on the device, and the end-of-epoch checks."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,8 @@ from dalip.train.distributed import DistributedContext
 from dalip.train.state import all_ranks_agree
 from dalip.train.step import MicroBatches
 from dalip.train.task import TrainingTask
+
+logger = logging.getLogger(__name__)
 
 
 def build_data(config: TrainConfig, task: TrainingTask, context: DistributedContext) -> MixedDataset:
@@ -32,7 +35,7 @@ def build_data(config: TrainConfig, task: TrainingTask, context: DistributedCont
 
 def steps_per_epoch(loader: Any, config: TrainConfig, micro_batch: int) -> int | None:
     """Optimiser steps in one epoch of `loader` (None: the epoch length is unknown, which
-    needs `steps`); ValueError when one epoch holds less than one step."""
+    needs `steps`); ValueError, blaming what makes it so, when one epoch holds less than one step."""
     batches = loader.num_batches
     if batches is None:
         if config.steps is None:
@@ -42,12 +45,28 @@ def steps_per_epoch(loader: Any, config: TrainConfig, micro_batch: int) -> int |
             )
         return None
     steps = batches // config.optim.accumulation
-    if steps < 1:
+    if steps >= 1:
+        return steps
+    workers = max(config.data.workers, 1)
+    per_worker = [loader.dataset.samples_per_worker(w, workers) or 0 for w in range(workers)]
+    samples = sum(per_worker)
+    names = ", ".join(source.path for source in config.data.sources)
+    if samples == 0:
         raise ValueError(
-            f"batch_size: {config.batch_size} is larger than one epoch of data "
-            f"({batches * micro_batch} samples per rank)"
+            f"data.sources: {names} declare no samples for this rank (a sizes.json of zeros, or "
+            f"data.num_samples smaller than the number of ranks); check the sizes"
         )
-    return steps
+    per_step = micro_batch * config.optim.accumulation
+    if samples < per_step:
+        raise ValueError(
+            f"batch_size: {config.batch_size} ({per_step} samples per rank per step) is larger than "
+            f"one epoch of data ({samples} samples per rank)"
+        )
+    raise ValueError(  # enough samples, but each worker batches only its own share
+        f"data.workers: {workers} workers each batch their own share of the {samples} samples per "
+        f"rank (at most {max(per_worker)} each), too few for {config.optim.accumulation} "
+        f"micro-batch(es) of {micro_batch} a step; use fewer workers or a smaller batch_size"
+    )
 
 
 def take_micro_batches(
@@ -64,17 +83,56 @@ def take_micro_batches(
     return micro
 
 
-def check_epoch_data(
-    dataset: MixedDataset, config: TrainConfig, produced: int, micro_batch: int, device: torch.device
-) -> None:
-    """After an epoch: every rank stops when a source was unusable on any rank (the error that
-    rank saw), and an epoch that produced no batch is a ValueError naming the sources."""
-    unusable = dataset.unusable_source()
-    if not all_ranks_agree(unusable is None, device):  # every rank stops, not only the one that saw it
-        raise unusable or ValueError("data.sources: a source was unreadable on another rank (see rank 0)")
-    if produced == 0:
-        names = ", ".join(source.path for source in config.data.sources)
-        raise ValueError(
-            f"data: an epoch produced no batch of {micro_batch} samples from {names}; "
-            f"check data.sources (skipped: {dataset.skipped() or 'none'})"
-        )
+class EpochCheck:
+    """The checks after each epoch of a run: every rank stops when a source was unusable on
+    any rank (the error that rank saw); an epoch that produced no batch is a ValueError
+    naming the sources; and an epoch that ran out of data before the steps its declared
+    size promises (a sizes.json or num_samples larger than the data, or many skipped
+    samples) is a warning, once per run, with the numbers."""
+
+    def __init__(
+        self,
+        dataset: MixedDataset,
+        config: TrainConfig,
+        micro_batch: int,
+        steps_per_epoch: int | None,
+        device: torch.device,
+        is_main: bool = True,
+    ) -> None:
+        self.dataset, self.config, self.micro_batch = dataset, config, micro_batch
+        self.steps_per_epoch, self.device, self.is_main = steps_per_epoch, device, is_main
+        self.warned = False
+
+    def __call__(self, epoch: int, produced: int, run_done: bool) -> None:
+        """After epoch `epoch`, which gave `produced` steps; `run_done`: it ended because the
+        run reached its last step (not because the data ran out)."""
+        unusable = self.dataset.unusable_source()
+        if not all_ranks_agree(
+            unusable is None, self.device
+        ):  # every rank stops, not only the one that saw it
+            raise unusable or ValueError("data.sources: a source was unreadable on another rank (see rank 0)")
+        names = ", ".join(source.path for source in self.config.data.sources)
+        skipped = self.dataset.skipped() or "none"
+        if produced == 0:
+            raise ValueError(
+                f"data: an epoch produced no batch of {self.micro_batch} samples from {names}; "
+                f"check data.sources (skipped: {skipped})"
+            )
+        expected = self.steps_per_epoch
+        if run_done or expected is None or produced >= expected or self.warned:
+            return
+        self.warned = True
+        if self.is_main:
+            samples = self.micro_batch * self.config.optim.accumulation
+            logger.warning(
+                "data: epoch %d ran out after %d of its %d steps (%d of %d samples per rank): %s "
+                "delivered less than its declared size (sizes.json or num_samples; skipped: %s); "
+                "each epoch stops there, so the run makes more epochs to reach its steps",
+                epoch,
+                produced,
+                expected,
+                produced * samples,
+                expected * samples,
+                names,
+                skipped,
+            )
