@@ -61,7 +61,8 @@ def test_folder_without_classes_file_uses_sorted_folders(tmp_path):
 
 def test_every_reader_lists_an_image_folder_the_same_way(tmp_path):
     """Training, evaluation and serve all list a folder with `list_image_folder`: classes.txt
-    order, extensions in any case, no FIFO with an image name, no non-image file."""
+    order, extensions in any case, a FIFO with an image name (for the reader to skip and
+    count), no folder with an image name, no non-image file."""
     import os
 
     from dalip.data.files import list_image_folder
@@ -71,26 +72,33 @@ def test_every_reader_lists_an_image_folder_the_same_way(tmp_path):
         (tmp_path / folder).mkdir()
         for name in names:
             (tmp_path / folder / name).write_bytes(jpeg_bytes(len(name)))
-    os.mkfifo(tmp_path / "acer" / "pipe.jpg")  # reading it would block
+    os.mkfifo(tmp_path / "acer" / "pipe.jpg")  # listed; its reader refuses it unopened
+    (tmp_path / "acer" / "e.jpg").mkdir()
     (tmp_path / "classes.txt").write_text("rosa\tRosa canina\nacer\n")
     listing = list_image_folder(tmp_path)
-    expected = [("rosa", "a.png"), ("rosa", "b.JPG"), ("acer", "c.webp"), ("acer", "d.JpEg")]
+    expected = [
+        ("rosa", "a.png"),
+        ("rosa", "b.JPG"),
+        ("acer", "c.webp"),
+        ("acer", "d.JpEg"),
+        ("acer", "pipe.jpg"),
+    ]
     assert [(Path(p).parent.name, Path(p).name) for p, _ in listing.samples] == expected
-    assert [label for _, label in listing.samples] == [0, 0, 1, 1]
+    assert [label for _, label in listing.samples] == [0, 0, 1, 1, 1]
     assert listing.classes == ["Rosa canina", "acer"]
     source = make_source(SourceConfig("folder", str(tmp_path)))
     assert (source.samples, source.classes) == (listing.samples, listing.classes)
     dataset, names, _ = load_classification_dataset(str(tmp_path), lambda image: image)
     assert (dataset.paths, dataset.labels, names) == (
         [p for p, _ in listing.samples],
-        [0, 0, 1, 1],
+        [0, 0, 1, 1, 1],
         listing.classes,
     )
     gallery = Gallery.scan(tmp_path)
     assert [str(tmp_path.resolve() / p) for p in gallery.paths] == [
         str(Path(p).resolve()) for p, _ in listing.samples
     ]
-    assert (gallery.labels, gallery.classes) == ([0, 0, 1, 1], listing.classes)
+    assert (gallery.labels, gallery.classes) == ([0, 0, 1, 1, 1], listing.classes)
 
 
 def test_webdataset_source_reads_generated_shards(tiny_dataset):

@@ -86,9 +86,13 @@ def test_images_above_the_pixel_limit_are_skipped_as_too_large(tmp_path, monkeyp
 def test_a_fifo_named_like_an_image_never_blocks(tmp_path):
     _images(tmp_path / "root" / "oak", 2)
     os.mkfifo(tmp_path / "root" / "oak" / "pipe.jpg")
-    source = make_source(SourceConfig("folder", str(tmp_path / "root")))
-    assert [os.path.basename(p) for p, _ in source.samples] == ["0.jpg", "1.jpg"]
-    assert [os.path.basename(p) for p in list_image_files([tmp_path / "root"])] == ["0.jpg", "1.jpg"]
+    source = make_source(SourceConfig("folder", str(tmp_path / "root")))  # listed, to be counted
+    assert [os.path.basename(p) for p, _ in source.samples] == ["0.jpg", "1.jpg", "pipe.jpg"]
+    assert [os.path.basename(p) for p in list_image_files([tmp_path / "root"])] == [
+        "0.jpg",
+        "1.jpg",
+        "pipe.jpg",
+    ]
     counter, outcome = SkipCounter(), []
     reader = threading.Thread(
         target=lambda: outcome.append(

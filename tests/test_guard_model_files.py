@@ -90,7 +90,7 @@ def test_checkpoint_with_empty_or_list_shaped_config_is_one_line(saved, tmp_path
         ({"alpha": "half"}, "alpha"),
         ({"alpha": 7}, "alpha"),
         ({"mbdc": [2, 8]}, "mbdc"),
-        ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "cannot be built"),
+        ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "unknown field 'mbdc.colour'"),
         ({"image_size": -3}, "image_size"),
         ({"context_length": "long"}, "context_length"),
         ({"open_clip_config": ["embed_dim", 32]}, "open_clip_config"),
@@ -177,7 +177,7 @@ def test_training_checkpoint_with_a_list_config_is_one_line(saved, tmp_path, cap
     "section, expected",
     [
         ({"model_name": "../../escape"}, "model_name"),
-        ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "cannot be loaded"),
+        ({"mbdc": {"heads": 2, "reduced_dim": 8, "colour": "red"}}, "unknown field 'mbdc.colour'"),
         ({"alpha": float("nan")}, "alpha"),
         (["test-tiny"], "'dalip' section"),
     ],

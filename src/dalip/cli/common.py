@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.suite_file import Suite
+from dalip.report.text import printable
 
 MODES = ("fused", "first", "second", "all")
 MODEL_HELP = (
@@ -69,7 +70,7 @@ def report_unreadable(paths: list[str], used: list[str]) -> list[str]:
     kept = set(used)
     unreadable = [path for path in paths if path not in kept]
     if unreadable:
-        shown = ", ".join(unreadable[:5]) + (
+        shown = ", ".join(map(printable, unreadable[:5])) + (
             f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
         )
         print(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from dalip.cli.common import MODEL_HELP, MODES, add_force_flag, add_runtime_flags, runtime_from_flags
 from dalip.evaluation.specs import check_spec
 from dalip.evaluation.suite_file import load_suite
-from dalip.evaluation.wiseft import interpolate
+from dalip.evaluation.wiseft import check_weights, interpolate
 from dalip.outputs import OutputFolder
 from dalip.report.suite import interpolation_table, write_interpolation_report
 
@@ -42,9 +41,7 @@ def parse_weights(text: str) -> list[float]:
         raise ValueError(
             f"--weights: expected comma-separated numbers such as 0,0.5,1, got {text!r}"
         ) from error
-    if not weights or not all(math.isfinite(w) for w in weights):
-        raise ValueError(f"--weights: expected finite numbers such as 0,0.5,1, got {text!r}")
-    return weights
+    return check_weights(weights)
 
 
 def run_interpolate(args: argparse.Namespace) -> int:

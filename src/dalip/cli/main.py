@@ -9,6 +9,7 @@ into one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from dalip import __version__
+from dalip.report.text import printable
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -41,7 +43,15 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (the usage is one --help away), exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {printable(' '.join(message.split()))} (see {self.prog} --help)\n")
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with the control characters of their message escaped (`printable`): a
+    warning may quote a folder or file name from the user's data."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -73,8 +83,13 @@ USER_ERRORS = (
 )
 
 
+# OSErrors that a path the user gave causes: a symbolic link loop, a name too long.
+USER_ERRNOS = (errno.ELOOP, errno.ENAMETOOLONG)
+
+
 def one_line(error: BaseException) -> str:
-    """The error as one line; an OSError as "PATH: what went wrong" (no "[Errno N]")."""
+    """The error as one line, control characters escaped (`printable`); an OSError as
+    "PATH: what went wrong" (no "[Errno N]")."""
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
         text = f"{error.filename}: {error.strerror.lower()}"
         if error.filename2 is not None:
@@ -83,7 +98,7 @@ def one_line(error: BaseException) -> str:
         text = str(error) or type(error).__name__
     if "Original Traceback" in text:  # raised in a DataLoader worker: keep the error itself
         text = text.strip().splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s", force=True
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(PrintableFormatter("%(message)s"))
     logging.getLogger("dalip").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     # open_clip's feature gather calls an API torch 2.14 deprecates, warning at every step.
     warnings.filterwarnings(
@@ -114,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as error:  # e.g. no network for a pretrained tag, a full disk
         print(f"dalip {args.command}: error: {one_line(error)}", file=sys.stderr)
-        return 1
+        return 2 if error.errno in USER_ERRNOS else 1
     except KeyboardInterrupt:
         print(f"dalip {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -17,6 +17,7 @@ from dalip.evaluation.datasets import list_image_files
 from dalip.evaluation.labels import check_labels, read_label_file
 from dalip.evaluation.predict import predict
 from dalip.evaluation.specs import load_model
+from dalip.report.text import printable
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -65,8 +66,8 @@ def run_predict(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    for item in predictions:
-        print(item["image"])
+    for item in predictions:  # file names and labels are the user's: shown printable, kept in --json
+        print(printable(item["image"]))
         for prediction in item["predictions"]:
-            print(f"  {prediction['probability']:7.2%}  {prediction['label']}")
+            print(f"  {prediction['probability']:7.2%}  {printable(prediction['label'])}")
     return 0

@@ -3,9 +3,10 @@ training sources built on them (`ImageFolderSource`, `CsvSource`).
 
 Evaluation, `dalip serve`, the quickstart report and the training sources all list image
 folders with `list_image_folder` and read tables with `read_table`, so the rules are the same
-everywhere: image names end in one of `IMAGE_EXTENSIONS` (any case) and only regular files
-count (a FIFO would block a reader); tables are UTF-8 (a byte-order mark dropped), tab-separated
-when the name ends in .tsv, comma-separated otherwise.
+everywhere: image names end in one of `IMAGE_EXTENSIONS` (any case), and everything but a folder
+with such a name is listed (`is_image_entry`): a FIFO or socket `x.jpg` is then skipped and
+counted as `not_an_image` by the reader, which never opens it (it would block); tables are UTF-8
+(a byte-order mark dropped), tab-separated when the name ends in .tsv, comma-separated otherwise.
 
 `classes.txt` (optional, in an image-folder root or next to a CSV) lists the classes in
 label order, one per line: ``folder_name<TAB>readable name``. A line without a tab is a
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,7 @@ from dalip.data.captions import (
     parse_caption_field,
 )
 from dalip.data.sources import MapSource, Sample, SampleBuilder, check_path_exists
+from dalip.schema import quoted
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +46,30 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+MAX_TEXT_FILE_BYTES = 100_000_000  # a label, template or class list; more is no list of names
+
+
+def is_image_entry(path: str | os.PathLike) -> bool:
+    """Whether a folder entry is listed as an image: an image name, and there (a link followed)
+    but not a folder. A FIFO is listed so that its skip is counted, not silent."""
+    if not is_image_name(os.path.basename(path)):
+        return False
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)  # one stat per entry, as isfile took
+    except OSError:  # gone since the listing, or a broken link
+        return False
+
+
 def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
-    """The lines of a UTF-8 text file (a byte-order mark dropped); ValueError naming the
-    file when it is not UTF-8."""
+    """The lines of a UTF-8 text file (a byte-order mark dropped). FileNotFoundError when
+    there is none; ValueError naming the file when it is not a regular file (a device such
+    as /dev/zero, a pipe), is larger than MAX_TEXT_FILE_BYTES or is not UTF-8."""
+    if not os.path.isfile(path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{what} not found: {path}")
+        raise ValueError(f"{path}: the {what} is not a regular file (expected a UTF-8 text file)")
+    if os.path.getsize(path) > MAX_TEXT_FILE_BYTES:
+        raise ValueError(f"{path}: the {what} is larger than {MAX_TEXT_FILE_BYTES:,} bytes")
     try:
         with open(path, encoding="utf-8-sig") as handle:
             return handle.read().splitlines()
@@ -100,6 +124,11 @@ def list_image_folder(path: str | os.PathLike) -> ImageFolder:
     if os.path.exists(listing):
         entries = read_classes_file(listing)
         for folder, _ in entries:
+            if not os.path.isdir(os.path.join(root, folder)) and len(folder.split()) > 1:
+                raise ValueError(
+                    f"{listing}: lists {quoted(folder)}, which is no folder in {root}; lines are "
+                    f"'folder<TAB>readable name' (is the TAB missing?)"
+                )
             if not images_in(os.path.join(root, folder)):
                 logger.warning("%s: class folder %r has no images", root, folder)
         folders, classes = [f for f, _ in entries], [r for _, r in entries]
@@ -119,13 +148,11 @@ def list_image_folder(path: str | os.PathLike) -> ImageFolder:
 
 
 def images_in(folder: str) -> list[str]:
-    """Sorted names of the image files in `folder` (none when it is not a folder); a FIFO or
-    socket with an image name is left out (reading it would block)."""
+    """Sorted names of the images in `folder` (none when it is not a folder): `is_image_entry`,
+    so a FIFO or socket with an image name is in, for the reader to skip and count."""
     if not os.path.isdir(folder):
         return []
-    return sorted(
-        n for n in os.listdir(folder) if is_image_name(n) and os.path.isfile(os.path.join(folder, n))
-    )
+    return sorted(n for n in os.listdir(folder) if is_image_entry(os.path.join(folder, n)))
 
 
 # ---------------------------------------------------------------- tables

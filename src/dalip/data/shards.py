@@ -160,8 +160,13 @@ class ShardErrorHandler:
         url = next((u for u in self.urls if u in text), text)
         if url not in self.counted:  # a truncated tar raises once per reader level
             self.counted.add(url)
-            missing = isinstance(error, FileNotFoundError)
-            self.counter.add("missing_file" if missing else "truncated_shard")
+            if isinstance(error, FileNotFoundError):
+                reason = "missing_file"
+            elif "duplicate file name" in str(error):  # webdataset's words for a member named twice
+                reason = "duplicate_member"
+            else:
+                reason = "truncated_shard"
+            self.counter.add(reason)
             logger.debug("shard error in %s: %r", url, error)
         return True  # continue with the next shard
 

@@ -30,6 +30,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "bad_caption",  # a caption that looks like JSON but does not parse
     "truncated_shard",  # a tar shard that ends early or has a broken header
     "incomplete_sample",  # a shard sample without an image or without a caption
+    "duplicate_member",  # a shard sample with two members of one name (the rest of its shard is skipped)
 )
 
 DEFAULT_SLOTS = 65  # main process + 64 DataLoader workers per rank

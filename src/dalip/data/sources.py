@@ -134,9 +134,12 @@ def read_file(path: str) -> Callable[[], bytes]:
     """A `decode_image` reader for a file on disk (only regular files: a FIFO would block)."""
 
     def read() -> bytes:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise OSError(f"{path}: not a regular file")
-        with open(path, "rb") as handle:
+        # Opened without waiting (a FIFO's open waits for a writer), then checked on the open
+        # file itself: nothing can be swapped in between a check and the read.
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        with open(os.open(path, flags), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise OSError(f"{path}: not a regular file")
             return handle.read()
 
     return read

@@ -25,6 +25,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from dalip.data.files import IMAGE_EXTENSIONS
+from dalip.data.shards import MAX_SHARDS
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image
 from dalip.evaluation.retrieval import retrieval_on
@@ -123,12 +124,13 @@ def _shards(folder: Path) -> list[Path]:
         count = int(count_file.read_text().strip())
     except ValueError as error:
         raise ValueError(f"{count_file}: expected a number of shards") from error
+    if not 1 <= count <= MAX_SHARDS:
+        raise ValueError(f"{count_file}: expected a number of shards from 1 to {MAX_SHARDS:,}, got {count}")
     shards = [folder / f"{number}.tar" for number in range(count)]
     missing = [shard.name for shard in shards if not shard.is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{folder}: shard(s) {', '.join(missing)} missing ({count} named in nshards.txt)"
-        )
+        named = ", ".join(missing[:5]) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
+        raise FileNotFoundError(f"{folder}: shard(s) {named} missing ({count:,} named in nshards.txt)")
     return shards
 
 

@@ -21,7 +21,7 @@ from dalip.data.captions import parse_caption_field
 from dalip.data.files import (
     IMAGE_EXTENSIONS,
     complete_rows,
-    is_image_name,
+    is_image_entry,
     list_image_folder,
     read_table,
     table_labels,
@@ -148,9 +148,8 @@ def list_image_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
     found: list[str] = []
     for item in map(os.fspath, inputs):
         if os.path.isdir(item):
-            inside = sorted(
-                str(p) for p in Path(item).rglob("*") if is_image_name(p.name) and p.is_file()
-            )  # no FIFOs: they block
+            # a FIFO is listed too: the reader skips it unopened, and it is reported unreadable
+            inside = sorted(str(p) for p in Path(item).rglob("*") if is_image_entry(p))
             if not inside:
                 raise ValueError(f"{item}: no images found (expected *{', *'.join(IMAGE_EXTENSIONS)} files)")
             found += inside

@@ -157,6 +157,10 @@ def linear_probe(
     (train_set, names, train_where, train_size), (test_set, _, test_where, test_size) = encode_splits(
         model, train, test, preprocess, runtime, features, cache, label_key, image_key
     )
+    if len(np.unique(train_set.labels.numpy())) < 2:
+        raise ValueError(
+            f"{train_where}: the linear probe's training images are all of one class; it needs 2 or more"
+        )
     result = fit_linear_probe(
         feature_matrix(train_set, features),
         train_set.labels.numpy(),
@@ -215,10 +219,16 @@ def nearest_centroid_accuracy(
 
 def read_splits(path: str | os.PathLike) -> dict[str, Any]:
     """A few-shot splits file written by `fewshot` (see `save_splits`)."""
-    with open(path, encoding="utf-8") as handle:
-        record = json.load(handle)
-    if "splits" not in record:
-        raise ValueError(f"{path}: not a few-shot splits file (no 'splits' key)")
+    expected = "expected a fewshot_splits/NAME.json an earlier eval wrote"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path}: not a few-shot splits file ({type(error).__name__}); {expected}"
+        ) from error
+    if not isinstance(record, dict) or not isinstance(record.get("splits"), dict):
+        raise ValueError(f"{path}: not a few-shot splits file (no 'splits' object); {expected}")
     return record
 
 

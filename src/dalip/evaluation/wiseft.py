@@ -25,6 +25,7 @@ from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.specs import LoadedModel, load_model, state_sha256
 from dalip.evaluation.suite import evaluate_loaded, model_modes, suite_runtime
 from dalip.evaluation.suite_file import load_suite, suite_summary, with_overrides
+from dalip.schema import quoted
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,17 @@ def interpolate_weights(start: nn.Module, tuned: nn.Module, weight: float) -> nn
     return model.eval()
 
 
-def _check_weights(weights: Sequence[float]) -> list[float]:
+MAX_EXTRAPOLATION = 10.0  # |w| beyond this is no interpolation anyone means (and overflows plots)
+
+
+def check_weights(weights: Sequence[float]) -> list[float]:
     weights = [float(w) for w in weights]
-    if not weights or not all(math.isfinite(w) for w in weights):
-        raise ValueError(f"interpolation weights must be a non-empty list of numbers, got {weights}")
+    if not weights or not all(math.isfinite(w) and abs(w) <= MAX_EXTRAPOLATION for w in weights):
+        raise ValueError(
+            f"interpolation weights (--weights): expected numbers in [-{MAX_EXTRAPOLATION:g}, "
+            f"{MAX_EXTRAPOLATION:g}] (0: the start model, 1: the tuned one; outside [0, 1] "
+            f"extrapolates), got {quoted(weights)}"
+        )
     outside = [w for w in weights if not 0.0 <= w <= 1.0]
     if outside:
         logger.warning("weights %s lie outside [0, 1]: extrapolating", outside)
@@ -167,7 +175,7 @@ def interpolate(
     start has the tuned model's stored config (otherwise, e.g. a CLIP-trained start with
     the DALIP-tuned model's alpha and heads, w=0 is a model of its own and is evaluated).
     """
-    weights = _check_weights(weights)
+    weights = check_weights(weights)
     suite = load_suite(suite)
     runtime = runtime or suite_runtime(suite)
     suite = with_overrides(suite, modes, runtime.batch_size, runtime.workers)

@@ -18,7 +18,7 @@ import torch
 
 from dalip.data.captions import fill_template
 from dalip.evaluation.datasets import load_classification_dataset
-from dalip.evaluation.labels import check_labels
+from dalip.evaluation.labels import check_class_names, check_labels
 from dalip.evaluation.metrics import classification_metrics
 from dalip.evaluation.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
 from dalip.evaluation.templates import load_templates, template_set_name
@@ -78,6 +78,8 @@ def zero_shot(
     dataset, names, where = load_classification_dataset(
         images_path_or_dataset, preprocess, class_names, label_key, image_key
     )
+    if isinstance(images_path_or_dataset, (str, os.PathLike)):  # our folders and CSVs; a
+        check_class_names(names, where)  # benchmark's own class list is taken as it comes
     second_order = modes != ["first"]
     with (runtime or Runtime()).evaluating(model) as runtime:
         classes = class_embeddings(model, tokenizer, names, templates, runtime, second_order)

@@ -24,6 +24,7 @@ from dalip.model.file_format import (
 )
 from dalip.model.registry import check_supported_architecture, register_config
 from dalip.model.stored_config import check_plain_model_name
+from dalip.schema import quoted
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +217,16 @@ def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[st
             f"is missing or has another shape"
         )
     matching = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    extra = sorted(k for k in state if k not in own)
+    if extra:
+        logger.warning(
+            "%s: %d tensor(s) that %s does not have were ignored: %s%s",
+            path,
+            len(extra),
+            model.model_name,
+            ", ".join(quoted(k) for k in extra[:3]),
+            ", ..." if len(extra) > 3 else "",
+        )
     model.load_state_dict(matching, strict=False)
     return [name for name, _ in model.named_parameters() if name not in matching]
 
@@ -249,7 +260,8 @@ def build_model(config: dict[str, Any], where: str = "checkpoint") -> DALIPModel
 
 def wrap_clip(clip: open_clip.CLIP, config: dict[str, Any]) -> DALIPModel:
     """A DALIPModel around an open_clip model already built, with the heads a stored config
-    (`DALIPModel.config()`) describes (weights are loaded by the caller)."""
+    (`DALIPModel.config()`, checked by `check_model_config`) describes (weights are loaded
+    by the caller)."""
     return DALIPModel(
         clip,
         config["model_name"],

@@ -27,6 +27,32 @@ def register_model_configs(path: str | Path = MODEL_CONFIG_DIR) -> None:
 
 register_model_configs()
 
+ARCHITECTURE_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
+
+
+def register_config_file(path: str | Path, model_name: str, what: str = "model.config_file") -> None:
+    """Register the one architecture a JSON file describes (named after the file, as open_clip
+    does), which must be `model_name`'s; ValueError naming the file otherwise (open_clip
+    itself skips a JSON that is no architecture without a word)."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what} {path}: not valid JSON ({error})") from error
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(k), (int, dict)) for k in ARCHITECTURE_KEYS
+    ):
+        raise ValueError(
+            f"{what} {path}: not an open_clip model config (expected a JSON object with "
+            f"{', '.join(ARCHITECTURE_KEYS)})"
+        )
+    if path.stem != model_name:
+        raise ValueError(
+            f"{what} {path}: describes the architecture {path.stem!r} (its file name), but "
+            f"model.name is {model_name!r}; name the file {model_name}.json or set model.name"
+        )
+    open_clip.add_model_config(path)  # the file itself, checked above: nothing is written
+
 
 def register_config(name: str, open_clip_config: dict[str, Any]) -> None:
     """Register an architecture given as data (e.g. the copy stored in a checkpoint).

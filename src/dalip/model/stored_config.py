@@ -11,6 +11,9 @@ import math
 import re
 from typing import Any
 
+from dalip.config import MBDCOptions
+from dalip.schema import check_fields, from_dict
+
 # Architecture names read from files are used as open_clip registry keys and as the stem
 # of a JSON file dalip registers: no separators, no "..", no "hf-hub:" / "local-dir:".
 SAFE_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
@@ -61,14 +64,18 @@ def check_model_config(config: Any, where: str) -> dict[str, Any]:
         "context_length": (lambda v: v is None or _positive_int(v), "a positive integer"),
         "preprocess_cfg": (
             lambda v: (
-                isinstance(v, dict) and all(_channel_values(v[key]) for key in ("mean", "std") if key in v)
+                isinstance(v, dict)
+                and all(_channel_values(v[key], key == "std") for key in ("mean", "std") if key in v)
             ),
-            "a JSON object whose mean and std are 3 numbers each (R, G, B)",
+            "a JSON object whose mean and std are 3 numbers each (R, G, B), every std above 0",
         ),
     }
     for key, (valid, expected) in expectations.items():
         if key in config and not valid(config[key]):
             raise ValueError(f"{where}: stored config field {key!r} is {config[key]!r}; expected {expected}")
+    if isinstance(config.get("mbdc"), dict):  # each head option of the right type and in range
+        field = f"{where}: mbdc"
+        check_fields(from_dict(MBDCOptions, config["mbdc"], field), field)
     size = estimated_parameters(config)
     if size > MAX_STORED_PARAMETERS:
         raise ValueError(
@@ -117,10 +124,11 @@ def _describe(value: Any) -> str:
     return "null" if value is None else f"a JSON {type(value).__name__}"
 
 
-def _channel_values(value: Any) -> bool:
-    """Three finite numbers, one per colour channel (a single number is open_clip's too)."""
+def _channel_values(value: Any, positive: bool = False) -> bool:
+    """Three finite numbers, one per colour channel (a single number is open_clip's too),
+    each above 0 when `positive` (a standard deviation: images are divided by it)."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
-    return len(values) in (1, 3) and all(_is_number(v) and math.isfinite(v) for v in values)
+    return len(values) in (1, 3) and all(_is_number(v) and (v > 0 or not positive) for v in values)
 
 
 def _is_number(value: Any) -> bool:

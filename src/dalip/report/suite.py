@@ -12,6 +12,7 @@ from typing import Any
 from dalip.atomic import write_json, write_text
 from dalip.report.clip_benchmark import write_clip_benchmark_results
 from dalip.report.figures import new_figure, save_figure
+from dalip.report.text import printable
 
 
 def _percent(value: float | None) -> str:
@@ -36,15 +37,17 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """One row per model and similarity mode; datasets grouped by domain, then domain means."""
+    """One row per model and similarity mode; datasets grouped by domain, then domain means.
+    Names (models, datasets, domains) are shown `printable`: the table is printed and written."""
     columns, domains = table_columns(results)
     header = ["model [mode]"] + [f"{name} ({domain})" for name, domain in columns]
     header += [f"mean {domain}" for domain in domains] + ["overall"]
+    header = [printable(cell) for cell in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
     for label, row in table_rows(results):
         cells = [_percent(row.get(name)) for name, _ in columns]
         cells += [_percent(row["domains"].get(domain)) for domain in domains] + [_percent(row["overall"])]
-        lines.append("| " + " | ".join([label] + cells) + " |")
+        lines.append("| " + " | ".join([printable(label)] + cells) + " |")
     legend = (
         "Scores in %. zeroshot: top-1; retrieval: mean of image->text and text->image "
         "recall@1/5/10, a caption identical to one of an image's own counting as its match; "
@@ -66,8 +69,8 @@ def bar_chart(results: dict[str, Any], path: str | Path) -> None:
     for number, (label, row) in enumerate(rows):
         values = [100 * row["domains"][d] for d in domains] + [100 * row["overall"]]
         positions = [g + (number - (len(rows) - 1) / 2) * width for g in range(len(groups))]
-        axes.bar(positions, values, width=width, label=label)
-    axes.set_xticks(range(len(groups)), groups)
+        axes.bar(positions, values, width=width, label=printable(label))
+    axes.set_xticks(range(len(groups)), [printable(group) for group in groups])
     axes.set_ylabel("score (%)")
     axes.set_ylim(0, 100)
     axes.legend(fontsize="small")
@@ -88,7 +91,7 @@ def write_suite_report(results: dict[str, Any], out_dir: str | os.PathLike) -> N
 def interpolation_table(results: dict[str, Any]) -> str:
     """One row per (mode, w): per-domain means and the overall mean."""
     _, domains = table_columns(results)
-    header = ["mode", "w"] + [f"mean {d}" for d in domains] + ["overall"]
+    header = [printable(cell) for cell in ["mode", "w"] + [f"mean {d}" for d in domains] + ["overall"]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for point in results["interpolation"]:
         for mode, summary in point["summary"].items():
@@ -125,11 +128,13 @@ def interpolation_plot(results: dict[str, Any], path: str | Path) -> None:
                 weights,
                 [100 * s["domains"][domain] for s in summaries],
                 marker="o",
-                label=f"{domain} [{mode}]",
+                label=printable(f"{domain} [{mode}]"),
             )
     if pair:
         axes[0].set(
-            xlabel=f"{pair[0]} mean (%)", ylabel=f"{pair[1]} mean (%)", title="WiSE-FT trade-off (labels: w)"
+            xlabel=printable(f"{pair[0]} mean (%)"),
+            ylabel=printable(f"{pair[1]} mean (%)"),
+            title="WiSE-FT trade-off (labels: w)",
         )
         axes[0].legend(fontsize="small")
     axes[-1].set(xlabel="w (0 = start, 1 = tuned)", ylabel="domain mean (%)", title="per-domain mean vs w")

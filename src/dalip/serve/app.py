@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -29,7 +30,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from dalip.serve.engine import Identifier
+from dalip.serve.engine import GALLERY_ROUTE, Identifier
 from dalip.serve.gallery import is_inside
 from dalip.serve.uploads import MEGABYTE, RequestError, human_size, parse_labels, read_image
 
@@ -94,14 +95,25 @@ def create_app(identifier: Identifier) -> FastAPI:
     async def identify(request: Request) -> dict[str, Any]:
         return await _answer(identifier, request, predictions=True, neighbours=identifier.gallery is not None)
 
-    @app.get("/gallery/{path:path}")
-    def gallery_image(path: str) -> FileResponse:
+    @app.get(GALLERY_ROUTE + "{path:path}")
+    def gallery_image(request: Request, path: str) -> FileResponse:
+        path = _link_path(request, path)
         real = os.path.realpath(identifier.gallery.root / path)  # checked, then served: one resolution
-        if path not in gallery_paths or not is_inside(identifier.gallery.root, real):
+        listed = path in gallery_paths and is_inside(identifier.gallery.root, real)
+        if not listed or not os.path.isfile(real):  # a FIFO is listed (and skipped), never served
             raise RequestError(404, f"{path}: not an image of the gallery")
         return FileResponse(real)
 
     return app
+
+
+def _link_path(request: Request, decoded: str) -> str:
+    """The gallery path of a `/gallery/...` link (`quote`d once by the engine), decoded once from
+    the bytes sent: a server or test client that decodes twice would read `%2520` as a space."""
+    raw = request.scope.get("raw_path") or b""
+    if not raw.startswith(GALLERY_ROUTE.encode()):
+        return decoded
+    return unquote_to_bytes(raw[len(GALLERY_ROUTE) :]).decode("utf-8", errors="replace")
 
 
 def _prepare(identifier: Identifier) -> None:

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 MEGABYTE = 1024 * 1024
 LABEL_CACHE_SIZE = 8  # label sets typed on the page, remembered per model
+GALLERY_ROUTE = "/gallery/"  # the app's route of gallery images: a link is this + quote(path)
 MODE_WORDS = {"fused": "combined (DALIP)", "first": "first order only (as CLIP)"}
 
 
@@ -218,7 +219,7 @@ class Identifier:
                 "path": self.gallery.paths[row],
                 "label": self.gallery.label_of(row),
                 "score": score,
-                "url": "/gallery/" + quote(self.gallery.paths[row]),
+                "url": GALLERY_ROUTE + quote(self.gallery.paths[row]),
             }
             for row, score in model.index.nearest(query, self.options.neighbours)
         ]

@@ -159,6 +159,16 @@ def restore_with_current_hyperparameters(
             f"--resume: checkpoint {state['path']} does not fit this run ({type(error).__name__}: {reason})"
         ) from error
     apply_current_hyperparameters(optimizer, scheduler, fresh_groups, fresh_base_lrs)
+    saved = state.get("world_size")
+    if isinstance(saved, int) and saved != context.world_size and context.is_main:
+        logger.warning(
+            "--resume: checkpoint %s was written by %d process(es), this run has %d: the global batch "
+            "and the schedule carry on, but the data order and random streams differ from an "
+            "uninterrupted run (not an exact resume)",
+            state["path"],
+            saved,
+            context.world_size,
+        )
     return position
 
 

@@ -21,7 +21,7 @@ from dalip.model.dalip_model import DALIPModel
 from dalip.model.devices import autocast
 from dalip.model.factory import create_model
 from dalip.model.features import Features
-from dalip.model.registry import register_model_configs
+from dalip.model.registry import register_config_file
 from dalip.train.locks import apply_locks, freeze
 
 MAX_LOGIT_SCALE = math.log(100.0)  # as OpenCLIP: temperature never below 0.01
@@ -139,7 +139,7 @@ def freeze_second_order(model: DALIPModel) -> None:
 def _create_model(config: TrainConfig, second_order: bool) -> tuple[DALIPModel, Callable, Callable, Callable]:
     model_config = config.model
     if model_config.config_file:
-        register_model_configs(model_config.config_file)
+        register_config_file(model_config.config_file, model_config.name)
     return create_model(
         model_config.name,
         pretrained=model_config.pretrained,

@@ -16,6 +16,7 @@ from pathlib import Path
 from open_clip import zero_shot_metadata
 
 from dalip.data.captions import check_template
+from dalip.data.files import read_text_lines
 
 TEMPLATE_DIR = Path(__file__).parent
 OPEN_CLIP_SETS = {
@@ -39,12 +40,7 @@ def template_set_name(spec: str | os.PathLike | Sequence[str]) -> str:
 
 def read_template_file(path: str | os.PathLike) -> list[str]:
     """One template per non-blank, non-comment line; ValueError when a line has no `{}`."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"template file not found: {path}")
-    try:
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: the template file is not UTF-8 text (byte {error.start})") from error
+    lines = read_text_lines(path, "template file")
     templates = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return check_templates(templates, str(path))
 
