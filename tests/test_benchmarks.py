@@ -323,3 +323,13 @@ def test_machine_line_names_the_gpu_and_titles_name_device_and_precision():
         == "bfloat16 autocast on NVIDIA H200"
     )
     assert _common.conditions({"device": "cpu", "precision": "fp32", "machine": info}) == "float32"
+
+
+def test_bench_retention_times_each_option_against_none(capsys):
+    import bench_retention
+
+    assert bench_retention.main(["--models", "test-tiny:8", "--quick", "--no-record", "--json"]) == 0
+    (result,) = printed_json(capsys)["results"]
+    assert set(result["ratio_to_none"]) == set(bench_retention.VARIANTS) and result["ratio_to_none"]["none"] == 1.0
+    trained = result["trained_parameters"]
+    assert trained["lora"] < trained["none"] == trained["l2sp"] == trained["distill"]  # LoRA trains adapters only

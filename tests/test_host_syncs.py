@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from guard_helpers import saved_checkpoint
 from train_fixtures import write_config
 
 from dalip.config import load_train_config
@@ -54,6 +55,11 @@ VARIANTS = {
     "bf16-batchnorm": {"precision": "bf16", "model": {"weighting": "batchnorm"}},
     "accumulation": {"optim": {"accumulation": 2}},
     "head-warmup": {"optim": {"head_warmup_steps": 4}},
+    "retention": {  # model.pretrained is added by the test: the start model they hold to
+        "lora": {"rank": 2, "dropout": 0.25},
+        "l2sp": {"coefficient": 0.1},
+        "distill": {"coefficient": 1.0},
+    },
 }
 
 
@@ -67,6 +73,8 @@ def test_no_host_sync_outside_log_steps(train_data, tmp_path, variant):
         "data": {"workers": 1},
         **VARIANTS[variant],
     }
+    if variant == "retention":
+        settings["model"] = {"pretrained": str(saved_checkpoint(tmp_path)[0])}
     config = load_train_config(write_config(train_data, tmp_path / "run", **settings))
     trainer = Trainer(config, DistributedContext())
     counts = syncs_per_iteration(trainer)

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import yaml
+from guard_helpers import saved_checkpoint
 from safetensors.torch import load_file
 from train_fixtures import write_config
 
@@ -89,11 +90,20 @@ def test_refuses_to_overwrite_a_run(train_data, tmp_path, capsys):
     assert "already holds checkpoints; pass --resume latest" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_resume_continues_to_the_same_weights_in_process(train_data, tmp_path, augment):
+@pytest.mark.parametrize(("augment", "retain"), [(False, False), (True, False), (False, True)])
+def test_resume_continues_to_the_same_weights_in_process(train_data, tmp_path, augment, retain):
     # workers 0: augmentation would share the main process's RNG with dropout if it were
     # not seeded per sample, and replaying the data on resume would shift it.
     settings = dict(steps=6, data={"augment": augment}, model={"dropout": 0.2 if augment else 0.0})
+    if retain:  # LoRA adapters (with their rank dropout), L2-SP and distillation resume exactly too
+        start, _, _ = saved_checkpoint(tmp_path)
+        settings["model"] = {"pretrained": str(start)}
+        settings.update(
+            lora={"rank": 2, "dropout": 0.5, "targets": ["q", "v", "out"]},
+            l2sp={"coefficient": 0.1},
+            distill={"coefficient": 1.0},
+            optim={"lr": 0.01},
+        )
     full = write_config(train_data, tmp_path / "full", **settings)
     assert main(["train", "--config", str(full)]) == 0
     part = write_config(train_data, tmp_path / "part", **settings)

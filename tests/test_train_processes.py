@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from guard_helpers import saved_checkpoint
 from safetensors.torch import load_file
 from train_fixtures import run_cli, write_config
 
@@ -125,6 +126,29 @@ def test_two_gloo_processes_match_one_process(train_data, tmp_path, accumulation
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_weights(double / "model.safetensors", single / "model.safetensors", atol=1e-5)
     assert len(checkpoints(double)) == 2  # only rank 0 wrote: step 2 and the final step 3
+
+
+@pytest.mark.slow
+def test_retention_under_two_gloo_processes_matches_one_process(train_data, tmp_path):
+    """LoRA, L2-SP and distillation (whose similarities are gathered across ranks as the
+    loss's are) give the weights of one process taking the whole batch."""
+    start, _, _ = saved_checkpoint(tmp_path)
+    settings = dict(
+        steps=3,
+        optim={"lr": 1e-4, "warmup_steps": 1},
+        device="cpu",
+        model={"pretrained": str(start)},
+        lora={"rank": 2, "targets": ["q", "v", "mlp"]},
+        l2sp={"coefficient": 0.1},
+        distill={"coefficient": 1.0},
+    )
+    one = run_cli("train", "--config", str(write_config(train_data, tmp_path / "single", **settings)))
+    assert one.wait(timeout=300) == 0, one.stderr.read()
+    result = torchrun(write_config(train_data, tmp_path / "double", **settings))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(
+        tmp_path / "double" / "model.safetensors", tmp_path / "single" / "model.safetensors", atol=1e-5
+    )
 
 
 def test_alpha_one_with_the_dalip_loss_trains_under_ddp(train_data, tmp_path):

@@ -22,6 +22,7 @@ Schedule = Literal["cosine", "constant"]
 SourceKind = Literal["csv", "folder", "webdataset"]
 # Where MBDC's token weights meet the reduction: "before_norm" is dalip 0.1's (nearly inert).
 Weighting = Literal["after_norm", "batchnorm", "none", "before_norm"]
+LoRATarget = Literal["q", "k", "v", "out", "mlp"]  # dalip.model.lora.LORA_TARGETS
 DropoutKind = Literal["element", "channel"]  # channel: whole reduced channels of a token set
 Device = Literal["auto", "cpu", "cuda"]  # auto: cuda when available; under torchrun, each rank's own GPU
 
@@ -157,6 +158,36 @@ class LockConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters on both towers (`dalip.model.lora`); rank 0 is off. The towers' own
+    weights freeze; the adapters, the MBDC heads and the temperatures train. Saved merged."""
+
+    rank: int = checked(0, minimum=0, maximum=1024)
+    alpha: float = checked(1.0, above=0)  # the update is scaled by alpha / rank
+    dropout: float = checked(0.0, minimum=0, below=1)  # of the adapters' rank components
+    targets: list[LoRATarget] = field(default_factory=lambda: ["q", "k", "v"])
+
+
+@dataclass
+class L2SPConfig:
+    """L2-SP (Li et al. 2018): coefficient / 2 * ||w - w_start||^2 over the towers' trainable
+    weights added to the loss, w_start read from `model.pretrained`; 0 is off."""
+
+    coefficient: float = checked(0.0, minimum=0)
+
+
+@dataclass
+class DistillConfig:
+    """Distillation to the frozen start model (`model.pretrained`) on each batch: the KL
+    divergence from its image-text similarity distributions (both directions, at its
+    temperature divided by `temperature`) to the tuned model's first-order ones, times
+    temperature^2, weighted by `coefficient`; 0 is off."""
+
+    coefficient: float = checked(0.0, minimum=0)
+    temperature: float = checked(1.0, above=0)
+
+
+@dataclass
 class TrainConfig:
     """A whole training run. `batch_size` is the global batch (all ranks, all
     accumulation steps); `steps`, when set, overrides `epochs`."""
@@ -166,6 +197,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lock: LockConfig = field(default_factory=LockConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    l2sp: L2SPConfig = field(default_factory=L2SPConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     out_dir: str = "runs/dalip"
     batch_size: int = checked(64, minimum=1)
     epochs: int = checked(1, minimum=1)
@@ -274,6 +308,13 @@ def validate_train_config(config: TrainConfig) -> None:
         raise FileNotFoundError(f"model.config_file: not found: {config.model.config_file}")
     if os.path.exists(config.out_dir) and not os.path.isdir(config.out_dir):
         raise NotADirectoryError(f"out_dir: {config.out_dir} exists and is not a folder")
+    for name, on in (("l2sp", config.l2sp.coefficient > 0), ("distill", config.distill.coefficient > 0)):
+        if on and config.model.pretrained is None:
+            raise ValueError(
+                f"{name}.coefficient: needs model.pretrained, the start model it holds the run to"
+            )
+    if config.lora.rank and not config.lora.targets:
+        raise ValueError("lora.targets: expected some of q, k, v, out, mlp")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

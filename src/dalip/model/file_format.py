@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from dalip.atomic import atomic_write
+from dalip.model.lora import merge_low_rank
 from dalip.model.stored_config import check_model_config
 
 FORMAT_NAME = "dalip"
@@ -25,7 +26,10 @@ FORMAT_VERSION = "1"
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
     """Save a DALIPModel's weights + `model.config()` as safetensors; `extra` goes into the metadata as JSON."""
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    state = {
+        name: tensor.detach().contiguous().cpu()
+        for name, tensor in merge_low_rank(model.state_dict()).items()
+    }
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -125,8 +129,8 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     """(stored config, weights on the CPU) of a dalip model file or training checkpoint;
     FileNotFoundError / ValueError naming the file otherwise."""
     if str(path).endswith(".pt") and os.path.isfile(path):
-        training = load_training_state(path)
-        return training["dalip_config"], training["model"]
+        training = load_training_state(path)  # a LoRA run's adapters merged into its weights
+        return training["dalip_config"], merge_low_rank(training["model"])
     return require_dalip_checkpoint(path), read_state_dict(path)
 
 

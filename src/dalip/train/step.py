@@ -56,6 +56,10 @@ def forward_backward(
         return losses
     with torch.no_grad(), task.autocast():
         cached = [task.encode(images, texts) for images, texts in micro]
+        teachers = [task.teacher_features(images, texts) for images, texts in micro]
+    teacher = None
+    if teachers[0] is not None:  # distillation: the start model's features of the whole batch
+        teacher = (concat_features([t[0] for t in teachers]), concat_features([t[1] for t in teachers]))
     for index, (images, texts) in enumerate(micro):
         last = index == len(micro) - 1
         with contextlib.nullcontext() if last or not distributed else task.forward_module.no_sync():
@@ -66,7 +70,7 @@ def forward_backward(
                 text = concat_features([p["text_features"] for p in parts])
                 if not last:  # every micro-step sees the temperatures; count their gradient once
                     output = {k: v.detach() if k.startswith("logit_scale") else v for k, v in output.items()}
-                losses = task.losses(output, image, text)
+                losses = task.losses(output, image, text, teacher, penalty=last)
             scaler.scale(losses["loss"]).backward()
     return losses
 

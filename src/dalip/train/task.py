@@ -21,8 +21,10 @@ from dalip.model.dalip_model import DALIPModel
 from dalip.model.devices import autocast
 from dalip.model.factory import create_model
 from dalip.model.features import Features
+from dalip.model.lora import add_low_rank_adapters
 from dalip.model.registry import register_config_file
 from dalip.train.locks import apply_locks, freeze
+from dalip.train.retention import Retention
 
 MAX_LOGIT_SCALE = math.log(100.0)  # as OpenCLIP: temperature never below 0.01
 
@@ -38,7 +40,12 @@ class TrainingTask:
     """
 
     def __init__(
-        self, model: DALIPModel, loss: DALIPLoss, second_order: bool = True, precision: Precision = "fp32"
+        self,
+        model: DALIPModel,
+        loss: DALIPLoss,
+        second_order: bool = True,
+        precision: Precision = "fp32",
+        retention: Retention | None = None,
     ) -> None:
         if not second_order and loss.alpha < 1.0:
             raise ValueError(f"a first-order-only task needs a loss with alpha 1, got {loss.alpha}")
@@ -49,6 +56,7 @@ class TrainingTask:
         self.forward_module: torch.nn.Module = (
             model  # the model, or its DDP and compiled wrappers: what `encode` calls
         )
+        self.retention = retention if retention is not None and retention.active else None
         self.preprocess_train: Callable | None = None
         self.preprocess_val: Callable | None = None
         self.tokenizer: Callable | None = None
@@ -74,7 +82,14 @@ class TrainingTask:
             rank=rank,
             world_size=world_size,
         )
-        task = cls(model.to(device), loss, second_order, config.precision)
+        model.to(device)
+        retention = Retention(model, config, loss.clip_loss)
+        retention.freeze_teacher()  # the start model itself, before any adapter
+        if config.lora.rank:
+            lora = config.lora
+            add_low_rank_adapters(model.clip, lora.targets, lora.rank, lora.alpha, lora.dropout)
+        retention.start_here()
+        task = cls(model, loss, second_order, config.precision, retention)
         task.preprocess_train, task.preprocess_val, task.tokenizer = (
             preprocess_train,
             preprocess_val,
@@ -103,18 +118,32 @@ class TrainingTask:
         """images (B, 3, H, W), texts (B, L) -> features and exponentiated temperatures."""
         return self.forward_module(images, texts, second_order=self.second_order)
 
+    def teacher_features(self, images: torch.Tensor, texts: torch.Tensor) -> tuple[Features, Features] | None:
+        """The distillation teacher's features of a batch (None without `distill`)."""
+        return None if self.retention is None else self.retention.teacher_features(images, texts)
+
     def losses(
-        self, output: dict[str, Any], image: Features | None = None, text: Features | None = None
+        self,
+        output: dict[str, Any],
+        image: Features | None = None,
+        text: Features | None = None,
+        teacher: tuple[Features, Features] | None = None,
+        penalty: bool = True,
     ) -> dict[str, torch.Tensor]:
         """The loss terms of `encode`'s output; `image` / `text` replace its features (e.g. by
-        those of the whole accumulated batch)."""
+        those of the whole accumulated batch), `teacher` is `teacher_features` of the same
+        images; `penalty` False leaves the batch-independent L2-SP term out of "loss"."""
         image = output["image_features"] if image is None else image
         text = output["text_features"] if text is None else text
-        return self.loss(image, text, output["logit_scale"], output.get("logit_scale_second"))
+        losses = self.loss(image, text, output["logit_scale"], output.get("logit_scale_second"))
+        if self.retention is None:
+            return losses
+        return self.retention.add_to(losses, image, text, teacher, penalty)
 
     def forward(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"loss" (differentiable), "first_order_loss", "second_order_loss"} of a batch."""
-        return self.losses(self.encode(images, texts))
+        """{"loss" (differentiable), "first_order_loss", "second_order_loss"} of a batch, and
+        the retention terms ("l2sp_loss", "distill_loss") a run uses."""
+        return self.losses(self.encode(images, texts), teacher=self.teacher_features(images, texts))
 
     __call__ = forward
 
