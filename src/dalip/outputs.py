@@ -1,6 +1,6 @@
 """Where dalip commands write, and what they may replace or delete.
 
-One policy for every command that writes (train, quickstart, make-dataset, eval,
+One policy for every command that writes (train, quickstart, make-dataset, eval, frontier,
 interpolate, embed, export):
 - output goes only into the folder or file the user named;
 - a folder is used when it is new or empty, or when it holds the manifest of an earlier

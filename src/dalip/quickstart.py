@@ -37,6 +37,7 @@ from dalip.config import (
 )
 from dalip.data.files import CLASSES_FILE, read_classes_file, read_table
 from dalip.data.synthetic import make_dataset
+from dalip.evaluation.frontier import curve_from_sweep, frontier
 from dalip.evaluation.suite import run_suite
 from dalip.evaluation.wiseft import interpolate
 from dalip.outputs import OutputFolder, remove_earlier_output
@@ -272,12 +273,14 @@ def _run_stages(out: Path, settings: Budget, budget: str, seed: int, folder: Out
         write_interpolation_report(wise_ft[kind], sweep)
     timings["wise_ft"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
+    curves = [curve_from_sweep(wise_ft[kind], kind, str(seed), "plant", "general") for kind in wise_ft]
     results = {
         "budget": budget,
         "seed": seed,
         "checkpoints": checkpoints,
         "evaluation": evaluation,
         "wise_ft": wise_ft,
+        "frontier": frontier(curves, "clip"),
         "timings_seconds": timings,
         "settings": settings.__dict__,
     }

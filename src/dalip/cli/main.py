@@ -35,6 +35,7 @@ COMMANDS = {
     "embed": "embed",
     "export": "export",
     "interpolate": "interpolate",
+    "frontier": "frontier",
     "serve": "serve",
 }
 

@@ -12,6 +12,7 @@ from dalip.data.files import list_image_folder
 from dalip.evaluation.predict import predict
 from dalip.evaluation.specs import load_model
 from dalip.report.figures import new_figure, save_figure
+from dalip.report.frontier import frontier_table
 from dalip.train.run_log import read_metrics
 
 # (dataset, metric key, label) rows of the table; zero-shot first, then retrieval.
@@ -114,7 +115,14 @@ def markdown_report(results: dict[str, Any]) -> str:
     """report.md: the comparison table, the WiSE-FT table, timings and where the figures are."""
     lines = ["# dalip quickstart", "", comparison_table(results)]
     lines += ["", "## WiSE-FT (zero-shot top-1, weights from start w=0 to tuned w=1)", ""]
-    lines += [wise_ft_table(results["wise_ft"]), "## Time", ""]
+    lines += [wise_ft_table(results["wise_ft"])]
+    if "frontier" in results:  # reports of dalip <= 0.2 have none
+        lines += [
+            "## Frontier (one seed: no interval)",
+            "",
+            frontier_table(results["frontier"], "plant", "general"),
+        ]
+    lines += ["## Time", ""]
     lines += [f"- {stage}: {seconds:.0f} s" for stage, seconds in results["timings_seconds"].items()]
     lines += [
         "",
