@@ -1,0 +1,199 @@
+"""The frontier benchmark: tuning recipes from one start model over paired seeds, compared by
+general accuracy at matched plant gain (`dalip frontier`), with 95% intervals.
+
+Data and start model are the quickstart's (`dalip.quickstart`: plant 10 : general 3, the
+general part covering every other concept), with larger evaluation splits (`--test-per-class`,
+the validation split half of it) so that sampling error is not the main noise. Each recipe
+tunes from the start model with the same data, steps and seed per pair (the quickstart's
+tuning config plus the recipe's options); every run, sweep and the start model are cached in
+`--out`, so a stopped benchmark continues where it was and adding seeds costs only those.
+Choose settings with `--split val`; report the test split once.
+
+    python benchmarks/frontier.py --out bench-frontier --seeds 0,1,2,3,4 --split val
+    python benchmarks/frontier.py --out bench-frontier --seeds 0,1 --recipes clip,dalip --start-from quickstart/start
+    python benchmarks/frontier.py --out bench-frontier --seeds 0,1,2,3,4 --split test   # once, at the end
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+from dalip.cli import main as dalip_main  # noqa: E402
+from dalip.config import DistillConfig, L2SPConfig, LoRAConfig  # noqa: E402
+from dalip.quickstart import BUDGETS, generate_data, run_config, train_stage  # noqa: E402
+
+# recipe -> (loss, the options it adds to the quickstart's tuning config)
+RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "clip": ("clip", {}),
+    "dalip": ("dalip", {}),
+    "lora-clip": ("clip", {"lora": LoRAConfig(rank=4, alpha=4.0), "optim": {"lr": 1e-3}}),
+    "lora-dalip": ("dalip", {"lora": LoRAConfig(rank=4, alpha=4.0), "optim": {"lr": 1e-3}}),
+    "l2sp-clip": ("clip", {"l2sp": L2SPConfig(coefficient=0.1)}),
+    "l2sp-dalip": ("dalip", {"l2sp": L2SPConfig(coefficient=0.1)}),
+    "distill-clip": ("clip", {"distill": DistillConfig(coefficient=1.0)}),
+    "distill-dalip": ("dalip", {"distill": DistillConfig(coefficient=1.0)}),
+}
+
+
+def recipe_config(out: Path, data: Path, budget: Any, seed: int, recipe: str) -> Any:
+    """The quickstart's tuning config of `recipe`'s loss, with the recipe's options."""
+    loss, options = RECIPES[recipe]
+    config = run_config(out, data, budget, seed, f"tuned-{loss}")
+    optim = dataclasses.replace(config.optim, **options.get("optim", {}))
+    extra = {key: value for key, value in options.items() if key != "optim"}
+    return dataclasses.replace(config, optim=optim, out_dir=str(out / "runs" / f"{recipe}@{seed}"), **extra)
+
+
+def needed_seeds(spread: float, effect: float = 0.01, power: float = 0.8) -> int | None:
+    """Paired seeds for a two-sided 5% test to detect `effect` with `power`, at the paired
+    standard deviation `spread` (normal approximation, then t-corrected once)."""
+    if spread <= 0:
+        return None
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(power)
+    n = max(2, math.ceil((z * spread / effect) ** 2))
+    t = stats.t.ppf(0.975, n - 1) + stats.t.ppf(power, n - 1)
+    return max(2, math.ceil((t * spread / effect) ** 2))
+
+
+def noise_summary(report: dict[str, Any], baseline: str) -> dict[str, Any]:
+    """Per recipe: the paired standard deviation of general accuracy at full baseline gain,
+    and the seeds a 1-point difference needs at it."""
+    rows = {(row["recipe"], row["seed"]): row for row in report["curves"]}
+    summary = {}
+    for recipe in report["paired"]:
+        pairs = [
+            rows[(recipe, seed)]["general_at_level"]["1"] - rows[(baseline, seed)]["general_at_level"]["1"]
+            for seed in report["paired"][recipe]["seeds"]
+            if rows[(recipe, seed)]["general_at_level"].get("1") is not None
+            and rows[(baseline, seed)]["general_at_level"].get("1") is not None
+        ]
+        spread = stats.tstd(pairs) if len(pairs) > 1 else None
+        summary[recipe] = {"pairs": len(pairs), "sd": spread, "seeds_for_1_point": needed_seeds(spread or 0)}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="cache and report folder")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="paired seeds (default %(default)s)")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"some of {', '.join(RECIPES)}")
+    parser.add_argument(
+        "--split", choices=["val", "test"], default="val", help="evaluation split (default val)"
+    )
+    parser.add_argument(
+        "--budget", choices=list(BUDGETS), default="small", help="the quickstart budget (default small)"
+    )
+    parser.add_argument(
+        "--test-per-class", type=int, default=60, help="test images per class (default 60; val: half)"
+    )
+    parser.add_argument("--start-from", help="a quickstart folder whose start model (and data) to reuse")
+    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    recipes = [r for r in args.recipes.split(",") if r.strip()]
+    unknown = sorted(set(recipes) - set(RECIPES))
+    if unknown or "clip" not in recipes:
+        parser.error(f"--recipes: expected some of {', '.join(RECIPES)}, including the baseline clip")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = dataclasses.replace(BUDGETS[args.budget], test_per_class=args.test_per_class)
+    started = time.perf_counter()
+    if args.start_from:  # the quickstart's own data and start model: its test split as it is
+        data, start = Path(args.start_from) / "data", Path(args.start_from) / "start" / "model.safetensors"
+    else:
+        data = generate_data(out, budget, seed=0)
+        train_stage(run_config(out, data, budget, 0, "start"), cacheable=True)
+        start = out / "start" / "model.safetensors"
+    for seed in seeds:
+        for recipe in recipes:
+            config = recipe_config(out, data, budget, seed, recipe)
+            config = dataclasses.replace(
+                config, model=dataclasses.replace(config.model, pretrained=str(start))
+            )
+            train_stage(config, cacheable=True)
+    suite = _write_suite(out, data, args.split)
+    frontier_dir = out / f"frontier-{args.split}"
+    tuned = [
+        f"{recipe}@{seed}={out / 'runs' / f'{recipe}@{seed}' / 'model.safetensors'}"
+        for seed in seeds
+        for recipe in recipes
+    ]
+    if frontier_dir.exists() and not (frontier_dir / ".dalip-output.json").exists():
+        shutil.rmtree(frontier_dir)
+    command = [
+        "frontier",
+        "--start",
+        str(start),
+        "--suite",
+        str(suite),
+        "--out",
+        str(frontier_dir),
+        "--force",
+        "-q",
+    ]
+    status = dalip_main([*command, "--baseline", "clip", "--tuned", *tuned])
+    if status:
+        return status
+    report = json.loads((frontier_dir / "frontier.json").read_text())
+    noise = noise_summary(report, "clip")
+    text = (frontier_dir / "frontier.md").read_text()
+    lines = []
+    for recipe, figures in noise.items():
+        spread = "-" if figures["sd"] is None else f"{100 * figures['sd']:.2f}"
+        lines.append(f"| {recipe} | {figures['pairs']} | {spread} | {figures['seeds_for_1_point'] or '-'} |")
+    body = (
+        f"Split: {args.split}; seeds {args.seeds}; budget {args.budget}, {args.test_per_class} test images per class; "
+        f"{time.perf_counter() - started:.0f} s.\n\n{text}\nNoise (paired SD of general at full gain, points) and the "
+        f"seeds a 1-point difference needs (two-sided 5%, power 0.8):\n\n"
+        + "\n".join(["| recipe | pairs | SD | seeds |", "| --- | --- | --- | --- |", *lines])
+    )
+    print(body)
+    if not args.no_record:
+        info = _common.machine("cpu")
+        header = _common.run_header("frontier.py", argv if argv is not None else sys.argv[1:], info)
+        _common.record_section(f"Frontier benchmark (frontier.py, {args.split})", header + "\n\n" + body)
+    return 0
+
+
+def _write_suite(out: Path, data: Path, split: str) -> Path:
+    suite = {
+        "name": f"frontier-{split}",
+        "modes": ["fused", "first"],
+        "batch_size": 64,
+        "datasets": [
+            {
+                "name": "plant",
+                "task": "zeroshot",
+                "domain": "plant",
+                "path": str(data / f"plant/{split}"),
+                "templates": "plant",
+            },
+            {
+                "name": "general",
+                "task": "zeroshot",
+                "domain": "general",
+                "path": str(data / f"general/{split}"),
+                "templates": "generic",
+            },
+        ],
+    }
+    path = out / f"suite-{split}.json"
+    path.write_text(json.dumps(suite, indent=1))
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
