@@ -330,6 +330,11 @@ def test_bench_retention_times_each_option_against_none(capsys):
 
     assert bench_retention.main(["--models", "test-tiny:8", "--quick", "--no-record", "--json"]) == 0
     (result,) = printed_json(capsys)["results"]
-    assert set(result["ratio_to_none"]) == set(bench_retention.VARIANTS) and result["ratio_to_none"]["none"] == 1.0
+    assert (
+        set(result["ratio_to_none"]) == set(bench_retention.VARIANTS)
+        and result["ratio_to_none"]["none"] == 1.0
+    )
     trained = result["trained_parameters"]
-    assert trained["lora"] < trained["none"] == trained["l2sp"] == trained["distill"]  # LoRA trains adapters only
+    assert (
+        trained["lora"] < trained["none"] == trained["l2sp"] == trained["distill"]
+    )  # LoRA trains adapters only

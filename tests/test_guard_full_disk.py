@@ -10,7 +10,9 @@ exactly where a full disk fails with ENOSPC, and the limit needs no mount."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
 import resource
 import signal
 from collections.abc import Iterator
@@ -149,3 +151,18 @@ def test_make_dataset_recovers_with_force_after_a_kill(tmp_path, monkeypatch):
     assert not list(out.rglob("*.tmp"))
     listed = set(json.loads((out / MANIFEST_NAME).read_text())["files"])
     assert listed == {p for p in files_under(out) if (out / p).is_file()} - {MANIFEST_NAME, LOCK_NAME}
+
+
+def test_a_read_only_target_names_the_output_not_the_temporary_file(tmp_path, capsys, monkeypatch):
+    """As root a test cannot make a folder read-only, so the temporary file's creation fails
+    as it does on a read-only mount (EROFS, naming the temporary path)."""
+    model, _, _ = saved_checkpoint(tmp_path)
+
+    def read_only(*args, prefix="", dir=None, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir or "", f"{prefix}abcd1234.tmp"))
+
+    monkeypatch.setattr("dalip.atomic.tempfile.mkstemp", read_only)
+    capsys.readouterr()
+    assert main(["export", str(model), str(tmp_path / "out.safetensors")]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line == f"dalip export: error: {tmp_path / 'out.safetensors'}: read-only file system", line

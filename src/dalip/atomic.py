@@ -24,7 +24,8 @@ def _temporary_beside(path: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:  # e.g. a read-only mount: name the file asked for, not our temporary
-        raise write_error(error, path) or error from error
+        ours = error.filename is None or os.path.basename(str(error.filename)).startswith(f".{path.name}.")
+        raise write_error(error, path, error.filename if ours else None) or error from error
     os.close(handle)
     return temporary
 
