@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if status:
         return status
     report = json.loads((frontier_dir / "frontier.json").read_text())
+    split_size = {d: len(list((data / d / args.split).rglob("*.jpg"))) for d in ("plant", "general")}
+    sizes = f"{split_size['plant']} plant and {split_size['general']} general {args.split} images"
     noise = noise_summary(report, "clip")
     text = (frontier_dir / "frontier.md").read_text()
     lines = []
@@ -155,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         spread = "-" if figures["sd"] is None else f"{100 * figures['sd']:.2f}"
         lines.append(f"| {recipe} | {figures['pairs']} | {spread} | {figures['seeds_for_1_point'] or '-'} |")
     body = (
-        f"Split: {args.split}; seeds {args.seeds}; budget {args.budget}, {args.test_per_class} test images per class; "
-        f"{time.perf_counter() - started:.0f} s.\n\n{text}\nNoise (paired SD of general at full gain, points) and the "
-        f"seeds a 1-point difference needs (two-sided 5%, power 0.8):\n\n"
+        f"Split: {args.split}; seeds {args.seeds}; budget {args.budget}; data: {sizes}; "
+        f"{time.perf_counter() - started:.0f} s (cached runs and sweeps are reused).\n\n{text}\n"
+        f"Noise (paired SD of general at full gain, points) and the seeds a 1-point difference "
+        f"needs (two-sided 5%, power 0.8):\n\n"
         + "\n".join(["| recipe | pairs | SD | seeds |", "| --- | --- | --- | --- |", *lines])
     )
     print(body)
