@@ -167,9 +167,9 @@ def test_nonfinite_loss_skips_the_step_then_stops(train_data, tmp_path, monkeypa
     original = TrainingTask.losses
     calls = {"n": 0}
 
-    def sometimes_nan(self, *args):
+    def sometimes_nan(self, *args, **kwargs):
         calls["n"] += 1
-        losses = original(self, *args)
+        losses = original(self, *args, **kwargs)
         if calls["n"] == 2 or calls["n"] >= 4:
             losses["loss"] = losses["loss"] * float("nan")
         return losses
@@ -191,9 +191,9 @@ def test_amp_skips_a_nonfinite_step_and_keeps_training(train_data, tmp_path, mon
     original = TrainingTask.losses
     calls = {"n": 0}
 
-    def nan_at_second_step(self, *args):
+    def nan_at_second_step(self, *args, **kwargs):
         calls["n"] += 1
-        losses = original(self, *args)
+        losses = original(self, *args, **kwargs)
         if calls["n"] == 2:
             losses["loss"] = losses["loss"] * float("nan")
         return losses
