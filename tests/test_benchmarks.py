@@ -325,6 +325,7 @@ def test_machine_line_names_the_gpu_and_titles_name_device_and_precision():
     assert _common.conditions({"device": "cpu", "precision": "fp32", "machine": info}) == "float32"
 
 
+@pytest.mark.slow
 def test_bench_retention_times_each_option_against_none(capsys):
     import bench_retention
 

@@ -126,12 +126,13 @@ def _shards(folder: Path) -> list[Path]:
         raise ValueError(f"{count_file}: expected a number of shards") from error
     if not 1 <= count <= MAX_SHARDS:
         raise ValueError(f"{count_file}: expected a number of shards from 1 to {MAX_SHARDS:,}, got {count}")
-    shards = [folder / f"{number}.tar" for number in range(count)]
-    missing = [shard.name for shard in shards if not shard.is_file()]
+    names = [f"{number}.tar" for number in range(count)]
+    present = set(os.listdir(folder))  # one listing, not a stat per named shard
+    missing = [name for name in names if name not in present or not (folder / name).is_file()]
     if missing:
         named = ", ".join(missing[:5]) + (f" and {len(missing) - 5:,} more" if len(missing) > 5 else "")
         raise FileNotFoundError(f"{folder}: shard(s) {named} missing ({count:,} named in nshards.txt)")
-    return shards
+    return [folder / name for name in names]
 
 
 def _index_shard(shard: Path, data: ClipBenchmarkData) -> None:
