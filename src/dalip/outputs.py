@@ -243,7 +243,7 @@ def remove_listed(root: str | os.PathLike, files: Sequence[str] | set[str], keep
 
 
 def _temporary_of(name: str) -> str | None:
-    """The file a `dalip.atomic` temporary (".NAME.XXXXXXXX.tmp") was to become, else None."""
+    """The file a `dalip.atomic` temporary (".NAME.<8 random characters>.tmp") was to become, else None."""
     if not (name.startswith(".") and name.endswith(".tmp")) or "." not in name[1:-4]:
         return None
     return name[1:-4].rsplit(".", 1)[0]

@@ -70,13 +70,12 @@ class Retention:
             distill = self.distillation(image, text, *teacher)
             total = total + self.distill * distill
             losses = {**losses, "distill_loss": distill}
-        if self.l2sp > 0:
+        if self.l2sp > 0 and penalty:  # a step's other micro-batches skip it: nothing is added there
             squares = (
                 sum(((p - p0) ** 2).sum() for p, p0 in self.start) if self.start else total.new_zeros(())
             )
-            if penalty:
-                total = total + 0.5 * self.l2sp * squares
-            losses = {**losses, "l2sp_loss": squares if penalty else squares.detach()}
+            total = total + 0.5 * self.l2sp * squares
+            losses = {**losses, "l2sp_loss": squares}
         return {**losses, "loss": total}
 
     def distillation(
