@@ -57,6 +57,25 @@ def recipe_config(out: Path, data: Path, budget: Any, seed: int, recipe: str) ->
     return dataclasses.replace(config, optim=optim, out_dir=str(out / "runs" / f"{recipe}@{seed}"), **extra)
 
 
+def train_start(out: Path, data: Path, budget: Any, steps: int, every: int) -> list[tuple[int, float]]:
+    """Train (or reuse) the start model for `steps`, with a zero-shot check on the general
+    validation split every `every` steps; returns [(step, general val top-1)], to show it
+    reached a plateau."""
+    config = run_config(out, data, budget, 0, "start")
+    config = dataclasses.replace(
+        config,
+        steps=steps,
+        optim=dataclasses.replace(config.optim, warmup_steps=max(1, steps // 10)),
+        checkpoint_every=max(1, steps // 2),
+        log_every=max(1, steps // 50),
+        eval_every=every,
+        data=dataclasses.replace(config.data, val=str(data / "general/val"), val_templates="generic"),
+    )
+    train_stage(config, cacheable=True)
+    records = [json.loads(line) for line in (out / "start" / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["eval"]["modes"]["first"]["top1"]) for r in records if "eval" in r]
+
+
 def needed_seeds(spread: float, effect: float = 0.01, power: float = 0.8) -> int | None:
     """Paired seeds for a two-sided 5% test to detect `effect` with `power`, at the paired
     standard deviation `spread` (normal approximation, then t-corrected once)."""
@@ -100,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         "--test-per-class", type=int, default=60, help="test images per class (default 60; val: half)"
     )
     parser.add_argument("--start-from", help="a quickstart folder whose start model (and data) to reuse")
+    parser.add_argument(
+        "--start-steps", type=int, default=1500, help="start model's steps (default %(default)s)"
+    )
+    parser.add_argument(
+        "--start-eval-every",
+        type=int,
+        default=250,
+        help="zero-shot general val accuracy of the start model every N steps (default %(default)s)",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -111,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     budget = dataclasses.replace(BUDGETS[args.budget], test_per_class=args.test_per_class)
     started = time.perf_counter()
+    plateau: list[tuple[int, float]] = []
     if args.start_from:  # the quickstart's own data and start model: its test split as it is
         data, start = Path(args.start_from) / "data", Path(args.start_from) / "start" / "model.safetensors"
     else:
         data = generate_data(out, budget, seed=0)
-        train_stage(run_config(out, data, budget, 0, "start"), cacheable=True)
+        plateau = train_start(out, data, budget, args.start_steps, args.start_eval_every)
         start = out / "start" / "model.safetensors"
     for seed in seeds:
         for recipe in recipes:
@@ -163,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         f"needs (two-sided 5%, power 0.8):\n\n"
         + "\n".join(["| recipe | pairs | SD | seeds |", "| --- | --- | --- | --- |", *lines])
     )
+    if plateau:
+        curve = ", ".join(f"{step}: {100 * top1:.1f}" for step, top1 in plateau)
+        body = (
+            f"Start model: {args.start_steps} steps of CLIP training on the general data; general val "
+            f"top-1 (%) by step: {curve}.\n\n{body}"
+        )
     print(body)
     if not args.no_record:
         info = _common.machine("cpu")

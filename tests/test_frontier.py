@@ -12,6 +12,7 @@ from scipy import stats
 
 import dalip
 import dalip.cli.frontier as frontier_cli
+import dalip.evaluation.wiseft as wiseft
 from dalip.cli import main
 from dalip.evaluation.frontier import Curve, curve_from_sweep, dominated_area, frontier, general_at_gain
 
@@ -141,8 +142,20 @@ def test_frontier_cli_sweeps_tuned_models_once(train_data, tmp_path, capsys, mon
         str(tmp_path / "f"),
     ]
     argv += ["--tuned", f"clip@0={tuned['clip']}", f"dalip@0={tuned['dalip']}", "-q"]
+    evaluated = []
+    evaluate = wiseft.evaluate_loaded
+    monkeypatch.setattr(
+        wiseft, "evaluate_loaded", lambda p, *a: evaluated.append(p.sha256) or evaluate(p, *a)
+    )
     assert main(argv) == 0
     assert (tmp_path / "f" / "sweeps" / "dalip@0" / "interpolation.png").is_file()
+    # w=0 is the same weights and config in both sweeps: evaluated once, 5 points of 6
+    assert len(evaluated) == 5 and len(set(evaluated)) == 5
+    first, second = (
+        json.loads((tmp_path / "f" / "sweeps" / f"{r}@0" / "results.json").read_text())["models"]["w=0"]
+        for r in ("clip", "dalip")
+    )
+    assert second["reused"] and second["summary"] == first["summary"] and second["sha256"] == first["sha256"]
     swept = []
     original = frontier_cli.interpolate
     monkeypatch.setattr(frontier_cli, "interpolate", lambda *a, **k: swept.append(a[1]) or original(*a, **k))

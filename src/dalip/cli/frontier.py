@@ -121,8 +121,10 @@ def run_frontier(args: argparse.Namespace) -> int:
         for recipe, seed, folder in sweeps:
             results = _read_sweep(Path(folder))
             curves.append(curve_from_sweep(results, recipe, seed, args.domain, args.general, args.mode))
+        points: dict[str, dict[str, Any]] = {}  # evaluated weights, shared by the sweeps
         for recipe, seed, spec in tuned:
-            results = _sweep(args, suite, weights, recipe, seed, spec, out / SWEEPS / f"{recipe}@{seed}")
+            folder = out / SWEEPS / f"{recipe}@{seed}"
+            results = _sweep(args, suite, weights, spec, folder, points)
             curves.append(curve_from_sweep(results, recipe, seed, args.domain, args.general, args.mode))
         report = frontier(curves, baseline, levels)
         write_frontier_report(curves, report, out, args.domain, args.general)
@@ -150,19 +152,20 @@ def _sweep(
     args: argparse.Namespace,
     suite: Any,
     weights: list[float],
-    recipe: str,
-    seed: str,
     spec: str,
     folder: Path,
+    points: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The sweep of one tuned model, reused from `folder` when an earlier run swept the same
-    start and tuned models (checked by their sha256) at the same weights."""
+    start and tuned models (checked by their sha256) at the same weights; points evaluated
+    by this run's earlier sweeps are reused (`interpolate`'s `points`)."""
     earlier = folder / "results.json"
     if earlier.is_file():
         results = json.loads(earlier.read_text(encoding="utf-8"))
         if _same_sweep(results, args.start, spec, weights):
             return results
-    results = interpolate(args.start, spec, weights, suite, folder, runtime_from_flags(args, suite))
+    runtime = runtime_from_flags(args, suite)
+    results = interpolate(args.start, spec, weights, suite, folder, runtime, points=points)
     write_interpolation_report(results, folder)
     return results
 

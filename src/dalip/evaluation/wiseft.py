@@ -127,28 +127,34 @@ def _reusable(
 
 
 def _evaluate_point(
-    start: LoadedModel,
+    model: nn.Module,
     tuned: LoadedModel,
     weight: float,
     suite: Any,
     out_dir: Path,
     runtime: Runtime,
     save_models: bool,
+    points: dict[str, dict[str, Any]] | None,
 ) -> dict[str, Any]:
-    """The suite's entry of the model interpolated at `weight` (saved first with `save_models`)."""
-    model = interpolate_weights(start.model, tuned.model, weight)
+    """The suite's entry of `model`, the tuned model interpolated at `weight` (saved first
+    with `save_models`); taken from `points` when the same weights and config are there."""
     if save_models and hasattr(model, "save"):
         model.save(out_dir / "models" / f"wise_ft_{weight:g}.safetensors")
-    point = LoadedModel(
-        f"w={weight:g}",
-        model,
-        tuned.preprocess,
-        tuned.tokenizer,
-        f"wise-ft w={weight:g}",
-        state_sha256(model),
-    )
+    sha256 = state_sha256(model)
+    config = model.config() if callable(getattr(model, "config", None)) else None
+    # few-shot splits are files in each sweep's folder: a suite with them is evaluated anew
+    fewshot = any(spec.task == "fewshot" for spec in suite.datasets)
+    key = None if points is None or fewshot else f"{sha256} {config}"
+    if key is not None and key in points:
+        logger.info("WiSE-FT w=%g: these weights were evaluated in an earlier sweep; reused", weight)
+        return {**copy.deepcopy(points[key]), "spec": f"wise-ft w={weight:g}", "reused": True}
+    name = f"w={weight:g}"
+    point = LoadedModel(name, model, tuned.preprocess, tuned.tokenizer, f"wise-ft {name}", sha256)
     logger.info("evaluating WiSE-FT w=%g", weight)
-    return evaluate_loaded(point, suite, out_dir, runtime)
+    entry = evaluate_loaded(point, suite, out_dir, runtime)
+    if key is not None:
+        points[key] = copy.deepcopy(entry)
+    return entry
 
 
 def interpolate(
@@ -161,6 +167,7 @@ def interpolate(
     modes: Sequence[str] | None = None,
     save_models: bool = False,
     evaluated: Mapping[float, Mapping[str, Any]] | None = None,
+    points: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate WiSE-FT interpolations of `start` and `tuned` (model specs) with a suite.
 
@@ -174,6 +181,11 @@ def interpolate(
     exactly, so its entry is used instead of evaluating it again; so is w=0's when the
     start has the tuned model's stored config (otherwise, e.g. a CLIP-trained start with
     the DALIP-tuned model's alpha and heads, w=0 is a model of its own and is evaluated).
+
+    `points` carries evaluations between sweeps of one suite (`dalip frontier`'s sweeps of
+    several tuned models from one start): a point whose weights and stored config were
+    evaluated before is taken from it (the w=0 point of every model tuned with the same
+    loss), and each point evaluated is added to it.
     """
     weights = check_weights(weights)
     suite = load_suite(suite)
@@ -197,7 +209,8 @@ def interpolate(
             )
             entry = reused_entry(known[weight], model_modes(tuned_model, suite.modes), weight)
         else:
-            entry = _evaluate_point(start_model, tuned_model, weight, suite, out_dir, runtime, save_models)
+            model = interpolate_weights(start_model.model, tuned_model.model, weight)
+            entry = _evaluate_point(model, tuned_model, weight, suite, out_dir, runtime, save_models, points)
         entry["weight"] = weight
         results["models"][name] = entry
         results["interpolation"].append({"weight": weight, "summary": entry["summary"]})
