@@ -35,22 +35,33 @@ from dalip.cli import main as dalip_main  # noqa: E402
 from dalip.config import DistillConfig, L2SPConfig, LoRAConfig  # noqa: E402
 from dalip.quickstart import BUDGETS, generate_data, run_config, train_stage  # noqa: E402
 
-# recipe -> (loss, the options it adds to the quickstart's tuning config)
-RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "clip": ("clip", {}),
-    "dalip": ("dalip", {}),
-    "lora-clip": ("clip", {"lora": LoRAConfig(rank=4, alpha=4.0), "optim": {"lr": 1e-3}}),
-    "lora-dalip": ("dalip", {"lora": LoRAConfig(rank=4, alpha=4.0), "optim": {"lr": 1e-3}}),
-    "l2sp-clip": ("clip", {"l2sp": L2SPConfig(coefficient=0.1)}),
-    "l2sp-dalip": ("dalip", {"l2sp": L2SPConfig(coefficient=0.1)}),
-    "distill-clip": ("clip", {"distill": DistillConfig(coefficient=1.0)}),
-    "distill-dalip": ("dalip", {"distill": DistillConfig(coefficient=1.0)}),
-}
+RECIPES = [f"{method}{loss}" for method in ("", "lora-", "l2sp-", "distill-") for loss in ("clip", "dalip")]
 
 
-def recipe_config(out: Path, data: Path, budget: Any, seed: int, recipe: str) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The retention methods' settings (each recipe is one method with one loss)."""
+
+    lora_rank: int = 4
+    lora_lr: float = 1e-3
+    l2sp: float = 0.1
+    distill: float = 1.0
+
+    def options(self, recipe: str) -> tuple[str, dict[str, Any]]:
+        """recipe -> (loss, the options it adds to the quickstart's tuning config)."""
+        method, _, loss = recipe.rpartition("-")
+        rank = self.lora_rank
+        return loss, {
+            "": {},
+            "lora": {"lora": LoRAConfig(rank=rank, alpha=float(rank)), "optim": {"lr": self.lora_lr}},
+            "l2sp": {"l2sp": L2SPConfig(coefficient=self.l2sp)},
+            "distill": {"distill": DistillConfig(coefficient=self.distill)},
+        }[method]
+
+
+def recipe_config(out: Path, data: Path, budget: Any, seed: int, recipe: str, settings: Settings) -> Any:
     """The quickstart's tuning config of `recipe`'s loss, with the recipe's options."""
-    loss, options = RECIPES[recipe]
+    loss, options = settings.options(recipe)
     config = run_config(out, data, budget, seed, f"tuned-{loss}")
     optim = dataclasses.replace(config.optim, **options.get("optim", {}))
     extra = {key: value for key, value in options.items() if key != "optim"}
@@ -128,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         default=250,
         help="zero-shot general val accuracy of the start model every N steps (default %(default)s)",
     )
+    for field in dataclasses.fields(Settings):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(
+            flag,
+            type=int if field.type == "int" else float,
+            default=field.default,
+            help=f"{field.name.replace('_', ' ')} (default %(default)s)",
+        )
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -135,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(recipes) - set(RECIPES))
     if unknown or "clip" not in recipes:
         parser.error(f"--recipes: expected some of {', '.join(RECIPES)}, including the baseline clip")
+    settings = Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     budget = dataclasses.replace(BUDGETS[args.budget], test_per_class=args.test_per_class)
@@ -148,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         start = out / "start" / "model.safetensors"
     for seed in seeds:
         for recipe in recipes:
-            config = recipe_config(out, data, budget, seed, recipe)
+            config = recipe_config(out, data, budget, seed, recipe, settings)
             config = dataclasses.replace(
                 config, model=dataclasses.replace(config.model, pretrained=str(start))
             )

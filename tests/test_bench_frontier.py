@@ -1,0 +1,58 @@
+"""The frontier benchmark's own arithmetic and recipes (its runs are the quickstart's
+training and `dalip frontier`, tested elsewhere): how many seeds a difference needs, and
+which options each recipe adds to the tuning config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import frontier as bench  # noqa: E402
+
+from dalip import quickstart  # noqa: E402
+from dalip.quickstart import BUDGETS  # noqa: E402
+
+
+def test_needed_seeds_is_the_t_corrected_power_calculation():
+    # sd = effect: z-approximation (1.96 + 0.84)^2 = 7.85 -> 8, then t with 7 df -> 11
+    assert bench.needed_seeds(0.01, effect=0.01) == 11
+    assert bench.needed_seeds(0.0134) == 17  # the screen's "17 seeds for 1 point at SD 1.34"
+    assert bench.needed_seeds(0.0) is None
+    assert bench.needed_seeds(0.02) > bench.needed_seeds(0.01)
+
+
+@pytest.mark.parametrize("recipe", bench.RECIPES)
+def test_each_recipe_is_one_method_on_one_loss(tmp_path, monkeypatch, recipe):
+    monkeypatch.setattr(quickstart, "tuning_subset", lambda data, budget: data / "general-tune.csv")
+    settings = bench.Settings(lora_rank=2, lora_lr=5e-3, l2sp=0.5, distill=2.0)
+    config = bench.recipe_config(tmp_path, tmp_path / "data", BUDGETS["test"], 3, recipe, settings)
+    method = recipe.rpartition("-")[0]
+    assert config.loss.kind == recipe.rpartition("-")[2] and config.seed == 3
+    assert config.out_dir == str(tmp_path / "runs" / f"{recipe}@3")
+    assert (config.lora.rank, config.lora.alpha) == ((2, 2.0) if method == "lora" else (0, 1.0))
+    assert config.optim.lr == (5e-3 if method == "lora" else 3e-4)
+    assert config.l2sp.coefficient == (0.5 if method == "l2sp" else 0.0)
+    assert config.distill.coefficient == (2.0 if method == "distill" else 0.0)
+
+
+def test_noise_summary_pairs_recipes_with_the_baseline_by_seed():
+    def row(recipe, seed, value):
+        return {"recipe": recipe, "seed": seed, "general_at_level": {"1": value}}
+
+    report = {
+        "curves": [
+            row("clip", "0", 0.30),
+            row("clip", "1", 0.32),
+            row("dalip", "0", 0.31),
+            row("dalip", "1", 0.35),
+        ],
+        "paired": {"dalip": {"seeds": ["0", "1"]}},
+    }
+    summary = bench.noise_summary(report, "clip")["dalip"]
+    assert summary["pairs"] == 2 and summary["sd"] == pytest.approx(stats.tstd([0.01, 0.03]))
+    assert summary["seeds_for_1_point"] == bench.needed_seeds(stats.tstd([0.01, 0.03]))
