@@ -92,11 +92,11 @@ def test_one_process_agrees_with_itself_without_communicating():
 
 
 def test_validation_runs_in_the_training_precision(train_data, tmp_path, monkeypatch):
-    from dalip.cli import train as train_command
+    from dalip.evaluation import validation
 
     seen = {}
     monkeypatch.setattr(
-        train_command, "zero_shot", lambda *args, runtime, **kwargs: seen.update(runtime=runtime) or {}
+        validation, "zero_shot", lambda *args, runtime, **kwargs: seen.update(runtime=runtime) or {}
     )
     config = load_train_config(
         write_config(
@@ -107,7 +107,7 @@ def test_validation_runs_in_the_training_precision(train_data, tmp_path, monkeyp
             data={"val": str(train_data / "plant/val")},
         )
     )
-    train_command.training_validation(config)(
+    validation.training_validation(config)(
         type("Task", (), {"second_order": True, "model": None, "tokenizer": None, "preprocess_val": None})(),
         4,
     )

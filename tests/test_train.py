@@ -1,3 +1,4 @@
+import logging
 import math
 
 import pytest
@@ -310,3 +311,20 @@ def test_training_task_is_the_step_the_config_asks_for(train_data, tmp_path, kin
         task.model.clip.logit_scale.fill_(10.0)
     task.clamp_temperatures()
     assert task.model.clip.logit_scale.item() == pytest.approx(MAX_LOGIT_SCALE)
+
+
+def test_the_python_api_warns_when_eval_every_has_no_validate(train_data, tmp_path, caplog):
+    """train() cannot evaluate by itself (the evaluation code sits above it): a config asking
+    for checks without a `validate` is told so; the quickstart's stages hand theirs in."""
+    from dalip.evaluation.validation import training_validation
+    from dalip.train.loop import train
+
+    data = {"val": str(train_data / "plant/val"), "val_templates": "plant"}
+    config = load_train_config(write_config(train_data, tmp_path / "a", steps=2, eval_every=2, data=data))
+    with caplog.at_level(logging.WARNING, logger="dalip.train.loop"):
+        train(config)
+    assert "eval_every is set but train() was given no validate" in caplog.text
+    assert not [r for r in read_metrics(tmp_path / "a" / "metrics.jsonl") if "eval" in r]
+    config = load_train_config(write_config(train_data, tmp_path / "b", steps=2, eval_every=2, data=data))
+    train(config, validate=training_validation(config))
+    assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "eval" in r] == [2]

@@ -39,6 +39,7 @@ from dalip.data.files import CLASSES_FILE, read_classes_file, read_table
 from dalip.data.synthetic import make_dataset
 from dalip.evaluation.frontier import curve_from_sweep, frontier
 from dalip.evaluation.suite import run_suite
+from dalip.evaluation.validation import training_validation
 from dalip.evaluation.wiseft import interpolate
 from dalip.outputs import OutputFolder, remove_earlier_output
 from dalip.report.quickstart import write_report
@@ -192,7 +193,7 @@ def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
     remove_earlier_output(run, "train")  # only what that stage's earlier run wrote
     logger.info("training %s: %s loss, %d steps", run.name, config.loss.kind, config.steps)
     started = time.perf_counter()
-    summary = train(config)
+    summary = train(config, validate=training_validation(config))
     if summary["interrupted_by_signal"]:  # Ctrl-C / SIGTERM: stop here, not in the next stage
         raise KeyboardInterrupt(f"{run.name} stopped by signal {summary['interrupted_by_signal']}")
     return time.perf_counter() - started

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import yaml
 
-from dalip.config import TrainConfig, config_to_dict, load_train_config
-from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.zero_shot import zero_shot
+from dalip.config import config_to_dict, load_train_config
+from dalip.evaluation.validation import training_validation
 from dalip.train.loop import train
 from dalip.train.optim import NonFiniteLossError
-from dalip.train.task import TrainingTask
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -87,25 +83,3 @@ def run_train(args: argparse.Namespace) -> int:
         return 128 + summary["interrupted_by_signal"]
     print(f"dalip train: done, {summary['step']} steps; model: {summary['out_dir']}/model.safetensors")
     return 0
-
-
-def training_validation(config: TrainConfig) -> Callable[[TrainingTask, int], dict[str, Any]] | None:
-    """The zero-shot check `dalip.train.loop.train` runs every `eval_every` steps on `data.val`
-    (None when the config asks for none); fused and first order when the task has both, in the
-    run's precision (bf16 / amp autocast), on the model's device."""
-    if not (config.eval_every and config.data.val):
-        return None
-
-    def validate(task: TrainingTask, batch_size: int) -> dict[str, Any]:
-        modes = ("fused", "first") if task.second_order else ("first",)
-        return zero_shot(
-            task.model,
-            config.data.val,
-            task.tokenizer,
-            task.preprocess_val,
-            templates=config.data.val_templates,
-            modes=modes,
-            runtime=Runtime(batch_size, config.data.workers, precision=config.precision),
-        )
-
-    return validate

@@ -50,7 +50,7 @@ from dalip.train.task import TrainingTask
 logger = logging.getLogger(__name__)
 # Called on rank 0 every `eval_every` steps when `data.val` is set, as
 # validate(task, batch_size) -> results for the run log; without one, nothing is evaluated
-# (`dalip train` passes `dalip.cli.train.training_validation(config)`).
+# (`dalip train` passes `dalip.evaluation.validation.training_validation(config)`).
 Validate = Callable[[TrainingTask, int], dict[str, Any]]
 
 
@@ -90,6 +90,8 @@ class Trainer:
         self.config, self.context = config, context
         self.force, self.allow_changes = force, tuple(allow_changes)
         self.validate = validate if config.eval_every and config.data.val else None
+        if config.eval_every and config.data.val and validate is None and context.is_main:
+            logger.warning("eval_every is set but train() was given no validate: nothing is evaluated")
         self.device = torch.device(context.device)
         if self.device.type == "cuda":
             configure_cuda(config.tf32)
