@@ -1,6 +1,8 @@
 """dalip: Distribution Alignment-based Language-Image Pre-training on OpenCLIP."""
 
-__version__ = "0.2.0"  # 0.2: after_norm weighting, alpha 0.75, GPU-ready training (0.1: before_norm, 0.5)
+# 0.3: alpha 0.5 again, retention options, frontier; 0.2: after_norm, alpha 0.75, GPU-ready
+# training; 0.1: before_norm, alpha 0.5
+__version__ = "0.3.0"
 
 from dalip.checkpoint import load_checkpoint  # noqa: E402
 from dalip.loss import DALIPLoss  # noqa: E402
