@@ -22,7 +22,7 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dalip.config import SourceConfig
 from dalip.data.captions import (
@@ -34,6 +34,9 @@ from dalip.data.captions import (
 )
 from dalip.data.sources import MapSource, Sample, SampleBuilder, check_path_exists
 from dalip.schema import quoted
+
+if TYPE_CHECKING:  # taxonomy reads its tables with read_table
+    from dalip.data.taxonomy import TaxonTexts
 
 logger = logging.getLogger(__name__)
 
@@ -229,9 +232,13 @@ class ImageFolderSource(MapSource):
         samples: [(image path, label)], sorted by class then file name.
     """
 
-    def __init__(self, config: SourceConfig, builder: SampleBuilder, seed: int = 0) -> None:
+    def __init__(
+        self, config: SourceConfig, builder: SampleBuilder, seed: int = 0, texts: TaxonTexts | None = None
+    ) -> None:
         listing = list_image_folder(config.path)
-        self.classes = listing.classes
+        self.classes, self.folders, self.texts = listing.classes, listing.folders, texts
+        if texts is not None:
+            texts.taxonomy.check_labels(self.folders, config.path)
         self.templates = list(config.templates) if config.templates else list(DEFAULT_TEMPLATES)
         for template in self.templates:
             check_template(template, config.path)  # fail early, not at the first sample
@@ -239,8 +246,9 @@ class ImageFolderSource(MapSource):
 
     def captions(self, index: int) -> Mapping[str, Any]:
         # One template per caption choice; `choose_caption` picks among list entries.
-        name = self.classes[self.samples[index][1]]
-        return {"caption": [fill_template(t, name) for t in self.templates]}
+        label = self.samples[index][1]
+        own = {"caption": [fill_template(t, self.classes[label]) for t in self.templates]}
+        return own if self.texts is None else {**own, **self.texts(self.folders[label])}
 
 
 class CsvSource(MapSource):
@@ -255,7 +263,9 @@ class CsvSource(MapSource):
             to the file, else the sorted label names, else the label numbers).
     """
 
-    def __init__(self, config: SourceConfig, builder: SampleBuilder, seed: int = 0) -> None:
+    def __init__(
+        self, config: SourceConfig, builder: SampleBuilder, seed: int = 0, texts: TaxonTexts | None = None
+    ) -> None:
         path = check_path_exists(config.path, "CSV/TSV file")
         folder = os.path.dirname(path)
         needed = [config.image_key] + ([config.label_key] if config.label_key else [])
@@ -273,10 +283,14 @@ class CsvSource(MapSource):
         items = [(os.path.join(folder, row[config.image_key]), label) for row, label in zip(rows, labels)]
         if not items:
             raise ValueError(f"{config.path}: no rows (expected a header line and one row per image)")
+        self.texts, self.taxon_keys = texts, []
+        if texts is not None:
+            self.taxon_keys = _taxon_keys(config, rows, labels, texts)
         super().__init__(config.path, items, builder, seed)
 
     def captions(self, index: int) -> Mapping[str, Any]:
-        return parse_caption_field(self.caption_cells[index], "caption")
+        own = parse_caption_field(self.caption_cells[index], "caption")
+        return own if self.texts is None else {**own, **self.texts(self.taxon_keys[index])}
 
     def load(self, index: int, epoch: int, repeat: int = 0) -> Sample | None:
         # A JSON cell that does not parse is this sample's fault only: skip and count it.
@@ -286,3 +300,20 @@ class CsvSource(MapSource):
             self.skip_counter.add(error.reason)
             logger.debug("skipped row %d of %s: %s", index, self.name, error)
             return None
+
+
+def _taxon_keys(
+    config: SourceConfig, rows: list[dict[str, str]], labels: list[int], texts: TaxonTexts
+) -> list[str]:
+    """Each row's taxonomy label: its `label_key` cell, or for numeric labels the class folder
+    name `classes.txt` gives it (as the embedded data's tables have); checked against the table."""
+    if not config.label_key:
+        raise ValueError(f"{config.path}: text_types need label_key, the column naming each row's class")
+    keys = [row[config.label_key].strip() for row in rows]
+    listing = os.path.join(os.path.dirname(config.path), CLASSES_FILE)
+    if not set(keys) <= set(texts.taxonomy.taxa) and os.path.exists(listing):
+        folders = [folder for folder, _ in read_classes_file(listing)]
+        if all(0 <= label < len(folders) for label in labels):
+            keys = [folders[label] for label in labels]
+    texts.taxonomy.check_labels(keys, config.path)
+    return keys

@@ -8,6 +8,7 @@ from dalip.data.files import CsvSource, ImageFolderSource
 from dalip.data.shards import WebDatasetSource
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import SampleBuilder, Source, Transform
+from dalip.data.taxonomy import TaxonTexts, check_text_types, source_taxonomy
 
 
 def make_source(
@@ -27,11 +28,15 @@ def make_source(
     check_source_config(config, f"source {config.path}: ")
     validate_caption_weights(config.caption_weights, f"source {config.path}")
     counter = skip_counter if skip_counter is not None else SkipCounter()
-    builder = SampleBuilder(transform, tokenizer, config.caption_weights, counter)
+    texts = None
+    if config.text_types:
+        taxonomy = source_taxonomy(config.taxonomy, config.kind, config.path)
+        texts = TaxonTexts(taxonomy, config.text_types, config.templates or [])
+    builder = SampleBuilder(transform, tokenizer, config.text_types or config.caption_weights, counter)
     if config.kind == "csv":
-        return CsvSource(config, builder, seed=seed)
+        return CsvSource(config, builder, seed=seed, texts=texts)
     if config.kind == "folder":
-        return ImageFolderSource(config, builder, seed=seed)
+        return ImageFolderSource(config, builder, seed=seed, texts=texts)
     if config.kind == "webdataset":
         return WebDatasetSource(config, builder, seed=seed, rank=rank, world_size=world_size)
     raise ValueError(
@@ -44,6 +49,14 @@ def check_source_config(config: SourceConfig, where: str) -> None:
     ValueError naming the field otherwise: `where` "data.sources[1]" gives
     "data.sources[1].resampled", a prefix ending in ": " is kept as is."""
     field = f"{where}resampled" if where.endswith(": ") else f"{where}.resampled"
+    named = f"{where}text_types" if where.endswith(": ") else f"{where}.text_types"
+    check_text_types(config.text_types, named)
+    if config.text_types and config.kind == "webdataset":
+        raise ValueError(f"{named}: folder and csv sources only (a webdataset's captions are in its shards)")
+    if config.text_types and config.caption_weights:
+        raise ValueError(
+            f"{named}: set text_types or caption_weights, not both (text_types weigh the captions)"
+        )
     if config.resampled and config.kind != "webdataset":
         raise ValueError(
             f"{field}: only webdataset sources are resampled (a {config.kind} source reads "

@@ -30,6 +30,7 @@ from dalip.data.synthetic.general import GENERAL_CLASSES, general_caption, rende
 from dalip.data.synthetic.plants import MAX_SPECIES, TRAITS, Species, alt_text, make_species, multi_captions
 from dalip.data.synthetic.render import render_leaf, sample_pose
 from dalip.data.synthetic.writers import SplitWriter, encode_image
+from dalip.data.taxonomy import TAXONOMY_FILE, write_taxonomy
 from dalip.outputs import OutputFolder
 from dalip.schema import check_fields, checked
 
@@ -161,6 +162,10 @@ def _write_dataset(out_dir: str, config: GeneratorOptions, folder: OutputFolder)
             key = [config.seed, domain_index, split_index]
             announce = functools.partial(_announce, folder, f"{domain}/{split}")
             entry = write_split(root, classes, render, config, key, announce)
+            if domain == "plant":  # the ranks of its species, for text types and rank evaluation
+                announce([TAXONOMY_FILE])
+                write_taxonomy(os.path.join(root, TAXONOMY_FILE), [s.taxon() for s in plants])
+                entry["taxonomy"] = TAXONOMY_FILE
             splits[f"{domain}/{split}"] = entry
             shards = len(entry["shard_sizes"])
             logger.info("wrote %s/%s: %d images, %d shards", domain, split, entry["count"], shards)
@@ -180,7 +185,8 @@ def _manifest(
     files = {}
     for name, entry in splits.items():
         shards = [f"shards/{shard}" for shard in entry["shard_sizes"]]
-        for relative in [entry["csv"], entry["classes"], "shards/sizes.json", *shards]:
+        extra = [entry["taxonomy"]] if "taxonomy" in entry else []
+        for relative in [entry["csv"], entry["classes"], *extra, "shards/sizes.json", *shards]:
             files[f"{name}/{relative}"] = os.path.getsize(os.path.join(out_dir, name, relative))
     return {
         "generator": "dalip.data.synthetic",
@@ -195,6 +201,7 @@ def _manifest(
                 "folder": s.folder,
                 "scientific": s.scientific,
                 "common": s.common,
+                "order": s.order,
                 "family": s.family,
                 "traits": s.traits,
                 "differs_from_genus_base_in": s.changed,

@@ -5,7 +5,9 @@ has exactly those traits and each other species changes one trait (a different o
 each), so every species has a sibling that differs in one visual trait and any two
 species of a genus differ in one or two. Colours repeat across genera, so no species
 can be told apart by colour alone. The epithet of a changed species names its
-distinctive trait, as real epithets often do ("serrata", "purpurea").
+distinctive trait, as real epithets often do ("serrata", "purpurea"). Genera go two to a
+family and families three to an order, each named after its first genus ("Pelmaceae",
+"Pelmales"), under Plantae, Tracheophyta, Magnoliopsida: the dataset's taxonomy.csv.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from dalip.data.synthetic.leaves import MARGINS, SHAPES, VENATIONS
 from dalip.data.synthetic.render import COLOURS, SPOTS
+from dalip.data.taxonomy import Taxon
 
 TRAITS: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
@@ -25,6 +28,9 @@ TRAITS: dict[str, tuple[str, ...]] = {
     "spots": SPOTS,
 }
 SPECIES_PER_GENUS = 4
+GENERA_PER_FAMILY = 2  # a family is named after its first (type) genus, as Rosaceae after Rosa
+FAMILIES_PER_ORDER = 3
+HIGHER_RANKS = ("Plantae", "Tracheophyta", "Magnoliopsida")  # kingdom, phylum, class
 TRAIT_COMBINATIONS = len(SHAPES) * len(MARGINS) * len(VENATIONS) * len(COLOURS) * len(SPOTS)
 # A third of the distinct trait sets: a genus then finds free ones in a few draws.
 MAX_SPECIES = TRAIT_COMBINATIONS // 3
@@ -137,10 +143,16 @@ class Species:
     common: str
     traits: dict[str, str]
     changed: str | None  # the trait that sets it apart from its genus base (None: the base)
+    order: str = ""
 
     @property
     def scientific(self) -> str:
         return f"{self.genus} {self.epithet}"
+
+    def taxon(self) -> Taxon:
+        """The species' row of the dataset's taxonomy.csv."""
+        ranks = (*HIGHER_RANKS, self.order, self.family, self.genus, self.epithet)
+        return Taxon(self.folder, ranks, self.common)
 
 
 def _stem(genus: str) -> str:
@@ -149,6 +161,14 @@ def _stem(genus: str) -> str:
         if genus.endswith(ending) and len(genus) > len(ending) + 2:
             return genus[: -len(ending)]
     return genus
+
+
+def _unique(stem: str, endings: tuple[str, ...], taken: set[str]) -> str:
+    """The first of stem + ending not in `taken` (then numbered), added to it."""
+    names = [stem + ending for ending in endings]
+    name = next((n for n in names if n not in taken), None) or f"{names[0]}{len(taken)}"
+    taken.add(name)
+    return name
 
 
 def _word(rng: np.random.Generator, parts: int, endings: tuple[str, ...]) -> str:
@@ -208,6 +228,7 @@ def make_species(count: int, seed: int) -> list[Species]:
     species: list[Species] = []
     taken: set[tuple[str, ...]] = set()
     genera: set[str] = set()
+    higher: set[str] = set()  # family and order names given so far
     nouns = [str(noun) for noun in rng.permutation(_COMMON_NOUNS)]
     for genus_index in range(-(-count // SPECIES_PER_GENUS)):
         size = min(SPECIES_PER_GENUS, count - len(species))
@@ -216,7 +237,10 @@ def make_species(count: int, seed: int) -> list[Species]:
             genus = _word(rng, 2, _GENUS_ENDINGS).capitalize()
         genera.add(genus)
         noun = _common_noun(nouns, genus_index)
-        family = _stem(genus) + "aceae"
+        if genus_index % GENERA_PER_FAMILY == 0:
+            family = _unique(_stem(genus), ("aceae", "inaceae", "idaceae", "ellaceae"), higher)
+            if genus_index % (GENERA_PER_FAMILY * FAMILIES_PER_ORDER) == 0:
+                order = _unique(_stem(genus), ("ales", "inales", "idales", "ellales"), higher)
         for traits, changed in _genus_traits(rng, size, taken):
             if changed is None:
                 epithet, common = _word(rng, 1, _EPITHET_ENDINGS), f"common {noun}"
@@ -227,7 +251,7 @@ def make_species(count: int, seed: int) -> list[Species]:
                 )
                 common = f"{qualifier} {noun}"
             folder = f"{len(species):02d}_{genus.lower()}_{epithet}"
-            species.append(Species(folder, genus, epithet, family, common, traits, changed))
+            species.append(Species(folder, genus, epithet, family, common, traits, changed, order))
     return species
 
 
@@ -243,11 +267,10 @@ def describe(species: Species) -> str:
 
 def multi_captions(species: Species) -> dict[str, str]:
     """The named captions stored as a shard's `.json` (scientific/common/taxonomic/description)."""
-    taxonomic = f"Plantae Magnoliopsida {species.family} {species.genus} {species.epithet}"
     return {
         "scientific": species.scientific,
         "common": species.common,
-        "taxonomic": taxonomic,
+        "taxonomic": species.taxon().text("taxonomic"),
         "description": describe(species),
     }
 
