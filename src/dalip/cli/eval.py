@@ -34,6 +34,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="image folder or labelled CSV for zero-shot classification (repeatable)",
     )
     parser.add_argument(
+        "--taxonomy",
+        metavar="FILE",
+        help="also score the --zeroshot datasets at each taxonomic rank, from this taxonomy.csv "
+        "('auto': the taxonomy.csv in each image folder or next to each CSV)",
+    )
+    parser.add_argument(
         "--retrieval", action="append", default=[], metavar="CSV", help="caption CSV (repeatable)"
     )
     parser.add_argument("--linear-probe", action="append", default=[], nargs=2, metavar=("TRAIN", "TEST"))
@@ -84,6 +90,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 def _flag_suite(args: argparse.Namespace) -> dict[str, Any]:
     datasets = [
         dict(name=Path(p).stem if Path(p).is_file() else Path(p).name, task="zeroshot", path=p)
+        | ({"taxonomy": args.taxonomy} if args.taxonomy else {})
         for p in args.zeroshot
     ]
     datasets += [dict(name=Path(p).stem, task="retrieval", path=p) for p in args.retrieval]
@@ -140,6 +147,8 @@ def run_eval(args: argparse.Namespace) -> int:
             "give either --suite FILE or dataset flags (--zeroshot, --retrieval, --linear-probe, "
             "--fewshot, --clip-benchmark)"
         )
+    if args.taxonomy and not args.zeroshot:
+        raise ValueError("--taxonomy: scores --zeroshot datasets by rank (in a suite: taxonomy: per dataset)")
     models = dict(parse_model_arg(spec) for spec in args.model)
     if len(models) != len(args.model):
         raise ValueError(f"--model: display names must be unique, got {args.model}")

@@ -14,6 +14,7 @@ from torch import nn
 
 from dalip.evaluation import probe
 from dalip.evaluation.clip_benchmark import evaluate_clip_benchmark
+from dalip.evaluation.ranks import zero_shot_ranks
 from dalip.evaluation.record import reproducibility_record
 from dalip.evaluation.retrieval import retrieval
 from dalip.evaluation.runtime import Runtime, resolve_modes
@@ -44,7 +45,7 @@ class Job:
 
 def _zero_shot(job: Job) -> dict[str, Any]:
     loaded, spec = job.loaded, job.spec
-    return zero_shot(
+    result = zero_shot(
         loaded.model,
         spec.path,
         loaded.tokenizer,
@@ -56,6 +57,21 @@ def _zero_shot(job: Job) -> dict[str, Any]:
         label_key=spec.label_key,
         image_key=spec.image_key,
     )
+    if spec.taxonomy:  # the same images scored at each rank (BioCLIP 2's per-rank accuracy)
+        ranked = zero_shot_ranks(
+            loaded.model,
+            spec.path,
+            loaded.tokenizer,
+            loaded.preprocess,
+            taxonomy=spec.taxonomy,
+            templates=spec.templates or job.suite.templates,
+            modes=job.modes,
+            runtime=job.runtime,
+            label_key=spec.label_key,
+            image_key=spec.image_key,
+        )
+        result.update(ranked)
+    return result
 
 
 def _retrieval(job: Job) -> dict[str, Any]:

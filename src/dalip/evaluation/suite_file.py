@@ -15,6 +15,7 @@ A suite is a YAML file (or the same structure as a Python dict / list of dataset
       - {name: plant-lp, task: linear_probe, domain: plant, train: plant/train, test: plant/test}
       - {name: plant-fs, task: fewshot, domain: plant, train: plant/train, test: plant/test}
       - {name: cars, task: zeroshot, clip_benchmark: wds/cars, path: benchmark/cars}
+      - {name: plant-ranks, task: zeroshot, path: plant/test, taxonomy: auto}  # also by rank
 
 Relative paths are relative to the YAML file. Every key is checked against the dataclasses
 below (types, Literal choices, ranges); a mistake is a ValueError naming the file and the
@@ -63,6 +64,7 @@ class DatasetSpec:
     splits: str | None = None  # few-shot splits file to reuse
     clip_benchmark: str | None = None  # a CLIP_benchmark `wds/NAME` dataset; `path` is its root
     split: str = "test"  # CLIP_benchmark split
+    taxonomy: str | None = None  # zeroshot: also score by rank (a taxonomy.csv, or "auto")
 
     def check(self, where: str = "") -> None:
         """ValueError for what the types cannot say; `where` prefixes the field names."""
@@ -80,6 +82,8 @@ class DatasetSpec:
         for key in needs:
             if not getattr(self, key):
                 raise ValueError(f"{where}task {self.task} needs {', '.join(needs)}")
+        if self.taxonomy and (self.task != "zeroshot" or self.clip_benchmark):
+            raise ValueError(f"{where}taxonomy: scores zeroshot datasets of ours by rank, not {self.task}")
         if self.task == "fewshot" and not self.shots:
             raise ValueError(f"{where}shots: expected at least one k, e.g. [1, 5]")
 
@@ -112,8 +116,8 @@ def _dataset_from(entry: Any, base: Path, index: int, where: str) -> DatasetSpec
     values.setdefault("name", Path(str(values.get("path") or values.get("test") or f"dataset{index}")).name)
     spec = from_dict(DatasetSpec, values, f"{here}.")
     check_fields(spec, f"{here}.")
-    for key in ("path", "train", "test", "splits"):
-        if getattr(spec, key):
+    for key in ("path", "train", "test", "splits", "taxonomy"):
+        if getattr(spec, key) and getattr(spec, key) != "auto":
             setattr(spec, key, str(base / os.path.expanduser(getattr(spec, key))))
     spec.templates = _rebased_templates(spec.templates, base)
     spec.check(f"{here}.")

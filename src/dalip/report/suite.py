@@ -59,6 +59,41 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + legend + "\n"
 
 
+def rank_tables(results: dict[str, Any]) -> str:
+    """For each dataset scored by rank: a row per rank (its taxa), a column per model and mode
+    (flat / top-down top-1), and a last row with the ranks a wrong species answer still shares
+    with the truth, on average (of how many wrong answers). "" when no dataset has ranks."""
+    parts = []
+    for dataset in (d["name"] for d in results["suite"]["datasets"]):
+        columns = [
+            (f"{name} [{mode}]", mode, entry["datasets"][dataset])
+            for name, entry in results["models"].items()
+            for mode in entry["modes"]
+            if "ranks" in entry["datasets"].get(dataset, {})
+        ]
+        if not columns:
+            continue
+        ranks = columns[0][2]["ranks"]
+        header = ["rank", "taxa", *(printable(label) for label, _, _ in columns)]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+        for rank, entry in ranks.items():
+            cells = []
+            for _, mode, result in columns:
+                scores = result["ranks"][rank]["modes"][mode]
+                cells.append(f"{_percent(scores['top1'])} / {_percent(scores['top_down_top1'])}")
+            lines.append("| " + " | ".join([rank, str(entry["num_taxa"]), *cells]) + " |")
+        if "species" in ranks:
+            cells = []
+            for _, mode, result in columns:
+                wrong = result["wrong_species"][mode]
+                depth = "–" if wrong["mean_depth"] is None else f"{wrong['mean_depth']:.2f}"
+                cells.append(f"{depth} ({wrong['count']} wrong)")
+            lines.append("| " + " | ".join(["wrong species: ranks shared", "", *cells]) + " |")
+        title = f"**{printable(dataset)} by rank**: zero-shot top-1 (%), flat / top-down"
+        parts.append(title + "\n\n" + "\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
 def bar_chart(results: dict[str, Any], path: str | Path) -> None:
     """Grouped bars: per-domain means and the overall mean, one bar per model and mode."""
     _, domains = table_columns(results)
@@ -83,7 +118,8 @@ def write_suite_report(results: dict[str, Any], out_dir: str | os.PathLike) -> N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "results.json", results)
-    write_text(out_dir / "results.md", markdown_table(results))
+    ranks = rank_tables(results)
+    write_text(out_dir / "results.md", markdown_table(results) + (f"\n{ranks}" if ranks else ""))
     bar_chart(results, out_dir / "results.png")
     write_clip_benchmark_results(results, out_dir)
 
