@@ -64,6 +64,10 @@ def test_writes_every_file_with_finite_numbers(quickstart_run):
     assert [p["weight"] for p in results["wise_ft"]["dalip"]["interpolation"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     report = (quickstart_run / "report.md").read_text()
     assert "| plant-zeroshot | top-1 |" in report and "vs start" in report
+    # the plant test also by rank: 6 species in 2 genera of one family
+    assert list(models["start"]["datasets"]["plant-zeroshot"]["ranks"]) == ["genus", "species"]
+    assert "| plant-zeroshot | genus top-1 (taxonomic text) |" in report
+    assert "ranks" not in results["wise_ft"]["clip"]["models"]["w=0.5"]["datasets"]["plant-zeroshot"]
 
 
 def test_tuning_runs_share_data_steps_and_seed(quickstart_run):
@@ -105,7 +109,7 @@ def test_an_interrupted_stage_stops_the_quickstart(tmp_path, monkeypatch, capsys
 
     calls = []
 
-    def interrupted_train(config, resume=None):
+    def interrupted_train(config, resume=None, validate=None):
         calls.append(config.out_dir)
         return {"interrupted_by_signal": 15, "step": 1}
 

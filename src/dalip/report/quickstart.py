@@ -47,6 +47,14 @@ def metric_rows(evaluation: dict[str, Any]) -> list[tuple[str, str, dict[tuple[s
                 for name, mode in model_columns(evaluation)
             }
             rows.append((dataset, label, values))
+        for rank in first.get("ranks", {}):  # zero-shot at each rank, from the taxonomic texts
+            values = {
+                (name, mode): evaluation["models"][name]["datasets"][dataset]["ranks"][rank]["modes"][mode][
+                    "top1"
+                ]
+                for name, mode in model_columns(evaluation)
+            }
+            rows.append((dataset, f"{rank} top-1 (taxonomic text)", values))
     return rows
 
 
