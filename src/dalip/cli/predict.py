@@ -13,6 +13,7 @@ from dalip.cli.common import (
     report_unreadable,
     runtime_from_flags,
 )
+from dalip.cli.predict_taxa import add_taxonomy_flags, check_no_taxonomy_flags, run_taxon_predict
 from dalip.evaluation.datasets import list_image_files
 from dalip.evaluation.labels import check_labels, read_label_file
 from dalip.evaluation.predict import predict
@@ -27,17 +28,28 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     labels = parser.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help="comma-separated labels, e.g. 'rose,oak,maple'")
     labels.add_argument("--labels-file", help="one label per line")
+    labels.add_argument("--taxonomy", help="a taxonomy.csv: answer with taxa (the options below)")
     parser.add_argument(
         "--templates", default="none", help="none (labels as given), generic, plant, openai, simple or a file"
     )
     parser.add_argument("--mode", default="fused", choices=MODES[:3], help="similarity mode (default fused)")
-    parser.add_argument("--top-k", type=count(1), default=5, help="labels shown per image (default 5)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--top-k", "--k", type=count(1), default=5, help="labels shown per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text (--format json)")
+    parser.add_argument("--format", choices=["text", "json", "csv"], help="output format (default text)")
+    add_taxonomy_flags(parser)
     add_runtime_flags(parser)
     parser.set_defaults(handler=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    output = "json" if args.json and args.format in (None, "json") else args.format or "text"
+    if args.json and args.format not in (None, "json"):
+        raise ValueError(f"--json and --format {args.format}: choose one output format")
+    if args.taxonomy:
+        return run_taxon_predict(args, output)
+    check_no_taxonomy_flags(args)
+    if output == "csv":
+        raise ValueError("--format csv: the answers with their taxonomy need --taxonomy")
     labels = (
         read_label_file(args.labels_file)
         if args.labels_file
@@ -58,7 +70,7 @@ def run_predict(args: argparse.Namespace) -> int:
         runtime=runtime_from_flags(args),
     )
     unreadable = report_unreadable(paths, [item["image"] for item in predictions])
-    if args.json:
+    if output == "json":
         print(
             json.dumps(
                 {"model": loaded.spec, "mode": mode, "results": predictions, "unreadable": unreadable},

@@ -1,0 +1,153 @@
+"""Prediction a botanist can use: answers at a taxonomic rank, restricted to a checklist,
+backed off to a coarser rank when unsure, and several photos of one plant answered together
+(`dalip predict --taxonomy`, in the manner of pybioclip's `--rank` / `--subset` and Pl@ntNet's
+several-organ identification).
+
+The model scores the species (every class of the taxonomy, or those of `subset`), each
+embedded from its taxonomic text; a taxon's probability at a higher rank is the sum over the
+species below it. `min_probability` walks from the species up to the first rank whose best
+taxon reaches it, and answers "no answer" (None) when none does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from dalip.data.files import read_text_lines
+from dalip.data.taxonomy import RANKS, TEXT_TYPES, Taxon, Taxonomy
+from dalip.evaluation.datasets import ImageFileDataset, list_image_files
+from dalip.evaluation.predict import label_probabilities
+from dalip.evaluation.runtime import Runtime, encode_dataset, resolve_modes
+from dalip.evaluation.templates import load_templates
+from dalip.evaluation.zero_shot import class_embeddings
+from dalip.model.features import Encoder
+
+
+def checklist(taxonomy: Taxonomy, subset: str | os.PathLike | None) -> list[Taxon]:
+    """The species to choose among: all, those under `RANK=NAME` ("family=Rosaceae"), or those
+    under any taxon named in a checklist file (one name per line, at any rank; "#" comments).
+    ValueError naming what matched nothing."""
+    taxa = list(taxonomy.taxa.values())
+    if subset is None:
+        return taxa
+    text = os.fspath(subset)
+    rank, separator, name = text.partition("=")
+    if separator and rank.strip() in RANKS and not os.path.exists(text):
+        chosen = [t for t in taxa if t.name(rank.strip()) == name.strip()]
+        if not chosen:
+            raise ValueError(
+                f"--subset {text}: no class of {taxonomy.path} has {rank.strip()} {name.strip()!r}"
+            )
+        return chosen
+    names = [
+        line.strip()
+        for line in read_text_lines(text, "checklist")
+        if line.strip() and not line.startswith("#")
+    ]
+    if not names:
+        raise ValueError(f"{text}: the checklist names no taxon (expected one name per line)")
+    unknown = [n for n in names if not any(n == t.label or n in (t.name(r) for r in RANKS) for t in taxa)]
+    if unknown:
+        raise ValueError(f"{text}: {unknown[0]!r} names no taxon of {taxonomy.path} ({len(unknown)} unknown)")
+    wanted = set(names)
+    return [t for t in taxa if t.label in wanted or any(t.name(r) in wanted for r in RANKS)]
+
+
+def by_rank(probabilities: torch.Tensor, taxa: Sequence[Taxon], rank: str) -> tuple[list[str], torch.Tensor]:
+    """The taxa at `rank` (species without a name there are left out) and, per row, the sum
+    of their species' probabilities: (names, (N, T))."""
+    names = sorted({t.name(rank) for t in taxa} - {""})
+    index = {name: i for i, name in enumerate(names)}
+    groups = torch.zeros(len(taxa), len(names))
+    for row, taxon in enumerate(taxa):
+        if taxon.name(rank):
+            groups[row, index[taxon.name(rank)]] = 1.0
+    return names, probabilities @ groups
+
+
+def describe(taxa: Sequence[Taxon], rank: str, name: str, probability: float) -> dict[str, Any]:
+    """One answer: the taxon, its rank and probability, its lineage and (species) common name."""
+    member = next(t for t in taxa if t.name(rank) == name)
+    lineage = {r: member.name(r) for r in RANKS[: RANKS.index(rank) + 1] if member.name(r)}
+    common = member.common if rank == "species" else ""
+    return {
+        "taxon": name,
+        "rank": rank,
+        "probability": probability,
+        "lineage": lineage,
+        "common_name": common,
+    }
+
+
+def answer(
+    probabilities: torch.Tensor, taxa: Sequence[Taxon], rank: str, top_k: int, min_probability: float | None
+) -> dict[str, Any]:
+    """For one row of species probabilities (S,): the top_k at `rank`, and the answer: the best
+    taxon at `rank`, or with `min_probability` at the finest rank from `rank` up whose best
+    taxon reaches it (None: "no answer")."""
+    names, summed = by_rank(probabilities[None], taxa, rank)
+    top = summed[0].topk(min(top_k, len(names)))
+    predictions = [
+        describe(taxa, rank, names[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())
+    ]
+    chosen = predictions[0] if predictions else None
+    if min_probability is not None:
+        chosen = None
+        for level in reversed(RANKS[: RANKS.index(rank) + 1]):
+            level_names, level_summed = by_rank(probabilities[None], taxa, level)
+            if level_names and float(level_summed.max()) >= min_probability:
+                best = int(level_summed[0].argmax())
+                chosen = describe(taxa, level, level_names[best], float(level_summed[0, best]))
+                break
+    return {"answer": chosen, "predictions": predictions}
+
+
+def predict_taxa(
+    model: Encoder,
+    images: Sequence[str | os.PathLike],
+    taxonomy: Taxonomy,
+    tokenizer: Any,
+    preprocess: Any,
+    templates: str | Sequence[str] = "none",
+    mode: str = "fused",
+    top_k: int = 5,
+    rank: str = "species",
+    subset: str | os.PathLike | None = None,
+    min_probability: float | None = None,
+    same_plant: bool = False,
+    text_type: str = "taxonomic",
+    runtime: Runtime | None = None,
+) -> list[dict[str, Any]]:
+    """Answers per image (or one for all images with `same_plant`: the mean of their
+    log-probabilities, renormalised): [{"images": [paths], "answer": {taxon, rank,
+    probability, lineage, common_name} or None, "predictions": top_k at `rank`}]."""
+    if rank not in RANKS:
+        raise ValueError(f"--rank: expected one of {', '.join(RANKS)}, got {rank!r}")
+    if text_type not in TEXT_TYPES:
+        raise ValueError(f"--text-type: expected one of {', '.join(TEXT_TYPES)}, got {text_type!r}")
+    if min_probability is not None and not 0.0 < min_probability <= 1.0:
+        raise ValueError(f"--min-probability: expected a number in (0, 1], got {min_probability}")
+    (mode,) = resolve_modes(model, [mode])
+    taxa = checklist(taxonomy, subset)
+    texts = [t.text(text_type) or t.text("taxonomic") for t in taxa]
+    paths = list_image_files(images)
+    with (runtime or Runtime()).evaluating(model) as runtime:
+        classes = class_embeddings(
+            model, tokenizer, texts, load_templates(templates), runtime, mode != "first"
+        )
+        encoded = encode_dataset(
+            model, ImageFileDataset(paths, preprocess), runtime, mode != "first", "predict"
+        )
+    probabilities = label_probabilities(model, encoded.features, classes, mode)
+    read = [paths[i] for i in encoded.indices.tolist()]
+    if same_plant:
+        pooled = probabilities.clamp_min(1e-30).log().mean(dim=0).softmax(dim=0)
+        return [{"images": read, **answer(pooled, taxa, rank, top_k, min_probability)}]
+    return [
+        {"images": [path], **answer(row, taxa, rank, top_k, min_probability)}
+        for path, row in zip(read, probabilities)
+    ]
