@@ -33,12 +33,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="image folder or labelled CSV for zero-shot classification (repeatable)",
     )
-    parser.add_argument(
-        "--taxonomy",
-        metavar="FILE",
-        help="also score the --zeroshot datasets at each taxonomic rank, from this taxonomy.csv "
-        "('auto': the taxonomy.csv in each image folder or next to each CSV)",
+    taxonomy_help = (
+        "also score --zeroshot datasets by rank from this taxonomy.csv ('auto': the one beside each)"
     )
+    parser.add_argument("--taxonomy", metavar="FILE", help=taxonomy_help)
     parser.add_argument(
         "--retrieval", action="append", default=[], metavar="CSV", help="caption CSV (repeatable)"
     )
