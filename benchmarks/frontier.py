@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             default=field.default,
             help=f"{field.name.replace('_', ' ')} (default %(default)s)",
         )
+    parser.add_argument(
+        "--weights", default="0,0.25,0.5,0.75,1", help="WiSE-FT weights of each sweep (default %(default)s)"
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         str(frontier_dir),
         "--force",
         "-q",
+        "--weights",
+        args.weights,
     ]
     status = dalip_main([*command, "--baseline", "clip", "--tuned", *tuned])
     if status:

@@ -13,11 +13,14 @@ from dalip.cli.common import (
     report_unreadable,
     runtime_from_flags,
 )
-from dalip.cli.predict_taxa import add_taxonomy_flags, check_no_taxonomy_flags, run_taxon_predict
-from dalip.evaluation.datasets import list_image_files
+from dalip.cli.predict_taxa import (
+    add_taxonomy_flags,
+    check_no_taxonomy_flags,
+    images_and_model,
+    run_taxon_predict,
+)
 from dalip.evaluation.labels import check_labels, read_label_file
 from dalip.evaluation.predict import predict
-from dalip.evaluation.specs import load_model
 from dalip.report.text import printable
 
 
@@ -55,9 +58,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.labels_file
         else check_labels(args.labels.split(","), "--labels")
     )
-    paths = list_image_files(args.images)
-    loaded = load_model(args.model)
-    mode = args.mode if loaded.has_second_order else "first"
+    paths, loaded, mode = images_and_model(args)
     predictions = predict(
         loaded.model,
         paths,

@@ -7,6 +7,7 @@ import argparse
 import csv
 import json
 import sys
+from typing import Any
 
 from dalip.cli.common import report_unreadable, runtime_from_flags
 from dalip.data.taxonomy import RANKS, TEXT_TYPES, read_taxonomy
@@ -50,11 +51,16 @@ def check_no_taxonomy_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--{given[0].replace('_', '-')}: needs --taxonomy (the classes' ranks)")
 
 
-def run_taxon_predict(args: argparse.Namespace, output: str) -> int:
-    taxonomy = read_taxonomy(args.taxonomy)
+def images_and_model(args: argparse.Namespace) -> tuple[list[str], Any, str]:
+    """The image files, the loaded model and its mode (first order for a plain open_clip model)."""
     paths = list_image_files(args.images)
     loaded = load_model(args.model)
-    mode = args.mode if loaded.has_second_order else "first"
+    return paths, loaded, args.mode if loaded.has_second_order else "first"
+
+
+def run_taxon_predict(args: argparse.Namespace, output: str) -> int:
+    taxonomy = read_taxonomy(args.taxonomy)
+    paths, loaded, mode = images_and_model(args)
     answers = predict_taxa(
         loaded.model,
         paths,
