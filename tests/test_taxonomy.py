@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import itertools
 import shutil
 
 import numpy as np
@@ -168,8 +169,8 @@ def test_text_type_mistakes_are_one_line(train_data, tmp_path, capsys):
             "set text_types or caption_weights, not both",
         ),
         (
-            dict(kind="webdataset", path=str(folder / "shards"), text_types={"common": 1}),
-            "folder and csv sources",
+            dict(kind="webdataset", path=str(folder / "shards/00000.tar"), text_types={"common": 1}),
+            "text_types need a taxonomy",
         ),
     ]
     for source, expected in cases:
@@ -182,3 +183,22 @@ def test_text_type_mistakes_are_one_line(train_data, tmp_path, capsys):
         data={"sources": [dict(kind="folder", path=str(folder), text_types={"common": 1})]},
     )
     assert "no row for class '00_" in user_error(capsys, "train", "--config", config)
+
+
+def test_a_webdataset_source_draws_text_types_by_its_cls_member(train_data, tmp_path):
+    split = train_data / "plant" / "train"
+    taxa = read_taxonomy(split / "taxonomy.csv").taxa  # one folder above the shards
+    config = SourceConfig(
+        kind="webdataset",
+        path=str(split / "shards" / "{00000..00003}.tar"),
+        text_types={"scientific": 1, "caption": 1},
+        templates=["{}"],
+    )
+    texts = [text for _, text in itertools.islice(iter(make_source(config, seed=0)), 32)]
+    scientific = {t.text("scientific") for t in taxa.values()}
+    assert set(texts) & scientific and set(texts) - scientific  # both kinds drawn
+    shutil.copytree(split, tmp_path / "split")
+    (tmp_path / "split" / "classes.txt").write_text("someone_else\n")  # no class is in the table
+    config.path = str(tmp_path / "split" / "shards" / "{00000..00003}.tar")
+    source = make_source(config, seed=0)
+    assert list(iter(source)) == [] and source.skipped()["no_taxon"] == 32

@@ -67,9 +67,9 @@ class SourceConfig:
     resampled (webdataset only): each rank's DataLoader worker draws shards with
     replacement instead of reading its share of them once; None (auto) resamples when the
     source has fewer shards than ranks x workers, so that every worker mixes it in.
-    text_types (folder and csv): captions made from the classes' taxonomy (`taxonomy`, else
-    taxonomy.csv in the folder or next to the table; dalip.data.taxonomy), drawn per sample
-    by weight as `caption_weights` are; "caption" is the source's own caption.
+    text_types: captions made from the classes' taxonomy (`taxonomy`, else taxonomy.csv in
+    the folder, next to the table or beside the shards; dalip.data.taxonomy), drawn per
+    sample by weight as `caption_weights` are; "caption" is the source's own caption.
     """
 
     kind: SourceKind

@@ -38,7 +38,7 @@ def make_source(
     if config.kind == "folder":
         return ImageFolderSource(config, builder, seed=seed, texts=texts)
     if config.kind == "webdataset":
-        return WebDatasetSource(config, builder, seed=seed, rank=rank, world_size=world_size)
+        return WebDatasetSource(config, builder, seed=seed, rank=rank, world_size=world_size, texts=texts)
     raise ValueError(
         f"source {config.path}: kind must be 'csv', 'folder' or 'webdataset', got {config.kind!r}"
     )
@@ -51,8 +51,6 @@ def check_source_config(config: SourceConfig, where: str) -> None:
     field = f"{where}resampled" if where.endswith(": ") else f"{where}.resampled"
     named = f"{where}text_types" if where.endswith(": ") else f"{where}.text_types"
     check_text_types(config.text_types, named)
-    if config.text_types and config.kind == "webdataset":
-        raise ValueError(f"{named}: folder and csv sources only (a webdataset's captions are in its shards)")
     if config.text_types and config.caption_weights:
         raise ValueError(
             f"{named}: set text_types or caption_weights, not both (text_types weigh the captions)"

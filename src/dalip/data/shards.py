@@ -35,6 +35,7 @@ from dalip.config import SourceConfig
 from dalip.data.captions import CaptionError, parse_caption_field
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import Sample, SampleBuilder, Source, StreamSplit
+from dalip.data.taxonomy import TaxonTexts, shard_class_folders
 
 logger = logging.getLogger(__name__)
 
@@ -186,9 +187,11 @@ class WebDatasetSource(Source, torch.utils.data.IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         shuffle_buffer: int = 256,
+        texts: TaxonTexts | None = None,
     ) -> None:
         Source.__init__(self, config.path, seed, builder.counter)
         self.urls = expand_shards(config.path)
+        self.texts, self.class_folders = texts, shard_class_folders(config.path) if texts else None
         self.builder = builder
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer = shuffle_buffer
@@ -314,7 +317,21 @@ class WebDatasetSource(Source, torch.utils.data.IterableDataset):
                     return None
         if "txt" in raw:
             captions["txt"] = raw["txt"].decode("utf-8", errors="replace")
+        if self.texts is not None:  # text types by the sample's class; "caption" is its own
+            key = self._taxon_key(raw)
+            if key is None:
+                self.skip_counter.add("no_taxon")
+                logger.debug("skipped %s: no_taxon (class %r)", where, raw.get("cls"))
+                return None
+            captions.update({"caption": captions.get("txt", ""), **self.texts(key)})
         return captions
+
+    def _taxon_key(self, raw: dict[str, Any]) -> str | None:
+        """The taxonomy label of a sample: its `.cls`, through `classes.txt` when numeric."""
+        value = raw.get("cls", b"").decode("utf-8", errors="replace").strip()
+        if value.isdigit() and self.class_folders and int(value) < len(self.class_folders):
+            value = self.class_folders[int(value)]
+        return value if value in self.texts.taxonomy.taxa else None
 
     def __iter__(self) -> Iterator[Sample]:
         info = torch.utils.data.get_worker_info()

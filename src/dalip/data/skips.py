@@ -31,6 +31,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "truncated_shard",  # a tar shard that ends early or has a broken header
     "incomplete_sample",  # a shard sample without an image or without a caption
     "duplicate_member",  # a shard sample with two members of one name (the rest of its shard is skipped)
+    "no_taxon",  # with text_types: a shard sample whose class (.cls) the taxonomy lacks, or none
 )
 
 DEFAULT_SLOTS = 65  # main process + 64 DataLoader workers per rank

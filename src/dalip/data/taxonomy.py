@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from dalip.atomic import write_text
 from dalip.data.captions import DEFAULT_TEMPLATES, check_template, fill_template
-from dalip.data.files import read_table
+from dalip.data.files import CLASSES_FILE, read_classes_file, read_table
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 LABEL = "label"
@@ -187,7 +187,7 @@ def write_taxonomy(path: str | os.PathLike, taxa: Iterable[Taxon]) -> None:
 class TaxonTexts:
     """The training captions a class's taxonomy makes: {text type: [each template around the
     type's text]} for the types of `text_types` (weights) the class can make; used by the
-    folder and CSV sources, whose `caption_weights` become the types' weights."""
+    folder, CSV and webdataset sources, whose `caption_weights` become the types' weights."""
 
     def __init__(self, taxonomy: Taxonomy, text_types: Mapping[str, float], templates: Sequence[str]) -> None:
         self.taxonomy = taxonomy
@@ -223,13 +223,27 @@ def check_text_types(text_types: Mapping[str, float] | None, field: str) -> None
 
 def source_taxonomy(path: str | None, kind: str, source_path: str) -> Taxonomy:
     """The taxonomy of a source: `path` when given, else `taxonomy.csv` in an image-folder
-    source's root or next to a CSV source's table."""
+    source's root, next to a CSV source's table, or beside a webdataset's shards or one
+    folder up (the embedded data's layout: SPLIT/shards/*.tar, SPLIT/taxonomy.csv)."""
     if path is None:
         folder = source_path if kind == "folder" else os.path.dirname(source_path)
         path = os.path.join(folder, TAXONOMY_FILE)
+        above = os.path.join(os.path.dirname(folder), TAXONOMY_FILE)
+        if kind == "webdataset" and not os.path.exists(path) and os.path.exists(above):
+            path = above
         if not os.path.exists(path):
             raise ValueError(
                 f"source {source_path}: text_types need a taxonomy: set the source's taxonomy: FILE "
                 f"or put {TAXONOMY_FILE} in {folder or '.'}"
             )
     return read_taxonomy(path)
+
+
+def shard_class_folders(pattern: str) -> list[str] | None:
+    """The class folder names of `classes.txt` beside the shards or one folder up, or None."""
+    folder = os.path.dirname(pattern)
+    for candidate in (folder, os.path.dirname(folder)):
+        listing = os.path.join(candidate, CLASSES_FILE)
+        if os.path.exists(listing):
+            return [name for name, _ in read_classes_file(listing)]
+    return None
