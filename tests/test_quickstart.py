@@ -99,6 +99,7 @@ def test_force_reuses_the_cached_start_model(quickstart_run, capsys):
     assert [spec.split("=")[0] for spec in arguments.model] == ["tuned-clip", "tuned-dalip"]
     assert all(Path(spec.split("=", 1)[1]).is_file() for spec in arguments.model)
     assert Path(arguments.gallery) == quickstart_run / "data" / "plant" / "test"
+    assert arguments.taxonomy == "auto" and (Path(arguments.gallery) / "taxonomy.csv").is_file()
     assert (quickstart_run / "start/model.safetensors").stat().st_mtime_ns == before
     results = json.loads((quickstart_run / "results.json").read_text())
     assert results["timings_seconds"]["start"] == 0.0

@@ -7,6 +7,7 @@ Skipped when Chromium or Playwright is missing, unless DALIP_REQUIRE_BROWSER=1 (
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -22,6 +23,7 @@ from conftest import TEST_MBDC
 
 import dalip
 from dalip.data.synthetic import make_dataset
+from dalip.data.taxonomy import read_taxonomy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRED = os.environ.get("DALIP_REQUIRE_BROWSER") == "1"
@@ -79,23 +81,40 @@ def _stop(process):
         process.wait()
 
 
-def test_page_identifies_an_upload_and_shows_neighbours(tmp_path):
-    sync_api = _browser()
+@contextlib.contextmanager
+def _ready_page(sync_api, url):
+    """Headless Chromium on the page, once the server says it is ready."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        page.wait_for_selector("#identify:not([disabled])", timeout=START_SECONDS * 1000)
+        yield page
+        browser.close()
+
+
+def _tiny_plants(tmp_path, species, train_per_class, test_per_class):
+    """Generated plants under tmp_path/data and a random tiny model at tmp_path/tiny.safetensors."""
     make_dataset(
         str(tmp_path / "data"),
         seed=0,
-        species=3,
+        species=species,
         image_size=32,
-        train_per_class=3,
+        train_per_class=train_per_class,
         val_per_class=1,
-        test_per_class=1,
+        test_per_class=test_per_class,
         general_classes=0,
     )
-    species = (tmp_path / "data" / "plant" / "train" / "classes.txt").read_text().splitlines()
-    names = [line.split("\t")[1] for line in species]
     torch.manual_seed(0)
     model, *_ = dalip.create_model("test-tiny", **TEST_MBDC)
     model.save(tmp_path / "tiny.safetensors")
+
+
+def test_page_identifies_an_upload_and_shows_neighbours(tmp_path):
+    sync_api = _browser()
+    _tiny_plants(tmp_path, species=3, train_per_class=3, test_per_class=1)
+    species = (tmp_path / "data" / "plant" / "train" / "classes.txt").read_text().splitlines()
+    names = [line.split("\t")[1] for line in species]
     upload = sorted((tmp_path / "data" / "plant" / "test").rglob("*.jpg"))[0]
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
@@ -114,11 +133,7 @@ def test_page_identifies_an_upload_and_shows_neighbours(tmp_path):
         tmp_path,
     )
     try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url)
-            page.wait_for_selector("#identify:not([disabled])", timeout=START_SECONDS * 1000)
+        with _ready_page(sync_api, url) as page:
             assert page.inner_text("#about") == "Models: tiny · 9 reference photos"
 
             page.set_input_files("#file", str(upload))
@@ -150,8 +165,58 @@ def test_page_identifies_an_upload_and_shows_neighbours(tmp_path):
             page.wait_for_function("document.querySelectorAll('.card.prediction .row').length == 4")
             shown = {row.inner_text() for row in page.query_selector_all(".card.prediction .row .label")}
             assert shown == {"Quercus rubra", "Acer saccharum"}
-            browser.close()
     finally:
         _stop(process)
     assert (tmp_path / "serve.png").stat().st_size > 10_000
     assert (tmp_path / "data" / "plant" / "train" / ".dalip-index" / "tiny.npz").is_file()
+
+
+def test_page_answers_several_photos_of_one_plant_as_a_taxon(tmp_path):
+    sync_api = _browser()
+    _tiny_plants(tmp_path, species=4, train_per_class=2, test_per_class=2)
+    gallery = tmp_path / "data" / "plant" / "train"
+    taxa = list(read_taxonomy(gallery / "taxonomy.csv").taxa.values())
+    genus = taxa[0].name("genus")
+    photos = [str(p) for p in sorted((tmp_path / "data" / "plant" / "test").rglob("*.jpg"))[:2]]
+
+    arguments = ["-m", f"tiny={tmp_path / 'tiny.safetensors'}", "--gallery", str(gallery), "--port", "0"]
+    process, url = _start_server([*arguments, "--taxonomy", "auto", "--top-k", "3"], tmp_path)
+    try:
+        with _ready_page(sync_api, url) as page:
+            assert page.inner_text("#server-labels").startswith(f"the taxonomy's {len(taxa)} species")
+            ranks = [option.inner_text() for option in page.query_selector_all("#rank option")]
+            assert ranks == ["kingdom", "phylum", "class", "order", "family", "genus", "species"]
+
+            page.set_input_files("#file", photos)  # two photos of one plant: one answer per model
+            page.wait_for_selector(".card.prediction .answer")
+            assert "2 photos of one plant" in page.inner_text("#status")
+            assert page.inner_text("#photos-note") == "and 1 more photo of the same plant, answered together"
+            answer = page.inner_text(".card.prediction .answer")
+            assert re.match(
+                r"species \S+ \S+ .*\d+\.\d% *\n *Plantae › Tracheophyta › Magnoliopsida › ", answer
+            )
+
+            page.select_option("#rank", "genus")
+            page.click("#identify")
+            page.wait_for_function(
+                "document.querySelector('.answer .taxon').textContent.startsWith('genus ')"
+            )
+            shown = {row.inner_text() for row in page.query_selector_all(".card.prediction .row .label")}
+            assert shown <= {t.name("genus") for t in taxa}
+
+            page.check("#use-checklist")
+            page.fill("#subset", f"genus={genus}")
+            page.select_option("#rank", "species")
+            page.click("#identify")
+            page.wait_for_function(
+                "document.querySelector('.answer .taxon').textContent.startsWith('species ')"
+            )
+            rows = [
+                row.inner_text()
+                for row in page.query_selector_all(".card.prediction[data-model=tiny] .row .label")
+            ]
+            assert rows and all(row.startswith(genus + " ") for row in rows)
+            page.screenshot(path=str(tmp_path / "serve-taxa.png"), full_page=True)
+    finally:
+        _stop(process)
+    assert (tmp_path / "serve-taxa.png").stat().st_size > 10_000

@@ -25,7 +25,8 @@ FLAGS = {
 }
 
 
-def add_taxonomy_flags(parser: argparse.ArgumentParser) -> None:
+def add_taxonomy_flags(parser: argparse.ArgumentParser, same_plant: bool = True) -> None:
+    """--rank, --subset, --min-probability, --text-type (and --same-plant), as pybioclip names them."""
     group = parser.add_argument_group("with --taxonomy")
     group.add_argument(
         "--rank", default="species", choices=RANKS, help="answer at this rank (default species)"
@@ -39,14 +40,15 @@ def add_taxonomy_flags(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="back off to the finest rank whose best taxon reaches P; 'no answer' if none does",
     )
-    group.add_argument("--same-plant", action="store_true", help="all images show one plant: one answer")
+    if same_plant:
+        group.add_argument("--same-plant", action="store_true", help="all images show one plant: one answer")
     group.add_argument(
         "--text-type", default="taxonomic", choices=TEXT_TYPES, help="the species' text (default taxonomic)"
     )
 
 
 def check_no_taxonomy_flags(args: argparse.Namespace) -> None:
-    given = [name for name, default in FLAGS.items() if getattr(args, name) != default]
+    given = [name for name, default in FLAGS.items() if getattr(args, name, default) != default]
     if given:
         raise ValueError(f"--{given[0].replace('_', '-')}: needs --taxonomy (the classes' ranks)")
 

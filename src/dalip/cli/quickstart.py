@@ -49,5 +49,6 @@ def run_quickstart(args: argparse.Namespace) -> int:
         for run in ("tuned-clip", "tuned-dalip")
     )
     print('\nTry both tuned models on a photo in your browser (after pip install -e ".[serve]"):')
-    print(f"  dalip serve {models} --gallery {shlex.quote(str(out / 'data' / 'plant' / 'test'))}")
+    gallery = shlex.quote(str(out / "data" / "plant" / "test"))
+    print(f"  dalip serve {models} --gallery {gallery} --taxonomy auto")
     return 0

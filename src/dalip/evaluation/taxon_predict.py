@@ -31,30 +31,68 @@ def checklist(taxonomy: Taxonomy, subset: str | os.PathLike | None) -> list[Taxo
     """The species to choose among: all, those under `RANK=NAME` ("family=Rosaceae"), or those
     under any taxon named in a checklist file (one name per line, at any rank; "#" comments).
     ValueError naming what matched nothing."""
-    taxa = list(taxonomy.taxa.values())
     if subset is None:
-        return taxa
+        return list(taxonomy.taxa.values())
     text = os.fspath(subset)
-    rank, separator, name = text.partition("=")
-    if separator and rank.strip() in RANKS and not os.path.exists(text):
-        chosen = [t for t in taxa if t.name(rank.strip()) == name.strip()]
-        if not chosen:
-            raise ValueError(
-                f"--subset {text}: no class of {taxonomy.path} has {rank.strip()} {name.strip()!r}"
-            )
-        return chosen
-    names = [
-        line.strip()
-        for line in read_text_lines(text, "checklist")
-        if line.strip() and not line.startswith("#")
-    ]
+    if _rank_filter(text) and not os.path.exists(text):
+        return _under(taxonomy, text, f"--subset {text}")
+    names = _names(read_text_lines(text, "checklist"))
     if not names:
         raise ValueError(f"{text}: the checklist names no taxon (expected one name per line)")
-    unknown = [n for n in names if not any(n == t.label or n in (t.name(r) for r in RANKS) for t in taxa)]
+    return _named(taxonomy, names, text)
+
+
+def checklist_of_text(taxonomy: Taxonomy, text: str, where: str) -> list[Taxon]:
+    """The species of a checklist typed as text (`dalip serve`'s `subset` field): one taxon
+    name per line, or a single `RANK=NAME` line. ValueError starting with `where`."""
+    names = _names(text.splitlines())
+    if not names:
+        raise ValueError(
+            f"{where}: the checklist is empty (one taxon name per line, or e.g. family=Rosaceae)"
+        )
+    if len(names) == 1 and _rank_filter(names[0]):
+        return _under(taxonomy, names[0], where)
+    return _named(taxonomy, names, where)
+
+
+def species_texts(taxa: Sequence[Taxon], text_type: str) -> list[str]:
+    """Each species' text of `text_type`, or its taxonomic text where it cannot make that type."""
+    return [t.text(text_type) or t.text("taxonomic") for t in taxa]
+
+
+def _names(lines: Sequence[str]) -> list[str]:
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _rank_filter(text: str) -> tuple[str, str] | None:
+    rank, separator, name = text.partition("=")
+    return (rank.strip(), name.strip()) if separator and rank.strip() in RANKS else None
+
+
+def _under(taxonomy: Taxonomy, text: str, where: str) -> list[Taxon]:
+    rank, name = _rank_filter(text)
+    chosen = [t for t in taxonomy.taxa.values() if t.name(rank) == name]
+    if not chosen:
+        raise ValueError(f"{where}: no class of {taxonomy.path} has {rank} {name!r}")
+    return chosen
+
+
+def _named(taxonomy: Taxonomy, names: Sequence[str], where: str) -> list[Taxon]:
+    taxa = list(taxonomy.taxa.values())
+    known = {t.label for t in taxa} | {t.name(r) for t in taxa for r in RANKS}
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"{text}: {unknown[0]!r} names no taxon of {taxonomy.path} ({len(unknown)} unknown)")
+        raise ValueError(
+            f"{where}: {unknown[0]!r} names no taxon of {taxonomy.path} ({len(unknown)} unknown)"
+        )
     wanted = set(names)
     return [t for t in taxa if t.label in wanted or any(t.name(r) in wanted for r in RANKS)]
+
+
+def one_plant(probabilities: torch.Tensor) -> torch.Tensor:
+    """Several photos of one plant (N, S) -> one distribution (S,): the mean of their
+    log-probabilities, renormalised (a species unlikely in any photo stays unlikely)."""
+    return probabilities.clamp_min(1e-30).log().mean(dim=0).softmax(dim=0)
 
 
 def by_rank(probabilities: torch.Tensor, taxa: Sequence[Taxon], rank: str) -> tuple[list[str], torch.Tensor]:
@@ -106,6 +144,16 @@ def answer(
     return {"answer": chosen, "predictions": predictions}
 
 
+def check_options(rank: str, min_probability: float | None, text_type: str = "taxonomic") -> None:
+    """ValueError naming the option (as a flag: --rank, --min-probability, --text-type)."""
+    if rank not in RANKS:
+        raise ValueError(f"--rank: expected one of {', '.join(RANKS)}, got {rank!r}")
+    if text_type not in TEXT_TYPES:
+        raise ValueError(f"--text-type: expected one of {', '.join(TEXT_TYPES)}, got {text_type!r}")
+    if min_probability is not None and not 0.0 < min_probability <= 1.0:
+        raise ValueError(f"--min-probability: expected a number in (0, 1], got {min_probability}")
+
+
 def predict_taxa(
     model: Encoder,
     images: Sequence[str | os.PathLike],
@@ -125,15 +173,10 @@ def predict_taxa(
     """Answers per image (or one for all images with `same_plant`: the mean of their
     log-probabilities, renormalised): [{"images": [paths], "answer": {taxon, rank,
     probability, lineage, common_name} or None, "predictions": top_k at `rank`}]."""
-    if rank not in RANKS:
-        raise ValueError(f"--rank: expected one of {', '.join(RANKS)}, got {rank!r}")
-    if text_type not in TEXT_TYPES:
-        raise ValueError(f"--text-type: expected one of {', '.join(TEXT_TYPES)}, got {text_type!r}")
-    if min_probability is not None and not 0.0 < min_probability <= 1.0:
-        raise ValueError(f"--min-probability: expected a number in (0, 1], got {min_probability}")
+    check_options(rank, min_probability, text_type)
     (mode,) = resolve_modes(model, [mode])
     taxa = checklist(taxonomy, subset)
-    texts = [t.text(text_type) or t.text("taxonomic") for t in taxa]
+    texts = species_texts(taxa, text_type)
     paths = list_image_files(images)
     with (runtime or Runtime()).evaluating(model) as runtime:
         classes = class_embeddings(
@@ -145,8 +188,7 @@ def predict_taxa(
     probabilities = label_probabilities(model, encoded.features, classes, mode)
     read = [paths[i] for i in encoded.indices.tolist()]
     if same_plant:
-        pooled = probabilities.clamp_min(1e-30).log().mean(dim=0).softmax(dim=0)
-        return [{"images": read, **answer(pooled, taxa, rank, top_k, min_probability)}]
+        return [{"images": read, **answer(one_plant(probabilities), taxa, rank, top_k, min_probability)}]
     return [
         {"images": [path], **answer(row, taxa, rank, top_k, min_probability)}
         for path, row in zip(read, probabilities)

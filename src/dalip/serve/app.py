@@ -5,7 +5,9 @@ Routes:
 - `GET /api/health`: 200 and what the server offers once the labels and gallery indexes are
   ready; 503 and a progress line while they are prepared; 500 if preparing failed;
 - `POST /api/predict`, `/api/neighbours`, `/api/identify` (both, as the page asks):
-  multipart forms with a file field `image` and an optional text field `labels`;
+  multipart forms with one or more file fields `image` (several: photos of one plant,
+  answered together), an optional text field `labels` and, on a server with a taxonomy,
+  optional fields `rank`, `subset` and `min_probability`;
 - `GET /gallery/{path}`: a gallery image named in a neighbours answer (no other file).
 
 A user's mistake is answered with a 4xx status and `{"error": message}`; the server keeps serving.
@@ -32,7 +34,16 @@ from starlette.exceptions import HTTPException
 
 from dalip.serve.engine import GALLERY_ROUTE, Identifier
 from dalip.serve.gallery import is_inside
-from dalip.serve.uploads import MEGABYTE, RequestError, human_size, parse_labels, read_image
+from dalip.serve.taxa import TaxonQuery
+from dalip.serve.uploads import (
+    FIELDS,
+    MEGABYTE,
+    RequestError,
+    human_size,
+    parse_labels,
+    parse_query,
+    read_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +89,21 @@ def create_app(identifier: Identifier) -> FastAPI:
     @app.post("/api/predict")
     async def predict(request: Request) -> dict[str, Any]:
         result = await _answer(identifier, request, predictions=True, neighbours=False)
-        return {
-            "models": result["predictions"],
-            "modes": result["modes"],
-            "seconds": result["seconds"],
-            "labels": result["labels"],
-        }
+        answer = {key: result[key] for key in ("modes", "seconds", "labels", "photos")}
+        if identifier.taxonomy is not None:
+            answer["taxa"] = result["taxa"]
+        return {"models": result["predictions"], **answer}
 
     @app.post("/api/neighbours")
     async def neighbours(request: Request) -> dict[str, Any]:
         result = await _answer(identifier, request, predictions=False, neighbours=True)
         by = {model.name: model.vector_kind for model in identifier.models}
-        return {"models": result["neighbours"], "by": by, "seconds": result["seconds"]}
+        return {
+            "models": result["neighbours"],
+            "by": by,
+            "seconds": result["seconds"],
+            "photos": result["photos"],
+        }
 
     @app.post("/api/identify")
     async def identify(request: Request) -> dict[str, Any]:
@@ -131,50 +145,58 @@ async def _answer(
         raise RequestError(503, f"the server could not prepare: {identifier.failure}")
     if not identifier.ready:
         raise RequestError(503, f"the server is still preparing ({identifier.progress}); try again shortly")
-    image, labels = await _read_form(identifier, request)
+    images, labels, query = await _read_form(identifier, request)
     try:
-        result = await run_in_threadpool(identifier.identify, image, labels, predictions, neighbours)
+        result = await run_in_threadpool(identifier.identify, images, labels, predictions, neighbours, query)
     except ValueError as error:
         raise RequestError(400, str(error)) from error
     except LookupError as error:
         raise RequestError(404, str(error)) from error
-    used = labels or identifier.default_labels or []
-    result["labels"] = (
-        {"count": len(used), "source": "request" if labels else "server"} if predictions else None
-    )
     return result
 
 
-async def _read_form(identifier: Identifier, request: Request) -> tuple[Image.Image, list[str] | None]:
-    """The decoded photo and the labels (None: the server's) of a multipart request."""
-    limit = identifier.options.max_upload_bytes
+async def _read_form(
+    identifier: Identifier, request: Request
+) -> tuple[list[Image.Image], list[str] | None, TaxonQuery]:
+    """The decoded photos, the labels (None: the server's) and the taxon options of a multipart request."""
+    limit, photos = identifier.options.max_upload_bytes, identifier.options.max_photos
+    cap = limit * photos + FORM_OVERHEAD
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
+    if length.isdigit() and int(length) > cap:
         raise RequestError(
             413,
-            f"the upload is {human_size(int(length))}; the limit is {human_size(limit)} "
-            f"(dalip serve --max-upload-mb)",
+            f"the upload is {human_size(int(length))}; the limit is {human_size(limit)} a photo "
+            f"(dalip serve --max-upload-mb), {photos} photos at most (--max-photos)",
         )
     if not length.isdigit():  # a chunked body: read it with the cap, then parse it from memory
-        request = await _capped_request(request, limit)
+        request = await _capped_request(request, limit, cap)
     try:
-        form = await request.form(max_files=1, max_fields=4)
+        form = await request.form(max_files=photos, max_fields=len(FIELDS) + 2)
     except HTTPException as error:
+        if "files" in str(error.detail).lower():
+            raise RequestError(
+                400, f"at most {photos} photos in one request (dalip serve --max-photos)"
+            ) from error
         raise RequestError(400, f"could not read the form: {error.detail}") from error
-    upload, labels = form.get("image"), form.get("labels")
-    if upload is None or isinstance(upload, str):
+    uploads = form.getlist("image")
+    if not uploads or any(isinstance(upload, str) for upload in uploads):
         raise RequestError(400, "no photo: send it as a file field named 'image' (multipart/form-data)")
-    if labels is not None and not isinstance(labels, str):
-        raise RequestError(400, "'labels' must be a text field (one label per line), not a file")
-    data = await upload.read()
-    image = await run_in_threadpool(read_image, data, upload.filename or "image", limit)
-    return image, parse_labels(labels, identifier.options.max_labels)
+    fields = {name: form.get(name) for name in FIELDS}
+    for name, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise RequestError(400, f"'{name}' must be a text field, not a file")
+    images = []
+    for upload in uploads:
+        data = await upload.read()
+        images.append(await run_in_threadpool(read_image, data, upload.filename or "image", limit))
+    labels = parse_labels(fields["labels"], identifier.options.max_labels)
+    return images, labels, parse_query(fields)
 
 
-async def _capped_request(request: Request, limit: int) -> Request:
-    """The request with its body read into memory, refused (413) as soon as it passes
-    `limit` + `FORM_OVERHEAD` bytes: the form parser would otherwise spool all of it."""
-    cap, chunks, size = limit + FORM_OVERHEAD, [], 0
+async def _capped_request(request: Request, limit: int, cap: int) -> Request:
+    """The request with its body read into memory, refused (413) as soon as it passes `cap`
+    bytes: the form parser would otherwise spool all of it."""
+    chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > cap:

@@ -20,16 +20,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from dalip.evaluation.predict import label_probabilities, top_labels
 from dalip.evaluation.runtime import Runtime, encode_dataset
 from dalip.evaluation.specs import LoadedModel
+from dalip.evaluation.taxon_predict import answer, one_plant
 from dalip.evaluation.templates import load_templates
 from dalip.evaluation.zero_shot import class_embeddings
 from dalip.model.features import Features
 from dalip.serve.gallery import Gallery, NeighbourIndex, image_vectors, load_or_build_index, vector_kind
+from dalip.serve.taxa import ServedTaxonomy, Species, TaxonQuery
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class ServeOptions:
 
     top_k: int = 5
     neighbours: int = 8
+    max_photos: int = 8
     templates: str = "none"
     max_upload_bytes: int = 20 * MEGABYTE
     max_labels: int = 1000
@@ -52,24 +56,24 @@ class ServeOptions:
     batch_size: int = 64
 
     def validate(self) -> None:
-        for name in ("top_k", "neighbours", "max_labels", "batch_size"):
+        for name in ("top_k", "neighbours", "max_photos", "max_labels", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_upload_bytes < 1:
             raise ValueError(f"--max-upload-mb must be > 0, got {self.max_upload_bytes / MEGABYTE:g}")
 
 
-class _OneImage(Dataset):
-    """A dataset of one decoded image, so an upload is encoded exactly as `dalip predict` encodes a file."""
+class _Photos(Dataset):
+    """Decoded uploads as a dataset, so they are encoded exactly as `dalip predict` encodes files."""
 
-    def __init__(self, image: Image.Image, preprocess: Any) -> None:
-        self.image, self.preprocess = image, preprocess
+    def __init__(self, images: Sequence[Image.Image], preprocess: Any) -> None:
+        self.images, self.preprocess = list(images), preprocess
 
     def __len__(self) -> int:
-        return 1
+        return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        return self.preprocess(self.image), 0
+        return self.preprocess(self.images[index]), index
 
 
 class ServedModel:
@@ -110,10 +114,10 @@ class ServedModel:
         self._recent.move_to_end(key)
         return self._recent[key]
 
-    def encode(self, image: Image.Image, runtime: Runtime) -> Features:
+    def encode(self, images: Sequence[Image.Image], runtime: Runtime) -> Features:
         second_order = self.modes != ["first"]
         return encode_dataset(
-            self.loaded.model, _OneImage(image, self.loaded.preprocess), runtime, second_order, "upload"
+            self.loaded.model, _Photos(images, self.loaded.preprocess), runtime, second_order, "upload"
         ).features
 
     def describe(self) -> dict[str, Any]:
@@ -137,10 +141,15 @@ class Identifier:
         gallery: Gallery | None = None,
         options: ServeOptions | None = None,
         cache_dir: str | os.PathLike | None = None,
+        taxonomy: ServedTaxonomy | None = None,
     ) -> None:
+        """`taxonomy`: answer with taxa too; its species are then the default labels."""
         self.options = options or ServeOptions()
         self.options.validate()
         self.models = [ServedModel(loaded) for loaded in models]
+        self.taxonomy = taxonomy
+        if taxonomy is not None:
+            default_labels = taxonomy.default.names
         self.default_labels = list(default_labels) if default_labels else None
         self.gallery = gallery
         self.cache_dir = cache_dir
@@ -158,8 +167,9 @@ class Identifier:
                 where = f"model {number}/{len(self.models)} ({model.name})"
                 if self.default_labels:
                     self.progress = f"{where}: embedding {len(self.default_labels)} labels"
+                    texts = self.taxonomy.default.texts if self.taxonomy else self.default_labels
                     with self.runtime.evaluating(model.loaded.model) as runtime:
-                        model.label_embeddings(self.default_labels, self.templates, runtime, pin=True)
+                        model.label_embeddings(texts, self.templates, runtime, pin=True)
                 if self.gallery is not None:
                     model.index = load_or_build_index(
                         self.gallery,
@@ -179,41 +189,81 @@ class Identifier:
 
     def identify(
         self,
-        image: Image.Image,
+        images: Image.Image | Sequence[Image.Image],
         labels: Sequence[str] | None,
         predictions: bool = True,
         neighbours: bool = True,
+        query: TaxonQuery | None = None,
     ) -> dict[str, Any]:
-        """Top-k labels per model and mode and/or nearest gallery images per model, with timings."""
-        if predictions:
-            labels = labels or self.default_labels
-            if not labels:
-                raise ValueError(
-                    "no labels: type labels on the page (one per line) or start dalip serve with --labels"
-                )
+        """Top-k labels per model and mode (and, with a taxonomy, the answer as a taxon) and/or
+        the nearest gallery images per model, with timings. Several images are photos of one
+        plant, answered together: the mean of their log-probabilities, and the gallery images
+        nearest to the mean of their vectors."""
+        images = [images] if isinstance(images, Image.Image) else list(images)
+        species = self._species(labels, query or TaxonQuery()) if predictions else None
         if neighbours and self.gallery is None:
             raise LookupError("no gallery: start dalip serve with --gallery FOLDER to find similar images")
-        result: dict[str, Any] = {"predictions": {}, "modes": {}, "neighbours": {}, "seconds": {}}
+        result: dict[str, Any] = {"predictions": {}, "modes": {}, "taxa": {}, "neighbours": {}, "seconds": {}}
         with self.lock:
             for model in self.models:
                 start = time.perf_counter()
                 with self.runtime.evaluating(model.loaded.model) as runtime:
-                    features = model.encode(image, runtime)
-                    if predictions:
-                        classes = model.label_embeddings(labels, self.templates, runtime)
+                    features = model.encode(images, runtime)
+                    if species is not None:
+                        classes = model.label_embeddings(species.texts, self.templates, runtime)
                         for mode in model.modes:
-                            probabilities = label_probabilities(model.loaded.model, features, classes, mode)
-                            result["predictions"][model.result_name(mode)] = top_labels(
-                                probabilities, labels, self.options.top_k
-                            )[0]
-                            result["modes"][model.result_name(mode)] = mode
+                            self._predict(model, mode, features, classes, species, query, result)
                 if neighbours:
                     result["neighbours"][model.name] = self._nearest(model, features)
                 result["seconds"][model.name] = time.perf_counter() - start
+        result["photos"] = len(images)
+        source = "request" if labels else "checklist" if query and query.subset is not None else "server"
+        result["labels"] = {"count": len(species.names), "source": source} if species else None
         return result
 
+    def _species(self, labels: Sequence[str] | None, query: TaxonQuery) -> Species:
+        """What a request chooses among: its own labels, the taxonomy's species (or its checklist's),
+        or the server's labels. ValueError naming what is missing or wrong."""
+        asked = [name for name in ("rank", "subset", "min_probability") if getattr(query, name) is not None]
+        if asked and self.taxonomy is None:
+            raise ValueError(
+                f"{asked[0]}: this server has no taxonomy (start dalip serve with --taxonomy FILE)"
+            )
+        if labels and query.subset is not None:
+            raise ValueError("send either labels or a subset (a checklist of the taxonomy), not both")
+        if labels:
+            return Species([], list(labels), list(labels))
+        if self.taxonomy is not None:
+            self.taxonomy.options(query)  # checked before any model runs
+            return self.taxonomy.species(query)
+        if not self.default_labels:
+            raise ValueError(
+                "no labels: type labels on the page (one per line) or start dalip serve with --labels"
+            )
+        return Species([], self.default_labels, self.default_labels)
+
+    def _predict(
+        self,
+        model: ServedModel,
+        mode: str,
+        features: Features,
+        classes: Features,
+        species: Species,
+        query: TaxonQuery | None,
+        result: dict[str, Any],
+    ) -> None:
+        probabilities = label_probabilities(model.loaded.model, features, classes, mode)
+        row = one_plant(probabilities) if len(probabilities) > 1 else probabilities[0]
+        key = model.result_name(mode)
+        result["predictions"][key] = top_labels(row[None], species.names, self.options.top_k)[0]
+        result["modes"][key] = mode
+        if species.taxa:
+            rank, min_probability = self.taxonomy.options(query or TaxonQuery())
+            result["taxa"][key] = answer(row, species.taxa, rank, self.options.top_k, min_probability)
+
     def _nearest(self, model: ServedModel, features: Features) -> list[dict[str, Any]]:
-        query = image_vectors(model.loaded.model, features, model.vector_kind)[0]
+        vectors = image_vectors(model.loaded.model, features, model.vector_kind)
+        query = vectors[0] if len(vectors) == 1 else torch.nn.functional.normalize(vectors.mean(dim=0), dim=0)
         return [
             {
                 "path": self.gallery.paths[row],
@@ -233,6 +283,8 @@ class Identifier:
             "gallery_images": len(self.gallery) if self.gallery else 0,
             "top_k": self.options.top_k,
             "neighbours": self.options.neighbours,
+            "max_photos": self.options.max_photos,
+            "taxonomy": self.taxonomy.describe() if self.taxonomy else None,
             "max_upload_bytes": self.options.max_upload_bytes,
             "max_labels": self.options.max_labels,
         }

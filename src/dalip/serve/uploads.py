@@ -15,8 +15,10 @@ from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image, max_image_pixels
 from dalip.evaluation.labels import check_labels
 from dalip.serve.engine import MEGABYTE
+from dalip.serve.taxa import TaxonQuery
 
 ACCEPTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP"}
+FIELDS = ("labels", "rank", "subset", "min_probability")  # the text fields a request may send
 
 
 class RequestError(Exception):
@@ -94,3 +96,21 @@ def parse_labels(text: str | None, max_labels: int) -> list[str] | None:
         return check_labels(lines, "labels")
     except ValueError as error:
         raise RequestError(400, str(error)) from error
+
+
+def parse_query(fields: dict[str, str | None]) -> TaxonQuery:
+    """The taxon options of a form (`rank`, `subset`, `min_probability`); an empty field is the
+    server's default. A `min_probability` that is no number is a 400 naming the field."""
+    values = {
+        name: (fields.get(name) or "").strip() or None for name in ("rank", "subset", "min_probability")
+    }
+    if values["subset"] is not None:
+        values["subset"] = fields["subset"]  # a checklist keeps its lines
+    if values["min_probability"] is not None:
+        try:
+            values["min_probability"] = float(values["min_probability"])
+        except ValueError:
+            raise RequestError(
+                400, f"min_probability: expected a number in (0, 1], got {values['min_probability'][:50]!r}"
+            ) from None
+    return TaxonQuery(**values)
