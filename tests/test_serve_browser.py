@@ -171,6 +171,7 @@ def test_page_identifies_an_upload_and_shows_neighbours(tmp_path):
     assert (tmp_path / "data" / "plant" / "train" / ".dalip-index" / "tiny.npz").is_file()
 
 
+@pytest.mark.slow  # a second server and browser (~45 s); .ci/run runs it
 def test_page_answers_several_photos_of_one_plant_as_a_taxon(tmp_path):
     sync_api = _browser()
     _tiny_plants(tmp_path, species=4, train_per_class=2, test_per_class=2)
