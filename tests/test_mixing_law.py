@@ -9,10 +9,10 @@ import pytest
 from dalip.evaluation.mixing_law import (
     Law,
     bootstrap_laws,
-    critical_share,
     fit_law,
-    power_law_in_steps,
-    weighted_share,
+    fit_step_laws,
+    recommend,
+    simplex_grid,
 )
 
 SHARES = np.array([0.5, 0.65, 0.8, 0.9, 0.95, 0.3, 0.1])
@@ -63,18 +63,43 @@ def test_bootstrap_laws_spread_around_the_fit():
 
 def test_the_critical_share_keeps_the_general_loss_within_the_limit():
     limit = float(GENERAL(np.array([0.0]))[0]) + 0.2  # at most 0.2 above the share-0 loss
-    share = critical_share(PLANT, GENERAL, limit)
+    share = recommend([PLANT, GENERAL], target=0, keep=1, limit=limit)[0]
     assert GENERAL(np.array([share]))[0] <= limit < GENERAL(np.array([share + 0.01]))[0]
     exact = np.log((limit - GENERAL.c) / GENERAL.k) / GENERAL.t[0]
     assert share == pytest.approx(exact, abs=0.006)
-    assert critical_share(PLANT, GENERAL, GENERAL.c) is None  # nothing reaches the asymptote
-    assert weighted_share(PLANT, GENERAL, 1.0) == pytest.approx(0.995)  # plant alone: all plant
-    assert weighted_share(PLANT, GENERAL, 0.0) == pytest.approx(0.005)
+    assert recommend([PLANT, GENERAL], 0, 1, GENERAL.c) is None  # nothing reaches the asymptote
+    assert recommend([PLANT, GENERAL], 0, weights=[1, 0])[0] == pytest.approx(0.995)  # plant alone
+    assert recommend([PLANT, GENERAL], 0, weights=[0, 1])[0] == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="one non-negative weight per domain"):
+        recommend([PLANT, GENERAL], 0, weights=[1, -1])
 
 
-def test_a_power_law_in_steps_extrapolates_a_run():
-    steps = np.array([50, 100, 200, 400])
-    predict = power_law_in_steps(steps, 1.1 + 3.0 * steps**-0.5)
-    assert predict(1600) == pytest.approx(1.1 + 3.0 * 1600**-0.5, abs=2e-3)
-    with pytest.raises(ValueError, match="4 or more positive steps"):
-        power_law_in_steps([100, 200], [1.0, 0.9])
+def test_the_simplex_grid_covers_mixtures_with_every_share_positive():
+    two = simplex_grid(2)
+    assert len(two) == 199 and two[0] == pytest.approx([0.005, 0.995])
+    three = simplex_grid(3)
+    assert np.allclose(three.sum(axis=1), 1) and three.min() > 0 and len(three) == 19701
+    four = simplex_grid(4, points=5000)
+    assert len(four) <= 5000 and np.allclose(four.sum(axis=1), 1)
+
+
+def test_three_domain_recommendation_finds_the_constrained_optimum():
+    first = Law(c=1.0, k=1.0, t=(-2.0, 0.0), rms=0.0)  # falls with domain 0's share
+    last = Law(c=1.0, k=0.2, t=(1.0, 1.0), rms=0.0)  # rises as domain 2's share falls
+    limit = 1.0 + 0.2 * np.exp(0.6)  # domain 2 keeps at least 40%
+    mixture = recommend([first, Law(1, 1, (0.0, 0.0), 0), last], target=0, keep=2, limit=limit)
+    assert mixture == pytest.approx([0.6, 0.0, 0.4], abs=0.006)
+
+
+def test_step_laws_with_two_budgets_predict_a_longer_run():
+    scales = np.array([3.0, 2.0, 1.5, 1.0])
+    truth = lambda g, s: 1.1 + scales[g] * (s / 50) ** -0.4  # noqa: E731
+    steps = np.array([50, 100] * 4)
+    groups = np.repeat(np.arange(4), 2)
+    predict = fit_step_laws(steps, groups, [truth(g, s) for g, s in zip(groups, steps)])
+    for group in range(4):
+        assert predict(group, 400) == pytest.approx(truth(group, 400), abs=2e-3)
+    with pytest.raises(ValueError, match="two or more positive step budgets"):
+        fit_step_laws([100, 100, 100], [0, 1, 2], [1.0, 0.9, 0.8])
+    with pytest.raises(ValueError, match="4 runs fit no step law of 4 parameters"):
+        fit_step_laws([50, 100, 50, 100], [0, 0, 1, 1], [1.0, 0.9, 0.8, 0.7])

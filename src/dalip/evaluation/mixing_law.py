@@ -9,17 +9,37 @@ For M domains with proportions r (summing to 1), domain i's loss is
 (the last domain's share is 1 minus the others, so its exponent is absorbed in k_i). For two
 domains, L_i(s) = c_i + k_i * exp(t_i * s) with s the first domain's share. The fit minimises
 a Huber loss of the residuals with scipy's L-BFGS-B from several starts (as the paper does);
-uncertainty comes from refitting on bootstrap resamples of the pilots. A step budget's power
-law L(S) = E + B * S^-beta extrapolates a loss measured along a run to a longer run.
+uncertainty comes from refitting on bootstrap resamples of the pilots. Pilots at two or more
+step budgets fit laws in steps, L_g(S) = E + B_g * S^-beta (`fit_step_laws`), that predict
+each mixture's loss at a longer budget. `recommend` searches a grid of the simplex for the
+mixture an objective asks for.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
+
+
+def one_blas_thread(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `function` with one BLAS thread: these fits have 3-10 parameters, and L-BFGS-B's
+    BLAS calls ran 13x slower with a thread per core on 2 busy cores."""
+
+    @functools.wraps(function)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return limited
+
 
 HUBER_DELTA = 1e-3  # losses differ by hundredths between pilots; beyond this a residual counts linearly
 
@@ -68,6 +88,7 @@ def _huber(residuals: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
     return float(value.sum()), grad
 
 
+@one_blas_thread
 def fit_law(
     shares: np.ndarray | Sequence[float],
     losses: Sequence[float],
@@ -135,45 +156,77 @@ def bootstrap_laws(
     return laws
 
 
-def power_law_in_steps(steps: Sequence[float], losses: Sequence[float]) -> Callable[[float], float]:
-    """L(S) = E + B * S^-beta through losses measured at `steps` of one run (at least 4)."""
+@one_blas_thread
+def fit_step_laws(
+    steps: Sequence[float], groups: Sequence[int], losses: Sequence[float]
+) -> Callable[[int, float], float]:
+    """Step laws L_g(S) = E + B_g * S^-beta through losses of runs of several lengths, one
+    group g per mixture: the exponent and the floor E are shared, the scale is each mixture's
+    (so two budgets per mixture fit it once there are 3 or more mixtures). Returns
+    predict(group, steps)."""
     steps, losses = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
-    if len(steps) < 4 or np.any(steps <= 0):
-        raise ValueError("steps: a power law in steps needs losses at 4 or more positive steps")
+    groups = np.asarray(groups, dtype=int)
+    count = int(groups.max()) + 1 if len(groups) else 0
+    if np.any(steps <= 0) or len(np.unique(steps)) < 2:
+        raise ValueError("steps: a law in steps needs runs of two or more positive step budgets")
+    if len(losses) <= count + 2:
+        raise ValueError(f"steps: {len(losses)} runs fit no step law of {count + 2} parameters")
     scale = float(np.ptp(losses)) or 1.0
+    reference = float(steps.min())
 
-    def objective(theta: np.ndarray) -> float:
-        e, log_b, beta = theta
-        return float(np.sum(((e + np.exp(log_b) * steps**-beta - losses) / scale) ** 2))
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        e, beta, log_b = theta[0], theta[1], theta[2:]
+        decay = (steps / reference) ** -beta
+        term = np.exp(log_b[groups]) * decay
+        residual = (e + term - losses) / scale
+        d_log_b = np.bincount(groups, weights=residual * term, minlength=count)
+        d_beta = -np.sum(residual * term * np.log(steps / reference))
+        return float(0.5 * residual @ residual), np.concatenate([[residual.sum(), d_beta], d_log_b]) / scale
 
-    starts = [
-        [float(losses.min()) - scale * f, np.log(scale * steps.min() ** b + 1e-9), b]
-        for f in (0.1, 1.0)
-        for b in (0.3, 1.0)
-    ]
-    best = min(
-        (minimize(objective, s, method="Nelder-Mead", options={"maxiter": 4000}) for s in starts),
-        key=lambda r: r.fun,
-    )
-    e, log_b, beta = best.x
-    return lambda s: float(e + np.exp(log_b) * float(s) ** -beta)
+    best = None
+    for floor in (0.5, 2.0, 5.0):
+        e0 = float(losses.min()) - floor * scale
+        start = np.concatenate([[e0, 0.5], np.log(np.maximum(losses.max() - e0, 1e-6)) * np.ones(count)])
+        bounds = [(None, None), (1e-3, 5.0)] + [(None, None)] * count
+        result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds)
+        if best is None or result.fun < best.fun:
+            best = result
+    e, beta, log_b = best.x[0], best.x[1], best.x[2:]
+    return lambda group, s: float(e + np.exp(log_b[group]) * (float(s) / reference) ** -beta)
 
 
-def critical_share(
-    domain: Law, general: Law, general_limit: float, grid: np.ndarray | None = None
-) -> float | None:
-    """The first-domain share in (0, 1) with the lowest predicted domain loss among those whose
-    predicted general loss stays at or below `general_limit` (two domains); None if none does."""
-    grid = np.linspace(0.005, 0.995, 199) if grid is None else np.asarray(grid, dtype=float)
-    allowed = grid[general(grid) <= general_limit]
+def simplex_grid(domains: int, points: int = 100_000) -> np.ndarray:
+    """Mixtures (N, M) of a regular grid on the simplex, every share > 0: the finest grid of
+    steps 1/n (n <= 200) with at most `points` mixtures."""
+    n = 200
+    while n > domains and math.comb(n - 1, domains - 1) > points:
+        n -= 1
+    bars = np.array(list(itertools.combinations(range(1, n), domains - 1)), dtype=float)
+    edges = np.concatenate([np.zeros((len(bars), 1)), bars, np.full((len(bars), 1), n)], axis=1)
+    return np.diff(edges, axis=1) / n
+
+
+def recommend(
+    laws: Sequence[Law],
+    target: int,
+    keep: int | None = None,
+    limit: float | None = None,
+    weights: Sequence[float] | None = None,
+    grid: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """The mixture (M,) an objective asks for, from one law per domain (in mixture order):
+    with `weights`, the lowest `sum_i weights[i] * L_i`; else the lowest predicted loss of
+    domain `target` among mixtures whose predicted loss of domain `keep` stays at or below
+    `limit` (the critical-ratio form), None if none does."""
+    grid = simplex_grid(len(laws)) if grid is None else _as_mixtures(grid, len(laws))
+    if weights is not None:
+        if len(weights) != len(laws) or min(weights) < 0 or not sum(weights) > 0:
+            raise ValueError("weights: expected one non-negative weight per domain, not all 0")
+        total = sum(w * law(grid) for w, law in zip(weights, laws))
+        return grid[int(np.argmin(total))]
+    if keep is None or limit is None:
+        raise ValueError("recommend: give `weights`, or the domain to keep and its loss limit")
+    allowed = grid[laws[keep](grid) <= limit]
     if len(allowed) == 0:
         return None
-    return float(allowed[np.argmin(domain(allowed))])
-
-
-def weighted_share(domain: Law, general: Law, weight: float, grid: np.ndarray | None = None) -> float:
-    """The first-domain share minimising `weight * domain + (1 - weight) * general` (two domains)."""
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight: expected a number in [0, 1], got {weight}")
-    grid = np.linspace(0.005, 0.995, 199) if grid is None else np.asarray(grid, dtype=float)
-    return float(grid[np.argmin(weight * domain(grid) + (1 - weight) * general(grid))])
+    return allowed[int(np.argmin(laws[target](allowed)))]
