@@ -21,6 +21,7 @@ STAGES = (
     ("evaluation",),
     ("report",),
     ("quickstart",),
+    ("mixlaw",),
     ("serve",),
     ("cli",),
 )

@@ -70,6 +70,8 @@ class SourceConfig:
     text_types: captions made from the classes' taxonomy (`taxonomy`, else taxonomy.csv in
     the folder, next to the table or beside the shards; dalip.data.taxonomy), drawn per
     sample by weight as `caption_weights` are; "caption" is the source's own caption.
+    domain: what the source is data of ("plant", "general"): `dalip mixlaw` mixes by domain,
+    dividing a domain's share among its sources by their weights; training ignores it.
     """
 
     kind: SourceKind
@@ -84,6 +86,7 @@ class SourceConfig:
     resampled: bool | None = None
     taxonomy: str | None = None
     text_types: dict[str, float] | None = None
+    domain: str | None = None
 
 
 @dataclass

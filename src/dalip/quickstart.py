@@ -44,7 +44,9 @@ from dalip.evaluation.wiseft import interpolate
 from dalip.outputs import OutputFolder, remove_earlier_output
 from dalip.report.quickstart import write_report
 from dalip.report.suite import write_interpolation_report, write_suite_report
+from dalip.schema import from_dict
 from dalip.train.loop import train
+from dalip.train.state import training_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +148,8 @@ def tuning_subset(data: Path, budget: Budget) -> Path:
     writer.writeheader()
     writer.writerows(row for row in rows if row["filepath"].split("/", 1)[0] in kept)
     path = split / "captions-tuning.csv"
-    write_text(path, table.getvalue())
+    if not path.is_file() or path.read_text() != table.getvalue():  # a reused folder stays untouched
+        write_text(path, table.getvalue())
     return path
 
 
@@ -178,22 +181,31 @@ def run_config(out: Path, data: Path, budget: Budget, seed: int, stage: str) -> 
     )
 
 
+def trained_with(path: Path, config: TrainConfig) -> bool:
+    """Whether the config.yaml at `path` is `config`'s, read with today's fields (a field added
+    since, at its default, does not make a cached run stale)."""
+    try:
+        stored = from_dict(TrainConfig, yaml.safe_load(path.read_text()))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return config_to_dict(stored) == config_to_dict(config)
+
+
 def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
-    """Train one stage (or reuse a cached start model); returns seconds spent."""
+    """Train one stage; returns seconds spent. `cacheable`: a finished run of the same config
+    in its folder is reused, an interrupted one resumed from its newest checkpoint."""
     run = Path(config.out_dir)
-    wanted = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    if (
-        cacheable
-        and (run / "model.safetensors").exists()
-        and (run / "config.yaml").exists()
-        and (run / "config.yaml").read_text() == wanted
-    ):
-        logger.info("reusing the start model in %s", run)
+    if cacheable and (run / "model.safetensors").exists() and trained_with(run / "config.yaml", config):
+        logger.info("reusing the model trained in %s", run)
         return 0.0
-    remove_earlier_output(run, "train")  # only what that stage's earlier run wrote
+    resume = None
+    if cacheable and training_checkpoints(run) and trained_with(run / "config.yaml", config):
+        resume = "latest"  # an interrupted run of this very config: continue it
+    else:
+        remove_earlier_output(run, "train")  # only what that stage's earlier run wrote
     logger.info("training %s: %s loss, %d steps", run.name, config.loss.kind, config.steps)
     started = time.perf_counter()
-    summary = train(config, validate=training_validation(config))
+    summary = train(config, resume, validate=training_validation(config))
     if summary["interrupted_by_signal"]:  # Ctrl-C / SIGTERM: stop here, not in the next stage
         raise KeyboardInterrupt(f"{run.name} stopped by signal {summary['interrupted_by_signal']}")
     return time.perf_counter() - started

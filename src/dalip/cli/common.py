@@ -33,6 +33,18 @@ def count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def add_set_flag(parser: argparse.ArgumentParser, example: str) -> None:
+    """--set FIELD=VALUE (repeatable) into `args.overrides`: a training config's field."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help=f"override a config field (repeatable), e.g. {example}",
+    )
+
+
 def add_force_flag(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--force",

@@ -36,6 +36,7 @@ COMMANDS = {
     "export": "export",
     "interpolate": "interpolate",
     "frontier": "frontier",
+    "mixlaw": "mixlaw",
     "serve": "serve",
 }
 

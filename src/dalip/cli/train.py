@@ -7,6 +7,7 @@ import sys
 
 import yaml
 
+from dalip.cli.common import add_set_flag
 from dalip.config import config_to_dict, load_train_config
 from dalip.evaluation.validation import training_validation
 from dalip.train.loop import train
@@ -21,14 +22,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "overridden, e.g. --set optim.lr=1e-4 --set batch_size=256.",
     )
     parser.add_argument("--config", "-c", help="YAML run config (see configs/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a config field (repeatable), e.g. loss.kind=clip",
-    )
+    add_set_flag(parser, "loss.kind=clip")
     parser.add_argument("--out-dir", help="shorthand for --set out_dir=DIR")
     parser.add_argument(
         "--resume",
