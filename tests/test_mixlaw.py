@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from data_fixtures import write_csv
 from eval_fixtures import write_image
@@ -311,3 +312,45 @@ def test_the_embedded_study_reuses_a_quickstart_folder_read_only(tmp_path):
     assert not (second / "data").exists() and not (second / "start").exists()
     results = json.loads((second / "mixlaw.json").read_text())
     assert results["start"]["model"] == str(first / "start" / "model.safetensors")
+
+
+def test_an_interrupted_pilot_resumes_to_the_same_model(tmp_path):
+    """train_stage(cacheable=True), as mixlaw runs its pilots: a run of the same config that
+    stopped after a checkpoint continues from it and ends with the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
+    from dalip.quickstart import train_stage
+
+    def config(folder: str) -> TrainConfig:
+        return TrainConfig(
+            data=DataConfig(sources=_sources(tmp_path), workers=0, augment=False),
+            out_dir=str(tmp_path / folder),
+            steps=4,
+            batch_size=4,
+            checkpoint_every=2,
+            keep_last=2,
+            log_every=1,
+            tensorboard=False,
+            progress=False,
+            device="cpu",
+        )
+
+    train_stage(config("whole"), cacheable=True)
+    train_stage(config("stopped"), cacheable=True)
+    stopped = tmp_path / "stopped"
+    (stopped / "model.safetensors").unlink()  # as if killed between the checkpoints of steps 2 and 4
+    late = list(stopped.rglob("step_*4.pt"))
+    assert len(late) == 1
+    late[0].unlink()
+    (early,) = stopped.rglob("step_*.pt")
+    early_stamp = early.stat().st_mtime_ns
+    train_stage(config("stopped"), cacheable=True)
+    assert early.stat().st_mtime_ns == early_stamp  # continued from it, not trained again from step 0
+    whole, resumed = (
+        load_file(tmp_path / "whole" / "model.safetensors"),
+        load_file(stopped / "model.safetensors"),
+    )
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    stamp = (stopped / "model.safetensors").stat().st_mtime_ns
+    assert train_stage(config("stopped"), cacheable=True) == 0.0  # finished: reused
+    assert (stopped / "model.safetensors").stat().st_mtime_ns == stamp

@@ -199,7 +199,7 @@ def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
         logger.info("reusing the model trained in %s", run)
         return 0.0
     resume = None
-    if cacheable and training_checkpoints(run) and trained_with(run / "config.yaml", config):
+    if cacheable and training_checkpoints(run / "checkpoints") and trained_with(run / "config.yaml", config):
         resume = "latest"  # an interrupted run of this very config: continue it
     else:
         remove_earlier_output(run, "train")  # only what that stage's earlier run wrote
