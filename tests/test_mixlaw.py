@@ -219,6 +219,12 @@ def _config(
         ({"val": "missing"}, r"--val: no validation caption CSV for domain 'general'"),
         ({"pretrained": None}, r"--eps: the limit is relative to the start model"),
         ({"extra": ["--weight", "tree=1"]}, r"--weight: no source is of domain 'tree'"),
+        ({"extra": []}, r"--eps: say how far the general loss may rise above the start model's"),
+        ({"extra": ["--eps", "0"]}, r"--eps: expected a loss margin > 0, got 0.0"),
+        (
+            {"extra": ["--eps", "0.1", "--keep", "plant"]},
+            r"--keep: the domain to keep must differ from --domain",
+        ),
     ],
     ids=[
         "one-source",
@@ -230,6 +236,9 @@ def _config(
         "no-val",
         "no-start",
         "weight",
+        "no-eps",
+        "zero-eps",
+        "keep-is-target",
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, change, message):
