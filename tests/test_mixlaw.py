@@ -88,7 +88,7 @@ def test_the_study_recovers_the_constrained_share_from_noisy_pilots():
     start = 1.5 + 0.05  # the general loss at share 0
     objective = Objective("plant", "general", 0.2, start)
     result = fit_study(
-        _rows([0.5, 0.65, 0.8, 0.9, 0.95], held_out=[0.77]), ["plant", "general"], objective, resamples=40
+        _rows([0.5, 0.65, 0.8, 0.9, 0.95], held_out=[0.77]), ["plant", "general"], objective, resamples=15
     )
     exact = np.log((start + 0.2 - GENERAL.c) / GENERAL.k) / GENERAL.t[0]  # general hits the limit
     assert result["recommended"][0] == pytest.approx(exact, abs=0.02)
@@ -101,7 +101,10 @@ def test_the_study_recovers_the_constrained_share_from_noisy_pilots():
     assert {e["extrapolated"] for e in loo} == {True, False}
     assert max(e["abs_error"] for e in loo if not e["extrapolated"]) < 0.02
     weighted = fit_study(
-        _rows([0.5, 0.65, 0.8, 0.9]), ["plant", "general"], Objective("plant", weights={"plant": 1})
+        _rows([0.5, 0.65, 0.8, 0.9]),
+        ["plant", "general"],
+        Objective("plant", weights={"plant": 1}),
+        resamples=10,
     )
     assert weighted["recommended"][0] == pytest.approx(0.995)  # plant alone: as much plant as the grid has
 
