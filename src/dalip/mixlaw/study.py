@@ -25,7 +25,8 @@ from dalip.mixlaw.measure import Measures, measure
 from dalip.mixlaw.plan import Pilot, check_mixtures, domain_weights, domains_of, pilot_config
 from dalip.outputs import OutputFolder
 from dalip.quickstart import train_stage
-from dalip.report.mixlaw import write_report
+from dalip.report.mixlaw import recommended_shares, write_report
+from dalip.report.text import printable
 
 logger = logging.getLogger(__name__)
 
@@ -199,18 +200,11 @@ def summary_lines(results: dict[str, Any], base: TrainConfig) -> Sequence[str]:
     if results.get("recommended") is None:
         return ["no mixture meets the objective: " + results["objective"]]
     lines = [
-        "recommended mixture: "
-        + ", ".join(
-            f"{d} {share:.3f}" + _interval(results, i)
-            for i, (d, share) in enumerate(zip(results["domains"], results["recommended"]))
-        )
+        "recommended mixture: " + recommended_shares(results),
+        "data.sources weights for the config (in its order):",
     ]
-    lines.append("data.sources weights for the config (in its order):")
     for source, weight in zip(base.data.sources, results["recommended_weights"]):
-        lines.append(f"  - path: {source.path}\n    domain: {source.domain}\n    weight: {weight:.4f}")
+        lines.append(
+            f"  - path: {printable(source.path)}\n    domain: {source.domain}\n    weight: {weight:.4f}"
+        )
     return lines
-
-
-def _interval(results: dict[str, Any], index: int) -> str:
-    interval = results.get("recommended_interval")
-    return "" if not interval else f" [{interval[index][0]:.3f}, {interval[index][1]:.3f}]"

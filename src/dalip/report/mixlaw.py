@@ -62,19 +62,23 @@ def error_summary(errors: list[dict[str, Any]]) -> str:
     return f"mean abs error {mean:.4f} (max {largest:.4f}), mean rel error {100 * np.mean(relative):.2f}%"
 
 
-def recommendation_text(results: dict[str, Any]) -> str:
-    domains = results["domains"]
-    if results["recommended"] is None:
-        return f"No mixture on the grid meets the objective ({results['objective']})."
+def recommended_shares(results: dict[str, Any]) -> str:
+    """ "plant 0.810 [0.790, 0.855], general 0.190 [...]": each share with its bootstrap interval."""
     interval = results.get("recommended_interval")
     shares = []
-    for index, (domain, share) in enumerate(zip(domains, results["recommended"])):
+    for index, (domain, share) in enumerate(zip(results["domains"], results["recommended"])):
         band = f" [{interval[index][0]:.3f}, {interval[index][1]:.3f}]" if interval else ""
         shares.append(f"{domain} {share:.3f}{band}")
+    return ", ".join(shares)
+
+
+def recommendation_text(results: dict[str, Any]) -> str:
+    if results["recommended"] is None:
+        return f"No mixture on the grid meets the objective ({results['objective']})."
     lines = [
         f"Objective: {results['objective']}.",
         "",
-        "Recommended mixture (95% bootstrap interval): " + ", ".join(shares) + ".",
+        "Recommended mixture (95% bootstrap interval): " + recommended_shares(results) + ".",
     ]
     boot = results["bootstrap"]
     if boot["infeasible"]:
