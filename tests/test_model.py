@@ -52,24 +52,40 @@ def test_clipa_style_tower_is_supported():
     model.eval()
     images = torch.randn(2, 3, 32, 32)
     texts = torch.randint(1, 1000, (2, 16))
+    texts[0, 5:] = 0  # padding (open_clip's pad id 0)
     image, text = model.encode_image(images), model.encode_text(texts)
     assert torch.equal(image.first, model.clip.encode_image(images, normalize=True))
     assert image.second.shape == text.second.shape == (2, 32)
-    assert model.text_mask(texts) is None  # last-token pooling: every token is real
+    # last-token pooling: the token set is every position but padding
+    assert model.text_mask(texts).tolist() == [[True] * 5 + [False] * 11, [True] * 16]
+    assert model.config()["text_padding"] == "masked"
+    # a model stored before padding was masked (no text_padding field) keeps every position
+    legacy = dalip.model.factory.wrap_clip(
+        model.clip, {k: v for k, v in model.config().items() if k != "text_padding"}
+    )
+    assert legacy.text_mask(texts) is None
+    empty = torch.zeros(1, 16, dtype=torch.long)  # all padding: the first position stays a token
+    assert model.text_mask(empty).tolist() == [[True] + [False] * 15]
 
 
-def test_every_supported_vit_architecture_is_accepted():
-    names = dalip.supported_model_names()
-    vits = [n for n in open_clip.list_models() if n.startswith("ViT-")]
-    timm_or_hf = {
-        n
-        for n in vits
-        if "timm_model_name" in open_clip.get_model_config(n)["vision_cfg"]
-        or "hf_model_name" in open_clip.get_model_config(n)["text_cfg"]
+def test_every_architecture_but_the_hugging_face_text_towers_is_accepted():
+    names = set(dalip.supported_model_names())
+    hugging_face = {
+        n for n in open_clip.list_models() if "hf_model_name" in open_clip.get_model_config(n)["text_cfg"]
     }
-    assert set(vits) - timm_or_hf <= set(names)
-    assert {"ViT-B-16", "ViT-B-32", "ViT-L-14", "ViT-H-14-CLIPA", "dalip-tiny"} <= set(names)
-    assert not timm_or_hf & set(names)
+    assert set(open_clip.list_models()) - hugging_face == names
+    families = {
+        "ViT-B-16",
+        "ViT-H-14-CLIPA",
+        "ViT-B-16-SigLIP2",
+        "PE-Core-B-16",
+        "EVA02-B-16",
+        "MobileCLIP2-S0",
+    }
+    assert families | {"convnext_base", "RN50", "coca_ViT-B-32", "ViTamin-B", "dalip-tiny"} <= names
+    for name in hugging_face:
+        with pytest.raises(ValueError, match="Hugging Face transformers model"):
+            dalip.model.registry.check_supported_architecture(name)
 
 
 def test_vit_b_32_builds_with_paper_defaults():
@@ -83,7 +99,7 @@ def test_vit_b_32_builds_with_paper_defaults():
     "name, pretrained, message",
     [
         ("ViT-Nope-99", None, "unknown model name 'ViT-Nope-99'"),
-        ("ViT-B-16-SigLIP", None, "timm model"),
+        ("roberta-ViT-B-32", None, "text tower is the Hugging Face transformers model 'roberta-base'"),
         ("test-tiny", "missing/weights.pt", "pretrained file not found: missing/weights.pt"),
         ("ViT-B-32", "no-such-tag", "unknown pretrained tag 'no-such-tag' for ViT-B-32"),
     ],

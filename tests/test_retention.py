@@ -104,14 +104,16 @@ def test_a_lora_training_checkpoint_reads_as_the_merged_model(train_data, tmp_pa
     )
 
 
-def test_lora_refuses_an_attention_it_cannot_adapt():
+def test_lora_refuses_a_tower_it_cannot_adapt():
     class OwnAttention(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.qkv = torch.nn.Linear(8, 24)
             self.logit_scale = torch.nn.Parameter(torch.zeros(()))
 
-    with pytest.raises(ValueError, match="not torch's nn.MultiheadAttention with a packed in_proj"):
+    with pytest.raises(
+        ValueError, match=r"the image tower \(none\) has no layer that lora.targets \['q'\] adapt"
+    ):
         add_low_rank_adapters(OwnAttention(), ["q"], rank=2, alpha=1.0)
 
 

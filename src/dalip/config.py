@@ -18,6 +18,9 @@ from dalip.schema import apply_overrides, check_fields, checked, flattened, from
 Precision = Literal["fp32", "bf16", "amp"]  # amp: float16 autocast with a gradient scaler
 LossKind = Literal["dalip", "clip"]
 CombineMode = Literal["losses", "similarity"]
+# softmax: CLIP's InfoNCE; sigmoid: SigLIP's pairwise loss with a learned bias; auto: the start model's
+LossForm = Literal["softmax", "sigmoid"]
+LossFormChoice = Literal["auto", "softmax", "sigmoid"]
 Schedule = Literal["cosine", "constant"]
 SourceKind = Literal["csv", "folder", "webdataset"]
 # Where MBDC's token weights meet the reduction: "before_norm" is dalip 0.1's (nearly inert).
@@ -115,9 +118,15 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """kind: "dalip" or "clip" (the plain OpenCLIP loss: first order only, alpha = 1)."""
+    """kind: "dalip" or "clip" (the plain OpenCLIP loss: first order only, alpha = 1).
+
+    form: "softmax" (CLIP's InfoNCE), "sigmoid" (SigLIP's pairwise loss with a learned logit
+    bias, the second order with a bias of its own) or "auto": the start model's own (sigmoid for
+    the SigLIP family and models trained with it, else softmax). The form is stored with the
+    model, which answers in it (`predict` probabilities: sigmoid of scale * cos + bias)."""
 
     kind: LossKind = "dalip"
+    form: LossFormChoice = "auto"
     combine: CombineMode = "losses"
     local_loss: bool = False
     gather_with_grad: bool = True

@@ -34,6 +34,7 @@ COMMANDS = {
     "predict": "predict",
     "embed": "embed",
     "export": "export",
+    "models": "models",
     "interpolate": "interpolate",
     "frontier": "frontier",
     "mixlaw": "mixlaw",

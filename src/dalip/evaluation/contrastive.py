@@ -3,9 +3,11 @@
 The pairs of a caption CSV/TSV (each image with its first caption) are put in one fixed
 order (a seeded shuffle, the same for every model) and cut into batches of `batch_size`
 (a last, shorter batch is left out, so every batch has the same number of negatives).
-Per batch, the loss is CLIP's: the mean of the image->text and text->image cross-entropies
-of the model's temperature times its similarity in a mode; the result is the mean over
-batches, with their standard deviation.
+Per batch, the loss is the model's own: for CLIP (softmax form) the mean of the image->text
+and text->image cross-entropies of the model's temperature times its similarity in a mode; for
+a model trained with the sigmoid loss, SigLIP's (every pair's -log sigmoid of +-logit, summed
+per image; the two directions are one loss). The result is the mean over batches, with their
+standard deviation.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from dalip.evaluation.datasets import ImageFileDataset, read_caption_csv
-from dalip.evaluation.predict import _probability_scale
+from dalip.evaluation.predict import _probability_scale, answers_with_sigmoid
 from dalip.evaluation.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
 from dalip.model.features import Encoder, Features
 
@@ -62,11 +64,19 @@ def contrastive_loss(
     order = torch.randperm(len(kept), generator=torch.Generator().manual_seed(seed))[: batches * batch_size]
     scale = _probability_scale(model)
     target = torch.arange(batch_size)
+    signs = 2 * torch.eye(batch_size) - 1  # +1 for the matching pairs, -1 for every other
+    sigmoid = answers_with_sigmoid(model)
     results = {}
     for mode in modes:
         both = []
         for rows in order.view(batches, batch_size):
-            logits = scale * model.similarity(_rows(encoded.features, rows), _rows(texts, rows), mode).float()
+            image, text = _rows(encoded.features, rows), _rows(texts, rows)
+            if sigmoid:
+                logits = model.logits(image, text, mode).float()
+                loss = -F.logsigmoid(signs * logits).sum() / batch_size
+                both.append(torch.stack([loss, loss]))
+                continue
+            logits = scale * model.similarity(image, text, mode).float()
             both.append(torch.stack([F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)]))
         stacked = torch.stack(both)  # (batches, 2)
         per_batch = stacked.mean(dim=1)
@@ -82,5 +92,6 @@ def contrastive_loss(
         "pairs": batches * batch_size,
         "batch_size": batch_size,
         "batches": batches,
+        "form": "sigmoid" if sigmoid else "softmax",
         "modes": results,
     }

@@ -1,5 +1,7 @@
-"""Prediction: the top labels of each image with probabilities (the softmax of the model's
-scaled similarity to the zero-shot class vectors), as `dalip predict` and `dalip serve` give them."""
+"""Prediction: the top labels of each image with probabilities, as `dalip predict` and
+`dalip serve` give them, in the model's own form: the softmax over labels of its scaled
+similarity to the zero-shot class vectors (CLIP), or for a model trained with the sigmoid loss
+(SigLIP) the sigmoid of scale * similarity + bias, each label's own probability of matching."""
 
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ def _probability_scale(model: Encoder) -> float:
     clip = getattr(model, "clip", None)
     scale = getattr(clip, "logit_scale", None)
     return 100.0 if scale is None else float(scale.detach().exp().clamp(max=100.0))
+
+
+def answers_with_sigmoid(model: Any) -> bool:
+    """Whether the model's probabilities are sigmoid ones (trained with the sigmoid loss)."""
+    return getattr(model, "loss_form", "softmax") == "sigmoid"
 
 
 def predict(
@@ -54,9 +61,18 @@ def predict(
     ]
 
 
-def label_probabilities(model: Any, images: Features, classes: Features, mode: str) -> torch.Tensor:
-    """(N, C) softmax over labels of the model's temperature times its similarity (`mode`)."""
-    return (_probability_scale(model) * model.similarity(images, classes, mode)).softmax(dim=1)
+def label_probabilities(
+    model: Any, images: Features, classes: Features, mode: str, distribution: bool = False
+) -> torch.Tensor:
+    """(N, C) probabilities of each label for each image in the model's form (`mode`): the
+    softmax over labels of the temperature times the similarity, or, for a sigmoid-form model,
+    the sigmoid of its logits (scale * cos + bias), each label on its own. `distribution` asks
+    for a distribution over the labels whatever the form (exactly one label is right, e.g. a
+    species of a checklist): the softmax of the model's logits."""
+    if not answers_with_sigmoid(model):
+        return (_probability_scale(model) * model.similarity(images, classes, mode)).softmax(dim=1)
+    logits = model.logits(images, classes, mode)
+    return logits.softmax(dim=1) if distribution else logits.sigmoid()
 
 
 def top_labels(probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> list[list[dict[str, Any]]]:

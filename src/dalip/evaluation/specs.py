@@ -32,10 +32,8 @@ from torch import nn
 
 from dalip.checkpoint import load_checkpoint
 from dalip.export.folder import HF_HUB_PREFIX, LOCAL_DIR_PREFIX, is_fused_folder, load_folder, resolve_folder
-from dalip.model.dalip_model import DALIPModel
+from dalip.model.dalip_model import DALIPModel, capped_scale
 from dalip.model.factory import (
-    create_tokenizer,
-    create_transforms,
     load_error_reason,
     quiet_loading,
     resolve_pretrained,
@@ -43,6 +41,7 @@ from dalip.model.factory import (
 )
 from dalip.model.features import Encoder, Features
 from dalip.model.file_format import refuse_nonfinite_weights
+from dalip.model.preprocess import create_tokenizer, create_transforms
 
 OPENCLIP_PREFIX = "openclip:"
 FOLDER_PREFIXES = (LOCAL_DIR_PREFIX, HF_HUB_PREFIX)
@@ -72,6 +71,18 @@ class OpenCLIPModel(nn.Module):
                 f"similarity mode {mode!r} needs second-order features; a plain open_clip model has none"
             )
         return image.first @ text.first.T
+
+    @property
+    def loss_form(self) -> str:
+        """sigmoid for a model with a logit bias (the SigLIP family), else softmax."""
+        return "softmax" if getattr(self.clip, "logit_bias", None) is None else "sigmoid"
+
+    @torch.no_grad()
+    def logits(self, image: Features, text: Features, mode: str = "first") -> torch.Tensor:
+        """(N_image, N_text) temperature (at most 100) times the similarity, plus the logit bias."""
+        logits = capped_scale(self.clip.logit_scale) * self.similarity(image, text, mode)
+        bias = getattr(self.clip, "logit_bias", None)
+        return logits if bias is None else logits + bias
 
 
 @dataclass

@@ -185,7 +185,8 @@ def predict_taxa(
         encoded = encode_dataset(
             model, ImageFileDataset(paths, preprocess), runtime, mode != "first", "predict"
         )
-    probabilities = label_probabilities(model, encoded.features, classes, mode)
+    # a distribution over the checklist: its species' probabilities add up to their genus'
+    probabilities = label_probabilities(model, encoded.features, classes, mode, distribution=True)
     read = [paths[i] for i in encoded.indices.tolist()]
     if same_plant:
         return [{"images": read, **answer(one_plant(probabilities), taxa, rank, top_k, min_probability)}]

@@ -23,7 +23,7 @@ from torch import nn
 from dalip.export.files import write_files
 from dalip.export.folder import open_clip_config
 from dalip.model.dalip_model import DALIPModel
-from dalip.model.factory import create_tokenizer
+from dalip.model.preprocess import create_tokenizer
 
 IMAGE_NAME = "image_encoder.onnx"
 TEXT_NAME = "text_encoder.onnx"

@@ -113,7 +113,13 @@ def brownian_distance_covariance(
             f"mask must have shape {tuple(tokens.shape[:-1])} (tokens without channels), "
             f"got {tuple(mask.shape)}"
         )
-    with torch.autocast(device_type=tokens.device.type, enabled=False):
+    # autocast has no meta device (shape-only builds of full-size models run on it)
+    no_autocast = (
+        contextlib.nullcontext()
+        if tokens.device.type == "meta"
+        else torch.autocast(device_type=tokens.device.type, enabled=False)
+    )
+    with no_autocast:
         x = tokens.to(_compute_dtype(tokens.dtype))
         if mask is None:
             count = torch.full(x.shape[:-2], x.shape[-2], dtype=x.dtype, device=x.device)

@@ -1,111 +1,103 @@
-"""DALIPModel: an unmodified open_clip CLIP plus one MBDC head per tower.
+"""DALIPModel: an unmodified open_clip model plus one MBDC head per tower.
 
-Token sets are read from open_clip's own modules with forward hooks on the final
-norms, so no open_clip forward code is copied and the first-order features are exactly
-what `open_clip.CLIP.encode_image` / `encode_text` return.
+Token sets are read from open_clip's and timm's own modules (`dalip.model.towers`), so no
+forward code is copied and the first-order features are exactly what the open_clip model's
+`encode_image` / `encode_text` return.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import QuickGELU, VisionTransformer
+from open_clip.transformer import QuickGELU
 from torch import nn
 
-from dalip.config import DEFAULT_ALPHA, PAPER_MBDC, MBDCOptions
+from dalip.config import DEFAULT_ALPHA, PAPER_MBDC, LossForm, MBDCOptions
 from dalip.model.features import Features, fuse
 from dalip.model.file_format import save_model
 from dalip.model.mbdc import MBDC
+from dalip.model.towers import TextTokens, open_clip_text_pad_id, read_image_tokens
 
 logger = logging.getLogger(__name__)
 
 SIMILARITY_MODES = ("fused", "first", "second")
+LOSS_FORMS = ("softmax", "sigmoid")
+TEXT_PADDING = ("masked", "kept")
+SIGLIP_INIT_BIAS = -10.0  # open_clip's (and SigLIP's) initial logit bias for the sigmoid loss
+MAX_SCALE = 100.0  # open_clip clamps exp(logit_scale) to at most 100 in training
 
 
-class _TokenTap:
-    """A forward hook, registered once on a module of open_clip's, that keeps the module's output
-    of a call made while `armed` (one tap per tower; hooks added per call would break compiled
-    graphs, and keeping every output would hold activations a plain CLIP forward does not need)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.armed = False
-        self.output: torch.Tensor | None = None
-        module.register_forward_hook(self)
-
-    def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        if self.armed:
-            self.output = output
-
-    @contextlib.contextmanager
-    def catching(self) -> Iterator[_TokenTap]:
-        """Arm the tap for the calls inside; `take()` the output after."""
-        self.armed, self.output = True, None
-        try:
-            yield self
-        finally:
-            self.armed = False
-
-    def take(self) -> torch.Tensor:
-        output, self.output = self.output, None
-        if output is None:
-            raise RuntimeError("the open_clip module DALIP reads tokens from did not run")
-        return output
+def capped_scale(logit_scale: torch.Tensor) -> torch.Tensor:
+    """exp(logit_scale), at most 100: the temperature a model answers with."""
+    return logit_scale.exp().clamp(max=MAX_SCALE)
 
 
 class DALIPModel(nn.Module):
-    """An open_clip CLIP with image and text MBDC heads.
+    """An open_clip model (`CLIP`, `CustomTextCLIP` or `CoCa`) with image and text MBDC heads.
 
     `self.clip` is the plain open_clip model (unchanged); `encode_image` / `encode_text`
-    return `Features(first, second)`. Implements `dalip.model.features.Encoder`.
+    return `Features(first, second)`. Token sets come from `dalip.model.towers` (one reader
+    per tower family). Implements `dalip.model.features.Encoder`.
+
+    `loss_form` is the contrastive form the model is trained and answers with: "softmax"
+    (CLIP's InfoNCE) or "sigmoid" (SigLIP's pairwise loss with a learned logit bias: open_clip's
+    `logit_bias` for the first order, `logit_bias_second` for the second). `text_padding`
+    "masked" masks padding of text towers pooled from a fixed position; "kept" is dalip 0.3's
+    behaviour, kept for the models it stored.
     """
 
     has_second_order = True
 
     def __init__(
         self,
-        clip: open_clip.CLIP,
+        clip: nn.Module,
         model_name: str,
         alpha: float = DEFAULT_ALPHA,
         mbdc: MBDCOptions = PAPER_MBDC,
         separate_second_temperature: bool = False,
+        loss_form: LossForm = "softmax",
+        text_padding: str = "masked",
     ) -> None:
         super().__init__()
-        if not isinstance(clip, open_clip.CLIP) or not isinstance(clip.visual, VisionTransformer):
-            raise ValueError(
-                f"DALIPModel needs an open_clip.CLIP with a VisionTransformer image tower, "
-                f"got {type(clip).__name__}"
-            )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if loss_form not in LOSS_FORMS:
+            raise ValueError(f"loss form must be one of {LOSS_FORMS}, got {loss_form!r}")
+        if text_padding not in TEXT_PADDING:
+            raise ValueError(f"text_padding must be one of {TEXT_PADDING}, got {text_padding!r}")
+        if not isinstance(getattr(clip, "logit_scale", None), nn.Parameter):
+            raise ValueError(
+                f"DALIPModel needs an open_clip model with a logit_scale, got {type(clip).__name__}"
+            )
+        self._image_tokens = read_image_tokens(clip)
+        self._text_tokens = TextTokens(
+            clip, open_clip_text_pad_id(model_name), mask_padding=text_padding == "masked"
+        )
         self.clip = clip
         self.model_name = model_name
         self.alpha = float(alpha)
+        self.loss_form = loss_form
+        self.text_padding = text_padding
         mbdc = mbdc.filled(PAPER_MBDC)  # heads / reduced_dim None: the paper's
         self.mbdc_options = mbdc
-        dim = (
-            clip.text_projection.shape[-1]
-            if isinstance(clip.text_projection, nn.Parameter)
-            else clip.text_projection.out_features
-        )
-        self.embed_dim = dim
-        self.image_mbdc = MBDC(dim, **dataclasses.asdict(mbdc))
+        dim = self.embed_dim = self._text_tokens.token_dim
+        image_dim = self._image_tokens.token_dim
+        self.image_mbdc = MBDC(dim, in_dim=image_dim, **dataclasses.asdict(mbdc))
         self.text_mbdc = MBDC(dim, **dataclasses.asdict(mbdc))
         self.logit_scale_second = (
             nn.Parameter(clip.logit_scale.detach().clone()) if separate_second_temperature else None
         )
-        # With final_ln_after_pool open_clip normalises only the pooled token, so the image
-        # token set is read before ln_post and normalised in encode_image.
-        visual = clip.visual
-        self._image_tap = _TokenTap(visual.transformer if visual.final_ln_after_pool else visual.ln_post)
-        self._text_tap = _TokenTap(clip.ln_final)
+        self.logit_bias_second = None
+        if loss_form == "sigmoid":
+            if clip.logit_bias is None:  # a start model trained with the softmax loss: SigLIP's init
+                clip.logit_bias = nn.Parameter(torch.full_like(clip.logit_scale.detach(), SIGLIP_INIT_BIAS))
+            self.logit_bias_second = nn.Parameter(clip.logit_bias.detach().clone())
 
     @property
     def logit_scale(self) -> nn.Parameter:
@@ -114,41 +106,21 @@ class DALIPModel(nn.Module):
 
     def encode_image(self, images: torch.Tensor, second_order: bool = True) -> Features:
         """images (B, 3, H, W) -> Features; `second_order=False` skips MBDC (second=None)."""
-        visual = self.clip.visual
         if not second_order:
-            return Features(F.normalize(self.clip.encode_image(images), dim=-1), None)
-        with self._image_tap.catching() as tap:
-            pooled = self.clip.encode_image(images)  # (B, D)
-        first = F.normalize(pooled, dim=-1)
-        tokens = tap.take()  # (B, 1 + P, width), class token first
-        if visual.final_ln_after_pool:
-            tokens = visual.ln_post(tokens)
-        patches = tokens[:, 1:] @ visual.proj  # (B, P, D)
-        return Features(first, self.image_mbdc(patches, pooled))
+            return Features(F.normalize(self.clip.encode_image(images, normalize=False), dim=-1), None)
+        pooled, tokens = self._image_tokens.read(images)  # (B, D), (B, M, C)
+        return Features(F.normalize(pooled, dim=-1), self.image_mbdc(tokens, pooled))
 
     def encode_text(self, texts: torch.Tensor, second_order: bool = True) -> Features:
-        """texts (B, L) token ids -> Features; padding after end-of-text is masked out."""
+        """texts (B, L) token ids -> Features; padding is masked out of the token set."""
         if not second_order:
-            return Features(F.normalize(self.clip.encode_text(texts), dim=-1), None)
-        with self._text_tap.catching() as tap:
-            pooled = self.clip.encode_text(texts)  # (B, D)
-        first = F.normalize(pooled, dim=-1)
-        tokens = tap.take()  # (B, L, width)
-        projection = self.clip.text_projection
-        tokens = projection(tokens) if isinstance(projection, nn.Linear) else tokens @ projection
-        return Features(first, self.text_mbdc(tokens, pooled, self.text_mask(texts)))
+            return Features(F.normalize(self.clip.encode_text(texts, normalize=False), dim=-1), None)
+        pooled, tokens, mask = self._text_tokens.read(texts)  # (B, D), (B, L, D), (B, L)
+        return Features(F.normalize(pooled, dim=-1), self.text_mbdc(tokens, pooled, mask))
 
     def text_mask(self, texts: torch.Tensor) -> torch.Tensor | None:
-        """(B, L) bool, True up to and including the end-of-text token; None if unknown."""
-        pool_type = self.clip.text_pool_type
-        if pool_type == "argmax":
-            end = texts.argmax(dim=-1)  # the end-of-text id is the largest id
-        elif pool_type == "eos":
-            end = (texts == self.clip.text_eos_id).int().argmax(dim=-1)
-        else:
-            return None
-        positions = torch.arange(texts.shape[-1], device=texts.device)
-        return positions[None, :] <= end[:, None]
+        """(B, L) bool, True for the tokens of the text's token set; None: every position."""
+        return self._text_tokens.mask(texts)
 
     def similarity(self, image: Features, text: Features, mode: str = "fused") -> torch.Tensor:
         """Cosine similarity (N_image, N_text): alpha * first + (1 - alpha) * second by default."""
@@ -182,7 +154,30 @@ class DALIPModel(nn.Module):
         }
         if self.logit_scale_second is not None:
             output["logit_scale_second"] = self.logit_scale_second.exp()
+        if self.loss_form == "sigmoid":
+            output["logit_bias"] = self.clip.logit_bias
+            output["logit_bias_second"] = self.logit_bias_second
         return output
+
+    @torch.no_grad()
+    def logits(self, image: Features, text: Features, mode: str = "fused") -> torch.Tensor:
+        """(N_image, N_text) logits in the model's own form, for probabilities.
+
+        softmax: the temperature (capped at 100, as open_clip clamps it) times `similarity`;
+        sigmoid: per order `scale * cos + bias` with that order's temperature and bias, the
+        orders mixed by alpha for "fused" (`sigmoid` of it is the probability that a pair matches).
+        """
+        if self.loss_form == "softmax":
+            return capped_scale(self.clip.logit_scale) * self.similarity(image, text, mode)
+        first = image.first @ text.first.T
+        if mode == "first":
+            return capped_scale(self.clip.logit_scale) * first + self.clip.logit_bias
+        scale_second = self.logit_scale if self.logit_scale_second is None else self.logit_scale_second
+        second = capped_scale(scale_second) * self.similarity(image, text, "second") + self.logit_bias_second
+        if mode == "second":
+            return second
+        first = capped_scale(self.clip.logit_scale) * first + self.clip.logit_bias
+        return self.alpha * first + (1.0 - self.alpha) * second
 
     def config(self) -> dict[str, Any]:
         """JSON-able description that rebuilds this architecture (stored in checkpoints)."""
@@ -192,17 +187,31 @@ class DALIPModel(nn.Module):
             "alpha": self.alpha,
             "mbdc": dataclasses.asdict(self.mbdc_options),
             "separate_second_temperature": self.logit_scale_second is not None,
+            "loss_form": self.loss_form,
+            "text_padding": self.text_padding,
             "image_size": _as_list(self.clip.visual.image_size),
             "context_length": int(self.clip.context_length),
             "preprocess_cfg": dict(getattr(self.clip.visual, "preprocess_cfg", {}) or {}),
         }
 
     def _open_clip_config(self) -> dict[str, Any] | None:
-        """The registered architecture, with `quick_gelu` set when the towers were built with it."""
+        """The registered architecture, with `quick_gelu` set when the towers were built with it
+        and `init_logit_bias` when the model has a logit bias (so open_clip builds the parameter)."""
         config = open_clip.get_model_config(self.model_name)
         if config is not None and any(isinstance(m, QuickGELU) for m in self.clip.modules()):
             config = {**config, "quick_gelu": True}
+        if config is not None and self.clip.logit_bias is not None and "init_logit_bias" not in config:
+            config = {**config, "init_logit_bias": SIGLIP_INIT_BIAS}
         return config
+
+    def describe_tokens(self) -> dict[str, Any]:
+        """Which tokens each tower gives the second order (family, tokens, widths)."""
+        image = self._image_tokens.describe()
+        if image["token_dim"] != self.embed_dim:
+            image["tokens"] += (
+                f"; {image['token_dim']} channels, into {self.embed_dim} by the head's projection"
+            )
+        return {"image": image, "text": self._text_tokens.describe()}
 
     def save(self, path: str | Path) -> None:
         """Write weights and config to a safetensors file (atomically)."""

@@ -12,16 +12,17 @@ from typing import Any
 
 import open_clip
 import torch
-from open_clip.transform import PreprocessCfg, image_transform_v2
 
 from dalip.config import DEFAULT_ALPHA, PAPER_MBDC, MBDCOptions
-from dalip.model.dalip_model import DALIPModel
+from dalip.model.dalip_model import LOSS_FORMS, DALIPModel
 from dalip.model.file_format import (
     is_training_checkpoint,
     read_checkpoint_config,
     read_model_file,
+    read_stored_config,
     refuse_nonfinite_weights,
 )
+from dalip.model.preprocess import create_tokenizer, create_transforms
 from dalip.model.registry import check_supported_architecture, register_config
 from dalip.model.stored_config import check_plain_model_name
 from dalip.schema import quoted
@@ -30,7 +31,18 @@ logger = logging.getLogger(__name__)
 
 # Our small architectures use a smaller MBDC than the paper's (4 heads x 46): a 4324-wide
 # projection would dwarf a model of a few million parameters.
-ARCHITECTURE_MBDC: dict[str, MBDCOptions] = {"dalip-tiny": replace(PAPER_MBDC, reduced_dim=16)}
+TINY_MBDC = replace(PAPER_MBDC, reduced_dim=16)
+TINY_ARCHITECTURES = (
+    "dalip-tiny",
+    "dalip-tiny-sigmoid",
+    "dalip-tiny-eva02",
+    "dalip-tiny-pe",
+    "dalip-tiny-mobileclip",
+    "dalip-tiny-convnext",
+    "dalip-tiny-resnet",
+    "dalip-tiny-coca",
+)
+ARCHITECTURE_MBDC: dict[str, MBDCOptions] = dict.fromkeys(TINY_ARCHITECTURES, TINY_MBDC)
 # dalip 0.1 wrote no weighting or dropout kind: its checkpoints keep the behaviour they were trained with.
 LEGACY_MBDC_OPTIONS = {"weighting": "before_norm", "dropout_kind": "element"}
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
@@ -139,18 +151,23 @@ def create_model(
     aug_cfg: dict[str, Any] | None = None,
     cache_dir: str | None = None,
     mbdc: MBDCOptions | None = None,
+    loss_form: str = "auto",
     **mbdc_options: Any,
 ) -> tuple[DALIPModel, Callable, Callable, Callable]:
     """Build a DALIP model on an open_clip architecture.
 
     Args:
-        model_name: an open_clip ViT architecture (`open_clip.list_models()`) or one of ours
-            (`dalip-tiny`).
+        model_name: an open_clip architecture (`open_clip.list_models()`: open_clip's ViTs,
+            the timm towers of SigLIP, PE-Core, EVA, MobileCLIP, ConvNeXt ..., the ResNets,
+            CoCa) or one of ours (`dalip-tiny`, `dalip-tiny-siglip`, ...); `dalip models` lists
+            which are supported.
         pretrained: None, an open_clip tag (downloaded by open_clip), an open_clip checkpoint
             file, or a dalip checkpoint file. Parameters the weights do not cover (the MBDC
             heads, for open_clip weights) are listed in `model.newly_initialized`.
         alpha: weight of the first-order similarity in the fused similarity.
         mbdc: the MBDC heads' options (`ModelConfig.mbdc`); None: the architecture's own.
+        loss_form: "softmax", "sigmoid" or "auto": the start model's own (a dalip checkpoint's
+            stored form; sigmoid for open_clip models with a logit bias, the SigLIP family).
         **mbdc_options: single options over those (heads, reduced_dim, dropout, dropout_kind,
             weighting, learnable_temperature).
 
@@ -159,44 +176,61 @@ def create_model(
     check_supported_architecture(model_name)
     options = mbdc_options_for(model_name, mbdc, **mbdc_options)
     source = resolve_pretrained(model_name, pretrained)
+    text_config = open_clip.get_model_config(model_name).get("text_cfg") or {}
+    tokenizer = create_tokenizer(model_name, context_length or text_config.get("context_length"))
     open_clip_weights = pretrained if source in ("file", "tag") else None
     # open_clip warns "initialized randomly" when no weights are given (said once below
     # instead) and for a dalip checkpoint, whose weights are loaded after it.
-    quiet = _quiet_root_logger() if source in ("dalip", "none") else contextlib.nullcontext()
+    quiet = quiet_root_logger() if source in ("dalip", "none") else contextlib.nullcontext()
     with quiet:
         clip = _create_clip(model_name, open_clip_weights, precision, image_size, context_length, cache_dir)
     if open_clip_weights is not None:
         refuse_nonfinite_weights(clip.state_dict(), f"pretrained {pretrained}")
+    form = resolve_loss_form(loss_form, clip, pretrained if source == "dalip" else None)
+    had_bias = clip.logit_bias is not None
     model = DALIPModel(
-        clip, model_name, alpha, options, separate_second_temperature=separate_second_temperature
+        clip,
+        model_name,
+        alpha,
+        options,
+        separate_second_temperature=separate_second_temperature,
+        loss_form=form,
     )
-    model.newly_initialized = []
-    if source == "dalip":
-        model.newly_initialized = load_matching_weights(model, pretrained)
-    elif source in ("file", "tag"):
-        model.newly_initialized = model.mbdc_parameter_names()
-    if model.newly_initialized and source != "none":
-        logger.info("newly initialised (not in %s): %s", pretrained, ", ".join(model.newly_initialized))
+    model.newly_initialized = _load_weights(model, source, pretrained, had_bias)
     if precision in _LOW_PRECISION:
         for module in (model.image_mbdc, model.text_mbdc):
             module.to(_LOW_PRECISION[precision])
     model.to(device)
     preprocess_train, preprocess_val = create_transforms(model, aug_cfg)
-    return model, preprocess_train, preprocess_val, create_tokenizer(model)
+    return model, preprocess_train, preprocess_val, tokenizer
 
 
-def create_transforms(model: DALIPModel, aug_cfg: dict[str, Any] | None = None) -> tuple[Callable, Callable]:
-    """open_clip's train (augmenting) and validation transforms for the model's image tower."""
-    config = PreprocessCfg(**model.clip.visual.preprocess_cfg)
-    return (
-        image_transform_v2(config, is_train=True, aug_cfg=aug_cfg),
-        image_transform_v2(config, is_train=False),
-    )
+def resolve_loss_form(loss_form: str, clip: torch.nn.Module, dalip_file: str | None = None) -> str:
+    """ "softmax" or "sigmoid": `loss_form` itself, or for "auto" the start model's: the form a
+    dalip file stores, else sigmoid when the open_clip model has a logit bias (SigLIP's)."""
+    if loss_form not in ("auto", *LOSS_FORMS):
+        raise ValueError(f"loss.form: expected auto, softmax or sigmoid, got {loss_form!r}")
+    if loss_form != "auto":
+        return loss_form
+    if dalip_file is not None:
+        return read_stored_config(dalip_file).get("loss_form", "softmax")
+    return "sigmoid" if getattr(clip, "logit_bias", None) is not None else "softmax"
 
 
-def create_tokenizer(model: DALIPModel) -> Callable:
-    """open_clip's tokenizer for the model's architecture, at the model's context length."""
-    return open_clip.get_tokenizer(model.model_name, context_length=model.clip.context_length)
+def _load_weights(model: DALIPModel, source: str, pretrained: str | None, had_bias: bool) -> list[str]:
+    """Load a dalip start model's weights (open_clip's are loaded by open_clip); the names of the
+    parameters the weights did not cover, logged."""
+    if source == "none":
+        return []
+    if source == "dalip":
+        new = load_matching_weights(model, pretrained)
+    else:  # open_clip weights: the heads, and a logit bias added for the sigmoid form, are new
+        new = model.mbdc_parameter_names() + (
+            [] if had_bias or model.clip.logit_bias is None else ["clip.logit_bias"]
+        )
+    if new:
+        logger.info("newly initialised (not in %s): %s", pretrained, ", ".join(new))
+    return new
 
 
 def load_matching_weights(model: DALIPModel, path: str | os.PathLike) -> list[str]:
@@ -242,7 +276,7 @@ def build_model(config: dict[str, Any], where: str = "checkpoint") -> DALIPModel
         register_config(name, config["open_clip_config"])
     check_supported_architecture(name)
     try:
-        with _quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
+        with quiet_root_logger():  # open_clip warns "initialized randomly": our weights follow
             clip = open_clip.create_model(
                 name,
                 force_image_size=config.get("image_size"),
@@ -252,27 +286,37 @@ def build_model(config: dict[str, Any], where: str = "checkpoint") -> DALIPModel
             if config.get("preprocess_cfg"):
                 open_clip.set_model_preprocess_cfg(clip, config["preprocess_cfg"])
         return wrap_clip(clip, config)
-    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ZeroDivisionError) as error:
+    except (
+        TypeError,
+        ValueError,
+        KeyError,
+        AttributeError,
+        RuntimeError,
+        ZeroDivisionError,
+        AssertionError,
+    ) as error:
         raise ValueError(
             f"{where}: its stored architecture {name!r} cannot be built ({load_error_reason(error)})"
         ) from error
 
 
-def wrap_clip(clip: open_clip.CLIP, config: dict[str, Any]) -> DALIPModel:
+def wrap_clip(clip: torch.nn.Module, config: dict[str, Any]) -> DALIPModel:
     """A DALIPModel around an open_clip model already built, with the heads a stored config
     (`DALIPModel.config()`, checked by `check_model_config`) describes (weights are loaded
-    by the caller)."""
+    by the caller). Fields a file of an earlier version lacks keep that version's behaviour."""
     return DALIPModel(
         clip,
         config["model_name"],
         config.get("alpha", DEFAULT_ALPHA),
         MBDCOptions(**{**LEGACY_MBDC_OPTIONS, **config.get("mbdc", {})}),
         separate_second_temperature=config.get("separate_second_temperature", False),
+        loss_form=config.get("loss_form", "softmax"),
+        text_padding=config.get("text_padding", "kept"),
     )
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
+def quiet_root_logger() -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))

@@ -125,6 +125,22 @@ def is_training_checkpoint(path: str | os.PathLike) -> bool:
     return isinstance(state, dict) and "dalip_config" in state and "model" in state
 
 
+def read_stored_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The stored architecture config of a dalip model file or training checkpoint, without
+    reading its weights (a training checkpoint is memory-mapped)."""
+    if str(path).endswith(".pt") and os.path.isfile(path):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # pickle, zip and weights_only errors all mean "not ours"
+            raise ValueError(f"{path} is not a dalip training checkpoint ({type(error).__name__})") from error
+        if not isinstance(state, dict) or "dalip_config" not in state:
+            raise ValueError(f"{path} is not a dalip training checkpoint (no dalip_config)")
+        return check_model_config(state["dalip_config"], os.fspath(path))
+    return require_dalip_checkpoint(path)
+
+
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(stored config, weights on the CPU) of a dalip model file or training checkpoint;
     FileNotFoundError / ValueError naming the file otherwise."""

@@ -2,9 +2,14 @@
 
 An adapted weight is W = W0 + (alpha / rank) * B @ A for each targeted block of rows of W:
 the query, key and value blocks of a packed `in_proj_weight` (torch's nn.MultiheadAttention,
-what open_clip's ViTs and text towers use) get an adapter each, as CLIP-LoRA adapts q, k and
-v; `out` adapts the attention's output projection, `mlp` both MLP layers. A is random and B
-zero, so the adapted model starts as the start model. W0 is frozen; A and B train.
+what open_clip's ViTs and text towers use) or of timm's packed `qkv` Linear (timm's ViTs, EVA,
+PE-Core, FastViT's attention stage) get an adapter each, as CLIP-LoRA adapts q, k and v;
+separate `q_proj` / `k_proj` / `v_proj` Linear layers (ModifiedResNet's attention pool, EVA
+unfused) one each; `out` adapts the attention's output projection (`out_proj`, timm's
+`attn.proj`), `mlp` the MLP layers (`c_fc` / `c_proj`, timm's `fc1` / `fc2`, SwiGLU's `fc1_g` /
+`fc1_x`). A is random and B zero, so the adapted model starts as the start model. W0 is
+frozen; A and B train. Attention whose key and value widths differ from its queries' (CoCa's
+attentional pooler) is left frozen.
 
 Dropout is on the adapter's rank components (each of the `rank` directions of B @ A dropped
 with probability `dropout` in training, the rest scaled up): a packed attention weight is
@@ -84,23 +89,40 @@ def add_low_rank_adapters(
     clip: nn.Module, targets: Sequence[str], rank: int, alpha: float, dropout: float = 0.0
 ) -> list[str]:
     """Adapt every residual block of both towers of an open_clip model in place; the towers'
-    own weights stop training. Returns the adapted weights' names. ValueError when the model
-    has no attention that can be adapted (not torch's nn.MultiheadAttention)."""
+    own weights stop training (the temperature and logit bias keep their training state).
+    Returns the adapted weights' names. ValueError naming the tower when one has no layer
+    the targets adapt (e.g. a ConvNeXt image tower and targets q, k, v)."""
     unknown = sorted(set(targets) - set(LORA_TARGETS))
     if unknown or not targets:
         raise ValueError(f"lora.targets: expected some of {', '.join(LORA_TARGETS)}, got {list(targets)}")
-    attentions = [m for m in clip.modules() if isinstance(m, nn.MultiheadAttention)]
-    if not attentions or any(not m._qkv_same_embed_dim for m in attentions):
-        raise ValueError(
-            f"lora: {type(clip).__name__}'s attention is not torch's nn.MultiheadAttention with a "
-            f"packed in_proj (found {len(attentions)}); LoRA here adapts only that attention"
-        )
+    found = [(name, module, _targets_of(name, module, targets)) for name, module in clip.named_modules()]
+    found = [  # the two towers only: not CoCa's caption decoder, which the contrastive loss never uses
+        (name, module, chosen)
+        for name, module, chosen in found
+        if chosen and (_in_tower(name, "visual") or _in_tower(name, "text"))
+    ]
+    for tower in ("visual", "text"):
+        if not any(_in_tower(name, tower) for name, _, _ in found):
+            module = getattr(clip, tower, None)
+            if module is not None:
+                kind = type(getattr(module, "trunk", module)).__name__
+            else:
+                kind = "none" if tower == "visual" else "open_clip text transformer"
+            raise ValueError(
+                f"lora: the {'image' if tower == 'visual' else 'text'} tower ({kind}) has no layer that "
+                f"lora.targets {list(targets)} adapt (LoRA adapts attention and MLP Linear layers); "
+                f"add mlp to lora.targets, or lock that tower instead"
+            )
+    kept = {
+        p: p.requires_grad for p in (clip.logit_scale, getattr(clip, "logit_bias", None)) if p is not None
+    }
     for parameter in clip.parameters():
         parameter.requires_grad_(False)
-    clip.logit_scale.requires_grad_(True)  # the temperature trains in full
+    for parameter, trains in kept.items():  # the temperature (and bias) train in full
+        parameter.requires_grad_(trains)
     adapted = []
-    for name, module in list(clip.named_modules()):
-        for weight_name, rows in _targets_of(name, module, targets):
+    for name, module, chosen in found:
+        for weight_name, rows in chosen:
             weight = getattr(module, weight_name)
             parametrize.register_parametrization(
                 module, weight_name, LowRankUpdate(weight.detach(), rows, rank, alpha, dropout)
@@ -110,21 +132,45 @@ def add_low_rank_adapters(
     return adapted
 
 
+_OUT_NAMES = (".attn.out_proj", ".attn.proj")
+_MLP_NAMES = (".mlp.c_fc", ".mlp.c_proj", ".mlp.fc1", ".mlp.fc2", ".mlp.fc1_g", ".mlp.fc1_x")
+
+
 def _targets_of(
     name: str, module: nn.Module, targets: Sequence[str]
 ) -> list[tuple[str, list[tuple[int, int]]]]:
     """(weight name, row blocks) that `targets` adapt in `module` (named `name` in the model):
-    q/k/v blocks of an attention's packed in_proj, its out_proj, a residual block's MLP layers."""
+    q/k/v blocks of a packed in_proj or qkv, separate q/k/v projections, the attention's output
+    projection, a residual block's MLP layers."""
     if isinstance(module, nn.MultiheadAttention):
+        if not module._qkv_same_embed_dim:  # separate key / value widths: no packed in_proj
+            return []
         width = module.embed_dim
         rows = [(i * width, (i + 1) * width) for i, part in enumerate("qkv") if part in targets]
         return [("in_proj_weight", rows)] if rows else []
-    whole = [("weight", [(0, getattr(module, "out_features", 0))])]
-    if "out" in targets and isinstance(module, nn.Linear) and name.endswith(".attn.out_proj"):
+    if not isinstance(module, nn.Linear):
+        return []
+    whole = [("weight", [(0, module.out_features)])]
+    if name.endswith(".qkv") and module.out_features % 3 == 0:  # timm's packed q, k, v
+        width = module.out_features // 3
+        rows = [(i * width, (i + 1) * width) for i, part in enumerate("qkv") if part in targets]
+        return [("weight", rows)] if rows else []
+    for part in "qkv":
+        if part in targets and name.endswith(f".{part}_proj"):
+            return whole
+    if "out" in targets and name.endswith(_OUT_NAMES):
         return whole
-    if "mlp" in targets and isinstance(module, nn.Linear) and name.endswith((".mlp.c_fc", ".mlp.c_proj")):
+    if "mlp" in targets and name.endswith(_MLP_NAMES):
         return whole
     return []
+
+
+def _in_tower(name: str, tower: str) -> bool:
+    """Whether module `name` of an open_clip model is in its image ("visual") or text tower
+    (`CLIP` keeps the text transformer's modules at the top level, as `transformer`)."""
+    if tower == "visual":
+        return name.startswith("visual.")
+    return name.startswith(("text.", "transformer."))
 
 
 def merge_low_rank(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

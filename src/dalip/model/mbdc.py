@@ -46,6 +46,9 @@ class MBDC(nn.Module):
         dropout_kind: "element" (single values) or "channel" (whole reduced channels of
             a sample's head, as the authors' Dropout2d).
         weighting: see above.
+        in_dim: token width when it differs from `dim` (a tower whose tokens have no projection
+            into the embedding, e.g. a ResNet's 2048 channels): a learned input projection
+            `in_dim -> dim` runs first; the summary is `dim` wide either way.
         learnable_temperature: scale squared distances by a learned factor (DeepBDC),
             initialised so the scale starts at the fixed 1/(2M).
         eps: BDC's epsilon under the square root.
@@ -62,6 +65,7 @@ class MBDC(nn.Module):
         eps: float = 1e-5,
         dropout_kind: DropoutKind = PAPER_MBDC.dropout_kind,
         weighting: Weighting = PAPER_MBDC.weighting,
+        in_dim: int | None = None,
     ) -> None:
         super().__init__()
         if heads < 1 or dim % heads != 0:
@@ -81,9 +85,11 @@ class MBDC(nn.Module):
         self.head_dim = dim // heads
         self.reduced_dim = reduced_dim
         self.out_dim = out_dim or dim
+        self.in_dim = in_dim or dim
         self.eps = eps
         self.vector_dim = heads * reduced_dim * (reduced_dim + 1) // 2
 
+        self.input_proj = nn.Linear(self.in_dim, dim) if self.in_dim != dim else None
         self.token_proj = nn.Linear(dim, dim)
         if weighting == "batchnorm":
             norm: nn.Module = nn.BatchNorm1d(reduced_dim)
@@ -105,12 +111,14 @@ class MBDC(nn.Module):
         summary: torch.Tensor,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Args: tokens (B, M, dim); summary (B, dim); mask (B, M) bool, True = real token.
+        """Args: tokens (B, M, in_dim); summary (B, dim); mask (B, M) bool, True = real token.
 
         Returns: (B, out_dim), L2-normalised.
         """
         self._check_inputs(tokens, summary, mask)
         batch, count, _ = tokens.shape
+        if self.input_proj is not None:
+            tokens = self.input_proj(tokens)  # (B, M, dim)
         # Heads stay in the last dimensions, (B, M, H, c), so element-wise work runs on
         # contiguous memory. The cosine is a dot product with the unit summary over each
         # token's norm: F.cosine_similarity would normalise a copy of every token, which
@@ -128,7 +136,7 @@ class MBDC(nn.Module):
         bdc = brownian_distance_covariance(x, head_mask, self.eps, temperature)  # (B, H, r, r)
         vector = vectorize_upper_triangle(bdc, self.triu_indices)  # (B, H, r(r+1)/2)
         vector = vector.flatten(1)  # (B, H * r(r+1)/2)
-        if not torch.is_autocast_enabled(vector.device.type):
+        if vector.device.type == "meta" or not torch.is_autocast_enabled(vector.device.type):
             vector = vector.to(self.norm.weight.dtype)  # BDC ran in float32; match the weights
         vector = self.out_proj(self.mix(self.norm(vector)))  # (B, out_dim)
         return F.normalize(vector, dim=-1)
@@ -173,8 +181,8 @@ class MBDC(nn.Module):
         return masked_batch_norm(x, self.reduce[1], mask)
 
     def _check_inputs(self, tokens: torch.Tensor, summary: torch.Tensor, mask: torch.Tensor | None) -> None:
-        if tokens.dim() != 3 or tokens.shape[-1] != self.dim:
-            raise ValueError(f"MBDC tokens must have shape (B, M, {self.dim}), got {tuple(tokens.shape)}")
+        if tokens.dim() != 3 or tokens.shape[-1] != self.in_dim:
+            raise ValueError(f"MBDC tokens must have shape (B, M, {self.in_dim}), got {tuple(tokens.shape)}")
         if summary.shape != (tokens.shape[0], self.dim):
             raise ValueError(
                 f"MBDC summary must have shape ({tokens.shape[0]}, {self.dim}), got {tuple(summary.shape)}"
@@ -187,7 +195,7 @@ class MBDC(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"dim={self.dim}, heads={self.heads}, reduced_dim={self.reduced_dim}, "
+            f"dim={self.dim}, in_dim={self.in_dim}, heads={self.heads}, reduced_dim={self.reduced_dim}, "
             f"vector_dim={self.vector_dim}, out_dim={self.out_dim}, weighting={self.weighting}, "
             f"dropout_kind={self.dropout_kind}"
         )

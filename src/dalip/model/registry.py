@@ -1,6 +1,7 @@
 """open_clip's name -> JSON architecture registry: our configs, and which names DALIP supports.
 
-Importing this module registers the architectures in `configs/` (e.g. `dalip-tiny`).
+Importing this module registers the architectures in `configs/` (e.g. `dalip-tiny`, and the
+`dalip-tiny-*` members of each tower family, whose timm towers `tiny_towers` registers with timm).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import open_clip
+import timm
 
+from dalip.model import tiny_towers  # noqa: F401  (registers the tiny timm towers the configs name)
 from dalip.model.stored_config import check_plain_model_name
+from dalip.model.towers import vision_transformer_reason
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -69,17 +73,21 @@ def register_config(name: str, open_clip_config: dict[str, Any]) -> None:
 
 
 def unsupported_reason(config: dict[str, Any]) -> str | None:
-    """Why an open_clip model config cannot carry DALIP heads, or None when it can."""
+    """Why an open_clip model config cannot carry DALIP heads, or None when it can (read from the
+    config alone; `dalip.model.towers` reads the built towers by the same rules)."""
     vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+    if "hf_model_name" in text:
+        return (
+            f"its text tower is the Hugging Face transformers model {text['hf_model_name']!r}; dalip reads "
+            f"text tokens from open_clip's own TextTransformer only"
+        )
     if "timm_model_name" in vision:
-        return "its image tower is a timm model, not open_clip's VisionTransformer"
-    if "hf_model_name" in text or config.get("custom_text"):
-        return "its text tower is not open_clip's own text transformer"
-    if vision.get("attentional_pool"):
-        return "its image tower pools with attention, so it has no summary token"
-    if vision.get("pool_type", "tok") not in ("tok", "avg"):
-        return f"image pool type {vision.get('pool_type')!r} has no summary token"
-    return None
+        if not timm.is_model(vision["timm_model_name"]):
+            return f"its image tower {vision['timm_model_name']!r} is not a model of the installed timm"
+        return None
+    if isinstance(vision.get("layers"), (list, tuple)):  # open_clip's ModifiedResNet
+        return None
+    return vision_transformer_reason(vision.get("pool_type", "tok"), vision.get("attentional_pool", False))
 
 
 def supported_model_names() -> list[str]:
@@ -95,10 +103,10 @@ def check_supported_architecture(model_name: str) -> None:
     """Raise ValueError unless `model_name` is a registered, supported architecture."""
     config = open_clip.get_model_config(model_name)
     if config is None:
-        vits = [n for n in supported_model_names() if n.startswith(("ViT-", "dalip-"))]
+        examples = ["ViT-B-16", "ViT-B-16-SigLIP2", "PE-Core-B-16", "convnext_base", "RN50", "dalip-tiny"]
         raise ValueError(
-            f"unknown model name {model_name!r}; expected an open_clip ViT architecture or one "
-            f"of ours, e.g. {', '.join(vits[:8])} (see open_clip.list_models())"
+            f"unknown model name {model_name!r}; expected an open_clip architecture or one of ours, "
+            f"e.g. {', '.join(examples)} (see `dalip models` or open_clip.list_models())"
         )
     reason = unsupported_reason(config)
     if reason is not None:

@@ -7,9 +7,14 @@ here before any use (imports nothing of ours: file_format, registry and factory 
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import re
+from pathlib import Path
 from typing import Any
+
+import open_clip
 
 from dalip.config import MBDCOptions
 from dalip.schema import check_fields, from_dict
@@ -17,8 +22,10 @@ from dalip.schema import check_fields, from_dict
 # Architecture names read from files are used as open_clip registry keys and as the stem
 # of a JSON file dalip registers: no separators, no "..", no "hf-hub:" / "local-dir:".
 SAFE_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
-# Config keys that make open_clip fetch from the network (Hugging Face, timm hubs).
-_FETCHING_KEY_PREFIXES = ("hf_", "timm_")
+# Config keys that would make open_clip fetch from the network when a stored model is built:
+# timm's ImageNet weights and Hugging Face text towers. A Hugging Face tokenizer name is allowed
+# only when one of open_clip's own architectures uses it (`known_tokenizers`).
+_FETCHING_KEYS = ("hf_model_name", "hf_model_pretrained")
 # No open_clip ViT with DALIP heads comes near this (ViT-bigG-14: about 2.6 billion).
 MAX_STORED_PARAMETERS = 5_000_000_000
 
@@ -48,8 +55,11 @@ def check_model_config(config: Any, where: str) -> dict[str, Any]:
     expectations = {
         "open_clip_config": (
             lambda v: v is None or (isinstance(v, dict) and _no_fetching_keys(v)),
-            "a JSON object without hf_* / timm_* keys",
+            "an architecture that fetches nothing (no Hugging Face text tower, no timm pretrained "
+            "weights, a tokenizer one of open_clip's own architectures uses)",
         ),
+        "loss_form": (lambda v: v in ("softmax", "sigmoid"), "softmax or sigmoid"),
+        "text_padding": (lambda v: v in ("masked", "kept"), "masked or kept"),
         "alpha": (lambda v: _is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
         "mbdc": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a JSON object"),
         "separate_second_temperature": (lambda v: isinstance(v, bool), "true or false"),
@@ -141,8 +151,22 @@ def _positive_int(value: Any) -> bool:
 
 def _no_fetching_keys(config: dict[str, Any]) -> bool:
     for key, value in config.items():
-        if str(key).startswith(_FETCHING_KEY_PREFIXES):
+        if key in _FETCHING_KEYS or (key == "timm_model_pretrained" and value is not False):
+            return False
+        if key == "hf_tokenizer_name" and value not in known_tokenizers():
             return False
         if isinstance(value, dict) and not _no_fetching_keys(value):
             return False
     return True
+
+
+@functools.cache
+def known_tokenizers() -> frozenset[str]:
+    """The Hugging Face tokenizer names of open_clip's own architecture configs."""
+    folder = Path(open_clip.__file__).parent / "model_configs"
+    names = set()
+    for path in folder.glob("*.json"):
+        name = (json.loads(path.read_text(encoding="utf-8")).get("text_cfg") or {}).get("hf_tokenizer_name")
+        if isinstance(name, str):
+            names.add(name)
+    return frozenset(names)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dalip.evaluation.predict import label_probabilities, top_labels
+from dalip.evaluation.predict import answers_with_sigmoid, label_probabilities, top_labels
 from dalip.evaluation.runtime import Runtime, encode_dataset
 from dalip.evaluation.specs import LoadedModel
 from dalip.evaluation.taxon_predict import answer, one_plant
@@ -252,8 +252,15 @@ class Identifier:
         query: TaxonQuery | None,
         result: dict[str, Any],
     ) -> None:
-        probabilities = label_probabilities(model.loaded.model, features, classes, mode)
-        row = one_plant(probabilities) if len(probabilities) > 1 else probabilities[0]
+        # Taxa add species up to genera: they need a distribution over the checklist, whatever the form.
+        distribution = bool(species.taxa) or not answers_with_sigmoid(model.loaded.model)
+        probabilities = label_probabilities(model.loaded.model, features, classes, mode, distribution)
+        if len(probabilities) == 1:
+            row = probabilities[0]
+        elif distribution:
+            row = one_plant(probabilities)
+        else:  # several photos, each label's own sigmoid probability: their geometric mean
+            row = probabilities.clamp_min(1e-30).log().mean(dim=0).exp()
         key = model.result_name(mode)
         result["predictions"][key] = top_labels(row[None], species.names, self.options.top_k)[0]
         result["modes"][key] = mode

@@ -22,8 +22,10 @@ def freeze(module: nn.Module) -> None:
         parameter.requires_grad_(False)
 
 
+# open_clip's own parameters that belong to no tower: the temperature and SigLIP's logit bias
+NOT_TOWERS = ("clip.logit_scale", "clip.logit_bias")
+
+
 def tower_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The open_clip towers' parameters (not the temperature): what a head warm-up holds still."""
-    return [
-        p for name, p in model.named_parameters() if name.startswith("clip.") and name != "clip.logit_scale"
-    ]
+    """The open_clip towers' parameters (not the temperature and bias): what a head warm-up holds still."""
+    return [p for name, p in model.named_parameters() if name.startswith("clip.") and name not in NOT_TOWERS]

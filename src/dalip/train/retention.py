@@ -15,6 +15,7 @@ from open_clip.loss import ClipLoss
 from dalip.config import TrainConfig
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.features import Features
+from dalip.train.locks import NOT_TOWERS
 
 
 class Retention:
@@ -36,7 +37,7 @@ class Retention:
             self.start = [
                 (parameter, parameter.detach().clone())
                 for name, parameter in self.model.named_parameters()
-                if parameter.requires_grad and name.startswith("clip.") and name != "clip.logit_scale"
+                if parameter.requires_grad and name.startswith("clip.") and name not in NOT_TOWERS
             ]
 
     def freeze_teacher(self) -> None:

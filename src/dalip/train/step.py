@@ -68,8 +68,8 @@ def forward_backward(
                 parts = [output if i == index else c for i, c in enumerate(cached)]
                 image = concat_features([p["image_features"] for p in parts])
                 text = concat_features([p["text_features"] for p in parts])
-                if not last:  # every micro-step sees the temperatures; count their gradient once
-                    output = {k: v.detach() if k.startswith("logit_scale") else v for k, v in output.items()}
+                if not last:  # every micro-step sees the temperatures and biases; count their gradient once
+                    output = {k: v.detach() if k.startswith("logit_") else v for k, v in output.items()}
                 losses = task.losses(output, image, text, teacher, penalty=last)
             scaler.scale(losses["loss"]).backward()
     return losses

@@ -70,6 +70,7 @@ class TrainingTask:
         model, preprocess_train, preprocess_val, tokenizer = _create_model(config, second_order)
         if model.alpha == 1.0:  # the CLIP baseline, or a DALIP loss without its second-order term
             freeze_second_order(model)
+        freeze_unused(model)
         apply_locks(model, config.lock)
         if config.grad_checkpointing:
             model.clip.set_grad_checkpointing(True)
@@ -81,6 +82,7 @@ class TrainingTask:
             cache_labels=True,
             rank=rank,
             world_size=world_size,
+            form=model.loss_form,
         )
         model.to(device)
         retention = Retention(model, config, loss.clip_loss)
@@ -135,7 +137,14 @@ class TrainingTask:
         images; `penalty` False leaves the batch-independent L2-SP term out of "loss"."""
         image = output["image_features"] if image is None else image
         text = output["text_features"] if text is None else text
-        losses = self.loss(image, text, output["logit_scale"], output.get("logit_scale_second"))
+        losses = self.loss(
+            image,
+            text,
+            output["logit_scale"],
+            output.get("logit_scale_second"),
+            output.get("logit_bias"),
+            output.get("logit_bias_second"),
+        )
         if self.retention is None:
             return losses
         return self.retention.add_to(losses, image, text, teacher, penalty)
@@ -161,8 +170,20 @@ def freeze_second_order(model: DALIPModel) -> None:
     decays them, and DDP does not wait for their gradients. Their loss is still logged."""
     freeze(model.image_mbdc)
     freeze(model.text_mbdc)
-    if model.logit_scale_second is not None:
-        model.logit_scale_second.requires_grad_(False)
+    for parameter in (model.logit_scale_second, model.logit_bias_second):
+        if parameter is not None:
+            parameter.requires_grad_(False)
+
+
+def freeze_unused(model: DALIPModel) -> None:
+    """Freeze what the contrastive loss never reaches, so that AdamW leaves it alone and DDP does
+    not wait for its gradients: CoCa's caption decoder (dalip tunes the contrastive towers) and
+    the logit bias of a SigLIP start model tuned with the softmax form."""
+    decoder = getattr(model.clip, "text_decoder", None)
+    if decoder is not None:
+        freeze(decoder)
+    if model.loss_form == "softmax" and getattr(model.clip, "logit_bias", None) is not None:
+        model.clip.logit_bias.requires_grad_(False)
 
 
 def _create_model(config: TrainConfig, second_order: bool) -> tuple[DALIPModel, Callable, Callable, Callable]:
@@ -178,4 +199,5 @@ def _create_model(config: TrainConfig, second_order: bool) -> tuple[DALIPModel, 
         context_length=model_config.context_length,
         separate_second_temperature=model_config.separate_second_temperature and second_order,
         mbdc=model_config.mbdc,
+        loss_form=config.loss.form,
     )
