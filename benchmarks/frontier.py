@@ -9,6 +9,11 @@ tuning config plus the recipe's options); every run, sweep and the start model a
 `--out`, so a stopped benchmark continues where it was and adding seeds costs only those.
 Choose settings with `--split val`; report the test split once.
 
+`--architecture` and `--form` change the model family and the loss form of every stage, start
+model included: `--architecture dalip-tiny-sigmoid --form sigmoid` starts from a SigLIP-style
+tiny model (timm ViT with `map` pooling) trained with the sigmoid loss, and "clip" is then plain
+SigLIP tuning (first order only), "dalip" the DALIP-sigmoid loss.
+
     python benchmarks/frontier.py --out bench-frontier --seeds 0,1,2,3,4 --split val
     python benchmarks/frontier.py --out bench-frontier --seeds 0,1 --recipes clip,dalip --start-from quickstart/start
     python benchmarks/frontier.py --out bench-frontier --seeds 0,1,2,3,4 --split test   # once, at the end
@@ -61,20 +66,41 @@ class Settings:
         }[method]
 
 
-def recipe_config(out: Path, data: Path, budget: Any, seed: int, recipe: str, settings: Settings) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """The model family of every stage: an architecture and the loss form ("auto": the
+    architecture's own, sigmoid for a config with a logit bias)."""
+
+    architecture: str = "dalip-tiny"
+    form: str = "auto"
+
+    def apply(self, config: Any) -> Any:
+        """`config` (a quickstart stage's) on this family; the default family leaves it as it is,
+        so the runs cached by earlier versions of this benchmark stay valid."""
+        if self == Family():
+            return config
+        model = dataclasses.replace(config.model, name=self.architecture)
+        return dataclasses.replace(config, model=model, loss=dataclasses.replace(config.loss, form=self.form))
+
+
+def recipe_config(
+    out: Path, data: Path, budget: Any, seed: int, recipe: str, settings: Settings, family: Family = Family()
+) -> Any:
     """The quickstart's tuning config of `recipe`'s loss, with the recipe's options."""
     loss, options = settings.options(recipe)
-    config = run_config(out, data, budget, seed, f"tuned-{loss}")
+    config = family.apply(run_config(out, data, budget, seed, f"tuned-{loss}"))
     optim = dataclasses.replace(config.optim, **options.get("optim", {}))
     extra = {key: value for key, value in options.items() if key != "optim"}
     return dataclasses.replace(config, optim=optim, out_dir=str(out / "runs" / f"{recipe}@{seed}"), **extra)
 
 
-def train_start(out: Path, data: Path, budget: Any, steps: int, every: int) -> list[tuple[int, float]]:
+def train_start(
+    out: Path, data: Path, budget: Any, steps: int, every: int, family: Family = Family()
+) -> list[tuple[int, float]]:
     """Train (or reuse) the start model for `steps`, with a zero-shot check on the general
     validation split every `every` steps; returns [(step, general val top-1)], to show it
     reached a plateau."""
-    config = run_config(out, data, budget, 0, "start")
+    config = family.apply(run_config(out, data, budget, 0, "start"))
     config = dataclasses.replace(
         config,
         steps=steps,
@@ -152,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--weights", default="0,0.25,0.5,0.75,1", help="WiSE-FT weights of each sweep (default %(default)s)"
     )
+    parser.add_argument(
+        "--architecture", default="dalip-tiny", help="every stage's model (default %(default)s)"
+    )
+    parser.add_argument(
+        "--form", choices=["auto", "softmax", "sigmoid"], default="auto", help="every stage's loss form"
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -160,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or "clip" not in recipes:
         parser.error(f"--recipes: expected some of {', '.join(RECIPES)}, including the baseline clip")
     settings = Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)})
+    family = Family(args.architecture, args.form)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     budget = dataclasses.replace(BUDGETS[args.budget], test_per_class=args.test_per_class)
@@ -169,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         data, start = Path(args.start_from) / "data", Path(args.start_from) / "start" / "model.safetensors"
     else:
         data = generate_data(out, budget, seed=0)
-        plateau = train_start(out, data, budget, args.start_steps, args.start_eval_every)
+        plateau = train_start(out, data, budget, args.start_steps, args.start_eval_every, family)
         start = out / "start" / "model.safetensors"
     for seed in seeds:
         for recipe in recipes:
-            config = recipe_config(out, data, budget, seed, recipe, settings)
+            config = recipe_config(out, data, budget, seed, recipe, settings, family)
             config = dataclasses.replace(
                 config, model=dataclasses.replace(config.model, pretrained=str(start))
             )
@@ -207,13 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     split_size = {d: len(list((data / d / args.split).rglob("*.jpg"))) for d in ("plant", "general")}
     sizes = f"{split_size['plant']} plant and {split_size['general']} general {args.split} images"
     noise = noise_summary(report, "clip")
+    family_text = "" if family == Family() else f"model {family.architecture}, loss form {family.form}; "
     text = (frontier_dir / "frontier.md").read_text()
     lines = []
     for recipe, figures in noise.items():
         spread = "-" if figures["sd"] is None else f"{100 * figures['sd']:.2f}"
         lines.append(f"| {recipe} | {figures['pairs']} | {spread} | {figures['seeds_for_1_point'] or '-'} |")
     body = (
-        f"Split: {args.split}; seeds {args.seeds}; budget {args.budget}; data: {sizes}; "
+        f"Split: {args.split}; seeds {args.seeds}; budget {args.budget}; {family_text}data: {sizes}; "
         f"{time.perf_counter() - started:.0f} s (cached runs and sweeps are reused).\n\n{text}\n"
         f"Noise (paired SD of general at full gain, points) and the seeds a 1-point difference "
         f"needs (two-sided 5%, power 0.8):\n\n"
@@ -222,14 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     if plateau:
         curve = ", ".join(f"{step}: {100 * top1:.1f}" for step, top1 in plateau)
         body = (
-            f"Start model: {args.start_steps} steps of CLIP training on the general data; general val "
+            f"Start model: {args.start_steps} steps of first-order training on the general data; general val "
             f"top-1 (%) by step: {curve}.\n\n{body}"
         )
     print(body)
     if not args.no_record:
         info = _common.machine("cpu")
         header = _common.run_header("frontier.py", argv if argv is not None else sys.argv[1:], info)
-        _common.record_section(f"Frontier benchmark (frontier.py, {args.split})", header + "\n\n" + body)
+        title = f"Frontier benchmark (frontier.py, {args.split})"
+        if family != Family():
+            title = f"Frontier benchmark, {family.architecture} {family.form} (frontier.py, {args.split})"
+        _common.record_section(title, header + "\n\n" + body)
     return 0
 
 

@@ -90,3 +90,15 @@ def test_one_options_object_reaches_the_model():
     # single keyword options still apply on top (the Python API of create_model)
     model, *_ = create_model("dalip-tiny", mbdc=options, heads=1)
     assert model.mbdc_options.heads == 1 and model.mbdc_options.dropout == 0.2
+
+
+@pytest.mark.parametrize("name", ["plantmix-vit-b16.yaml", "plantmix-siglip2-b16.yaml"])
+def test_the_gpu_recipes_are_valid_configs_of_supported_architectures(name):
+    from pathlib import Path
+
+    from dalip.model.catalog import describe
+
+    config = load_train_config(Path(__file__).parent.parent / "configs" / name)
+    architecture = describe(config.model.name)
+    assert architecture.supported and config.model.pretrained in architecture.pretrained
+    assert config.loss.form in ("auto", architecture.loss_form)

@@ -55,6 +55,9 @@ VARIANTS = {
     "bf16-batchnorm": {"precision": "bf16", "model": {"weighting": "batchnorm"}},
     "accumulation": {"optim": {"accumulation": 2}},
     "head-warmup": {"optim": {"head_warmup_steps": 4}},
+    # other tower families: a timm ViT with the sigmoid loss, open_clip's ResNet
+    "timm-sigmoid": {"model": {"name": "dalip-tiny-sigmoid", "config_file": None}},
+    "resnet": {"model": {"name": "dalip-tiny-resnet", "config_file": None}},
     "retention": {  # model.pretrained is added by the test: the start model they hold to
         "lora": {"rank": 2, "dropout": 0.25},
         "l2sp": {"coefficient": 0.1},

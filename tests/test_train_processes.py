@@ -128,6 +128,24 @@ def test_two_gloo_processes_match_one_process(train_data, tmp_path, accumulation
     assert len(checkpoints(double)) == 2  # only rank 0 wrote: step 2 and the final step 3
 
 
+@pytest.mark.parametrize("combine", ["losses", pytest.param("similarity", marks=pytest.mark.slow)])
+def test_two_gloo_processes_match_one_process_with_the_sigmoid_loss(train_data, tmp_path, combine):
+    """A SigLIP-style timm model tuned with the DALIP-sigmoid loss: every rank's texts are each
+    image's negatives, so 2 ranks train to the weights of one process taking the whole batch."""
+    model = {"name": "dalip-tiny-sigmoid", "config_file": None}
+    settings = dict(
+        steps=3, optim={"lr": 1e-4, "warmup_steps": 1}, device="cpu", model=model, loss={"combine": combine}
+    )
+    one = run_cli("train", "--config", str(write_config(train_data, tmp_path / "single", **settings)))
+    assert one.wait(timeout=300) == 0, one.stderr.read()
+    result = torchrun(write_config(train_data, tmp_path / "double", **settings))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(
+        tmp_path / "double" / "model.safetensors", tmp_path / "single" / "model.safetensors", atol=1e-5
+    )
+    assert dalip.load_checkpoint(tmp_path / "double" / "model.safetensors").loss_form == "sigmoid"
+
+
 @pytest.mark.slow
 def test_retention_under_two_gloo_processes_matches_one_process(train_data, tmp_path):
     """LoRA, L2-SP and distillation (whose similarities are gathered across ranks as the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import re
 
 from dalip.model.catalog import Architecture, architectures
 
@@ -24,6 +25,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--pretrained", action="store_true", help="only architectures with pretrained tags")
     which.add_argument("--unsupported", action="store_true", help="only the architectures dalip refuses")
     parser.add_argument("--json", action="store_true", help="one JSON object per architecture")
+    parser.add_argument(
+        "--families",
+        action="store_true",
+        help="one line per image tower family: counts, loss forms, examples",
+    )
     parser.set_defaults(handler=run_models)
 
 
@@ -37,6 +43,9 @@ def run_models(args: argparse.Namespace) -> int:
     ]
     if not chosen:
         raise ValueError(f"no architecture matches {args.pattern!r} (see dalip models)")
+    if args.families:
+        print(family_table(chosen))
+        return 0
     if args.json:
         for architecture in chosen:
             print(json.dumps({**vars(architecture), "supported": architecture.supported}))
@@ -58,3 +67,26 @@ def table(rows: list[Architecture]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(line[:5], widths)) + "  " + line[5]
         for line in lines
     )
+
+
+def family_table(rows: list[Architecture]) -> str:
+    """Markdown: per image tower family, the architectures (with pretrained weights), their
+    loss forms, examples with weights, and how many dalip supports (why not, in short)."""
+    families: dict[str, list[Architecture]] = {}
+    for a in rows:
+        families.setdefault(a.image_tower.split(" (")[0], []).append(a)
+    lines = [
+        "| image tower family | architectures (with weights) | loss form | e.g. | dalip |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for family, members in sorted(families.items()):
+        weighted = [a for a in members if a.pretrained]
+        forms = ", ".join(sorted({a.loss_form for a in members}))
+        examples = ", ".join(a.name for a in ([a for a in weighted if a.supported] or members)[:3])
+        refused = [a for a in members if not a.supported]
+        verdict = f"all {len(members)} supported"
+        if refused:
+            why = sorted({re.sub(r" '[^']*'", "", a.reason.split(";")[0]) for a in refused})
+            verdict = f"{len(members) - len(refused)} supported; {len(refused)} refused ({', '.join(why)})"
+        lines.append(f"| {family} | {len(members)} ({len(weighted)}) | {forms} | {examples} | {verdict} |")
+    return "\n".join(lines)

@@ -22,17 +22,18 @@ from dalip.config import PAPER_MBDC
 from dalip.model.dalip_model import DALIPModel
 from dalip.model.factory import ARCHITECTURE_MBDC, quiet_loading, quiet_root_logger
 from dalip.model.registry import unsupported_reason
+from dalip.model.tiny_towers import TINY_FAMILIES
 
 # timm modules -> the family name users know them by
 _TIMM_FAMILIES = {
     "vision_transformer": "timm ViT",
     "vision_transformer_relpos": "timm ViT",
+    "vision_transformer_hybrid": "timm ViT",
     "vitamin": "timm ViTamin",
     "eva": "timm EVA",
     "convnext": "timm ConvNeXt",
     "fastvit": "timm FastViT",
     "swin_transformer": "timm Swin",
-    "tiny_towers": "timm (dalip's tiny)",
 }
 
 
@@ -77,11 +78,14 @@ def image_family(vision: dict[str, Any]) -> str:
     """The image tower's family, read from its config."""
     timm_name = vision.get("timm_model_name")
     if timm_name:
-        return _TIMM_FAMILIES.get(_timm_modules().get(timm_name, ""), "timm") + f" ({timm_name})"
+        family = TINY_FAMILIES.get(timm_name) or _TIMM_FAMILIES.get(
+            _timm_modules().get(timm_name, ""), "timm"
+        )
+        return f"{family} ({timm_name})"
     if isinstance(vision.get("layers"), (list, tuple)):
         return "open_clip ModifiedResNet"
     if vision.get("attentional_pool"):
-        return "open_clip ViT, attentional pool (CoCa)"
+        return "open_clip ViT + attentional pool (CoCa)"
     return "open_clip ViT"
 
 

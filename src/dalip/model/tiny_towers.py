@@ -29,6 +29,13 @@ def _cfg(size: int) -> dict[str, Any]:
     return {"input_size": (3, size, size), "mean": _CLIP_MEAN, "std": _CLIP_STD, "num_classes": 0}
 
 
+TINY_FAMILIES = {  # each tiny tower's family, as `dalip models` names the full-size ones
+    "dalip_tiny_siglip_vit": "timm ViT",
+    "dalip_tiny_eva02": "timm EVA",
+    "dalip_tiny_pe_core": "timm EVA",
+    "dalip_tiny_fastvit_mci": "timm FastViT",
+    "dalip_tiny_convnext": "timm ConvNeXt",
+}
 default_cfgs = {  # read by timm's register_model: each tower's input size
     "dalip_tiny_siglip_vit": _cfg(64),
     "dalip_tiny_eva02": _cfg(64),
