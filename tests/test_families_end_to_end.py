@@ -144,3 +144,94 @@ def test_onnx_encoders_of_a_timm_family_match_pytorch(tmp_path):
             expected = encode(value)
         np.testing.assert_allclose(first, expected.first.numpy(), atol=1e-4)
         np.testing.assert_allclose(second, expected.second.numpy(), atol=1e-4)
+
+
+def test_serve_answers_a_sigmoid_model_as_dalip_predict_does(train_data, tmp_path, capsys):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("multipart")
+    from fastapi.testclient import TestClient
+
+    from dalip.serve import Gallery, Identifier, ServeOptions
+    from dalip.serve.app import create_app
+
+    torch.manual_seed(0)
+    model, *_ = dalip.create_model("dalip-tiny-sigmoid", heads=2, reduced_dim=8)
+    model.save(tmp_path / "model.safetensors")
+    spec = str(tmp_path / "model.safetensors")
+    gallery = Gallery.scan(train_data / "plant/test")
+    identifier = Identifier(
+        [load_model(spec, "tuned")], gallery.classes, gallery, ServeOptions(top_k=3), tmp_path / "c"
+    )
+    identifier.prepare()
+    image = sorted(p for p in (train_data / "plant/test").rglob("*.jpg"))[0]
+    answer = TestClient(create_app(identifier)).post(
+        "/api/predict",
+        files={"image": ("leaf.jpg", image.read_bytes())},
+        data={"labels": "phii\nlobata\ndentata"},
+    )
+    assert answer.status_code == 200
+    served = answer.json()["models"]["tuned"]
+    capsys.readouterr()
+    argv = ["predict", str(image), "-m", spec, "--labels", "phii,lobata,dentata", "--top-k", "3", "--json"]
+    assert main(argv) == 0
+    assert served == json.loads(capsys.readouterr().out)["results"][0]["predictions"]
+    assert sum(p["probability"] for p in served) != pytest.approx(1.0, abs=1e-3)  # sigmoid: label by label
+
+
+def test_wise_ft_interpolates_a_timm_family_and_its_biases(train_data, tmp_path):
+    """`dalip interpolate` between two sigmoid-form checkpoints of a timm tower: w=0 is the start
+    model, w=1 the tuned one, biases and heads interpolated with the towers."""
+    from dalip.evaluation.wiseft import interpolate_state
+
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model, *_ = dalip.create_model("dalip-tiny-sigmoid", heads=2, reduced_dim=8)
+        with torch.no_grad():
+            model.clip.logit_bias.fill_(-10.0 + 4 * seed)
+        model.save(tmp_path / f"m{seed}.safetensors")
+        models.append(model)
+    middle = interpolate_state(models[0].state_dict(), models[1].state_dict(), 0.5)
+    assert middle["clip.logit_bias"].item() == pytest.approx(-8.0)
+    softmax_start = {k: v for k, v in models[0].state_dict().items() if k != "clip.logit_bias"}
+    kept = interpolate_state(softmax_start, models[1].state_dict(), 0.5)  # a CLIP start tuned as SigLIP
+    assert kept["clip.logit_bias"].item() == pytest.approx(-6.0)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"datasets:\n  - {{name: zs, task: zeroshot, domain: plant, path: {train_data / 'plant/test'}}}\n"
+    )
+    argv = [
+        "interpolate",
+        "--start",
+        str(tmp_path / "m0.safetensors"),
+        "--tuned",
+        str(tmp_path / "m1.safetensors"),
+    ]
+    argv += ["--weights", "0,0.5,1", "--suite", str(suite), "--out", str(tmp_path / "out"), "-q"]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [point["weight"] for point in results["interpolation"]] == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("name", ["dalip-tiny-pe", pytest.param("dalip-tiny-coca", marks=pytest.mark.slow)])
+def test_retention_and_checkpointing_train_a_timm_family(name, train_data, tmp_path):
+    """LoRA on timm's qkv rows, L2-SP, distillation and open_clip's gradient checkpointing on a
+    PE-Core-style tower (CoCa under -m slow): a run from a start model finishes with finite losses."""
+    torch.manual_seed(0)
+    start, *_ = dalip.create_model(name, heads=2, reduced_dim=8)
+    start.save(tmp_path / "start.safetensors")
+    settings = dict(
+        model={"pretrained": str(tmp_path / "start.safetensors")},
+        lora={"rank": 2, "targets": ["q", "v", "mlp"]},
+        l2sp={"coefficient": 0.1},
+        distill={"coefficient": 1.0},
+        grad_checkpointing=True,
+        steps=2,
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(_config(train_data, out, name, **settings))]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [row for row in rows if "loss" in row]
+    assert losses and all(np.isfinite([r["loss"], r["l2sp_loss"], r["distill_loss"]]).all() for r in losses)
+    tuned = dalip.load_checkpoint(out / "model.safetensors")  # adapters merged into the towers' weights
+    assert not any("lora_" in key for key in tuned.state_dict())

@@ -38,11 +38,12 @@ def interpolate_state(
     for key, tuned_value in tuned.items():
         start_value = start.get(key)
         if start_value is None:
-            if key.startswith("clip."):
+            # the heads, and a logit bias a softmax start lacks, are the tuned model's own
+            if key.startswith("clip.") and key != "clip.logit_bias":
                 raise ValueError(
                     f"start model has no weight {key!r}: the two models are different architectures"
                 )
-            mixed[key] = tuned_value  # e.g. MBDC heads that a plain open_clip start lacks
+            mixed[key] = tuned_value
         elif start_value.shape != tuned_value.shape:
             raise ValueError(
                 f"weight {key!r} has shape {tuple(start_value.shape)} in the start model and "
