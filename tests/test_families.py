@@ -234,3 +234,55 @@ def test_a_stored_siglip_2_config_with_its_own_tokenizer_is_accepted():
     assert check_model_config({**config, "loss_form": "sigmoid"}, "x")["loss_form"] == "sigmoid"
     with pytest.raises(ValueError, match="loss_form"):
         check_model_config({**config, "loss_form": "hinge"}, "x")
+
+
+def test_open_clip_weights_of_a_timm_family_load_as_a_start_model(tmp_path):
+    """A plain open_clip checkpoint file of a SigLIP-style model (what `pretrained=TAG` downloads):
+    its towers and bias load, the heads are new, and the sigmoid form comes with the bias."""
+    torch.manual_seed(0)
+    source = open_clip.create_model("dalip-tiny-sigmoid")
+    with torch.no_grad():
+        source.logit_bias.fill_(-12.5)
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "open_clip.pt")
+    model, *_ = dalip.create_model("dalip-tiny-sigmoid", pretrained=str(tmp_path / "open_clip.pt"))
+    for name, value in source.state_dict().items():
+        assert torch.equal(model.clip.state_dict()[name], value), name
+    assert model.loss_form == "sigmoid" and model.logit_bias_second.item() == -12.5
+    assert (
+        "logit_bias_second" in model.newly_initialized
+        and "image_mbdc.token_proj.weight" in model.newly_initialized
+    )
+
+
+def test_an_hf_hub_siglip_style_folder_answers_with_sigmoid_probabilities(tmp_path, monkeypatch):
+    """`hf-hub:ORG/REPO` of a plain open_clip folder (a Hugging Face cache the test lays out,
+    offline): a first-order model whose probabilities are SigLIP's, sigmoid(scale * cos + bias)."""
+    import shutil
+
+    import huggingface_hub.constants as hub
+
+    from dalip.evaluation.predict import label_probabilities
+    from dalip.evaluation.specs import load_model
+    from dalip.export.folder import export_folder
+
+    torch.manual_seed(0)
+    model, *_ = dalip.create_model("dalip-tiny-sigmoid")
+    exported = tmp_path / "folder"
+    export_folder(model, exported)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-siglip"
+    shutil.copytree(exported, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    loaded = load_model("hf-hub:someone/tiny-siglip")
+    assert not loaded.has_second_order and loaded.model.loss_form == "sigmoid"
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        image = loaded.model.encode_image(images)
+        text = loaded.model.encode_text(loaded.tokenizer(["a fern", "an oak leaf", "two squares"]))
+        expected = (10.0 * image.first @ text.first.T - 10.0).sigmoid()
+    torch.testing.assert_close(
+        label_probabilities(loaded.model, image, text, "first"), expected, rtol=1e-5, atol=1e-6
+    )

@@ -86,6 +86,13 @@ def test_each_family_trains_evaluates_exports_and_predicts(name, train_data, tmp
     rows = json.loads(capsys.readouterr().out)["results"]
     assert len(rows) == 8 and all(0.0 <= p["probability"] <= 1.0 for row in rows for p in row["predictions"])
 
+    vectors = tmp_path / "images.npz"
+    argv = ["embed", "-m", str(out / "model.safetensors"), "--images", images_folder, "--out", str(vectors)]
+    assert main([*argv, "--fused", "-q"]) == 0
+    stored = np.load(vectors)
+    assert stored["fused"].shape == (8, 2 * model.embed_dim)
+    np.testing.assert_allclose(np.linalg.norm(stored["fused"], axis=1), 1.0, atol=1e-5)
+
 
 def test_a_tiny_siglip_style_model_tunes_with_the_dalip_sigmoid_loss(train_data, tmp_path):
     """The sigmoid form trains both biases, is stored with the model and is what it answers with:
@@ -144,6 +151,9 @@ def test_onnx_encoders_of_a_timm_family_match_pytorch(tmp_path):
             expected = encode(value)
         np.testing.assert_allclose(first, expected.first.numpy(), atol=1e-4)
         np.testing.assert_allclose(second, expected.second.numpy(), atol=1e-4)
+    logits = json.loads((out / "dalip_onnx.json").read_text())["logits"]
+    assert logits["form"] == "sigmoid" and logits["logit_bias"] == pytest.approx(-10.0)
+    assert logits["logit_scale"] == pytest.approx(10.0, rel=1e-5)
 
 
 def test_serve_answers_a_sigmoid_model_as_dalip_predict_does(train_data, tmp_path, capsys):

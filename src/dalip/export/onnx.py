@@ -2,7 +2,9 @@
 preprocessed as `preprocess_val` does) and `text_encoder.onnx` (token ids (B, L) int64, from
 the model's open_clip tokenizer), each with outputs `first` (B, D), `second` (B, D2) and
 `fused` (B, D + D2): unit vectors, the batch size dynamic. `dalip_onnx.json` beside them
-says what the inputs must be (size, mean, std, context length, tokenizer) and alpha.
+says what the inputs must be (size, mean, std, context length, tokenizer), alpha, and how the
+model turns similarities into logits (its loss form, temperature and, for the sigmoid form,
+the biases of each order).
 
 Needs the `onnx` extra (onnx, onnxscript; onnxruntime to run the files).
 """
@@ -66,9 +68,14 @@ def onnx_info(model: DALIPModel) -> dict[str, Any]:
     """What a consumer of the ONNX files needs: inputs, outputs, preprocessing, alpha."""
     config = open_clip_config(model)
     first, second = int(model.embed_dim), int(model.image_mbdc.out_dim)
+    answer = {"form": model.loss_form, "logit_scale": float(model.clip.logit_scale.detach().exp())}
+    if model.loss_form == "sigmoid":  # probability of a pair: sigmoid(scale * cos + bias), per order
+        answer["logit_bias"] = float(model.clip.logit_bias.detach())
+        answer["logit_bias_second"] = float(model.logit_bias_second.detach())
     return {
         "model_name": model.model_name,
         "alpha": model.alpha,
+        "logits": answer,
         "image": {
             "file": IMAGE_NAME,
             "input": "image",

@@ -189,6 +189,7 @@ class DALIPModel(nn.Module):
             "separate_second_temperature": self.logit_scale_second is not None,
             "loss_form": self.loss_form,
             "text_padding": self.text_padding,
+            "tokens": self.describe_tokens(),  # for readers: rebuilt from the architecture, never read back
             "image_size": _as_list(self.clip.visual.image_size),
             "context_length": int(self.clip.context_length),
             "preprocess_cfg": dict(getattr(self.clip.visual, "preprocess_cfg", {}) or {}),
