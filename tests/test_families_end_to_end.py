@@ -245,3 +245,47 @@ def test_retention_and_checkpointing_train_a_timm_family(name, train_data, tmp_p
     assert losses and all(np.isfinite([r["loss"], r["l2sp_loss"], r["distill_loss"]]).all() for r in losses)
     tuned = dalip.load_checkpoint(out / "model.safetensors")  # adapters merged into the towers' weights
     assert not any("lora_" in key for key in tuned.state_dict())
+
+
+@pytest.mark.slow
+def test_a_mixlaw_study_runs_on_a_sigmoid_timm_model(train_data, tmp_path, capsys):
+    """`dalip mixlaw` from a SigLIP-style start model: the pilots tune with the DALIP-sigmoid
+    loss and the held-out losses are SigLIP's (the model's own form)."""
+    torch.manual_seed(0)
+    start, *_ = dalip.create_model("dalip-tiny-sigmoid", heads=2, reduced_dim=8)
+    start.save(tmp_path / "start.safetensors")
+    sources = [
+        {
+            "kind": "csv",
+            "path": str(train_data / f"{domain}/train/captions.csv"),
+            "domain": domain,
+            "weight": weight,
+        }
+        for domain, weight in (("plant", 10.0), ("general", 3.0))
+    ]
+    start_model = {"pretrained": str(tmp_path / "start.safetensors")}
+    config = _config(
+        train_data,
+        tmp_path / "base",
+        "dalip-tiny-sigmoid",
+        steps=4,
+        data={"sources": sources},
+        model=start_model,
+    )
+    argv = [
+        "mixlaw",
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "study"),
+        "--shares",
+        "0.5,0.65,0.8,0.9",
+    ]
+    argv += ["--val", f"plant={train_data / 'plant/val/captions.csv'}"]
+    argv += ["--val", f"general={train_data / 'general/val/captions.csv'}", "--weight", "plant=1"]
+    argv += ["--weight", "general=1", "--resamples", "10", "--pairs-per-batch", "4"]
+    assert main(argv) == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "study" / "mixlaw.json").read_text())
+    assert len(results["pilots"]) == 4 and set(results["laws"]) == {"plant", "general"}
+    measured = next((tmp_path / "study" / "measures").glob("*.json"))
+    assert '"form": "sigmoid"' in measured.read_text()
