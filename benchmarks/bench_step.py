@@ -52,6 +52,20 @@ from dalip.train.step import OptimizerStep  # noqa: E402
 from dalip.train.task import TrainingTask  # noqa: E402
 
 DEFAULT_MODELS = "dalip-tiny:64,ViT-B-16:8"
+# One tiny member of each tower family (dalip.model.tiny_towers), at one batch size.
+FAMILY_MODELS = ",".join(
+    f"{name}:32"
+    for name in (
+        "dalip-tiny",
+        "dalip-tiny-sigmoid",
+        "dalip-tiny-eva02",
+        "dalip-tiny-pe",
+        "dalip-tiny-mobileclip",
+        "dalip-tiny-convnext",
+        "dalip-tiny-resnet",
+        "dalip-tiny-coca",
+    )
+)
 TIME_TARGETS = {"ViT-B-16": 1.05, "dalip-tiny": 1.15}
 MEMORY_TARGET = 1.10
 # On a GPU (the GPU-ready issue): ViT-B-16, 224 px, bf16.
@@ -115,8 +129,9 @@ def random_batch(clip, batch: int, seed: int, device: str = "cpu") -> tuple[torc
     size = clip.visual.image_size
     height, width = (size, size) if isinstance(size, int) else size
     images = torch.randn(batch, 3, height, width, generator=generator)
-    context = clip.context_length
-    vocab = clip.vocab_size
+    text = getattr(clip, "text", clip)  # CustomTextCLIP and CoCa keep the text tower apart
+    context = text.context_length
+    vocab = text.token_embedding.num_embeddings
     texts = torch.zeros(batch, context, dtype=torch.long)
     lengths = torch.randint(3, context + 1, (batch,), generator=generator)
     for row, length in enumerate(lengths.tolist()):
@@ -395,9 +410,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="time the steps with the forward compiled (`compile: true`); the first step, "
         "reported apart, compiles; memory is measured eager",
     )
+    parser.add_argument(
+        "--families",
+        action="store_true",
+        help=f"time one tiny model of each tower family instead ({FAMILY_MODELS})",
+    )
     _common.add_run_arguments(parser, "dalip-tiny at batch 32 only, 3 repeats, 1 warm-up: under a minute")
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.families:
+        args.models = FAMILY_MODELS
     if args.quick:
         args.models, args.repeats, args.warmup = "dalip-tiny:32", 3, 1
     if args.memory_steps < 2:
@@ -408,8 +430,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def variant_label(args: argparse.Namespace) -> str:
+    if args.models == DEFAULT_MODELS or args.quick:
+        models = []
+    else:
+        models = ["tower families" if args.models == FAMILY_MODELS else f"models {args.models}"]
     parts = (
-        [f"{k}={v}" for k, v in args.mbdc.items()]
+        models
+        + [f"{k}={v}" for k, v in args.mbdc.items()]
         + (["shared MBDC"] if args.shared_mbdc else [])
         + (["compiled"] if getattr(args, "compile", False) else [])
     )

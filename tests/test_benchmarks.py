@@ -161,7 +161,12 @@ def test_bench_step_options_parse():
     )
     assert args.model_list == [("ViT-B-16", 8), ("dalip-tiny", 64)]
     assert args.mbdc == {"reduced_dim": 16}
-    assert bench_step.variant_label(args) == "reduced_dim=16, shared MBDC"
+    # a model list other than the default names its own RESULTS.md section
+    assert bench_step.variant_label(args) == "models ViT-B-16:8,dalip-tiny:64, reduced_dim=16, shared MBDC"
+    assert bench_step.variant_label(bench_step.parse_args(["--mbdc", "reduced_dim=16"])) == "reduced_dim=16"
+    families = bench_step.parse_args(["--families"])
+    assert [name for name, _ in families.model_list][:2] == ["dalip-tiny", "dalip-tiny-sigmoid"]
+    assert bench_step.variant_label(families) == "tower families"
     with pytest.raises(ValueError, match="NAME:BATCH"):
         bench_step.parse_args(["--models", "ViT-B-16"])
 
