@@ -47,25 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 from dalip.config import LossConfig, ModelConfig, TrainConfig  # noqa: E402
+from dalip.model.factory import TINY_ARCHITECTURES  # noqa: E402
 from dalip.train.host_syncs import HostSyncCounter  # noqa: E402
 from dalip.train.step import OptimizerStep  # noqa: E402
 from dalip.train.task import TrainingTask  # noqa: E402
 
 DEFAULT_MODELS = "dalip-tiny:64,ViT-B-16:8"
 # One tiny member of each tower family (dalip.model.tiny_towers), at one batch size.
-FAMILY_MODELS = ",".join(
-    f"{name}:32"
-    for name in (
-        "dalip-tiny",
-        "dalip-tiny-sigmoid",
-        "dalip-tiny-eva02",
-        "dalip-tiny-pe",
-        "dalip-tiny-mobileclip",
-        "dalip-tiny-convnext",
-        "dalip-tiny-resnet",
-        "dalip-tiny-coca",
-    )
-)
+FAMILY_MODELS = ",".join(f"{name}:32" for name in TINY_ARCHITECTURES)
 TIME_TARGETS = {"ViT-B-16": 1.05, "dalip-tiny": 1.15}
 MEMORY_TARGET = 1.10
 # On a GPU (the GPU-ready issue): ViT-B-16, 224 px, bf16.

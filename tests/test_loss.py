@@ -47,14 +47,19 @@ def test_similarity_combine_is_one_loss_on_fused_logits():
     assert not out["second_order_loss"].requires_grad
 
 
-def test_matched_pairs_score_lower_than_shuffled():
+def matched_and_shuffled_features():
+    """Images, texts near their own image, and the same texts shifted by one (mismatched)."""
     image, _ = random_features(seed=1)
     noise = random_features(seed=2)[0]
     text = Features(
         F.normalize(image.first + 0.3 * noise.first, dim=-1),
         F.normalize(image.second + 0.3 * noise.second, dim=-1),
     )
-    shuffled = Features(text.first.roll(1, 0), text.second.roll(1, 0))
+    return image, text, Features(text.first.roll(1, 0), text.second.roll(1, 0))
+
+
+def test_matched_pairs_score_lower_than_shuffled():
+    image, text, shuffled = matched_and_shuffled_features()
     loss = DALIPLoss()
     scale = torch.tensor(20.0)
     assert loss(image, text, scale)["loss"] < 0.5 * loss(image, shuffled, scale)["loss"]

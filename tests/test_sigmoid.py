@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from open_clip.loss import SigLipLoss
 from safetensors.torch import load_file
-from test_loss import random_features
+from test_loss import matched_and_shuffled_features, random_features
 from train_fixtures import write_config
 
 import dalip
@@ -69,13 +69,7 @@ def test_similarity_combine_is_one_sigmoid_loss_on_the_fused_logits():
 
 
 def test_matched_pairs_score_lower_than_shuffled_and_the_bias_is_required():
-    image, _ = random_features(seed=1)
-    noise = random_features(seed=2)[0]
-    text = Features(
-        F.normalize(image.first + 0.3 * noise.first, dim=-1),
-        F.normalize(image.second + 0.3 * noise.second, dim=-1),
-    )
-    shuffled = Features(text.first.roll(1, 0), text.second.roll(1, 0))
+    image, text, shuffled = matched_and_shuffled_features()
     loss = DALIPLoss(form="sigmoid")
     scale = torch.tensor(20.0)
     assert (

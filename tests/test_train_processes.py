@@ -111,20 +111,26 @@ def torchrun(config, nproc=2):
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
+def assert_two_processes_match_one(train_data, tmp_path, settings, split=None):
+    """Train `settings` in one process and under torchrun with 2 gloo ranks (`split`: settings
+    for the 2-rank run, default the same); both must end with the same weights. Returns the
+    2-rank run's folder."""
+    single, double = tmp_path / "single", tmp_path / "double"
+    one = run_cli("train", "--config", str(write_config(train_data, single, **settings)))
+    assert one.wait(timeout=300) == 0, one.stderr.read()
+    result = torchrun(write_config(train_data, double, **(split or settings)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(double / "model.safetensors", single / "model.safetensors", atol=1e-5)
+    return double
+
+
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_two_gloo_processes_match_one_process(train_data, tmp_path, accumulation):
     """The global batch is the same however it is split: 2 ranks x `accumulation` micro-batches
     train to the weights of one process taking the whole batch at once."""
     settings = dict(steps=3, optim={"lr": 1e-4, "warmup_steps": 1}, device="cpu")
-    single = tmp_path / "single"
-    one = run_cli("train", "--config", str(write_config(train_data, single, **settings)))
-    assert one.wait(timeout=300) == 0, one.stderr.read()
-
-    double = tmp_path / "double"
     split = {**settings, "optim": {**settings["optim"], "accumulation": accumulation}}
-    result = torchrun(write_config(train_data, double, **split))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_weights(double / "model.safetensors", single / "model.safetensors", atol=1e-5)
+    double = assert_two_processes_match_one(train_data, tmp_path, settings, split)
     assert len(checkpoints(double)) == 2  # only rank 0 wrote: step 2 and the final step 3
 
 
@@ -136,14 +142,8 @@ def test_two_gloo_processes_match_one_process_with_the_sigmoid_loss(train_data, 
     settings = dict(
         steps=3, optim={"lr": 1e-4, "warmup_steps": 1}, device="cpu", model=model, loss={"combine": combine}
     )
-    one = run_cli("train", "--config", str(write_config(train_data, tmp_path / "single", **settings)))
-    assert one.wait(timeout=300) == 0, one.stderr.read()
-    result = torchrun(write_config(train_data, tmp_path / "double", **settings))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_weights(
-        tmp_path / "double" / "model.safetensors", tmp_path / "single" / "model.safetensors", atol=1e-5
-    )
-    assert dalip.load_checkpoint(tmp_path / "double" / "model.safetensors").loss_form == "sigmoid"
+    double = assert_two_processes_match_one(train_data, tmp_path, settings)
+    assert dalip.load_checkpoint(double / "model.safetensors").loss_form == "sigmoid"
 
 
 @pytest.mark.slow
@@ -160,26 +160,14 @@ def test_retention_under_two_gloo_processes_matches_one_process(train_data, tmp_
         l2sp={"coefficient": 0.1},
         distill={"coefficient": 1.0},
     )
-    one = run_cli("train", "--config", str(write_config(train_data, tmp_path / "single", **settings)))
-    assert one.wait(timeout=300) == 0, one.stderr.read()
-    result = torchrun(write_config(train_data, tmp_path / "double", **settings))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_weights(
-        tmp_path / "double" / "model.safetensors", tmp_path / "single" / "model.safetensors", atol=1e-5
-    )
+    assert_two_processes_match_one(train_data, tmp_path, settings)
 
 
 def test_alpha_one_with_the_dalip_loss_trains_under_ddp(train_data, tmp_path):
     """alpha 1 gives the second-order term no weight: the heads take no part in the loss, so
     they are frozen (DDP would otherwise wait for their gradients); the run matches one process."""
     settings = dict(steps=3, optim={"lr": 1e-4, "warmup_steps": 1}, device="cpu", model={"alpha": 1.0})
-    single = tmp_path / "single"
-    one = run_cli("train", "--config", str(write_config(train_data, single, **settings)))
-    assert one.wait(timeout=300) == 0, one.stderr.read()
-    double = tmp_path / "double"
-    result = torchrun(write_config(train_data, double, **settings))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_weights(double / "model.safetensors", single / "model.safetensors", atol=1e-5)
+    double = assert_two_processes_match_one(train_data, tmp_path, settings)
     trained = load_file(str(double / "model.safetensors"))
     torch.manual_seed(0)
     start, *_ = dalip.create_model("test-tiny", heads=2, reduced_dim=8, dropout=0.0, alpha=1.0)
