@@ -29,6 +29,7 @@ from the embedding, the MBDC head gets its own learned input projection (`MBDC(i
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -74,7 +75,7 @@ class TokenTap:
         return output
 
 
-class ImageTokens:
+class ImageTokens(abc.ABC):
     """Reads an image tower: `read(images)` -> (pooled (B, D), tokens (B, M, token_dim)).
 
     `pooled` is exactly the tower's output (`clip.encode_image`), before normalisation.
@@ -85,8 +86,9 @@ class ImageTokens:
     token_dim: int
     tokens_read = ""
 
+    @abc.abstractmethod
     def read(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(pooled, tokens) of a batch of images; each family reads its own tower."""
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.family, "tokens": self.tokens_read, "token_dim": int(self.token_dim)}
