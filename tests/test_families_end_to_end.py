@@ -23,7 +23,7 @@ from dalip.model.factory import TINY_ARCHITECTURES
 FAMILIES = [name for name in TINY_ARCHITECTURES if name != "dalip-tiny"]
 # Two families in the default suite (a timm ViT with the sigmoid form, open_clip's ResNet);
 # every family under `-m slow` (CI runs both).
-QUICK = {"dalip-tiny-sigmoid", "dalip-tiny-resnet"}
+QUICK = {"dalip-tiny-sigmoid"}
 
 
 def _config(train_data, out, name, **fields):
@@ -130,6 +130,7 @@ def test_a_tiny_siglip_style_model_tunes_with_the_dalip_sigmoid_loss(train_data,
     )
 
 
+@pytest.mark.slow
 def test_onnx_encoders_of_a_timm_family_match_pytorch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

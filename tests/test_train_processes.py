@@ -134,7 +134,8 @@ def test_two_gloo_processes_match_one_process(train_data, tmp_path, accumulation
     assert len(checkpoints(double)) == 2  # only rank 0 wrote: step 2 and the final step 3
 
 
-@pytest.mark.parametrize("combine", ["losses", pytest.param("similarity", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("combine", ["losses", "similarity"])
 def test_two_gloo_processes_match_one_process_with_the_sigmoid_loss(train_data, tmp_path, combine):
     """A SigLIP-style timm model tuned with the DALIP-sigmoid loss: every rank's texts are each
     image's negatives, so 2 ranks train to the weights of one process taking the whole batch."""
