@@ -105,6 +105,18 @@ def truncate_inside_member(path: Path, member: str) -> None:
     path.write_bytes(data[: info.offset_data + info.size // 2])
 
 
+def insert_lying_member(path: Path, before: str, claimed: int = 10**15) -> None:
+    """Put a member `lie.jpg` before `before` whose pax header claims `claimed` bytes (it holds 4)."""
+    with tarfile.open(path) as archive:
+        offset = archive.getmember(before).offset
+    pax = tarfile.TarInfo._create_pax_generic_header({"size": str(claimed)}, tarfile.XHDTYPE, "utf-8")
+    info = tarfile.TarInfo("lie.jpg")
+    info.size = 4
+    lie = pax + info.tobuf(tarfile.USTAR_FORMAT) + b"lie!".ljust(tarfile.BLOCKSIZE, b"\0")
+    data = path.read_bytes()
+    path.write_bytes(data[:offset] + lie + data[offset:])
+
+
 def captioned_shards(folder: Path, shards: int, per_shard: int) -> list[str]:
     """`shards` shards of `per_shard` samples captioned "sample-<n>"; returns the captions."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,22 @@ import logging
 from pathlib import Path
 
 import pytest
-from data_fixtures import jpeg_bytes, to_tensor, truncate_inside_member, write_csv, write_shard
+from data_fixtures import (
+    insert_lying_member,
+    jpeg_bytes,
+    to_tensor,
+    truncate_inside_member,
+    write_csv,
+    write_shard,
+)
+from guard_helpers import file_size_limit, saved_checkpoint
+from train_fixtures import write_config
 
+from dalip.cli import main
 from dalip.config import SourceConfig
 from dalip.data import build_loader, build_train_dataset, make_source
+from dalip.data.files import read_table
+from dalip.evaluation.labels import check_labels
 
 
 def _faulty_csv(folder: Path) -> tuple[Path, set[str]]:
@@ -93,6 +105,26 @@ def test_shard_faults_are_skipped_and_counted(tmp_path, workers):
     assert dataset.skipped() == {reason: 2 * n for reason, n in SHARD_FAULTS.items()}
 
 
+@pytest.mark.timeout(60)  # today's tarfile reads toward the claimed size for days
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_member_claiming_more_bytes_than_its_shard_holds_is_skipped(tmp_path, workers):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for shard in range(2):
+        samples = [
+            (f"s{shard}{i}", {"jpg": jpeg_bytes(i), "txt": f"good {shard}{i}".encode()}) for i in range(3)
+        ]
+        write_shard(folder / f"0000{shard}.tar", samples)
+    insert_lying_member(folder / "00000.tar", before="s01.jpg")  # a pax header claiming 10^15 bytes
+    dataset = build_train_dataset(
+        [SourceConfig("webdataset", str(folder / "{00000..00001}.tar"))], to_tensor, None, seed=0
+    )
+    loader = build_loader(dataset, batch_size=2, workers=workers, drop_last=False)
+    seen = sorted(text for _, texts in loader for text in texts)
+    assert seen == ["good 00", "good 10", "good 11", "good 12"]  # the rest of shard 0 is lost
+    assert dataset.skipped() == {"truncated_shard": 1}
+
+
 def test_map_style_loader_drops_skipped_items(tmp_path):
     path, good = _faulty_csv(tmp_path)
     source = make_source(SourceConfig("csv", str(path)), to_tensor)
@@ -123,3 +155,52 @@ def test_missing_path_is_file_not_found(tmp_path):
         make_source(SourceConfig("csv", str(tmp_path / "nowhere.csv")))
     with pytest.raises(ValueError, match="kind must be"):
         make_source(SourceConfig("parquet", str(tmp_path)))
+
+
+@pytest.mark.timeout(60)  # the duplicate check used to be quadratic: hours for this header
+def test_a_header_of_a_million_columns_is_refused_with_its_bound(tmp_path):
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(1_000_000)) + "\n" + "x," * 999_999 + "x\n")
+    with pytest.raises(ValueError) as error:
+        read_table(wide, ["filepath", "title"])
+    message = str(error.value)
+    assert message.startswith(str(wide)) and "1,000,000 columns" in message and "at most 10,000" in message
+    assert len(message) < 300
+
+
+@pytest.mark.timeout(60)
+def test_header_checks_are_linear_and_their_messages_short(tmp_path):
+    table = tmp_path / "repeated.csv"
+    names = [f"c{i}" for i in range(5_000)]
+    table.write_text(",".join(names + names) + "\n")  # 10,000 columns: at the bound, each named twice
+    with pytest.raises(
+        ValueError, match=r"column\(s\) \['c0', 'c1', .* and 4,990 more\] appear twice"
+    ) as error:
+        read_table(table, ["filepath"])
+    assert len(str(error.value)) < 400
+    table.write_text(",".join(names) + "\n")
+    with pytest.raises(
+        ValueError, match=r"missing column 'filepath' \(columns present: \['c0', .* 4,990 more\]\)"
+    ):
+        read_table(table, ["filepath"])
+    with pytest.raises(ValueError, match=r"duplicate label\(s\) \['b'\]"):
+        check_labels(["a", "b", "b"] + [f"x{i}" for i in range(200_000)])
+
+
+@pytest.mark.parametrize("command", ["predict", "train"])
+def test_no_room_for_the_shared_skip_counts_is_one_line_and_exit_1(train_data, tmp_path, capsys, command):
+    model, _, _ = saved_checkpoint(tmp_path)
+    image = next((train_data / "plant/test").rglob("*.jpg"))
+    argv = {
+        "predict": ["predict", "--model", str(model), "--labels", "a,b", str(image)],
+        "train": ["train", "--config", str(write_config(train_data, tmp_path / "run", steps=2))],
+    }[command]
+    capsys.readouterr()
+    with file_size_limit(4096):  # the config and log fit; the 5 kB table of skip counts does not
+        status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1] == (
+        f"dalip {command}: error: /dev/shm: file too large (shared memory for the skip counts)"
+    ), err

@@ -9,37 +9,20 @@ exactly where a full disk fails with ENOSPC, and the limit needs no mount."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import resource
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from data_fixtures import TINY_DATASET
-from guard_helpers import files_under, saved_checkpoint
+from guard_helpers import file_size_limit, files_under, saved_checkpoint
 from train_fixtures import write_config
 
 import dalip.data.synthetic.generator as generator
 from dalip.cli import main
 from dalip.outputs import LOCK_NAME, MANIFEST_NAME, OutputFolder
-
-
-@contextlib.contextmanager
-def file_size_limit(limit: int) -> Iterator[None]:
-    """No file of this process grows beyond `limit` bytes inside the block."""
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def _commands(tmp_path: Path, train_data: Path, model: Path) -> dict[str, tuple[list[str], Path]]:

@@ -20,6 +20,7 @@ import csv
 import logging
 import os
 import stat
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,18 @@ def is_image_name(name: str) -> bool:
 
 
 MAX_TEXT_FILE_BYTES = 100_000_000  # a label, template or class list; more is no list of names
+MAX_TABLE_COLUMNS = 10_000  # a header wider than this is no table of images and captions
+
+
+def repeated_names(names: Sequence[str]) -> list[str]:
+    """The names that appear more than once, sorted (linear in the number of names)."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
+def few(names: Sequence[str], shown: int = 10) -> str:
+    """A list for an error message: the first `shown` names, then how many more."""
+    text = ", ".join(quoted(name) for name in names[:shown])
+    return text + (f" and {len(names) - shown:,} more" if len(names) > shown else "")
 
 
 def is_image_entry(path: str | os.PathLike) -> bool:
@@ -174,15 +187,20 @@ def read_table(
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
             present = list(reader.fieldnames or [])
-            repeated = sorted({name for name in present if present.count(name) > 1})
+            if len(present) > MAX_TABLE_COLUMNS:
+                raise ValueError(
+                    f"{path}: the header has {len(present):,} columns; "
+                    f"a {what} may have at most {MAX_TABLE_COLUMNS:,}"
+                )
+            repeated = repeated_names(present)
             if repeated:
                 raise ValueError(
-                    f"{path}: column(s) {repeated} appear twice in the header; name each column once"
+                    f"{path}: column(s) [{few(repeated)}] appear twice in the header; name each column once"
                 )
             for column in columns:
                 if column not in present:
                     raise ValueError(
-                        f"{path}: missing column {column!r} (columns present: {present})"
+                        f"{path}: missing column {column!r} (columns present: [{few(present)}])"
                         + (f"; {hint}" if hint else "")
                     )
             return list(reader)

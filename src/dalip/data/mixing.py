@@ -30,7 +30,7 @@ from dalip.config import SourceConfig
 from dalip.data.captions import Tokenizer
 from dalip.data.make import check_source_config, make_source
 from dalip.data.shards import WebDatasetSource
-from dalip.data.skips import SharedEpoch, SkipCounter, log_skips, subtract_counts
+from dalip.data.skips import SharedEpoch, SkipCounter, log_skips, shared, subtract_counts
 from dalip.data.sources import Sample, Source, StreamSplit, Transform, worker_quota
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class MixedDataset(IterableDataset):
         self.skip_counter = skip_counter if skip_counter is not None else sources[0].skip_counter
         self.shared_epoch = SharedEpoch(0)
         # per source: 1 once a worker read a whole pass of it and every sample was bad
-        self._unusable = torch.zeros(len(self.sources), dtype=torch.int8).share_memory_()
+        self._unusable = shared(torch.zeros(len(self.sources), dtype=torch.int8), "the unusable-source flags")
         self._unusable_view = self._unusable.numpy()  # the same memory, read once per step without torch
 
     def unusable_source(self) -> ValueError | None:

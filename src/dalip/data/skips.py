@@ -13,7 +13,10 @@ persistent workers (`SharedEpoch`).
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import re
 
 import torch
 import torch.utils.data
@@ -33,6 +36,18 @@ SKIP_REASONS: tuple[str, ...] = (
     "duplicate_member",  # a shard sample with two members of one name (the rest of its shard is skipped)
     "no_taxon",  # with text_types: a shard sample whose class (.cls) the taxonomy lacks, or none
 )
+
+
+def shared(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """`tensor.share_memory_()`; when the shared-memory file cannot be made (a file-size limit,
+    a full /dev/shm) an OSError that the CLI prints as one line, instead of torch's RuntimeError."""
+    try:
+        return tensor.share_memory_()
+    except RuntimeError as error:
+        found = re.search(r"\((\d+)\)\s*$", str(error))  # torch ends its message with "(errno)"
+        code = int(found.group(1)) if found else errno.EIO
+        raise OSError(code, os.strerror(code), "/dev/shm", None, f"shared memory for {what}") from error
+
 
 DEFAULT_SLOTS = 65  # main process + 64 DataLoader workers per rank
 
@@ -56,7 +71,7 @@ class SkipCounter:
         if slots < 2:
             raise ValueError(f"SkipCounter slots must be >= 2, got {slots}")
         # (slots, reasons) int64 in shared memory
-        self._table = torch.zeros(slots, len(SKIP_REASONS), dtype=torch.int64).share_memory_()
+        self._table = shared(torch.zeros(slots, len(SKIP_REASONS), dtype=torch.int64), "the skip counts")
 
     def add(self, reason: str, count: int = 1) -> None:
         """Count `count` samples skipped for `reason` (one of `SKIP_REASONS`)."""
@@ -93,7 +108,7 @@ class SharedEpoch:
     including persistent ones (a one-element shared-memory tensor)."""
 
     def __init__(self, epoch: int = 0) -> None:
-        self._value = torch.tensor([epoch], dtype=torch.int64).share_memory_()
+        self._value = shared(torch.tensor([epoch], dtype=torch.int64), "the epoch number")
 
     def set(self, epoch: int) -> None:
         self._value[0] = int(epoch)

@@ -7,7 +7,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 
-from dalip.data.files import read_text_lines
+from dalip.data.files import few, read_text_lines, repeated_names
 from dalip.schema import quoted
 
 
@@ -16,9 +16,9 @@ def check_labels(labels: Sequence[str], where: str = "labels") -> list[str]:
     labels = [label.strip() for label in labels if label.strip()]
     if not labels:
         raise ValueError(f"{where}: no labels given")
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    repeated = repeated_names(labels)
     if repeated:
-        raise ValueError(f"{where}: duplicate label(s) {repeated}; each label must appear once")
+        raise ValueError(f"{where}: duplicate label(s) [{few(repeated)}]; each label must appear once")
     check_distinct_texts(labels, where)
     return labels
 

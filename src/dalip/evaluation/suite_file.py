@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from dalip.data.files import few, repeated_names
 from dalip.evaluation.templates import load_templates, template_set_name
 from dalip.model.dalip_model import SIMILARITY_MODES
 from dalip.schema import check_choice, check_fields, checked, from_dict, read_yaml
@@ -162,9 +163,9 @@ def load_suite(suite: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[s
     for dataset in settings.datasets:
         dataset.domain = dataset.domain or settings.domain
     names = [d.name for d in settings.datasets]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = repeated_names(names)
     if duplicates:
-        raise ValueError(f"{where}: dataset names must be unique, repeated: {duplicates}")
+        raise ValueError(f"{where}: dataset names must be unique, repeated: [{few(duplicates)}]")
     settings.templates = _rebased_templates(settings.templates, base)
     settings.source = source
     return settings
