@@ -189,6 +189,7 @@ class Trainer:
             ready = micro is not None and self.dataset.unusable_source() is None
             ready, received = self.control.agree(ready, signals.received)  # every rank, once a step
             if received is not None:
+                signals.acknowledge()
                 logger.info("signal %d: saving a checkpoint at step %d", received, position.step)
                 return received
             if not ready:
@@ -303,7 +304,10 @@ class Trainer:
         self.position = restore_with_current_hyperparameters(
             state, self._components(), self.context, self.device
         )
-        check_resumed_position(self.position, self.total_steps, self.steps_per_epoch, state["path"])
+        scheduler_step = state["scheduler"]["last_epoch"]
+        check_resumed_position(
+            self.position, self.total_steps, self.steps_per_epoch, state["path"], scheduler_step
+        )
         self.nonfinite = NonFiniteSteps(
             self.device, self.position.nonfinite_in_row, self.position.nonfinite_total
         )

@@ -29,6 +29,7 @@ from dalip.train.distributed import DistributedContext
 from dalip.train.state import (
     Position,
     all_ranks_agree,
+    check_saved_state,
     resolve_resume,
     restore_training_state,
     training_checkpoints,
@@ -108,12 +109,12 @@ def read_resume_state(
     missing = [
         key for key in ("optimizer", "scheduler", "scaler", "position", "rng", "config") if key not in state
     ]
-    position = state.get("position")
-    if missing or not isinstance(position, dict) or not isinstance(position.get("step"), int):
+    if missing:
         raise ValueError(
-            f"--resume: {path} is not a complete training checkpoint "
-            f"(missing {', '.join(missing) or 'a valid position'})"
+            f"--resume: {path} is not a complete training checkpoint (missing {', '.join(missing)})"
         )
+    check_saved_state(state, f"--resume: {path}")
+    position = state["position"]
     if not isinstance(state["config"], dict):
         raise ValueError(f"--resume: {path}: its stored run config is not a mapping")
     changes = check_resume_changes(state["config"], config, allow_changes, path)
@@ -173,10 +174,15 @@ def restore_with_current_hyperparameters(
 
 
 def check_resumed_position(
-    position: Position, total_steps: int, steps_per_epoch: int | None, path: str | os.PathLike
+    position: Position,
+    total_steps: int,
+    steps_per_epoch: int | None,
+    path: str | os.PathLike,
+    scheduler_step: int | None = None,
 ) -> None:
     """ValueError unless a checkpoint's position fits this run: step 0..total_steps, a step of the
-    epoch within the epoch, no negative count (a damaged or crafted file would train on wrongly)."""
+    epoch within the epoch, no negative count, the learning-rate schedule at the same step (it
+    moves once per optimiser step); a damaged or crafted file would train on wrongly."""
     problems = []
     if not 0 <= position.step <= total_steps:
         problems.append(f"step {position.step} (this run has {total_steps})")
@@ -190,6 +196,11 @@ def check_resumed_position(
     if problems:
         raise ValueError(
             f"--resume: checkpoint {path} is at {'; '.join(problems)}: not a position of this run"
+        )
+    if scheduler_step is not None and scheduler_step != position.step:
+        raise ValueError(
+            f"--resume: {path}: scheduler.last_epoch={scheduler_step}: expected the position's step "
+            f"{position.step} (the learning-rate schedule moves one step per optimiser step)"
         )
 
 

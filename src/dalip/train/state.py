@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import multiprocessing
 import os
 import random
 import signal
@@ -101,6 +103,43 @@ def training_state(
     return {**state, "position": position.as_dict(), "rng": rng, **plain, "world_size": world_size}
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_saved_state(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """ValueError naming `path` and the field unless what a resume reads besides the tensors has
+    the types and ranges `training_state` writes: the position's counts (whole numbers, 0 <= in a
+    row <= in all <= step), the number of processes, one RNG state per process, the scheduler's
+    step a whole number (`check_resumed_position` then holds it to the position's)."""
+    position = state.get("position")
+    names = [field.name for field in dataclasses.fields(Position)]
+    if not isinstance(position, dict) or sorted(position) != sorted(names):
+        raise ValueError(f"{path}: position must hold {', '.join(names)}; found {_keys(position)}")
+    wrong = [f"{name}={position[name]!r}" for name in names if not _is_int(position[name])]
+    if wrong:
+        raise ValueError(f"{path}: position {', '.join(wrong)}: expected whole numbers")
+    step, in_row, total = position["step"], position["nonfinite_in_row"], position["nonfinite_total"]
+    if not 0 <= in_row <= total <= max(step, 0):
+        raise ValueError(
+            f"{path}: position has {in_row} non-finite steps in a row and {total} in all at step "
+            f"{step}: expected 0 <= in a row <= in all <= step"
+        )
+    world_size, rng = state.get("world_size"), state.get("rng")
+    if not _is_int(world_size) or world_size < 1:
+        raise ValueError(f"{path}: world_size={world_size!r}: expected a whole number of processes >= 1")
+    if not isinstance(rng, list) or len(rng) != world_size or not all(isinstance(r, dict) for r in rng):
+        raise ValueError(f"{path}: rng: expected one RNG state per process ({world_size})")
+    scheduler = state.get("scheduler")
+    last = scheduler.get("last_epoch") if isinstance(scheduler, dict) else None
+    if not _is_int(last):
+        raise ValueError(f"{path}: scheduler.last_epoch={last!r}: expected a whole number of steps")
+
+
+def _keys(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, dict) else type(value).__name__
+
+
 def restore_training_state(
     state: dict[str, Any],
     components: dict[str, Any],
@@ -126,13 +165,39 @@ def gather_rng_states(device: torch.device | None = None, group: Any = None) -> 
     return states
 
 
+STOP_GRACE_VARIABLE = "DALIP_STOP_GRACE_SECONDS"
+DEFAULT_STOP_GRACE_SECONDS = 120.0
+
+
+def stop_grace_seconds() -> float:
+    """How long a stop signal waits for the loop to reach a step's end (`DALIP_STOP_GRACE_SECONDS`)."""
+    text = os.environ.get(STOP_GRACE_VARIABLE, "")
+    try:
+        grace = float(text) if text else DEFAULT_STOP_GRACE_SECONDS
+    except ValueError:
+        grace = -1.0
+    if not 0 < grace < math.inf:
+        raise ValueError(f"{STOP_GRACE_VARIABLE}={text!r}: expected a number of seconds > 0")
+    return grace
+
+
 class StopSignals:
     """Turns SIGTERM / SIGINT into a flag the loop reads before each step (all ranks agree on it
-    through `dalip.train.distributed.ControlChannel`)."""
+    through `dalip.train.distributed.ControlChannel`), then saves a checkpoint and stops.
+
+    A step that never gets to read the flag (a stalled data reader, a hung collective) must not
+    keep the process alive: a second signal, or the grace period (`stop_grace_seconds`) passing
+    before the loop calls `acknowledge`, ends the process at once with one line on stderr
+    (exit status 128 + the signal, the steps since the last checkpoint lost) and its loader
+    workers with it.
+    """
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.grace = stop_grace_seconds()
         self._previous: dict[int, Any] = {}
+        self._deadline: threading.Timer | None = None
+        self._pid = os.getpid()
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -141,11 +206,34 @@ class StopSignals:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked loader worker inherits the handler: its parent decides
+            return
+        if self.received is not None:
+            end_now(signum, "a second stop signal arrived before the step reached its end")
         self.received = signum
+        why = f"no step reached its end within {self.grace:g} s of the signal ({STOP_GRACE_VARIABLE})"
+        self._deadline = threading.Timer(self.grace, end_now, (signum, why))
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def acknowledge(self) -> None:
+        """The loop has seen the signal and is stopping in order: no deadline any more."""
+        if self._deadline is not None:
+            self._deadline.cancel()
 
     def __exit__(self, *exc: Any) -> None:
+        self.acknowledge()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def end_now(signum: int, why: str) -> None:
+    """End the process at once (a stop the loop could not honour): one line, loader workers killed."""
+    line = f"dalip: stopped by signal {signum} without a checkpoint: {why}\n"
+    os.write(2, line.encode())
+    for child in multiprocessing.active_children():  # DataLoader workers; a stalled one would linger
+        child.kill()
+    os._exit(128 + signum)
 
 
 def all_ranks_agree(value: bool, device: torch.device) -> bool:
