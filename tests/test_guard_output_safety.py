@@ -33,8 +33,8 @@ from dalip.evaluation.datasets import list_image_files
 from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.specs import load_model
 from dalip.evaluation.zero_shot import zero_shot
+from dalip.readers import quoted
 from dalip.report.text import printable
-from dalip.schema import quoted
 
 ESC, BEL, CSI = "\x1b", "\x07", "\x9b"  # CSI: the one-character (C1) form of ESC [
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # anything but the newlines of the output

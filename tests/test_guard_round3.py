@@ -19,7 +19,7 @@ from train_fixtures import write_config
 import dalip
 from dalip.cli import main
 from dalip.data.files import read_table
-from dalip.schema import MAX_QUOTED, load_yaml_text
+from dalip.readers import MAX_QUOTED, load_yaml_text
 
 
 def _alias_bomb(levels: int) -> str:

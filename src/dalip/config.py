@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dalip.schema import apply_overrides, check_fields, checked, flattened, from_dict, read_yaml, to_dict
+from dalip.readers import read_yaml
+from dalip.schema import apply_overrides, check_fields, checked, flattened, from_dict, to_dict
 
 Precision = Literal["fp32", "bf16", "amp"]  # amp: float16 autocast with a gradient scaler
 LossKind = Literal["dalip", "clip"]

@@ -33,6 +33,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from dalip.atomic import write_text
+from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +207,11 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        manifest = read_json(path, "output manifest", MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES)
+    except ValueError as error:  # not JSON, not UTF-8, nested too deep, too large
+        reason = str(error).removeprefix(f"{path}: ")
         raise ValueError(
-            f"{path}: not a dalip output manifest ({error}); move it away to use this folder"
+            f"{path}: not a dalip output manifest ({reason}); move it away to use this folder"
         ) from error
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from dalip.evaluation.suite import run_suite
 from dalip.evaluation.validation import training_validation
 from dalip.evaluation.wiseft import interpolate
 from dalip.outputs import OutputFolder, remove_earlier_output
+from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
 from dalip.report.quickstart import write_report
 from dalip.report.suite import write_interpolation_report, write_suite_report
 from dalip.schema import from_dict
@@ -127,8 +127,12 @@ def generate_data(out: Path, budget: Budget, seed: int) -> Path:
     )
     manifest = root / "manifest.json"
     if manifest.exists():
-        stored = json.loads(manifest.read_text())
-        if stored.get("seed") == seed and all(stored["options"].get(k) == v for k, v in options.items()):
+        stored = read_json(manifest, "dataset manifest", MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES)
+        stored_options = stored.get("options") if isinstance(stored, dict) else None
+        same = isinstance(stored_options, dict) and all(
+            stored_options.get(k) == v for k, v in options.items()
+        )
+        if same and stored.get("seed") == seed:
             logger.info("reusing the dataset in %s", root)
             return root
     logger.info("writing the embedded dataset to %s", root)

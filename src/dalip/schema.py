@@ -1,22 +1,23 @@
 """Plain data (YAML, JSON, `a.b=value` overrides) -> typed dataclasses, and the one check of
-their values. Unknown fields, wrong types, values outside a Literal's choices, non-finite
-numbers and numbers outside a field's range (`checked(...)`) are ValueErrors that name the
-field (e.g. `optim.lr`); the choices come from the Literal types themselves
-(`typing.get_args`), the ranges from the fields' metadata."""
+their values; YAML and JSON files are read within bounds (`read_yaml`, `read_json`). Unknown
+fields, wrong types, values outside a Literal's choices, non-finite numbers and numbers outside
+a field's range (`checked(...)`) are ValueErrors that name the field (e.g. `optim.lr`); the
+choices come from the Literal types themselves (`typing.get_args`), the ranges from the
+fields' metadata."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import math
-import os
 import types
 import typing
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
+
+from dalip.readers import MAX_YAML_DEPTH, load_yaml_text, quoted, yaml_error_line
 
 T = TypeVar("T")
 _BOUNDS = (  # metadata key, sign shown, test
@@ -204,101 +205,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         except yaml.YAMLError as error:
             raise ValueError(
                 f"override {quoted(override)}: the value is not valid YAML "
-                f"({_first_line(error)}); quote it or fix the brackets"
+                f"({yaml_error_line(error)}); quote it or fix the brackets"
             ) from error
     return data
-
-
-# Bounds on YAML input (a config, a suite, a `--set` value): a small file must not ask for
-# unbounded memory (aliases that expand exponentially) or recursion (deep nesting).
-MAX_YAML_CHARACTERS = 1_000_000
-MAX_YAML_VALUES = 100_000  # scalars, lists and mappings, counted with every alias expanded
-MAX_YAML_DEPTH = 64
-MAX_QUOTED = 200  # characters of a value quoted in an error message
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, typing.Hashable):
-                continue  # yaml refuses it itself
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {quoted(key)} appears twice in one mapping", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _check_size(node: yaml.Node) -> None:
-    """ValueError when the composed document, aliases expanded, holds more than
-    MAX_YAML_VALUES values or nests deeper than MAX_YAML_DEPTH (the walk stops at the bound)."""
-    stack, count = [(node, 1)], 0
-    while stack:
-        current, depth = stack.pop()
-        count += 1
-        if count > MAX_YAML_VALUES:
-            raise ValueError(f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded")
-        if depth > MAX_YAML_DEPTH:
-            raise ValueError(f"nested more than {MAX_YAML_DEPTH} levels deep")
-        if isinstance(current, yaml.SequenceNode):
-            stack.extend((child, depth + 1) for child in current.value)
-        elif isinstance(current, yaml.MappingNode):
-            stack.extend((part, depth + 1) for pair in current.value for part in pair)
-
-
-def load_yaml_text(text: str) -> Any:
-    """YAML text -> data, safely (no tags beyond the standard ones) and within the bounds above;
-    ValueError (or yaml.YAMLError) otherwise."""
-    if len(text) > MAX_YAML_CHARACTERS:
-        raise ValueError(f"{len(text):,} characters; at most {MAX_YAML_CHARACTERS:,} are read")
-    loader = _BoundedLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_size(node)
-        return loader.construct_document(node)
-    except RecursionError:
-        raise ValueError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
-    finally:
-        loader.dispose()
-
-
-def quoted(value: Any) -> str:
-    """`repr(value)`, cut to MAX_QUOTED characters for an error message."""
-    text = repr(value)
-    return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}... ({len(text):,} characters)"
-
-
-def read_yaml(path: str | os.PathLike, what: str) -> Any:
-    """A YAML file's data (UTF-8, a byte-order mark allowed); FileNotFoundError / ValueError
-    naming the file otherwise."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"{what} not found: {path}" if not Path(path).exists() else f"{what} {path}: not a file"
-        )
-    if Path(path).stat().st_size > 4 * MAX_YAML_CHARACTERS:
-        raise ValueError(f"{path}: the {what} is larger than {MAX_YAML_CHARACTERS:,} characters")
-    try:
-        return load_yaml_text(Path(path).read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}); save the {what} as UTF-8") from error
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({_first_line(error)})") from error
-    except ValueError as error:
-        raise ValueError(f"{path}: the {what} is refused: {error}") from error
-
-
-def _first_line(error: yaml.YAMLError) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return "; ".join(lines[:2])[:MAX_QUOTED] if lines else type(error).__name__
 
 
 def check_choice(where: str, value: Any, choices: Sequence[Any]) -> Any:

@@ -10,12 +10,13 @@ the present keys of `DEFAULT_CAPTION_KEYS`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+
+from dalip.readers import load_json_text
 
 # Names of JSON fields read as captions when no `caption_weights` are given; a plain
 # caption is stored under "caption" (CSV cell) or "txt" (the `.txt` member of a shard).
@@ -63,8 +64,8 @@ def parse_caption_field(raw: str | bytes | None, plain_key: str) -> dict[str, An
     if not stripped.startswith("{"):
         return {plain_key: stripped}
     try:
-        value = json.loads(stripped)
-    except json.JSONDecodeError as error:
+        value = load_json_text(stripped)
+    except ValueError as error:  # broken, or nested deeper than dalip reads
         raise CaptionError("bad_caption", f"caption is not valid JSON: {error}") from error
     if not isinstance(value, dict):
         raise CaptionError("bad_caption", "JSON caption must be an object of named captions")

@@ -34,7 +34,7 @@ from dalip.data.captions import (
     parse_caption_field,
 )
 from dalip.data.sources import MapSource, Sample, SampleBuilder, check_path_exists
-from dalip.schema import quoted
+from dalip.readers import quoted
 
 if TYPE_CHECKING:  # taxonomy reads its tables with read_table
     from dalip.data.taxonomy import TaxonTexts

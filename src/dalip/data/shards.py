@@ -17,7 +17,6 @@ Two ways to read an epoch, chosen per source by `SourceConfig.resampled`:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -36,6 +35,7 @@ from dalip.data.captions import CaptionError, parse_caption_field
 from dalip.data.sources import Sample, SampleBuilder, Source, StreamSplit
 from dalip.data.tar_stream import ShardErrorHandler, guarded_tar_samples
 from dalip.data.taxonomy import TaxonTexts, shard_class_folders
+from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +137,9 @@ def _read_sizes(path: str) -> dict[str, int]:
     """A sizes.json: {shard file name: sample count}; ValueError naming it otherwise."""
     expected = 'expected a JSON object {"00000.tar": sample count, ...}'
     try:
-        with open(path, encoding="utf-8-sig") as handle:
-            sizes = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); {expected}") from error
+        sizes = read_json(path, "shard sizes file", MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES)
+    except ValueError as error:
+        raise ValueError(f"{error}; {expected}") from error
     if not isinstance(sizes, dict) or not all(
         isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()
     ):

@@ -15,6 +15,7 @@ Images are read straight from the tar files by offset, so loader workers can sha
 
 from __future__ import annotations
 
+import errno
 import os
 import tarfile
 from collections.abc import Callable, Sequence
@@ -151,6 +152,12 @@ def _index_shard(shard: Path, data: ClipBenchmarkData) -> None:
                     sample[extension] = tar.extractfile(member).read().decode("utf-8")
     except tarfile.TarError as error:
         raise ValueError(f"{shard}: not a readable tar shard ({error})") from error
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # a header's size pointing past any file's end
+            raise
+        raise ValueError(
+            f"{shard}: not a readable tar shard (a member claims more bytes than it holds)"
+        ) from error
     wanted = "cls" if data.task == "zeroshot" else "txt"
     for key, sample in samples.items():
         if "image" not in sample or wanted not in sample:

@@ -8,7 +8,6 @@ None for an unreadable image.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from dalip.data.files import (
 )
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image, read_file
+from dalip.readers import load_json_text
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ def _cell_captions(cell: str) -> list[str]:
     text = (cell or "").strip()
     if text.startswith("["):
         try:
-            values = json.loads(text)
-        except json.JSONDecodeError as error:
+            values = load_json_text(text)
+        except ValueError as error:  # broken, or nested deeper than dalip reads
             raise ValueError(f"caption cell is not a valid JSON list: {error}") from error
     else:
         values = list(parse_caption_field(text, "caption").values())

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from dalip.data.files import few, read_text_lines, repeated_names
-from dalip.schema import quoted
+from dalip.readers import quoted
 
 
 def check_labels(labels: Sequence[str], where: str = "labels") -> list[str]:

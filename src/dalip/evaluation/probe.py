@@ -11,7 +11,6 @@ as JSON so a later run (another checkpoint) can reuse exactly the same splits.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from dalip.evaluation.datasets import load_classification_dataset
 from dalip.evaluation.metrics import classification_metrics
 from dalip.evaluation.runtime import EncodedImages, Runtime, encode_dataset
 from dalip.model.features import Encoder
+from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -221,12 +221,10 @@ def read_splits(path: str | os.PathLike) -> dict[str, Any]:
     """A few-shot splits file written by `fewshot` (see `save_splits`)."""
     expected = "expected a fewshot_splits/NAME.json an earlier eval wrote"
     try:
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"{path}: not a few-shot splits file ({type(error).__name__}); {expected}"
-        ) from error
+        record = read_json(path, "few-shot splits file", MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES)
+    except ValueError as error:  # not JSON, not UTF-8, nested too deep, too large
+        reason = str(error).removeprefix(f"{path}: ")
+        raise ValueError(f"{path}: not a few-shot splits file ({reason}); {expected}") from error
     if not isinstance(record, dict) or not isinstance(record.get("splits"), dict):
         raise ValueError(f"{path}: not a few-shot splits file (no 'splits' object); {expected}")
     return record

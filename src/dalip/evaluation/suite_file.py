@@ -36,7 +36,8 @@ from typing import Any, Literal
 from dalip.data.files import few, repeated_names
 from dalip.evaluation.templates import load_templates, template_set_name
 from dalip.model.dalip_model import SIMILARITY_MODES
-from dalip.schema import check_choice, check_fields, checked, from_dict, read_yaml
+from dalip.readers import read_yaml
+from dalip.schema import check_choice, check_fields, checked, from_dict
 
 TaskName = Literal["zeroshot", "retrieval", "linear_probe", "fewshot"]
 FeatureKind = Literal["first", "second", "concat"]  # image features a probe fits on

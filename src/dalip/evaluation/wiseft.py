@@ -25,7 +25,7 @@ from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.specs import LoadedModel, load_model, state_sha256
 from dalip.evaluation.suite import evaluate_loaded, model_modes, suite_runtime
 from dalip.evaluation.suite_file import load_suite, suite_summary, with_overrides
-from dalip.schema import quoted
+from dalip.readers import quoted
 
 logger = logging.getLogger(__name__)
 

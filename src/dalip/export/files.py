@@ -12,6 +12,8 @@ from pathlib import Path
 
 from dalip.atomic import file_mode, write_error
 
+STAGING_PREFIX = ".dalip-export-"
+
 
 def check_output_folder(folder: str | os.PathLike, names: list[str], force: bool) -> Path:
     """The output folder as a Path; FileExistsError when it holds files we would replace
@@ -35,9 +37,10 @@ def write_files(
     created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".dalip-export-", dir=folder))
-    except OSError as error:  # e.g. a read-only mount: name the folder, not our staging one
-        raise write_error(error, folder) or error from error
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    except OSError as error:  # e.g. a read-only folder: name the folder, not our staging one
+        ours = os.path.basename(str(error.filename or "")).startswith(STAGING_PREFIX)
+        raise write_error(error, folder, error.filename if ours else None) or error from error
     try:
         for name, write in writers.items():
             try:

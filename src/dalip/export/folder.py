@@ -29,6 +29,7 @@ from dalip.model.factory import load_error_reason, quiet_loading, wrap_clip
 from dalip.model.file_format import refuse_nonfinite_weights
 from dalip.model.registry import check_supported_architecture, register_config
 from dalip.model.stored_config import check_model_config
+from dalip.readers import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +92,10 @@ def read_folder_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path}: missing (an open_clip model folder holds {CONFIG_NAME} and weights)"
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    config = read_json(path, "model folder config")  # bounded: size, values, nesting
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
         raise ValueError(f"{path}: expected an object with a 'model_cfg' object (open_clip's folder format)")
-    if "preprocess_cfg" in config:  # checked as a checkpoint's is: mean and std of 3 channels
+    if "preprocess_cfg" in config:  # checked as a checkpoint's is: what open_clip's transforms accept
         check_model_config({"model_name": "folder", "preprocess_cfg": config["preprocess_cfg"]}, str(path))
     return config
 

@@ -25,7 +25,7 @@ from dalip.model.file_format import (
 from dalip.model.preprocess import create_tokenizer, create_transforms
 from dalip.model.registry import check_supported_architecture, register_config
 from dalip.model.stored_config import check_plain_model_name
-from dalip.schema import quoted
+from dalip.readers import quoted
 
 logger = logging.getLogger(__name__)
 

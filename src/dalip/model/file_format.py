@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from dalip.atomic import atomic_write
 from dalip.model.lora import merge_low_rank
 from dalip.model.stored_config import check_model_config
+from dalip.readers import load_json_text
 
 FORMAT_NAME = "dalip"
 FORMAT_VERSION = "1"
@@ -56,9 +57,11 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any] | None:
     if not metadata or metadata.get("format") != FORMAT_NAME or "config" not in metadata:
         return None
     try:
-        config = json.loads(metadata["config"])
+        config = load_json_text(metadata["config"])
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: its config metadata is not valid JSON ({error.msg})") from error
+    except ValueError as error:  # nested too deep, too many values
+        raise ValueError(f"{path}: its config metadata is refused: {error}") from error
     return check_model_config(config, os.fspath(path))
 
 

@@ -17,6 +17,7 @@ import timm
 from dalip.model import tiny_towers  # noqa: F401  (registers the tiny timm towers the configs name)
 from dalip.model.stored_config import check_plain_model_name
 from dalip.model.towers import vision_transformer_reason
+from dalip.readers import read_json
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -40,9 +41,9 @@ def register_config_file(path: str | Path, model_name: str, what: str = "model.c
     itself skips a JSON that is no architecture without a word)."""
     path = Path(path)
     try:
-        config = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{what} {path}: not valid JSON ({error})") from error
+        config = read_json(path, what)
+    except ValueError as error:  # not JSON, not UTF-8, nested too deep: the message names the file
+        raise ValueError(f"{what} {error}") from error
     if not isinstance(config, dict) or not all(
         isinstance(config.get(k), (int, dict)) for k in ARCHITECTURE_KEYS
     ):

@@ -17,6 +17,7 @@ from typing import Any
 import open_clip
 
 from dalip.config import MBDCOptions
+from dalip.readers import quoted
 from dalip.schema import check_fields, from_dict
 
 # Architecture names read from files are used as open_clip registry keys and as the stem
@@ -73,16 +74,15 @@ def check_model_config(config: Any, where: str) -> dict[str, Any]:
         ),
         "context_length": (lambda v: v is None or _positive_int(v), "a positive integer"),
         "preprocess_cfg": (
-            lambda v: (
-                isinstance(v, dict)
-                and all(_channel_values(v[key], key == "std") for key in ("mean", "std") if key in v)
-            ),
-            "a JSON object whose mean and std are 3 numbers each (R, G, B), every std above 0",
+            lambda v: isinstance(v, dict),
+            "a JSON object (size, mean, std, interpolation, resize_mode)",
         ),
     }
     for key, (valid, expected) in expectations.items():
         if key in config and not valid(config[key]):
             raise ValueError(f"{where}: stored config field {key!r} is {config[key]!r}; expected {expected}")
+    if isinstance(config.get("preprocess_cfg"), dict):
+        check_preprocess_cfg(config["preprocess_cfg"], where)
     if isinstance(config.get("mbdc"), dict):  # each head option of the right type and in range
         field = f"{where}: mbdc"
         check_fields(from_dict(MBDCOptions, config["mbdc"], field), field)
@@ -93,6 +93,40 @@ def check_model_config(config: Any, where: str) -> dict[str, Any]:
             f"{MAX_STORED_PARAMETERS:.0e}, larger than any open_clip ViT); refused"
         )
     return config
+
+
+# What open_clip's image transforms accept (open_clip.transform: PreprocessCfg asserts the mode,
+# image_transform the interpolation and resize mode): anything else fails there as an AssertionError.
+PREPROCESS_CHOICES = {
+    "mode": ("RGB",),
+    "interpolation": ("bicubic", "bilinear", "random"),
+    "resize_mode": ("shortest", "longest", "squash"),
+}
+_CHANNELS = "3 numbers each (R, G, B), every std above 0"
+
+
+def check_preprocess_cfg(preprocess_cfg: dict[str, Any], where: str) -> None:
+    """ValueError naming `where` and the field (`preprocess_cfg.interpolation`) unless each field
+    open_clip reads holds what its transforms accept; null means open_clip's default."""
+    expectations = {
+        "size": (_positive_size, "a positive size in pixels, or [height, width]"),
+        "mean": (_channel_values, _CHANNELS),
+        "std": (lambda v: _channel_values(v, positive=True), _CHANNELS),
+        "fill_color": (_grey_level, "an integer in [0, 255]"),
+        **{
+            key: (
+                lambda v, allowed=choices: isinstance(v, str) and v in allowed,
+                f"one of {', '.join(choices)}",
+            )
+            for key, choices in PREPROCESS_CHOICES.items()
+        },
+    }
+    for key, (valid, expected) in expectations.items():
+        value = preprocess_cfg.get(key)
+        if value is not None and not valid(value):
+            raise ValueError(
+                f"{where}: stored config field 'preprocess_cfg.{key}' is {quoted(value)}; expected {expected}"
+            )
 
 
 def estimated_parameters(config: dict[str, Any]) -> float:
@@ -147,6 +181,17 @@ def _is_number(value: Any) -> bool:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _grey_level(value: Any) -> bool:
+    """An integer in [0, 255] (the grey open_clip pads an image with)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255
+
+
+def _positive_size(value: Any) -> bool:
+    """A positive number of pixels, or [height, width] of them."""
+    pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(_positive_int(v) for v in value)
+    return _positive_int(value) or pair
 
 
 def _no_fetching_keys(config: dict[str, Any]) -> bool:

@@ -12,7 +12,6 @@ logging and bookkeeping may always change.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,6 +24,7 @@ import yaml
 from dalip.atomic import write_text
 from dalip.model.file_format import load_training_state
 from dalip.outputs import OutputFolder
+from dalip.readers import load_json_text
 from dalip.train.distributed import DistributedContext
 from dalip.train.state import (
     Position,
@@ -321,8 +321,8 @@ def truncate_metrics(path: str | os.PathLike, step: int) -> int:
     kept, dropped = [], 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = load_json_text(line)
+        except ValueError:  # a line cut short by a kill (or one no dalip run wrote)
             dropped += bool(line.strip())
             continue
         if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:

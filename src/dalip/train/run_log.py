@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dalip.atomic import naming_failures
+from dalip.readers import load_json_text
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,6 @@ def _plain(value: Any) -> Any:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl file."""
+    """All records of a metrics.jsonl file (each line read within dalip's JSON bounds)."""
     with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        return [load_json_text(line) for line in handle if line.strip()]
