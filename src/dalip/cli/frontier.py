@@ -4,7 +4,6 @@ the gain-retention trade-off (`dalip.evaluation.frontier`)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from dalip.evaluation.specs import check_spec, load_model
 from dalip.evaluation.suite_file import load_suite
 from dalip.evaluation.wiseft import interpolate
 from dalip.outputs import OutputFolder
+from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
 from dalip.report.frontier import frontier_table, write_frontier_report
 from dalip.report.suite import write_interpolation_report
 
@@ -119,8 +119,8 @@ def run_frontier(args: argparse.Namespace) -> int:
     curves: list[Curve] = []
     with OutputFolder(out, "frontier", force=args.force, keep=(SWEEPS,)):
         for recipe, seed, folder in sweeps:
-            results = _read_sweep(Path(folder))
-            curves.append(curve_from_sweep(results, recipe, seed, args.domain, args.general, args.mode))
+            results, path = _read_sweep(Path(folder)), str(Path(folder) / "results.json")
+            curves.append(curve_from_sweep(results, recipe, seed, args.domain, args.general, args.mode, path))
         points: dict[str, dict[str, Any]] = {}  # evaluated weights, shared by the sweeps
         for recipe, seed, spec in tuned:
             folder = out / SWEEPS / f"{recipe}@{seed}"
@@ -135,14 +135,11 @@ def run_frontier(args: argparse.Namespace) -> int:
 
 def _read_sweep(folder: Path) -> dict[str, Any]:
     path = folder / "results.json"
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.is_file():
         raise FileNotFoundError(
             f"--sweep {folder}: no results.json (expected a `dalip interpolate --out` folder)"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        )
+    results = read_json(path, "sweep results", MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES)
     if not isinstance(results, dict) or not isinstance(results.get("interpolation"), list):
         raise ValueError(f"{path}: not the results of `dalip interpolate` (no 'interpolation' list)")
     return results
@@ -161,8 +158,8 @@ def _sweep(
     by this run's earlier sweeps are reused (`interpolate`'s `points`)."""
     earlier = folder / "results.json"
     if earlier.is_file():
-        results = json.loads(earlier.read_text(encoding="utf-8"))
-        if _same_sweep(results, args.start, spec, weights):
+        results = read_json(earlier, "sweep results", MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES)
+        if isinstance(results, dict) and _same_sweep(results, args.start, spec, weights):
             return results
     runtime = runtime_from_flags(args, suite)
     results = interpolate(args.start, spec, weights, suite, folder, runtime, points=points)

@@ -11,7 +11,9 @@ domain gain (domain top-1 minus the start's) and general accuracy. Two readings 
   from gain 0 and a common floor of general accuracy, so that a curve further up and to the
   right has more.
 With several seeds per recipe (paired: the same seed for each recipe), the differences to
-the baseline recipe are summarised by their mean and a 95% t interval over the seeds.
+the baseline recipe are summarised by their mean and a 95% t interval over the seeds. Pairs
+compare models tuned from one start model: every sweep that records its start model (its
+sha256) must record the same one.
 """
 
 from __future__ import annotations
@@ -23,18 +25,23 @@ from typing import Any
 
 from scipy import stats
 
+from dalip.readers import quoted
+
 DEFAULT_LEVELS = (0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
 class Curve:
-    """One WiSE-FT sweep: a recipe's tuned model (of one seed) interpolated with the start."""
+    """One WiSE-FT sweep: a recipe's tuned model (of one seed) interpolated with the start.
+    `start_model`: the start model's sha256 (its spec where it has none, an open_clip
+    pretrained tag), None when the sweep does not record it."""
 
     recipe: str
     seed: str
     weights: list[float]
     domain: list[float]
     general: list[float]
+    start_model: str | None = None
 
     @property
     def gains(self) -> list[float]:
@@ -49,32 +56,85 @@ class Curve:
 
 
 def curve_from_sweep(
-    results: Mapping[str, Any], recipe: str, seed: str, domain: str, general: str, mode: str = "auto"
+    results: Mapping[str, Any],
+    recipe: str,
+    seed: str,
+    domain: str,
+    general: str,
+    mode: str = "auto",
+    source: str | None = None,
 ) -> Curve:
     """The curve of an `interpolate` result; `mode` "auto" reads "fused" where the sweep has
-    it (a DALIP model) and "first" otherwise (a CLIP-tuned one). ValueError naming what is
-    missing (a domain, w = 0 or w = 1)."""
-    points = sorted(results["interpolation"], key=lambda point: point["weight"])
-    weights = [float(point["weight"]) for point in points]
+    it (a DALIP model) and "first" otherwise (a CLIP-tuned one). ValueError naming the sweep
+    (`source`, default RECIPE@SEED) and what is wrong: a missing domain, mode, w = 0 or w = 1,
+    a repeated weight, an accuracy that is not a number in [0, 1]."""
+    source = source or f"{recipe}@{seed}"
+    read = [
+        _read_point(point, source, index, mode, (domain, general))
+        for index, point in enumerate(results["interpolation"])
+    ]
+    weights = [weight for weight, _, _ in read]
+    repeated = sorted({weight for weight in weights if weights.count(weight) > 1})
+    if repeated:
+        raise ValueError(
+            f"{source}: the weight w={repeated[0]:g} is repeated (a sweep has one point per weight)"
+        )
+    read.sort(key=lambda point: point[0])
+    weights = [weight for weight, _, _ in read]
     if 0.0 not in weights or 1.0 not in weights:
-        raise ValueError(f"{recipe}@{seed}: a frontier needs the weights 0 and 1 in its sweep, got {weights}")
-    domains, generals = [], []
-    for point in points:
-        summary = point["summary"]
-        chosen = ("fused" if "fused" in summary else "first") if mode == "auto" else mode
-        if chosen not in summary:
+        raise ValueError(f"{source}: a frontier needs the weights 0 and 1 in its sweep, got {weights}")
+    domains, generals = [d for _, d, _ in read], [g for _, _, g in read]
+    return Curve(recipe, seed, weights, domains, generals, _start_model(results))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_point(
+    point: Any, source: str, index: int, mode: str, names: tuple[str, str]
+) -> tuple[float, float, float]:
+    """(weight, domain accuracy, general accuracy) of the sweep's point `index`, the accuracies
+    of the two domains `names` in `mode` (`curve_from_sweep`)."""
+    where = f"{source}: interpolation[{index}]"
+    if not isinstance(point, Mapping) or not isinstance(point.get("summary"), Mapping):
+        raise ValueError(
+            f"{where}: expected a point {{'weight': W, 'summary': {{...}}}}, got {quoted(point)}"
+        )
+    weight, summary = point.get("weight"), point["summary"]
+    if not _is_number(weight) or not math.isfinite(weight):
+        raise ValueError(f"{where}.weight is {quoted(weight)}, expected a finite number")
+    chosen = ("fused" if "fused" in summary else "first") if mode == "auto" else mode
+    if chosen not in summary:
+        raise ValueError(f"{source}: its sweep has no mode {chosen!r} (it has {', '.join(summary)})")
+    scores = summary[chosen].get("domains") if isinstance(summary[chosen], Mapping) else None
+    if not isinstance(scores, Mapping):
+        raise ValueError(f"{where}.summary.{chosen}.domains: missing (expected accuracies by domain)")
+    accuracies = []
+    for name in names:
+        if name not in scores:
+            raise ValueError(f"{source}: its suite has no domain {name!r} (it has {', '.join(scores)})")
+        value = scores[name]
+        if not _is_number(value) or not 0.0 <= value <= 1.0:
             raise ValueError(
-                f"{recipe}@{seed}: its sweep has no mode {chosen!r} (it has {', '.join(summary)})"
+                f"{where}.summary.{chosen}.domains.{name} (w={weight:g}) is {quoted(value)}, "
+                "expected an accuracy in [0, 1]"
             )
-        scores = summary[chosen]["domains"]
-        for name in (domain, general):
-            if name not in scores:
-                raise ValueError(
-                    f"{recipe}@{seed}: its suite has no domain {name!r} (it has {', '.join(scores)})"
-                )
-        domains.append(float(scores[domain]))
-        generals.append(float(scores[general]))
-    return Curve(recipe, seed, weights, domains, generals)
+        accuracies.append(float(value))
+    return float(weight), accuracies[0], accuracies[1]
+
+
+def _start_model(results: Mapping[str, Any]) -> str | None:
+    """The start model a sweep records: its sha256, else its spec; None when it records none."""
+    start = results.get("start")
+    model = (start.get("sha256") or start.get("spec")) if isinstance(start, Mapping) else None
+    return model if isinstance(model, str) and model else None
+
+
+def model_label(model: str) -> str:
+    """A start model as the report shows it: a sha256's first 12 digits, a spec as it is."""
+    is_sha256 = len(model) == 64 and all(c in "0123456789abcdef" for c in model)
+    return model[:12] if is_sha256 else model
 
 
 def general_at_gain(curve: Curve, gain: float) -> float | None:
@@ -120,13 +180,16 @@ def frontier(
 ) -> dict[str, Any]:
     """The frontier report's figures (module docstring): per curve, its full gain, general
     accuracy at each level of the baseline's gain of the same seed, and dominated area; per
-    recipe other than the baseline, the paired differences to it over the seeds both have."""
+    recipe other than the baseline, the paired differences to it over the seeds both have.
+    ValueError when the sweeps record different start models or a recipe shares no seed
+    with the baseline (`_check_pairs`)."""
     recipes = sorted({c.recipe for c in curves})
     if baseline not in recipes:
         raise ValueError(f"--baseline {baseline!r}: not one of the recipes {', '.join(recipes)}")
     by_key = {(c.recipe, c.seed): c for c in curves}
     if len(by_key) < len(curves):
         raise ValueError("each recipe may have one sweep per seed")
+    start_model, unrecorded = _check_pairs(curves, baseline)
     floor = min(min(c.general) for c in curves)
     ceiling = max(max(c.gains) for c in curves)
     rows = []
@@ -147,12 +210,45 @@ def frontier(
     return {
         "baseline": baseline,
         "levels": [float(level) for level in levels],
-        "start": {"general": curves[0].general[curves[0].weights.index(0.0)]},
+        "start": {
+            "general": curves[0].general[curves[0].weights.index(0.0)],
+            "model": start_model,
+            "unrecorded": unrecorded,
+        },
         "curves": rows,
         "paired": {r: _paired(rows, r, baseline, levels) for r in recipes if r != baseline},
         "area_floor": floor,
         "area_ceiling_gain": ceiling,
     }
+
+
+def _check_pairs(curves: Sequence[Curve], baseline: str) -> tuple[str | None, list[str]]:
+    """The start model the sweeps record and the sweeps (RECIPE@SEED) that record none.
+    ValueError when two record different start models (their differences would mix what the
+    recipes did with where they started) or when a recipe has no seed the baseline has (it
+    would be a row of "-" with nothing paired)."""
+    recorded = [curve for curve in curves if curve.start_model is not None]
+    for curve in recorded[1:]:
+        first = recorded[0]
+        if curve.start_model != first.start_model:
+            raise ValueError(
+                f"{curve.recipe}@{curve.seed} was tuned from the start model "
+                f"{model_label(curve.start_model)}, {first.recipe}@{first.seed} from "
+                f"{model_label(first.start_model)} (as their sweeps record it): a frontier pairs "
+                "models tuned from one start model"
+            )
+    seeds: dict[str, set[str]] = {}
+    for curve in curves:
+        seeds.setdefault(curve.recipe, set()).add(curve.seed)
+    for recipe in sorted(seeds):
+        if recipe != baseline and not seeds[recipe] & seeds[baseline]:
+            raise ValueError(
+                f"recipe {recipe} shares no seed with the baseline recipe {baseline} (seeds "
+                f"{', '.join(sorted(seeds[recipe]))} against {', '.join(sorted(seeds[baseline]))}): "
+                f"nothing to pair; sweep {baseline} with one of its seeds or leave {recipe} out"
+            )
+    unrecorded = [f"{curve.recipe}@{curve.seed}" for curve in curves if curve.start_model is None]
+    return (recorded[0].start_model if recorded else None), unrecorded
 
 
 def _paired(
@@ -161,7 +257,8 @@ def _paired(
     ours = {row["seed"]: row for row in rows if row["recipe"] == recipe}
     theirs = {row["seed"]: row for row in rows if row["recipe"] == baseline}
     seeds = sorted(set(ours) & set(theirs))
-    result: dict[str, Any] = {"seeds": seeds, "general_at_level": {}}
+    unpaired = sorted(set(ours) - set(theirs))
+    result: dict[str, Any] = {"seeds": seeds, "unpaired": unpaired, "general_at_level": {}}
     for level in (f"{value:g}" for value in levels):
         pairs = [
             ours[s]["general_at_level"][level] - theirs[s]["general_at_level"][level]

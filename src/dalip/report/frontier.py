@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dalip.atomic import write_json, write_text
-from dalip.evaluation.frontier import Curve
+from dalip.evaluation.frontier import Curve, model_label
 from dalip.report.figures import new_figure, save_figure
 from dalip.report.text import printable
 
@@ -65,7 +65,35 @@ def frontier_table(report: dict[str, Any], domain: str, general: str) -> str:
                 f"| {printable(recipe)} | {len(paired['seeds'])} | {_interval(paired['gain'])} | "
                 f"{_interval(paired['general'])} | {' | '.join(cells)} | {area_text} |"
             )
+        lines += ["", _paired_seeds(report)]
     return "\n".join(lines) + "\n"
+
+
+def _paired_seeds(report: dict[str, Any]) -> str:
+    """Which seeds of each recipe were paired with the baseline's, and from which start model
+    (reports written before dalip recorded it say nothing of the start)."""
+    baseline, start = printable(report["baseline"]), report["start"]
+    parts = []
+    for recipe, paired in report["paired"].items():
+        part = f"{printable(recipe)} {', '.join(printable(seed) for seed in paired['seeds'])}"
+        unpaired = paired.get("unpaired") or []
+        if unpaired:
+            which = "that seed" if len(unpaired) == 1 else "those seeds"
+            part += f" (not {', '.join(printable(s) for s in unpaired)}: {baseline} has no sweep of {which})"
+        parts.append(part)
+    origin = ""
+    if start.get("model") is not None:
+        origin = f", all tuned from the start model {printable(model_label(start['model']))}"
+    line = f"Paired seeds (each with the same seed of {baseline}{origin}): {'; '.join(parts)}."
+    unrecorded = start.get("unrecorded") or []
+    if unrecorded:
+        names = ", ".join(printable(name) for name in unrecorded)
+        one = len(unrecorded) == 1
+        line += (
+            f" The {'sweep' if one else 'sweeps'} of {names} {'records' if one else 'record'} no start "
+            f"model: {'its' if one else 'their'} pairing is unchecked."
+        )
+    return line
 
 
 def frontier_plot(
