@@ -13,7 +13,7 @@ from dalip.cli.common import report_unreadable, runtime_from_flags
 from dalip.data.taxonomy import RANKS, TEXT_TYPES, read_taxonomy
 from dalip.evaluation.datasets import list_image_files
 from dalip.evaluation.specs import load_model
-from dalip.evaluation.taxon_predict import predict_taxa
+from dalip.evaluation.taxon_predict import predict_taxa, ranked_checklist
 from dalip.report.text import printable
 
 FLAGS = {
@@ -62,6 +62,7 @@ def images_and_model(args: argparse.Namespace) -> tuple[list[str], Any, str]:
 
 def run_taxon_predict(args: argparse.Namespace, output: str) -> int:
     taxonomy = read_taxonomy(args.taxonomy)
+    ranked_checklist(taxonomy, args.subset, args.rank)  # a rank no class names fails before the model loads
     paths, loaded, mode = images_and_model(args)
     answers = predict_taxa(
         loaded.model,

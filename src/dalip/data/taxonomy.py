@@ -109,6 +109,12 @@ class Taxonomy:
             )
 
 
+def named_ranks(taxa: Iterable[Taxon]) -> list[str]:
+    """The ranks (of `RANKS`, coarse to fine) at which at least one of `taxa` has a name."""
+    taxa = list(taxa)
+    return [rank for rank in RANKS if any(taxon.name(rank) for taxon in taxa)]
+
+
 def read_taxonomy(path: str | os.PathLike) -> Taxonomy:
     """The checked table at `path` (module docstring); FileNotFoundError / ValueError naming it."""
     path = os.fspath(path)

@@ -12,19 +12,23 @@ taxon reaches it, and answers "no answer" (None) when none does.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from dalip.data.files import read_text_lines
-from dalip.data.taxonomy import RANKS, TEXT_TYPES, Taxon, Taxonomy
+from dalip.data.taxonomy import RANKS, TEXT_TYPES, Taxon, Taxonomy, named_ranks
 from dalip.evaluation.datasets import ImageFileDataset, list_image_files
 from dalip.evaluation.predict import label_probabilities
 from dalip.evaluation.runtime import Runtime, encode_dataset, resolve_modes
 from dalip.evaluation.templates import load_templates
 from dalip.evaluation.zero_shot import class_embeddings
 from dalip.model.features import Encoder
+
+# `--subset RANK=NAME` ("family=Rosaceae"): a word, then "=" (a file name with a separator is a file)
+_RANK_FILTER = re.compile(r"\s*[A-Za-z_]+\s*=.*", re.DOTALL)
 
 
 def checklist(taxonomy: Taxonomy, subset: str | os.PathLike | None) -> list[Taxon]:
@@ -34,12 +38,21 @@ def checklist(taxonomy: Taxonomy, subset: str | os.PathLike | None) -> list[Taxo
     if subset is None:
         return list(taxonomy.taxa.values())
     text = os.fspath(subset)
-    if _rank_filter(text) and not os.path.exists(text):
+    if _RANK_FILTER.fullmatch(text) and not os.path.exists(text):
         return _under(taxonomy, text, f"--subset {text}")
     names = _names(read_text_lines(text, "checklist"))
     if not names:
         raise ValueError(f"{text}: the checklist names no taxon (expected one name per line)")
     return _named(taxonomy, names, text)
+
+
+def ranked_checklist(taxonomy: Taxonomy, subset: str | os.PathLike | None, rank: str) -> list[Taxon]:
+    """`checklist`, refused (`check_rank`, naming --rank) when none of its species names `rank`."""
+    taxa = checklist(taxonomy, subset)
+    check_rank(
+        taxa, rank, "--rank", taxonomy.path if subset is None else f"the checklist {os.fspath(subset)}"
+    )
+    return taxa
 
 
 def checklist_of_text(taxonomy: Taxonomy, text: str, where: str) -> list[Taxon]:
@@ -50,9 +63,20 @@ def checklist_of_text(taxonomy: Taxonomy, text: str, where: str) -> list[Taxon]:
         raise ValueError(
             f"{where}: the checklist is empty (one taxon name per line, or e.g. family=Rosaceae)"
         )
-    if len(names) == 1 and _rank_filter(names[0]):
+    if len(names) == 1 and _RANK_FILTER.fullmatch(names[0]) and names[0] not in taxonomy.taxa:
         return _under(taxonomy, names[0], where)
     return _named(taxonomy, names, where)
+
+
+def check_rank(taxa: Sequence[Taxon], rank: str, where: str, among: str) -> None:
+    """ValueError when none of `taxa` has a name at `rank` (every answer would be empty);
+    `where` names the option ("--rank"), `among` the classes (a file, a checklist)."""
+    named = named_ranks(taxa)
+    if rank not in named:
+        raise ValueError(
+            f"{where} {rank}: no class of {among} names a {rank}; answer at a rank it names: "
+            f"{', '.join(named) or 'none'}"
+        )
 
 
 def species_texts(taxa: Sequence[Taxon], text_type: str) -> list[str]:
@@ -64,13 +88,14 @@ def _names(lines: Sequence[str]) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _rank_filter(text: str) -> tuple[str, str] | None:
-    rank, separator, name = text.partition("=")
-    return (rank.strip(), name.strip()) if separator and rank.strip() in RANKS else None
-
-
 def _under(taxonomy: Taxonomy, text: str, where: str) -> list[Taxon]:
-    rank, name = _rank_filter(text)
+    """The species under `RANK=NAME`; ValueError naming an unknown rank, or a name no class has."""
+    rank, _, name = (part.strip() for part in text.partition("="))
+    if rank not in RANKS:
+        raise ValueError(
+            f"{where}: unknown rank {rank!r}; the ranks of {taxonomy.path} are "
+            f"{', '.join(named_ranks(taxonomy.taxa.values())) or 'none'} (or give a checklist file)"
+        )
     chosen = [t for t in taxonomy.taxa.values() if t.name(rank) == name]
     if not chosen:
         raise ValueError(f"{where}: no class of {taxonomy.path} has {rank} {name!r}")
@@ -175,7 +200,7 @@ def predict_taxa(
     probability, lineage, common_name} or None, "predictions": top_k at `rank`}]."""
     check_options(rank, min_probability, text_type)
     (mode,) = resolve_modes(model, [mode])
-    taxa = checklist(taxonomy, subset)
+    taxa = ranked_checklist(taxonomy, subset, rank)
     texts = species_texts(taxa, text_type)
     paths = list_image_files(images)
     with (runtime or Runtime()).evaluating(model) as runtime:

@@ -32,6 +32,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from dalip.readers import quoted
 from dalip.serve.engine import GALLERY_ROUTE, Identifier
 from dalip.serve.gallery import is_inside
 from dalip.serve.taxa import TaxonQuery
@@ -112,10 +113,11 @@ def create_app(identifier: Identifier) -> FastAPI:
     @app.get(GALLERY_ROUTE + "{path:path}")
     def gallery_image(request: Request, path: str) -> FileResponse:
         path = _link_path(request, path)
+        if path not in gallery_paths:  # before any file system call: a NUL, "..", a name too long
+            raise RequestError(404, f"{quoted(path)}: not an image of the gallery")
         real = os.path.realpath(identifier.gallery.root / path)  # checked, then served: one resolution
-        listed = path in gallery_paths and is_inside(identifier.gallery.root, real)
-        if not listed or not os.path.isfile(real):  # a FIFO is listed (and skipped), never served
-            raise RequestError(404, f"{path}: not an image of the gallery")
+        if not is_inside(identifier.gallery.root, real) or not os.path.isfile(real):  # a FIFO is never served
+            raise RequestError(404, f"{quoted(path)}: not an image of the gallery")
         return FileResponse(real)
 
     return app

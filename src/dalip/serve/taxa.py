@@ -11,8 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dalip.data.taxonomy import RANKS, Taxon, Taxonomy
-from dalip.evaluation.taxon_predict import check_options, checklist, checklist_of_text, species_texts
+from dalip.data.taxonomy import RANKS, Taxon, Taxonomy, named_ranks
+from dalip.evaluation.taxon_predict import (
+    check_options,
+    check_rank,
+    checklist_of_text,
+    ranked_checklist,
+    species_texts,
+)
 
 
 @dataclass(frozen=True)
@@ -48,17 +54,23 @@ class ServedTaxonomy:
         check_options(rank, min_probability, text_type)
         self.taxonomy, self.rank, self.min_probability = taxonomy, rank, min_probability
         self.subset, self.text_type = subset, text_type
-        self.default = self._species(checklist(taxonomy, subset))
-        self.ranks = [r for r in RANKS if any(t.name(r) for t in taxonomy.taxa.values())]
+        self.default = self._species(ranked_checklist(taxonomy, subset, rank))
+        self.ranks = named_ranks(taxonomy.taxa.values())
 
     def _species(self, taxa: list[Taxon]) -> Species:
         return Species(taxa, [t.scientific() or t.label for t in taxa], species_texts(taxa, self.text_type))
 
     def species(self, query: TaxonQuery) -> Species:
-        """The server's species, or those of the request's checklist (ValueError naming `subset`)."""
+        """The server's species, or those of the request's checklist; ValueError naming `subset`,
+        or `rank` when none of them names the rank the request is answered at."""
         if query.subset is None:
-            return self.default
-        return self._species(checklist_of_text(self.taxonomy, query.subset, "subset"))
+            species = self.default
+            among = self.taxonomy.path if self.subset is None else f"the checklist {self.subset}"
+        else:
+            species = self._species(checklist_of_text(self.taxonomy, query.subset, "subset"))
+            among = "the request's checklist"
+        check_rank(species.taxa, self.options(query)[0], "rank", among)
+        return species
 
     def options(self, query: TaxonQuery) -> tuple[str, float | None]:
         """The (rank, min_probability) a request is answered at, checked (ValueError naming the field)."""
