@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -16,7 +17,10 @@ import torch
 from guard_helpers import user_error
 from train_fixtures import write_config
 
+import dalip.train.state
 from dalip.cli import main
+from dalip.config import load_train_config
+from dalip.quickstart import train_stage
 from dalip.train.state import stop_grace_seconds
 
 TAMPERED = {
@@ -118,3 +122,48 @@ def test_the_grace_period_must_be_a_positive_number(monkeypatch):
         stop_grace_seconds()
     monkeypatch.setenv("DALIP_STOP_GRACE_SECONDS", "2.5")
     assert stop_grace_seconds() == 2.5
+
+
+class _StoppedHandle(io.FileIO):
+    """A file whose third write meets Ctrl-C (torch's writer turns it into a RuntimeError)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes > 2:
+            raise KeyboardInterrupt
+        return super().write(data)
+
+
+def test_ctrl_c_inside_a_checkpoint_write_is_an_interrupt_not_a_traceback(
+    train_data, tmp_path, capsys, monkeypatch
+):
+    def stopped_save(state, path):
+        with _StoppedHandle(path, "wb") as handle:
+            torch.save(state, handle)
+
+    monkeypatch.setattr(dalip.train.state, "save_torch", stopped_save)
+    config = write_config(train_data, tmp_path / "run", steps=2)  # the last checkpoint: outside the loop
+    capsys.readouterr()
+    assert main(["train", "--config", str(config)]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "dalip train: interrupted" and "Traceback" not in err, err
+
+
+@pytest.mark.timeout(120)
+def test_a_stage_killed_before_its_first_checkpoint_starts_again_on_a_rerun(train_data, tmp_path):
+    """quickstart, mixlaw and the benchmarks rerun a stage with `train_stage`: the killed run's
+    manifest must list its config.yaml and metrics.jsonl, or the folder is refused."""
+    process, fifo, _ = _stalled_run(train_data, tmp_path, grace="600")
+    try:
+        process.kill()  # SIGKILL: config.yaml and metrics.jsonl are written, no checkpoint yet
+        process.wait(timeout=60)
+    finally:
+        _release(fifo)
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints").exists()
+    train_stage(load_train_config(write_config(train_data, run, steps=2)), cacheable=True)
+    assert (run / "model.safetensors").is_file()

@@ -138,3 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dalip {args.command}: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as error:
+        if not interrupted(error):
+            raise
+        print(f"dalip {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the causes or contexts of `error`: Ctrl-C inside
+    torch.save comes out as a RuntimeError ("unexpected pos ...") with the interrupt as context."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False

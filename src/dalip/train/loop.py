@@ -145,6 +145,8 @@ class Trainer:
         )
         with claim as folder:
             state = self._prepare_out_dir(resume)
+            if folder is not None:  # config.yaml and metrics.jsonl are listed before any step
+                folder.record()
             if state is not None:
                 self._restore(state)
             else:  # per-rank streams for dropout; a resumed run restores the saved ones
