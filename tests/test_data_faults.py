@@ -22,6 +22,7 @@ from dalip.cli import main
 from dalip.config import SourceConfig
 from dalip.data import build_loader, build_train_dataset, make_source
 from dalip.data.files import read_table
+from dalip.evaluation.datasets import read_caption_csv
 from dalip.evaluation.labels import check_labels
 
 
@@ -204,3 +205,13 @@ def test_no_room_for_the_shared_skip_counts_is_one_line_and_exit_1(train_data, t
     assert lines[-1] == (
         f"dalip {command}: error: /dev/shm: file too large (shared memory for the skip counts)"
     ), err
+
+
+@pytest.mark.timeout(60)  # a CSV reader on /dev/zero reads one endless line
+def test_a_table_that_is_a_device_is_named_not_read(tmp_path):
+    with pytest.raises(ValueError, match="/dev/zero: the caption CSV/TSV file is not a regular file"):
+        read_caption_csv("/dev/zero")
+    with pytest.raises(ValueError, match="/dev/zero: the CSV/TSV file is not a regular file"):
+        read_table("/dev/zero", ["filepath"])
+    with pytest.raises(FileNotFoundError, match="caption CSV/TSV file not found: "):
+        read_caption_csv(tmp_path / "missing.csv")

@@ -76,14 +76,20 @@ def is_image_entry(path: str | os.PathLike) -> bool:
         return False
 
 
-def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
-    """The lines of a UTF-8 text file (a byte-order mark dropped). FileNotFoundError when
-    there is none; ValueError naming the file when it is not a regular file (a device such
-    as /dev/zero, a pipe), is larger than MAX_TEXT_FILE_BYTES or is not UTF-8."""
+def check_regular_file(path: str | os.PathLike, what: str) -> None:
+    """FileNotFoundError when `path` does not exist; ValueError naming it when it is not a
+    regular file (a device such as /dev/zero, a pipe: reading one would never end)."""
     if not os.path.isfile(path):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{what} not found: {path}")
         raise ValueError(f"{path}: the {what} is not a regular file (expected a UTF-8 text file)")
+
+
+def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark dropped). FileNotFoundError when
+    there is none; ValueError naming the file when it is not a regular file (a device such
+    as /dev/zero, a pipe), is larger than MAX_TEXT_FILE_BYTES or is not UTF-8."""
+    check_regular_file(path, what)
     if os.path.getsize(path) > MAX_TEXT_FILE_BYTES:
         raise ValueError(f"{path}: the {what} is larger than {MAX_TEXT_FILE_BYTES:,} bytes")
     try:
@@ -181,6 +187,7 @@ def read_table(
     ValueError naming the file: not UTF-8, not a table, or a column of `columns` missing (the
     message lists those present, then `hint`)."""
     path = os.fspath(path)
+    check_regular_file(path, what)
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
     try:
         # utf-8-sig: a byte-order mark is no column name

@@ -118,8 +118,6 @@ def read_caption_csv(
     Image paths are relative to the file; rows that repeat a path add captions to it.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such caption CSV/TSV file")
     rows = read_table(path, [image_key, caption_key], "caption CSV/TSV file")
     folder = os.path.dirname(os.path.abspath(path))
     paths: dict[str, int] = {}
