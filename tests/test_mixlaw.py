@@ -105,8 +105,10 @@ def test_the_study_recovers_the_constrained_share_from_noisy_pilots():
         ["plant", "general"],
         Objective("plant", weights={"plant": 1}),
         resamples=10,
+        within_range=False,
     )
     assert weighted["recommended"][0] == pytest.approx(0.995)  # plant alone: as much plant as the grid has
+    assert weighted["extrapolated"] is True
 
 
 def test_two_budgets_predict_the_full_budget_before_the_mixture_fit():
@@ -168,8 +170,11 @@ def test_three_domains_from_a_mixture_file(tmp_path):
         for i, m in enumerate(mixtures)
     ]
     limit_start = 1.0 + 0.2 * np.exp(0.6)  # general loss at a 40% general share
-    result = fit_study(rows, domains, Objective("plant", "general", 1e-9, limit_start), resamples=10)
-    assert result["recommended"] == pytest.approx([0.6, 0.0, 0.4], abs=0.03)
+    objective = Objective("plant", "general", 1e-9, limit_start)
+    result = fit_study(rows, domains, objective, resamples=10, within_range=False)  # no pilot has 0 of b
+    assert result["recommended"] == pytest.approx([0.6, 0.0, 0.4], abs=0.03) and result["extrapolated"]
+    inside = fit_study(rows, domains, objective, resamples=10)
+    assert inside["optimum_outside_range"] is not None and not inside["extrapolated"]
     assert len(result["held_out"]) == 6 and max(e["abs_error"] for e in result["held_out"]) < 0.01
     assert result["bands"] is None
 

@@ -122,6 +122,12 @@ def _objective_flags(group: argparse._ArgumentGroup) -> None:
         help="instead: minimise the sum of W x loss over the domains (repeatable)",
     )
     group.add_argument("--resamples", type=count(10), default=200, help="bootstrap refits (default 200)")
+    group.add_argument(
+        "--extrapolate",
+        action="store_true",
+        help="let the recommendation lie outside the pilots' range of shares, where the laws extrapolate "
+        "(it is flagged); by default it is the best mixture within that range",
+    )
 
 
 def pairs(items: list[str], option: str, number: bool = False) -> dict[str, object]:
@@ -135,6 +141,8 @@ def pairs(items: list[str], option: str, number: bool = False) -> dict[str, obje
                 value = float(value)
             except ValueError:
                 raise ValueError(f"{option}: expected a number after {name}=, got {value!r}") from None
+        if name in found:
+            raise ValueError(f"{option}: domain {name!r} is given twice; give each domain once")
         found[name] = value
     return found
 
@@ -209,4 +217,5 @@ def study_from_args(args: argparse.Namespace, base: TrainConfig) -> Study:
         weights=pairs(args.weight, "--weight", number=True) or None,
         confirm=args.confirm,
         resamples=args.resamples,
+        extrapolate=args.extrapolate,
     )

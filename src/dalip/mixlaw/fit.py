@@ -6,6 +6,11 @@ loss}}. With pilots at two or more step budgets and a `full_steps` to predict, e
 (mixture, seed)'s loss at `full_steps` comes from step laws with a shared floor and exponent
 (`fit_step_laws`, fitted on every pilot); the mixture law is then fitted to those predictions.
 Held-out mixtures never enter the mixture law's fit.
+
+The recommendation is searched within the fitted pilots' range of shares (`within_range`,
+what `dalip mixlaw` does unless --extrapolate) or over the whole simplex, flagged where it
+lies outside that range; every interval is a bootstrap percentile interval that contains its
+point estimate (`interval`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from dalip.evaluation.mixing_law import Law, bootstrap_laws, fit_law, fit_step_laws, parameters, recommend
+from dalip.evaluation.mixing_law import (
+    Law,
+    bootstrap_laws,
+    fit_law,
+    fit_step_laws,
+    parameters,
+    recommend,
+    simplex_grid,
+)
 
 
 @dataclass(frozen=True)
@@ -112,22 +125,46 @@ def leave_one_out(fitted: Sequence[Mapping[str, Any]], domains: Sequence[str]) -
         rest = [row for row in fitted if tuple(row["mixture"]) != mixture]
         others = np.array([row["mixture"] for row in rest])
         # outside the others' range in some share: the left-out law extrapolates there
-        outside = bool(
-            np.any(np.array(mixture) < others.min(axis=0)) or np.any(np.array(mixture) > others.max(axis=0))
-        )
+        outside = not _inside(np.array([mixture]), others.min(axis=0), others.max(axis=0))[0]
         for error in errors(
             _fit(rest, domains), [r for r in fitted if tuple(r["mixture"]) == mixture], domains
         ):
-            found.append(dict(error, extrapolated=outside))
+            found.append(dict(error, extrapolated=bool(outside)))
     return found
 
 
-def _recommend(laws: Sequence[Law], domains: Sequence[str], objective: Objective) -> np.ndarray | None:
+def _inside(mixtures: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Which mixtures (N, M) have every share within [low, high] (M,): (N,) booleans."""
+    return np.all((mixtures >= low - 1e-9) & (mixtures <= high + 1e-9), axis=1)
+
+
+def _grid(mixtures: np.ndarray, within_range: bool) -> np.ndarray:
+    """The mixtures a recommendation is searched among: the simplex grid, or with
+    `within_range` its part within the pilots' share ranges and the pilot mixtures themselves."""
+    grid = simplex_grid(mixtures.shape[1])
+    if not within_range:
+        return grid
+    inside = grid[_inside(grid, mixtures.min(axis=0), mixtures.max(axis=0))]
+    return np.concatenate([inside, np.unique(mixtures, axis=0)])
+
+
+def _recommend(
+    laws: Sequence[Law], domains: Sequence[str], objective: Objective, grid: np.ndarray
+) -> np.ndarray | None:
     if objective.weights is not None:
         weights = [objective.weights.get(domain, 0.0) for domain in domains]
-        return recommend(laws, domains.index(objective.target), weights=weights)
+        return recommend(laws, domains.index(objective.target), weights=weights, grid=grid)
     limit = objective.start_loss + objective.eps
-    return recommend(laws, domains.index(objective.target), domains.index(objective.keep), limit)
+    return recommend(laws, domains.index(objective.target), domains.index(objective.keep), limit, grid=grid)
+
+
+def interval(values: Any, point: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% interval of a quantity: the 2.5th and 97.5th percentiles of its bootstrap
+    `values` (N, ...), widened to contain `point`, the fit's own value. Where every
+    refit falls on one side of the fit (a biased or extrapolating law), the percentiles alone
+    would exclude the estimate they are meant to bound."""
+    low, high = np.percentile(np.asarray(values, dtype=float), [2.5, 97.5], axis=0)
+    return np.minimum(low, point), np.maximum(high, point)
 
 
 def fit_study(
@@ -137,21 +174,22 @@ def fit_study(
     full_steps: int | None = None,
     resamples: int = 200,
     seed: int = 0,
+    within_range: bool = True,
 ) -> dict[str, Any]:
-    """The laws, their bootstrap, the errors and the recommendation (module docstring)."""
+    """The laws, their bootstrap, the errors and the recommendation (module docstring).
+    `within_range`: recommend only mixtures within the fitted pilots' range of shares (each
+    domain's lowest to highest), where the laws interpolate; `optimum_outside_range` then
+    gives the optimum outside it, if the laws put it there. Otherwise the whole simplex is
+    searched and `extrapolated` says whether the recommendation lies outside that range."""
     domains = list(domains)
     chosen = points(rows, domains, full_steps)
     fitted = [row for row in chosen if not row["held_out"]]
     laws = _fit(fitted, domains)
     mixtures = np.array([row["mixture"] for row in fitted])
-    boots = [
-        bootstrap_laws(mixtures, [row["loss"][domain] for row in fitted], resamples, seed)
-        for domain in domains
-    ]
-    pairs = list(zip(*boots))  # the same resampled pilots for every domain (same seed and size)
-    best = _recommend(laws, domains, objective)
-    again = [_recommend(list(pair), domains, objective) for pair in pairs]
-    feasible = np.array([mixture for mixture in again if mixture is not None])
+    low, high = mixtures.min(axis=0), mixtures.max(axis=0)
+    grid = _grid(mixtures, within_range)
+    best = _recommend(laws, domains, objective, grid)
+    free = _recommend(laws, domains, objective, simplex_grid(len(domains))) if within_range else None
     result: dict[str, Any] = {
         "domains": domains,
         "objective": objective.describe(),
@@ -160,35 +198,67 @@ def fit_study(
         "fit_errors": errors(laws, fitted, domains),
         "held_out": errors(laws, [row for row in chosen if row["held_out"]], domains),
         "leave_one_out": leave_one_out(fitted, domains),
-        "bootstrap": {"resamples": len(pairs), "infeasible": len(again) - len(feasible)},
         "recommended": None if best is None else [float(share) for share in best],
+        "pilot_range": {"low": low.tolist(), "high": high.tolist()},
+        "extrapolate": not within_range,
+        "extrapolated": bool(best is not None and not _inside(best[None], low, high)[0]),
+        "optimum_outside_range": None
+        if free is None or _inside(free[None], low, high)[0]
+        else [float(share) for share in free],
         "limit": None
         if objective.weights is not None
         else {"domain": objective.keep, "value": objective.start_loss + objective.eps},
     }
-    if best is not None:
-        result["recommended_interval"] = (
-            np.percentile(feasible, [2.5, 97.5], axis=0).T.tolist() if len(feasible) else None
-        )
-        result["predicted"] = {
-            domain: {
-                "loss": float(law(best[None])[0]),
-                "interval": np.percentile([b(best[None])[0] for b in boot], [2.5, 97.5]).tolist(),
-            }
-            for domain, law, boot in zip(domains, laws, boots)
-        }
-    result["bands"] = _bands(laws, boots, len(domains))
+    boots = [
+        bootstrap_laws(mixtures, [row["loss"][domain] for row in fitted], resamples, seed)
+        for domain in domains
+    ]
+    result.update(_uncertainty(laws, boots, best, domains, objective, grid))
     return result
 
 
+def _uncertainty(
+    laws: Sequence[Law],
+    boots: Sequence[Sequence[Law]],
+    best: np.ndarray | None,
+    domains: list[str],
+    objective: Objective,
+    grid: np.ndarray,
+) -> dict[str, Any]:
+    """The recommendation and predicted losses again from each bootstrap refit (`interval`),
+    and the laws' bands."""
+    pairs = list(zip(*boots))  # the same resampled pilots for every domain (same seed and size)
+    again = [_recommend(list(pair), domains, objective, grid) for pair in pairs]
+    feasible = np.array([mixture for mixture in again if mixture is not None])
+    found: dict[str, Any] = {
+        "bootstrap": {"resamples": len(pairs), "infeasible": len(again) - len(feasible)},
+        "bands": _bands(laws, boots, len(domains)),
+    }
+    if best is not None:
+        found["recommended_interval"] = (
+            np.stack(interval(feasible, best), axis=1).tolist() if len(feasible) else None
+        )
+        found["predicted"] = {
+            domain: {
+                "loss": float(law(best[None])[0]),
+                "interval": [
+                    float(end) for end in interval([b(best[None])[0] for b in boot], law(best[None])[0])
+                ],
+            }
+            for domain, law, boot in zip(domains, laws, boots)
+        }
+    return found
+
+
 def _bands(laws: Sequence[Law], boots: Sequence[Sequence[Law]], domains: int) -> dict[str, Any] | None:
-    """Two domains: each law and its 95% bootstrap band over a grid of first-domain shares."""
+    """Two domains: each law and its 95% bootstrap band (`interval`) over a grid of
+    first-domain shares."""
     if domains != 2:
         return None
     grid = np.linspace(0.01, 0.99, 99)
     bands = []
     for law, boot in zip(laws, boots):
-        curves = np.array([b(grid) for b in boot])
-        low, high = np.percentile(curves, [2.5, 97.5], axis=0)
-        bands.append({"fit": law(grid).tolist(), "low": low.tolist(), "high": high.tolist()})
+        fit = law(grid)
+        low, high = interval([b(grid) for b in boot], fit)
+        bands.append({"fit": fit.tolist(), "low": low.tolist(), "high": high.tolist()})
     return {"share": grid.tolist(), "curves": bands}

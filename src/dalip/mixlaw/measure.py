@@ -1,9 +1,10 @@
 """What a mixing law is fitted to: each domain's held-out contrastive loss (and, where a
 labelled split is given, zero-shot top-1) of one trained model, cached beside the study.
 
-A measurement is kept in `measures/<run>.json` with the key it was made under (the model
-file's size and time, the validation files, batch size, modes); a run whose key still
-matches is not measured again.
+A measurement is kept in `measures/<run>.json` with the key it was made under (the SHA-256
+of the model file and of each validation CSV, the zero-shot data, batch size, modes); a run
+whose key still matches is not measured again, and an edited file is measured anew whatever
+its size and time.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from dalip.atomic import write_text
+from dalip.data.files import check_regular_file
 from dalip.evaluation.contrastive import contrastive_loss
 from dalip.evaluation.datasets import read_caption_csv
 from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.specs import load_model
+from dalip.evaluation.specs import file_sha256, load_model
 from dalip.evaluation.zero_shot import zero_shot
+from dalip.readers import read_json
 
 
 @dataclass(frozen=True)
@@ -52,18 +55,23 @@ class Measures:
                 raise ValueError(
                     f"--val: no validation caption CSV for domain {domain!r} (give --val {domain}=FILE)"
                 )
-        for path in self.val.values():
-            read_caption_csv(path)  # a missing file or caption column: one line naming it
+        for domain, path in self.val.items():
+            check_regular_file(path, f"--val {domain} caption CSV")  # missing, or a device (/dev/zero)
+            read_caption_csv(path)  # a missing caption column: one line naming the file
 
     def key(self, checkpoint: str | os.PathLike) -> dict[str, Any]:
-        def stamp(path: str | os.PathLike) -> list[Any]:
-            info = os.stat(path)
-            return [os.path.abspath(path), info.st_size, info.st_mtime_ns]
+        """What a measurement depends on: each file by its path and content (SHA-256); a
+        zero-shot folder by its path."""
+
+        def content(path: str | os.PathLike) -> Any:
+            return (
+                [os.path.abspath(path), file_sha256(path)] if os.path.isfile(path) else os.path.abspath(path)
+            )
 
         return {
-            "model": stamp(checkpoint),
-            "val": {domain: stamp(path) for domain, path in sorted(self.val.items())},
-            "zeroshot": {domain: os.path.abspath(path) for domain, path in sorted(self.zeroshot.items())},
+            "model": content(checkpoint),
+            "val": {domain: content(path) for domain, path in sorted(self.val.items())},
+            "zeroshot": {domain: content(path) for domain, path in sorted(self.zeroshot.items())},
             "templates": dict(sorted(self.templates.items())),
             "modes": list(self.modes),
             "batch_size": self.batch_size,
@@ -79,8 +87,8 @@ def measure(
     key = measures.key(checkpoint)
     if cache.is_file():
         try:
-            stored = json.loads(cache.read_text())
-        except (OSError, ValueError):
+            stored = read_json(cache, "measures cache")
+        except (OSError, ValueError):  # unreadable or not ours: measured again
             stored = None
         if isinstance(stored, dict) and stored.get("key") == key:
             return stored["result"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dalip.config import TrainConfig
+from dalip.data.files import read_text_lines
 from dalip.evaluation.mixing_law import parameters
 
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
@@ -97,17 +98,18 @@ def parse_shares(
 def read_mixtures(
     path: str | os.PathLike, domains: Sequence[str], option: str = "--mixtures"
 ) -> list[tuple[float, ...]]:
-    """A CSV with one column per domain and one mixture per row (shares in (0, 1) summing to 1)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{option}: no such file: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    """A CSV (or .tsv) with one column per domain and one mixture per row (shares in (0, 1)
+    summing to 1, each mixture once); ValueError naming the file (and line) otherwise."""
+    lines = read_text_lines(path, f"{option} file")  # a missing file, or a device: one line
+    delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
+    rows = list(csv.DictReader(lines, delimiter=delimiter))
     header = list(rows[0]) if rows else []
     if sorted(header) != sorted(domains):
         raise ValueError(
             f"{path}: expected the columns {', '.join(domains)} (one per domain), got {', '.join(header)}"
         )
-    mixtures = []
+    mixtures: list[tuple[float, ...]] = []
+    lines_of: dict[tuple[float, ...], int] = {}  # a mixture's key -> its line
     for number, row in enumerate(rows, start=2):
         try:
             mixture = tuple(float(row[domain]) for domain in domains)
@@ -117,6 +119,12 @@ def read_mixtures(
             sum(mixture), 1.0, abs_tol=1e-6
         ):
             raise ValueError(f"{path}, line {number}: shares must lie in (0, 1) and sum to 1, got {row}")
+        if _key(mixture) in lines_of:
+            raise ValueError(
+                f"{path}, line {number}: the mixture {_shown(mixture)} repeats line "
+                f"{lines_of[_key(mixture)]}; give each pilot mixture once"
+            )
+        lines_of[_key(mixture)] = number
         mixtures.append(mixture)
     return mixtures
 
@@ -124,21 +132,36 @@ def read_mixtures(
 def check_mixtures(
     mixtures: Sequence[tuple[float, ...]], held_out: Sequence[tuple[float, ...]], where: str
 ) -> None:
-    """Repeated mixtures, and fewer fitted mixtures than one law's parameters, are refused."""
-    seen: set[tuple[float, ...]] = set()
-    for mixture in list(mixtures) + list(held_out):
-        key = tuple(round(share, 8) for share in mixture)
-        if key in seen:
+    """Repeated mixtures (`where`: the option that gave the fitted ones; held-out ones come
+    from --holdout), and fewer fitted mixtures than one law's parameters, are refused."""
+    fitted: set[tuple[float, ...]] = set()
+    for mixture in mixtures:
+        if _key(mixture) in fitted:
             raise ValueError(
                 f"{where}: the mixture {_shown(mixture)} is given twice; each pilot mixture once"
             )
-        seen.add(key)
+        fitted.add(_key(mixture))
+    held: set[tuple[float, ...]] = set()
+    for mixture in held_out:
+        if _key(mixture) in fitted:
+            raise ValueError(
+                f"--holdout: the mixture {_shown(mixture)} is also a fitted pilot mixture; "
+                "hold out mixtures that are not fitted"
+            )
+        if _key(mixture) in held:
+            raise ValueError(f"--holdout: the mixture {_shown(mixture)} is given twice; each mixture once")
+        held.add(_key(mixture))
     needed = parameters(len(mixtures[0])) + 1 if mixtures else 4
     if len(mixtures) < needed:
         raise ValueError(
             f"{where}: {len(mixtures)} pilot mixtures to fit (held-out ones left aside) fit no law of "
             f"{needed - 1} parameters per domain; give at least {needed}"
         )
+
+
+def _key(mixture: Sequence[float]) -> tuple[float, ...]:
+    """Two mixtures are one when their shares agree to 8 decimals (as their pilot folders' names)."""
+    return tuple(round(share, 8) for share in mixture)
 
 
 def _shown(mixture: Sequence[float]) -> str:

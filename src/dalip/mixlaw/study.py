@@ -4,7 +4,7 @@ them, fit, recommend, and with `confirm` train the recommended mixture and measu
 Layout of the study folder: `pilots/<mixture>-seed<S>-steps<N>/` (each a `dalip train`
 folder), `measures/<run>.json`, `confirm/<run>/`, and `mixlaw.json`, `report.md`,
 `mixlaw.png`. A finished pilot whose config.yaml is the one asked for is not trained again;
-a killed one resumes from its last checkpoint.
+a killed one resumes from its last checkpoint, or starts again (`dalip.mixlaw.training`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dalip.evaluation.runtime import Runtime
 from dalip.mixlaw.fit import Objective, fit_study
 from dalip.mixlaw.measure import Measures, measure
 from dalip.mixlaw.plan import Pilot, check_mixtures, domain_weights, domains_of, pilot_config
+from dalip.mixlaw.training import train_pilot
 from dalip.outputs import OutputFolder
-from dalip.quickstart import train_stage
-from dalip.report.mixlaw import recommended_shares, write_report
+from dalip.report.mixlaw import range_note, recommended_shares, write_report
 from dalip.report.text import printable
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ class Study:
     """A study's settings (README, "Choosing the mix"). `mixtures` are fitted, `held_out`
     ones only predicted; `steps`: one or more pilot budgets (default: the base config's);
     `full_steps`: the budget to predict from two or more; `mode`: the similarity mode whose
-    loss the laws fit."""
+    loss the laws fit; `extrapolate`: the recommendation may lie outside the pilots' range of
+    shares (else it is the best within it); `mixtures_option`: the option that gave
+    `mixtures`, named in messages."""
 
     base: TrainConfig
     mixtures: list[tuple[float, ...]]
@@ -49,13 +51,16 @@ class Study:
     mode: str = "fused"
     confirm: bool = False
     resamples: int = 200
+    extrapolate: bool = False
+    mixtures_option: str = ""
 
     def domains(self) -> list[str]:
         return domains_of(self.base)
 
     def check(self) -> None:
         domains = self.domains()
-        check_mixtures(self.mixtures, self.held_out, "--shares" if len(domains) == 2 else "--mixtures")
+        where = self.mixtures_option or ("--shares" if len(domains) == 2 else "--mixtures")
+        check_mixtures(self.mixtures, self.held_out, where)
         self.measures.check(domains)
         if self.mode not in self.measures.modes:
             raise ValueError(
@@ -77,6 +82,11 @@ class Study:
             raise ValueError(
                 "--eps: the limit is relative to the start model, and model.pretrained names no local "
                 "checkpoint; use --weight for a weighted objective"
+            )
+        if self.full_steps is not None and len(self.budgets()) < 2:
+            raise ValueError(
+                f"--full-steps: needs pilots at two or more --steps budgets to predict {self.full_steps} "
+                f"steps from; the pilots have one ({self.budgets()[0]} steps)"
             )
         if len(self.budgets()) > 1 and self.full_steps is None:
             logger.info(
@@ -100,11 +110,14 @@ class Study:
         ]
 
 
-def _run_pilot(study: Study, pilot: Pilot, folder: Path, runtime: Runtime) -> dict[str, Any]:
+def _run_pilot(
+    study: Study, pilot: Pilot, folder: Path, runtime: Runtime, output: OutputFolder
+) -> dict[str, Any]:
+    """Train (`train_pilot`) and measure one pilot in `folder` (a folder of the study's `output`)."""
     domains = study.domains()
     name = pilot.name(domains)
     config = pilot_config(study.base, domains, pilot, folder / name)
-    seconds = train_stage(config, cacheable=True)
+    seconds = train_pilot(config, output)
     measured = measure(
         Path(config.out_dir) / "model.safetensors",
         study.measures,
@@ -139,7 +152,7 @@ def run_study(
     rows = []
     for pilot in study.pilots():
         logger.info("pilot %s", pilot.name(study.domains()))
-        rows.append(_run_pilot(study, pilot, out / "pilots", runtime))
+        rows.append(_run_pilot(study, pilot, out / "pilots", runtime, folder))
         folder.record()
     start = None
     if study.start_model() is not None:
@@ -148,10 +161,17 @@ def run_study(
     if objective.weights is None:
         reference = start["loss"][objective.keep][study.mode]
         objective = Objective(objective.target, objective.keep, objective.eps, reference)
-    fitted = fit_study(rows, study.domains(), objective, study.full_steps, study.resamples)
+    fitted = fit_study(
+        rows,
+        study.domains(),
+        objective,
+        study.full_steps,
+        study.resamples,
+        within_range=not study.extrapolate,
+    )
     results = _results(study, rows, start, fitted)
     if study.confirm and fitted["recommended"] is not None:
-        results["confirm"] = _confirm(study, fitted, out / "confirm", runtime)
+        results["confirm"] = _confirm(study, fitted, out / "confirm", runtime, folder)
         folder.record()
     write_text(out / "mixlaw.json", json.dumps(results, indent=1) + "\n")
     write_report(results, out)
@@ -180,12 +200,14 @@ def _results(
     return results
 
 
-def _confirm(study: Study, fitted: dict[str, Any], folder: Path, runtime: Runtime) -> dict[str, Any]:
+def _confirm(
+    study: Study, fitted: dict[str, Any], folder: Path, runtime: Runtime, output: OutputFolder
+) -> dict[str, Any]:
     """Train the recommended mixture (at `full_steps`, else the longest pilot budget) for every
     seed and measure it against the prediction."""
     steps = study.full_steps or study.budgets()[-1]
     mixture = tuple(fitted["recommended"])
-    runs = [_run_pilot(study, Pilot(mixture, seed, steps), folder, runtime) for seed in study.seeds]
+    runs = [_run_pilot(study, Pilot(mixture, seed, steps), folder, runtime, output) for seed in study.seeds]
     observed = {d: sum(run["loss"][d] for run in runs) / len(runs) for d in study.domains()}
     return {
         "steps": steps,
@@ -197,10 +219,12 @@ def _confirm(study: Study, fitted: dict[str, Any], folder: Path, runtime: Runtim
 
 def summary_lines(results: dict[str, Any], base: TrainConfig) -> Sequence[str]:
     """The recommendation as `weight:` lines to paste into the config (one per source)."""
+    note = [line for line in [range_note(results)] if line]  # outside the pilots' range
     if results.get("recommended") is None:
-        return ["no mixture meets the objective: " + results["objective"]]
+        return ["no mixture meets the objective: " + results["objective"], *note]
     lines = [
         "recommended mixture: " + recommended_shares(results),
+        *note,
         "data.sources weights for the config (in its order):",
     ]
     for source, weight in zip(base.data.sources, results["recommended_weights"]):

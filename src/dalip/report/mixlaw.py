@@ -72,14 +72,59 @@ def recommended_shares(results: dict[str, Any]) -> str:
     return ", ".join(shares)
 
 
+def _shares(domains: list[str], mixture: list[float]) -> str:
+    shown = domains[:1] if len(domains) == 2 else domains
+    return ", ".join(f"{domain} {share:.3f}" for domain, share in zip(shown, mixture))
+
+
+def range_note(results: dict[str, Any]) -> str | None:
+    """A sentence when the recommendation, or the laws' optimum, lies outside the fitted
+    pilots' range of shares (where the laws extrapolate); None when neither does."""
+    band = results.get("pilot_range")
+    if band is None:
+        return None
+    domains = results["domains"]
+    shown = domains[:1] if len(domains) == 2 else domains
+    where = ", ".join(f"{d} {band['low'][i]:.3f}-{band['high'][i]:.3f}" for i, d in enumerate(shown))
+    if results.get("extrapolated"):
+        return (
+            f"Extrapolated: the recommended mixture lies outside the pilots' range ({where}), where "
+            "the laws were not fitted; train pilots near it (or --confirm it) before relying on it."
+        )
+    optimum = results.get("optimum_outside_range")
+    if optimum is None:
+        return None
+    found = (
+        "the recommendation is the best mixture within it"
+        if results["recommended"] is not None
+        else "no mixture within it meets the objective"
+    )
+    return (
+        f"The laws' optimum, {_shares(domains, optimum)}, lies outside the pilots' range ({where}): "
+        f"{found}. Add pilots toward it, or pass --extrapolate to accept a mixture out there."
+    )
+
+
+INTERVALS = (
+    "Intervals: the 2.5th to 97.5th percentiles of the same quantity over the bootstrap refits "
+    "(pilots drawn with replacement), widened to include the estimate itself. They show how much "
+    "the answer depends on which pilots were run; the error of the law's form is in the held-out "
+    "and leave-one-out errors below."
+)
+
+
 def recommendation_text(results: dict[str, Any]) -> str:
+    note = range_note(results)
     if results["recommended"] is None:
-        return f"No mixture on the grid meets the objective ({results['objective']})."
+        text = f"No mixture on the grid meets the objective ({results['objective']})."
+        return text + (f"\n\n{note}" if note else "")
     lines = [
         f"Objective: {results['objective']}.",
         "",
         "Recommended mixture (95% bootstrap interval): " + recommended_shares(results) + ".",
     ]
+    if note:
+        lines += ["", note]
     boot = results["bootstrap"]
     if boot["infeasible"]:
         lines.append(
@@ -93,6 +138,8 @@ def recommendation_text(results: dict[str, Any]) -> str:
             for d, p in results["predicted"].items()
         )
         + ".",
+        "",
+        INTERVALS,
     ]
     lines += ["", "The `weight:` of each source, in the config's order:", "", "```yaml"]
     for source, weight in zip(results["base_sources"], results["recommended_weights"]):
@@ -190,7 +237,8 @@ def _share_panel(axis: Any, results: dict[str, Any], index: int, domain: str) ->
     if limit is not None and limit["domain"] == domain:
         axis.axhline(limit["value"], color="tab:red", linewidth=1, label="limit (start + eps)")
     if results["recommended"] is not None:
-        axis.axvline(results["recommended"][0], linestyle="--", color="k", label="recommended")
+        label = "recommended (extrapolated)" if results.get("extrapolated") else "recommended"
+        axis.axvline(results["recommended"][0], linestyle="--", color="k", label=label)
     axis.set_xlabel(f"{results['domains'][0]} share")
 
 
