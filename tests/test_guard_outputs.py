@@ -146,6 +146,7 @@ except FileExistsError:
 """
 
 
+@pytest.mark.slow  # 29 s of racing processes; the lock's single-process cases stay in the default suite
 def test_processes_racing_for_a_stale_lock_cannot_both_win(tmp_path):
     """A stale lock file (dalip 0.1's record of a process that is gone) and six processes
     starting at the same instant: exactly one takes the folder, the others are refused while it

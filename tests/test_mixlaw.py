@@ -173,7 +173,7 @@ def test_three_domains_from_a_mixture_file(tmp_path):
     objective = Objective("plant", "general", 1e-9, limit_start)
     result = fit_study(rows, domains, objective, resamples=10, within_range=False)  # no pilot has 0 of b
     assert result["recommended"] == pytest.approx([0.6, 0.0, 0.4], abs=0.03) and result["extrapolated"]
-    inside = fit_study(rows, domains, objective, resamples=10)
+    inside = fit_study(rows, domains, objective, resamples=3)
     assert inside["optimum_outside_range"] is not None and not inside["extrapolated"]
     assert len(result["held_out"]) == 6 and max(e["abs_error"] for e in result["held_out"]) < 0.01
     assert result["bands"] is None
@@ -331,6 +331,7 @@ def test_the_embedded_study_reuses_a_quickstart_folder_read_only(tmp_path):
     assert results["start"]["model"] == str(first / "start" / "model.safetensors")
 
 
+@pytest.mark.slow  # 53 s: a real pilot killed and resumed; test_mixlaw_inputs.py covers the folder logic fast
 def test_an_interrupted_pilot_resumes_to_the_same_model(tmp_path):
     """train_stage(cacheable=True), as mixlaw runs its pilots: a run of the same config that
     stopped after a checkpoint continues from it and ends with the uninterrupted run's weights."""
