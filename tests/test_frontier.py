@@ -169,3 +169,9 @@ def test_frontier_cli_sweeps_tuned_models_once(train_data, tmp_path, capsys, mon
     assert (
         json.loads((tmp_path / "f" / "frontier.json").read_text())["paired"]["dalip"]["gain"]["mean"] == 0.0
     )
+    swept.clear()
+    suite.write_text(suite.read_text() + "modes: [fused, first]\n")  # another suite: no sweep is reused
+    assert main([*argv, "--force"]) == 0
+    assert sorted(swept) == sorted(str(tuned[r]) for r in ("clip", "dalip"))
+    results = json.loads((tmp_path / "f" / "sweeps" / "dalip@0" / "results.json").read_text())
+    assert set(results["interpolation"][1]["summary"]) == {"fused", "first"}

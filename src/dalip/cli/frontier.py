@@ -4,6 +4,7 @@ the gain-retention trade-off (`dalip.evaluation.frontier`)."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from dalip.cli.common import MODEL_HELP, add_force_flag, add_runtime_flags, runt
 from dalip.cli.interpolate import parse_weights
 from dalip.evaluation.frontier import DEFAULT_LEVELS, Curve, curve_from_sweep, frontier
 from dalip.evaluation.specs import check_spec, load_model
-from dalip.evaluation.suite_file import load_suite
+from dalip.evaluation.suite_file import load_suite, suite_summary
 from dalip.evaluation.wiseft import interpolate
 from dalip.outputs import OutputFolder
 from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
@@ -154,17 +155,33 @@ def _sweep(
     points: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The sweep of one tuned model, reused from `folder` when an earlier run swept the same
-    start and tuned models (checked by their sha256) at the same weights; points evaluated
-    by this run's earlier sweeps are reused (`interpolate`'s `points`)."""
+    start and tuned models (checked by their sha256) at the same weights with the same suite
+    (datasets, templates, modes); points evaluated by this run's earlier sweeps are reused
+    (`interpolate`'s `points`)."""
     earlier = folder / "results.json"
     if earlier.is_file():
         results = read_json(earlier, "sweep results", MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES)
-        if isinstance(results, dict) and _same_sweep(results, args.start, spec, weights):
+        same_suite = isinstance(results, dict) and _scored(results.get("suite")) == _scored(
+            _plain(suite_summary(suite))
+        )
+        if same_suite and _same_sweep(results, args.start, spec, weights):
             return results
     runtime = runtime_from_flags(args, suite)
     results = interpolate(args.start, spec, weights, suite, folder, runtime, points=points)
     write_interpolation_report(results, folder)
     return results
+
+
+def _plain(data: Any) -> Any:
+    """`data` as it reads back from JSON (tuples as lists)."""
+    return json.loads(json.dumps(data))
+
+
+def _scored(summary: Any) -> Any:
+    """What of a suite's summary changes the scores: its datasets, templates, modes and seed
+    (not its batch size or workers)."""
+    keys = ("datasets", "templates", "modes", "seed")
+    return {key: summary.get(key) for key in keys} if isinstance(summary, dict) else None
 
 
 def _same_sweep(results: dict[str, Any], start: str, tuned: str, weights: list[float]) -> bool:
