@@ -40,12 +40,13 @@ from dalip.evaluation.frontier import curve_from_sweep, frontier
 from dalip.evaluation.suite import run_suite
 from dalip.evaluation.validation import training_validation
 from dalip.evaluation.wiseft import interpolate
-from dalip.outputs import OutputFolder, remove_earlier_output
+from dalip.outputs import OutputFolder, read_manifest, remove_earlier_output
 from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
 from dalip.report.quickstart import write_report
 from dalip.report.suite import write_interpolation_report, write_suite_report
 from dalip.schema import from_dict
 from dalip.train.loop import train
+from dalip.train.out_dir import clean_temporary_files
 from dalip.train.state import training_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,9 @@ def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
     if cacheable and training_checkpoints(run / "checkpoints") and trained_with(run / "config.yaml", config):
         resume = "latest"  # an interrupted run of this very config: continue it
     else:
+        manifest = read_manifest(run) if run.is_dir() else None
+        if manifest is not None and manifest.get("command") == "train":
+            clean_temporary_files(run)  # half-written files of a stage killed inside a write
         remove_earlier_output(run, "train")  # only what that stage's earlier run wrote
     logger.info("training %s: %s loss, %d steps", run.name, config.loss.kind, config.steps)
     started = time.perf_counter()
