@@ -38,9 +38,11 @@ import _common  # noqa: E402
 
 from dalip.cli import main as dalip_main  # noqa: E402
 from dalip.config import DistillConfig, L2SPConfig, LoRAConfig  # noqa: E402
+from dalip.evaluation.frontier import curve_from_sweep, frontier, paired_interval  # noqa: E402
 from dalip.quickstart import BUDGETS, generate_data, run_config, train_stage  # noqa: E402
 
 RECIPES = [f"{method}{loss}" for method in ("", "lora-", "l2sp-", "distill-") for loss in ("clip", "dalip")]
+MODES = ("fused", "first", "second")  # every sweep scores each; DALIP recipes are read in each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +143,63 @@ def noise_summary(report: dict[str, Any], baseline: str) -> dict[str, Any]:
         spread = stats.tstd(pairs) if len(pairs) > 1 else None
         summary[recipe] = {"pairs": len(pairs), "sd": spread, "seeds_for_1_point": needed_seeds(spread or 0)}
     return summary
+
+
+def _text(summary: dict[str, Any] | None) -> str:
+    """A paired summary in points: mean [95% t interval]."""
+    if summary is None:
+        return "-"
+    if summary["low"] is None:
+        return f"{100 * summary['mean']:+.1f}"
+    return f"{100 * summary['mean']:+.1f} [{100 * summary['low']:+.1f}, {100 * summary['high']:+.1f}]"
+
+
+def mode_readings(
+    sweeps: Path, recipes: list[str], seeds: list[int], levels: tuple[float, ...] = (0.5, 0.75)
+) -> str:
+    """Markdown: each DALIP recipe answering in each similarity mode, paired with CLIP tuning (which
+    answers first order) on the same seeds; then the same tuned weights (w = 1) answering first or
+    second order minus fused, paired by seed."""
+    curves = []
+    for seed in seeds:
+        for recipe in recipes:
+            results = json.loads((sweeps / f"{recipe}@{seed}" / "results.json").read_text())
+            for mode in MODES if recipe.endswith("dalip") else ("first",):
+                name = f"{recipe} ({mode})" if recipe.endswith("dalip") else recipe
+                curves.append(curve_from_sweep(results, name, str(seed), "plant", "general", mode))
+    report = frontier(curves, "clip", levels)
+    at = " | ".join(f"general at {100 * level:g}% gain" for level in levels)
+    lines = [
+        "Each DALIP recipe answering in each mode minus CLIP tuning (first order), paired by seed "
+        "(mean [95% t interval], points; in brackets: seeds whose curve reaches the level):",
+        "",
+        f"| recipe (mode) | seeds | plant gain | general (tuned) | {at} |",
+        "|" + " --- |" * (4 + len(levels)),
+    ]
+    for name, paired in report["paired"].items():
+        if "(" not in name:
+            continue
+        cells = []
+        for level in (f"{value:g}" for value in levels):
+            reading = paired["general_at_level"][level]
+            cells.append("-" if reading is None else f"{_text(reading)} ({reading['reached']})")
+        lines.append(
+            f"| {name} | {len(paired['seeds'])} | {_text(paired['gain'])} | {_text(paired['general'])} | "
+            f"{' | '.join(cells)} |"
+        )
+    lines += ["", "The same tuned weights (w = 1) answering in another mode, minus fused (points):", ""]
+    lines += ["| recipe | mode | seeds | plant | general |", "| --- | --- | --- | --- | --- |"]
+    by_name = {(c.recipe, c.seed): c for c in curves}
+    for recipe in (r for r in recipes if r.endswith("dalip")):
+        for mode in MODES[1:]:
+            pairs = [
+                (by_name[(f"{recipe} ({mode})", str(s))], by_name[(f"{recipe} (fused)", str(s))])
+                for s in seeds
+            ]
+            plant = paired_interval([ours.domain[-1] - fused.domain[-1] for ours, fused in pairs])
+            general = paired_interval([ours.general[-1] - fused.general[-1] for ours, fused in pairs])
+            lines.append(f"| {recipe} | {mode} | {len(pairs)} | {_text(plant)} | {_text(general)} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Start model: {args.start_steps} steps of first-order training on the general data; general val "
             f"top-1 (%) by step: {curve}.\n\n{body}"
         )
+    body += "\n\n" + mode_readings(frontier_dir / "sweeps", recipes, seeds)
     print(body)
     if not args.no_record:
         info = _common.machine("cpu")
@@ -273,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 def _write_suite(out: Path, data: Path, split: str) -> Path:
     suite = {
         "name": f"frontier-{split}",
-        "modes": ["fused", "first"],
+        "modes": list(MODES),
         "batch_size": 64,
         "datasets": [
             {

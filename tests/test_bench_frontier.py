@@ -4,6 +4,7 @@ which options each recipe adds to the tuning config."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -56,3 +57,37 @@ def test_noise_summary_pairs_recipes_with_the_baseline_by_seed():
     summary = bench.noise_summary(report, "clip")["dalip"]
     assert summary["pairs"] == 2 and summary["sd"] == pytest.approx(stats.tstd([0.01, 0.03]))
     assert summary["seeds_for_1_point"] == bench.needed_seeds(stats.tstd([0.01, 0.03]))
+
+
+def _sweep(folder: Path, modes: dict[str, tuple[float, float]]) -> None:
+    """A results.json of `dalip interpolate` at w = 0, 1: the start (0.1 plant, 0.5 general in every
+    mode) and, per mode, the tuned model's (plant, general)."""
+    points = [
+        {"weight": 0.0, "summary": {m: {"domains": {"plant": 0.1, "general": 0.5}} for m in modes}},
+        {
+            "weight": 1.0,
+            "summary": {m: {"domains": {"plant": p, "general": g}} for m, (p, g) in modes.items()},
+        },
+    ]
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"interpolation": points, "start": {"sha256": "a" * 64}}))
+
+
+# Equal differences give a zero-width interval, and scipy warns about them.
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
+def test_mode_readings_pair_each_dalip_mode_with_clip_and_the_same_weights_with_fused(tmp_path):
+    for seed in (0, 1, 2):
+        _sweep(tmp_path / f"clip@{seed}", dict.fromkeys(bench.MODES, (0.3, 0.4)))
+        first = 0.02 * seed  # first order keeps 4, 6, 8 general points more than fused
+        _sweep(
+            tmp_path / f"dalip@{seed}",
+            {"fused": (0.35, 0.36), "first": (0.33, 0.40 + first), "second": (0.2, 0.3)},
+        )
+    text = bench.mode_readings(tmp_path, ["clip", "dalip"], [0, 1, 2])
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| dalip")
+    }
+    assert set(rows) == {"dalip (fused)", "dalip (first)", "dalip (second)", "dalip"}
+    assert "| dalip (fused) | 3 | +5.0 [+5.0, +5.0] | -4.0 [-4.0, -4.0] |" in text  # vs CLIP
+    spread = stats.t.ppf(0.975, 2) * 2.0 / 3**0.5  # first minus fused general: 4, 6, 8 points
+    assert f"| dalip | first | 3 | -2.0 [-2.0, -2.0] | +6.0 [{6 - spread:+.1f}, {6 + spread:+.1f}] |" in text
