@@ -124,7 +124,8 @@ def assert_two_processes_match_one(train_data, tmp_path, settings, split=None):
     return double
 
 
-@pytest.mark.parametrize("accumulation", [1, 2])
+# accumulation 2 under two processes: 24 s, run in CI (`slow`); 1 stays in the default suite
+@pytest.mark.parametrize("accumulation", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_two_gloo_processes_match_one_process(train_data, tmp_path, accumulation):
     """The global batch is the same however it is split: 2 ranks x `accumulation` micro-batches
     train to the weights of one process taking the whole batch at once."""
@@ -164,6 +165,7 @@ def test_retention_under_two_gloo_processes_matches_one_process(train_data, tmp_
     assert_two_processes_match_one(train_data, tmp_path, settings)
 
 
+@pytest.mark.slow  # 24 s of two processes
 def test_alpha_one_with_the_dalip_loss_trains_under_ddp(train_data, tmp_path):
     """alpha 1 gives the second-order term no weight: the heads take no part in the loss, so
     they are frozen (DDP would otherwise wait for their gradients); the run matches one process."""
