@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import resource
@@ -69,3 +70,23 @@ def file_size_limit(limit: int) -> Iterator[None]:
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, handler)
+
+
+class _StoppedHandle(io.FileIO):
+    """A file whose third write meets Ctrl-C (torch's writer turns it into a RuntimeError)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        if self.writes > 2:
+            raise KeyboardInterrupt
+        return super().write(data)
+
+
+def save_stopped_by_ctrl_c(state: Any, path: str | os.PathLike) -> None:
+    """A stand-in for `dalip.atomic.save_torch` that Ctrl-C interrupts inside torch.save."""
+    with _StoppedHandle(path, "wb") as handle:
+        torch.save(state, handle)

@@ -7,7 +7,6 @@ gives each domain the loss of a known law at the pilot's share."""
 from __future__ import annotations
 
 import importlib
-import io
 import json
 import os
 import re
@@ -18,7 +17,7 @@ import pytest
 import torch
 import yaml
 from data_fixtures import write_csv
-from guard_helpers import files_under, user_error
+from guard_helpers import files_under, save_stopped_by_ctrl_c, user_error
 from test_mixlaw import GENERAL, PLANT, _config, _sources
 
 import dalip.mixlaw.study
@@ -76,32 +75,14 @@ def pilots(monkeypatch):
 
 
 # -- Ctrl-C inside a checkpoint write ----------------------------------------------------
-class _StoppedHandle(io.FileIO):
-    """A file whose third write meets Ctrl-C (torch's writer turns it into a RuntimeError)."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.writes = 0
-
-    def write(self, data):
-        self.writes += 1
-        if self.writes > 2:
-            raise KeyboardInterrupt
-        return super().write(data)
-
-
 def test_ctrl_c_while_a_pilot_writes_its_checkpoint_stops_the_study_as_train_stops(
     tmp_path, monkeypatch, capsys
 ):
-    def stopped_save(state, path):
-        with _StoppedHandle(path, "wb") as handle:
-            torch.save(state, handle)
-
     def train(config, resume=None, validate=None):
         checkpoint = Path(config.out_dir) / "checkpoints" / "step_000000002.pt"
         save_training_state(checkpoint, {"weights": torch.zeros(1000)})  # as the loop writes one
 
-    monkeypatch.setattr(dalip.train.state, "save_torch", stopped_save)
+    monkeypatch.setattr(dalip.train.state, "save_torch", save_stopped_by_ctrl_c)
     monkeypatch.setattr(dalip.quickstart, "train", train)
     assert main(_argv(tmp_path, "--weight", "plant=1")) == 130
     err = capsys.readouterr().err

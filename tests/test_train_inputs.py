@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from guard_helpers import user_error
+from guard_helpers import save_stopped_by_ctrl_c, user_error
 from train_fixtures import write_config
 
 import dalip.train.state
@@ -124,28 +123,10 @@ def test_the_grace_period_must_be_a_positive_number(monkeypatch):
     assert stop_grace_seconds() == 2.5
 
 
-class _StoppedHandle(io.FileIO):
-    """A file whose third write meets Ctrl-C (torch's writer turns it into a RuntimeError)."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.writes = 0
-
-    def write(self, data):
-        self.writes += 1
-        if self.writes > 2:
-            raise KeyboardInterrupt
-        return super().write(data)
-
-
 def test_ctrl_c_inside_a_checkpoint_write_is_an_interrupt_not_a_traceback(
     train_data, tmp_path, capsys, monkeypatch
 ):
-    def stopped_save(state, path):
-        with _StoppedHandle(path, "wb") as handle:
-            torch.save(state, handle)
-
-    monkeypatch.setattr(dalip.train.state, "save_torch", stopped_save)
+    monkeypatch.setattr(dalip.train.state, "save_torch", save_stopped_by_ctrl_c)
     config = write_config(train_data, tmp_path / "run", steps=2)  # the last checkpoint: outside the loop
     capsys.readouterr()
     assert main(["train", "--config", str(config)]) == 130
