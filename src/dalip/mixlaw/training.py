@@ -21,7 +21,7 @@ from dalip.quickstart import train_stage
 from dalip.train.state import training_checkpoints
 
 # What a `dalip train` run writes into its folder before its first checkpoint or model, with
-# dalip.atomic's half-written temporaries (".NAME.XXXXXXXX.tmp"): what a restart may remove.
+# dalip.atomic's half-written temporaries (".NAME.<random>.tmp"): what a restart may remove.
 TRAIN_FILES = (
     "config.yaml",
     ".config.yaml.*.tmp",
