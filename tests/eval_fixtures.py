@@ -72,8 +72,17 @@ class StubModel(torch.nn.Module):
 
     has_second_order = True
 
-    def __init__(self, image_first, image_second, text_first, text_second, alpha: float = 0.5) -> None:
+    def __init__(
+        self,
+        image_first,
+        image_second,
+        text_first,
+        text_second,
+        alpha: float = 0.5,
+        answer_mode: str = "fused",
+    ) -> None:
         super().__init__()
+        self.answer_mode = self.default_mode = answer_mode
         self.image_table = Features(unit(image_first), unit(image_second))
         self.text_table = Features(unit(text_first), unit(text_second))
         self.alpha = alpha
@@ -87,7 +96,8 @@ class StubModel(torch.nn.Module):
         first, second = self.text_table
         return Features(first[ids], second[ids] if second_order else None)
 
-    def similarity(self, image: Features, text: Features, mode: str = "fused") -> torch.Tensor:
+    def similarity(self, image: Features, text: Features, mode: str | None = None) -> torch.Tensor:
+        mode = mode or self.default_mode
         first = image.first @ text.first.T
         if mode == "first":
             return first

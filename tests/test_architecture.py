@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dalip"
 # Stages in data-flow order; a module may import its own stage and the ones before it.
 STAGES = (
-    ("atomic", "readers", "schema", "outputs", "config"),
+    ("atomic", "readers", "schema", "outputs", "config_paths", "config"),
     ("data",),
     ("model",),
     ("loss",),

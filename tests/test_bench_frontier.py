@@ -59,7 +59,7 @@ def test_noise_summary_pairs_recipes_with_the_baseline_by_seed():
     assert summary["seeds_for_1_point"] == bench.needed_seeds(stats.tstd([0.01, 0.03]))
 
 
-def _sweep(folder: Path, modes: dict[str, tuple[float, float]]) -> None:
+def _sweep(folder: Path, modes: dict[str, tuple[float, float]], answer_mode: str | None = None) -> None:
     """A results.json of `dalip interpolate` at w = 0, 1: the start (0.1 plant, 0.5 general in every
     mode) and, per mode, the tuned model's (plant, general)."""
     points = [
@@ -70,7 +70,10 @@ def _sweep(folder: Path, modes: dict[str, tuple[float, float]]) -> None:
         },
     ]
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({"interpolation": points, "start": {"sha256": "a" * 64}}))
+    results = {"interpolation": points, "start": {"sha256": "a" * 64}}
+    if answer_mode is not None:  # the mode the tuned model answers with (stored by `dalip train`)
+        results["answer_mode"] = answer_mode
+    (folder / "results.json").write_text(json.dumps(results))
 
 
 # Equal differences give a zero-width interval, and scipy warns about them.
@@ -82,12 +85,15 @@ def test_mode_readings_pair_each_dalip_mode_with_clip_and_the_same_weights_with_
         _sweep(
             tmp_path / f"dalip@{seed}",
             {"fused": (0.35, 0.36), "first": (0.33, 0.40 + first), "second": (0.2, 0.3)},
+            "fused" if seed == 0 else "first",
         )
     text = bench.mode_readings(tmp_path, ["clip", "dalip"], [0, 1, 2])
     rows = {
         line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| dalip")
     }
-    assert set(rows) == {"dalip (fused)", "dalip (first)", "dalip (second)", "dalip"}
+    assert set(rows) == {"dalip (fused)", "dalip (first)", "dalip (second)", "dalip (own)", "dalip"}
+    # own: seed 0's model answers fused, seeds 1 and 2 first (plant -0, -2, -2 against fused)
+    assert "| dalip | own | 3 | -1.3 [" in text
     assert "| dalip (fused) | 3 | +5.0 [+5.0, +5.0] | -4.0 [-4.0, -4.0] |" in text  # vs CLIP
     spread = stats.t.ppf(0.975, 2) * 2.0 / 3**0.5  # first minus fused general: 4, 6, 8 points
     assert f"| dalip | first | 3 | -2.0 [-2.0, -2.0] | +6.0 [{6 - spread:+.1f}, {6 + spread:+.1f}] |" in text

@@ -25,6 +25,7 @@ FLAT_MODEL_KEYS = [
     "dropout_kind",
     "weighting",
     "separate_second_temperature",
+    "answer_mode",
     "image_size",
     "context_length",
 ]

@@ -58,7 +58,9 @@ def test_suite_compares_models_with_domain_means(suite_run):
     assert zero_shot["scores"]["fused"] == zero_shot["modes"]["fused"]["top1"]
     assert zero_shot["class_names"] == ["red oak", "sugar maple", "royal fern"]
     table = (out / "results.md").read_text()
-    for row in ("| tuned [fused] |", "| tuned [first] |", "| base [first] |"):
+    # a model stored without an answer mode answers with dalip's default, first: marked *
+    assert tuned["answer_mode"] == "first" and not tuned["answer_mode_stored"]
+    for row in ("| tuned [fused] |", "| tuned [first] * |", "| base [first] |"):
         assert row in table
     assert "mean plant" in table and "overall" in table
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

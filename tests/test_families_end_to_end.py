@@ -113,7 +113,13 @@ def test_a_tiny_siglip_style_model_tunes_with_the_dalip_sigmoid_loss(train_data,
     loaded = load_model(str(out / "model.safetensors"))
     labels = ["phii", "dentata", "lobata", "palminervis"]
     result = predict(
-        loaded.model, [str(train_data / "plant/test")], labels, loaded.tokenizer, loaded.preprocess, top_k=4
+        loaded.model,
+        [str(train_data / "plant/test")],
+        labels,
+        loaded.tokenizer,
+        loaded.preprocess,
+        mode="fused",
+        top_k=4,
     )
     probabilities = [p["probability"] for p in result[0]["predictions"]]
     assert sum(probabilities) != pytest.approx(1.0, abs=1e-3)  # sigmoid: each label on its own

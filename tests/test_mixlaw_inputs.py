@@ -52,7 +52,7 @@ def pilots(monkeypatch):
     """Stand-in pilots (module docstring) and no figure; returns each train call's (folder, resume)."""
     calls = []
 
-    def train(config, resume=None, validate=None):
+    def train(config, resume=None, validate=None, choose_mode=None):
         run = Path(config.out_dir)
         calls.append((run.name, resume))
         with claim_out_dir(run, is_main=True, device=torch.device("cpu"), resume=resume, force=False):
@@ -78,7 +78,7 @@ def pilots(monkeypatch):
 def test_ctrl_c_while_a_pilot_writes_its_checkpoint_stops_the_study_as_train_stops(
     tmp_path, monkeypatch, capsys
 ):
-    def train(config, resume=None, validate=None):
+    def train(config, resume=None, validate=None, choose_mode=None):
         checkpoint = Path(config.out_dir) / "checkpoints" / "step_000000002.pt"
         save_training_state(checkpoint, {"weights": torch.zeros(1000)})  # as the loop writes one
 
@@ -102,7 +102,7 @@ def _kill_the_first_pilot(tmp_path: Path, monkeypatch, argv: list[str]) -> Path:
     was when the pilot started, the pilot's folder without a manifest."""
     out, seen = tmp_path / "out", {}
 
-    def killed(config, resume=None, validate=None):
+    def killed(config, resume=None, validate=None, choose_mode=None):
         run = seen["run"] = Path(config.out_dir)
         seen["manifest"] = (out / MANIFEST_NAME).read_text()
         run.mkdir(parents=True, exist_ok=True)

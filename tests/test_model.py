@@ -5,6 +5,7 @@ from conftest import TEST_MBDC
 
 import dalip
 from dalip import DALIPLoss
+from dalip.config import DEFAULT_ANSWER_MODE
 
 
 def test_first_order_is_open_clips_own(tiny_model, captions):
@@ -41,7 +42,15 @@ def test_similarity_modes(tiny_model, captions):
     torch.testing.assert_close(model.similarity(image, text, "first"), first)
     torch.testing.assert_close(model.similarity(image, text, "second"), second)
     a = model.alpha
+    torch.testing.assert_close(model.similarity(image, text, "fused"), a * first + (1 - a) * second)
+    # no mode named: the model's stored answer mode, else dalip's default (the first order)
+    assert model.answer_mode is None and model.default_mode == DEFAULT_ANSWER_MODE == "first"
+    torch.testing.assert_close(model.similarity(image, text), first)
+    torch.testing.assert_close(model.logits(image, text), model.logits(image, text, "first"))
+    model.answer_mode = "fused"
     torch.testing.assert_close(model.similarity(image, text), a * first + (1 - a) * second)
+    torch.testing.assert_close(model.logits(image, text), model.logits(image, text, "fused"))
+    model.answer_mode = None  # the fixture is shared
     with pytest.raises(ValueError, match="similarity mode must be one of"):
         model.similarity(image, text, "mean")
 

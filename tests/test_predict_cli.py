@@ -44,7 +44,7 @@ def test_predict_json_gives_top_k_probabilities(workspace, capsys):
     ]
     assert main(argv) == 0
     output = json.loads(capsys.readouterr().out)
-    assert output["mode"] == "fused"
+    assert output["mode"] == "first"  # no --mode, no mode stored with the model: dalip's default
     assert [r["image"] for r in output["results"]] == [images[0]] + [
         str(workspace["test"] / "fern" / f"{n}.png") for n in range(2)
     ]
@@ -115,6 +115,7 @@ def test_embed_images_and_texts_write_both_feature_kinds(workspace, tmp_path):
     with np.load(out) as saved:
         assert saved["first"].shape == (6, 32) and saved["second"].shape == (6, 32)
         assert str(saved["kind"]) == "image" and saved["items"][0].endswith("0.png")
+        assert str(saved["answer_mode"]) == "first"  # stored with no mode: dalip's default
     texts = ["a red oak leaf", "a fern"]
     out = tmp_path / "texts.npz"
     assert main(["embed", "-m", str(workspace["tuned"]), "--texts", *texts, "--out", str(out), "-q"]) == 0
@@ -133,7 +134,8 @@ def test_embed_plain_open_clip_has_first_order_only(workspace, tmp_path):
     spec = f"openclip:test-tiny:{workspace['exported']}"
     assert main(["embed", "-m", spec, "--texts", "a fern", "--out", str(out), "-q"]) == 0
     with np.load(out) as saved:
-        assert set(saved.files) == {"first", "items", "kind"}
+        assert set(saved.files) == {"first", "items", "kind", "answer_mode"}
+        assert str(saved["answer_mode"]) == "first"
 
 
 def test_export_loads_in_open_clip_and_refuses_to_overwrite(workspace, tmp_path, capsys):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dalip.cli.main import build_parser, main
+from dalip.train.run_log import read_metrics
 
 EXPECTED_FILES = [
     "report.md",
@@ -55,7 +56,15 @@ def test_writes_every_file_with_finite_numbers(quickstart_run):
     assert all(math.isfinite(x) for x in numbers(results))
     models = results["evaluation"]["models"]
     assert set(models) == {"start", "tuned-clip", "tuned-dalip"}
-    assert models["tuned-dalip"]["modes"] == ["fused", "first"]
+    # every mode of the DALIP-tuned model side by side; it answers with the one `dalip train`
+    # chose on the val splits, which the report marks; the CLIP-tuned models have the first only
+    assert models["tuned-dalip"]["modes"] == ["fused", "first", "second"]
+    assert models["tuned-clip"]["modes"] == models["start"]["modes"] == ["first"]
+    chosen = models["tuned-dalip"]["answer_mode"]
+    assert chosen in ("fused", "first") and models["tuned-dalip"]["answer_mode_stored"]
+    record = [r for r in read_metrics(quickstart_run / "tuned-dalip" / "metrics.jsonl") if "answer_mode" in r]
+    assert record[0]["answer_mode"]["chosen"] == chosen
+    assert f"tuned, DALIP loss [{chosen}] *" in (quickstart_run / "report.md").read_text()
     for entry in models.values():
         assert set(entry["datasets"]) == {
             "plant-zeroshot",
@@ -110,7 +119,7 @@ def test_an_interrupted_stage_stops_the_quickstart(tmp_path, monkeypatch, capsys
 
     calls = []
 
-    def interrupted_train(config, resume=None, validate=None):
+    def interrupted_train(config, resume=None, validate=None, choose_mode=None):
         calls.append(config.out_dir)
         return {"interrupted_by_signal": 15, "step": 1}
 

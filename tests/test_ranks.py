@@ -101,7 +101,7 @@ def test_eval_taxonomy_writes_a_row_per_rank(train_data, tmp_path, capsys):
     result = json.loads((out / "results.json").read_text())["models"]["model"]["datasets"]["test"]
     assert list(result["ranks"]) == ["species"]  # the tiny data: 4 species of one genus
     assert result["ranks"]["species"]["num_images"] == result["num_images"] == 8
-    assert set(result["wrong_species"]) == {"fused"}  # the default mode
+    assert set(result["wrong_species"]) == {"fused", "first", "second"}  # by default every mode
     table = (out / "results.md").read_text()
     assert (
         "**test by rank**" in table and "| species | 4 |" in table and "wrong species: ranks shared" in table

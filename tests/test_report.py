@@ -68,7 +68,10 @@ def test_run_suite_with_stub_models(tmp_path):
     )
     write_suite_report(results, tmp_path / "out")
     table = (tmp_path / "out" / "results.md").read_text()
-    assert "| dalip-like [fused] | 66.7 | 66.7 | 66.7 |" in table
+    # every mode side by side, the one the model answers with when none is named marked *
+    assert "| dalip-like [fused] * | 66.7 | 66.7 | 66.7 |" in table
+    assert "| dalip-like [first] | " in table
+    assert results["models"]["dalip-like"]["answer_mode"] == "fused"
     assert "| dalip-like [second] | 83.3 | 83.3 | 83.3 |" in table
     assert "| clip-like [first] | 50.0 | 50.0 | 50.0 |" in table
     assert results["models"]["clip-like"]["modes"] == ["first"]

@@ -15,11 +15,13 @@ pytest.importorskip("multipart")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
+import dalip  # noqa: E402
 from dalip.cli import main  # noqa: E402
 from dalip.evaluation.runtime import embed  # noqa: E402
 from dalip.evaluation.specs import load_model  # noqa: E402
 from dalip.serve import Gallery, Identifier, ServeOptions  # noqa: E402
 from dalip.serve.app import create_app  # noqa: E402
+from dalip.serve.engine import ServedModel  # noqa: E402
 
 LABELS = "oak\nmaple\nfern"
 
@@ -28,7 +30,13 @@ LABELS = "oak\nmaple\nfern"
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     workspace = make_workspace(root)
-    specs = {"tuned": str(workspace["tuned"]), "plain": f"openclip:test-tiny:{workspace['exported']}"}
+    tuned = dalip.load_checkpoint(workspace["tuned"])
+    tuned.answer_mode = "fused"  # stored with the model: served first, as `dalip predict` answers
+    tuned.save(root / "tuned-fused.safetensors")
+    specs = {
+        "tuned": str(root / "tuned-fused.safetensors"),
+        "plain": f"openclip:test-tiny:{workspace['exported']}",
+    }
     models = [load_model(spec, name) for name, spec in specs.items()]
     gallery = Gallery.scan(workspace["train"])
     options = ServeOptions(top_k=3, neighbours=4)
@@ -49,27 +57,26 @@ def _post(client, route, image_path=None, labels=None, image_bytes=None, filenam
     return client.post(route, files={"image": (filename, data)}, data=form)
 
 
-def _dalip_predict(capsys, image, spec, labels, mode="fused"):
-    assert (
-        main(
-            [
-                "predict",
-                str(image),
-                "-m",
-                spec,
-                "--labels",
-                labels,
-                "--mode",
-                mode,
-                "--top-k",
-                "3",
-                "--json",
-                "-q",
-            ]
-        )
-        == 0
-    )
-    return json.loads(capsys.readouterr().out)["results"][0]["predictions"]
+def _dalip_predict(capsys, image, spec, labels, mode=None):
+    """`dalip predict`'s answer; no `mode`: the model's own (as the page's first result)."""
+    modes = [] if mode is None else ["--mode", mode]
+    arguments = [
+        "predict",
+        str(image),
+        "-m",
+        spec,
+        "--labels",
+        labels,
+        *modes,
+        "--top-k",
+        "3",
+        "--json",
+        "-q",
+    ]
+    assert main(arguments) == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["mode"] == (mode or "fused")
+    return output["results"][0]["predictions"]
 
 
 def test_predictions_equal_dalip_predict(served, capsys):
@@ -89,6 +96,18 @@ def test_predictions_equal_dalip_predict(served, capsys):
         capsys, image, served["specs"]["plain"], "oak,maple,fern", "first"
     )
     assert set(body["seconds"]) == {"tuned", "plain"}
+
+
+def test_a_model_shows_its_own_mode_first(served):
+    """The fixture's model stores fused; one stored without a mode answers with dalip's default,
+    first, on the page as in `dalip predict`, and finds neighbours by its first-order vector."""
+    assert served["identifier"].models[0].modes == ["fused", "first"]
+    unstored = ServedModel(load_model(str(served["tuned"]), "unstored"))
+    assert unstored.modes == ["first", "fused"] and unstored.vector_kind == "first"
+    assert unstored.describe()["results"] == {
+        "unstored": "first order only (as CLIP)",
+        "unstored/fused": "combined (DALIP)",
+    }
 
 
 def test_default_labels_are_the_gallery_classes(served, capsys):

@@ -140,7 +140,10 @@ def test_page_identifies_an_upload_and_shows_neighbours(tmp_path):
             page.wait_for_selector(".neighbour img", timeout=60_000)
             page.wait_for_function("Array.from(document.images).every(image => image.complete)")
             cards = page.query_selector_all(".card.prediction")
-            assert [card.get_attribute("data-model") for card in cards] == ["tiny", "tiny/first"]
+            assert [card.get_attribute("data-model") for card in cards] == [
+                "tiny",
+                "tiny/fused",
+            ]  # its own mode (first: none stored) first
             for card in cards:
                 shown = [row.inner_text() for row in card.query_selector_all(".row .label")]
                 assert len(shown) == 3 and set(shown) <= set(names)

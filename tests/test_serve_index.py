@@ -24,6 +24,7 @@ READABLE = {"oak": "red oak", "fern": "royal fern"}
 def _checkpoint(path, seed):
     torch.manual_seed(seed)
     model, *_ = dalip.create_model("test-tiny", **TEST_MBDC)
+    model.answer_mode = "fused"  # a model that answers fused finds neighbours by the fused vector
     model.save(path)
     return path
 

@@ -13,6 +13,7 @@ pytest.importorskip("multipart")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
+import dalip  # noqa: E402
 from dalip.data.taxonomy import read_taxonomy  # noqa: E402
 from dalip.evaluation.runtime import embed  # noqa: E402
 from dalip.evaluation.specs import load_model  # noqa: E402
@@ -36,7 +37,10 @@ def served(tmp_path_factory):
     workspace = make_workspace(root)
     (workspace["train"] / "taxonomy.csv").write_text(TABLE)
     taxonomy = read_taxonomy(workspace["train"] / "taxonomy.csv")
-    models = [load_model(str(workspace["tuned"]), "tuned")]
+    tuned = dalip.load_checkpoint(workspace["tuned"])
+    tuned.answer_mode = "fused"  # answers fused: neighbours by the fused vector
+    tuned.save(root / "tuned-fused.safetensors")
+    models = [load_model(str(root / "tuned-fused.safetensors"), "tuned")]
     gallery = Gallery.scan(workspace["train"])
     options = ServeOptions(top_k=3, neighbours=4, max_photos=2)
     identifier = Identifier(models, None, gallery, options, root / "cache", ServedTaxonomy(taxonomy))

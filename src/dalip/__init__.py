@@ -3,7 +3,7 @@
 # 0.4: every open_clip tower family, the sigmoid loss form, padding masked for text towers
 # pooled from a fixed position; 0.3: alpha 0.5 again, retention options, frontier; 0.2:
 # after_norm, alpha 0.75, GPU-ready training; 0.1: before_norm, alpha 0.5
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 from dalip.checkpoint import load_checkpoint  # noqa: E402
 from dalip.loss import DALIPLoss  # noqa: E402

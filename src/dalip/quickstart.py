@@ -38,7 +38,7 @@ from dalip.data.files import CLASSES_FILE, read_classes_file, read_table
 from dalip.data.synthetic import make_dataset
 from dalip.evaluation.frontier import curve_from_sweep, frontier
 from dalip.evaluation.suite import run_suite
-from dalip.evaluation.validation import training_validation
+from dalip.evaluation.validation import answer_mode_choice, training_validation
 from dalip.evaluation.wiseft import interpolate
 from dalip.outputs import OutputFolder, read_manifest, remove_earlier_output
 from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
@@ -162,18 +162,24 @@ def run_config(out: Path, data: Path, budget: Budget, seed: int, stage: str) -> 
     """The TrainConfig of one stage; written to <run>/config.yaml by the training loop."""
     general = SourceConfig(kind="csv", path=str(data / "general/train/captions.csv"), weight=3.0)
     plant = SourceConfig(kind="csv", path=str(data / "plant/train/captions.csv"), weight=10.0)
+    val: dict[str, Any] = {}
     if stage == "start":
         model = ModelConfig(name=MODEL_NAME)
         loss, sources, steps, lr = LossConfig(kind="clip"), [general], budget.start_steps, 1e-3
-    else:
+    else:  # the val splits: a DALIP run chooses on them the mode it answers with
         model = ModelConfig(name=MODEL_NAME, pretrained=str(out / "start" / "model.safetensors"))
         kind = stage.removeprefix("tuned-")
         general = SourceConfig(kind="csv", path=str(tuning_subset(data, budget)), weight=3.0)
         loss, sources, steps, lr = LossConfig(kind=kind), [plant, general], budget.tune_steps, 3e-4
+        val = {
+            "val": str(data / "plant/val"),
+            "val_general": str(data / "general/val"),
+            "val_templates": "plant",
+        }
     return TrainConfig(
         model=model,
         loss=loss,
-        data=DataConfig(sources=sources, workers=budget.workers),
+        data=DataConfig(sources=sources, workers=budget.workers, **val),
         optim=OptimConfig(lr=lr, warmup_steps=max(1, steps // 10), weight_decay=0.1),
         out_dir=str(out / stage),
         batch_size=budget.batch_size,
@@ -213,7 +219,9 @@ def train_stage(config: TrainConfig, cacheable: bool = False) -> float:
         remove_earlier_output(run, "train")  # only what that stage's earlier run wrote
     logger.info("training %s: %s loss, %d steps", run.name, config.loss.kind, config.steps)
     started = time.perf_counter()
-    summary = train(config, resume, validate=training_validation(config))
+    summary = train(
+        config, resume, validate=training_validation(config), choose_mode=answer_mode_choice(config)
+    )
     if summary["interrupted_by_signal"]:  # Ctrl-C / SIGTERM: stop here, not in the next stage
         raise KeyboardInterrupt(f"{run.name} stopped by signal {summary['interrupted_by_signal']}")
     return time.perf_counter() - started
@@ -224,7 +232,7 @@ def suite(data: Path, budget: Budget, ranks: bool = False) -> dict[str, Any]:
     evaluation of the three models, not each WiSE-FT point)."""
     return {
         "name": "quickstart",
-        "modes": ["fused", "first"],
+        "modes": ["all"],  # a DALIP model in every mode, the one it answers with marked
         "batch_size": 64,
         "workers": budget.workers,
         "datasets": [

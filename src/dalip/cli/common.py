@@ -11,7 +11,8 @@ from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.suite_file import Suite
 from dalip.report.text import printable
 
-MODES = ("fused", "first", "second", "all")
+MODES = ("fused", "first", "second", "default", "all")  # default: the mode the model answers with
+ANSWER_HELP = "the model's own: stored with it by `dalip train`, else first"
 MODEL_HELP = (
     "dalip checkpoint, local-dir:FOLDER or hf-hub:ORG/REPO (open_clip folders), or "
     "openclip:ARCH:WEIGHTS (file or tag); prefix NAME= to name it"

@@ -31,7 +31,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "embed",
         help="image, text or class features to an .npz (first, second, fused, items)",
         description="Writes an .npz with arrays 'first' (N, D), 'second' (N, D2; absent for plain "
-        "open_clip models), 'items' (image paths, texts or labels, one per row) and 'kind'; "
+        "open_clip models), 'items' (image paths, texts or labels, one per row), 'kind' and "
+        "'answer_mode' (the similarity the model answers with: which array to search); "
         "--fused adds 'fused' (N, D + D2), whose dot products are the fused similarity, "
         "and 'alpha'.",
     )
@@ -99,6 +100,8 @@ def embed_arrays(args: argparse.Namespace) -> dict[str, Any]:
         if images:
             report_unreadable(list(images), items)
     arrays = {"first": features.first.numpy(), "items": np.array(items), "kind": np.array(kind)}
+    # which of the arrays gives the model's own answers (its stored mode, else first)
+    arrays["answer_mode"] = np.array(loaded.model.default_mode)
     if features.second is not None:
         arrays["second"] = features.second.numpy()
     if args.fused:

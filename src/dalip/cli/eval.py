@@ -74,9 +74,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="image features for probes (default first)",
     )
     parser.add_argument("--seed", type=int, default=0, help="probe hold-out and few-shot draws")
-    parser.add_argument(
-        "--mode", default=None, choices=MODES, help="similarity mode (default: fused, or the suite's)"
-    )
+    mode_help = "default: the suite's modes, else all side by side, the model's own (default) marked *"
+    parser.add_argument("--mode", default=None, choices=MODES, help=f"similarity mode ({mode_help})")
     parser.add_argument(
         "--out", required=True, help="output folder (new or empty, or an earlier eval's with --force)"
     )

@@ -63,7 +63,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "--mode",
         default="auto",
         choices=["auto", "fused", "first", "second"],
-        help="auto: fused where present",
+        help="auto (default): the mode each tuned model answers with (stored with it, else first)",
     )
     parser.add_argument(
         "--out", required=True, help="output folder (new or empty, or an earlier run's with --force)"

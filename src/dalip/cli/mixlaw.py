@@ -97,7 +97,8 @@ def _measure_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--mode",
         choices=("fused", "first", "second"),
-        help="the similarity whose loss is fitted (default: fused for the DALIP loss, else first)",
+        help="the similarity whose loss is fitted (default: model.answer_mode of the config when "
+        "it names one, else first)",
     )
     group.add_argument(
         "--pairs-per-batch", type=count(2), default=64, help="contrastive batch size (default 64)"

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from dalip.cli.common import (
+    ANSWER_HELP,
     MODEL_HELP,
     MODES,
     add_runtime_flags,
@@ -35,7 +36,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--templates", default="none", help="none (labels as given), generic, plant, openai, simple or a file"
     )
-    parser.add_argument("--mode", default="fused", choices=MODES[:3], help="similarity mode (default fused)")
+    parser.add_argument(
+        "--mode", default=None, choices=MODES[:3], help=f"similarity mode (default: {ANSWER_HELP})"
+    )
     parser.add_argument("--top-k", "--k", type=count(1), default=5, help="labels shown per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text (--format json)")
     parser.add_argument("--format", choices=["text", "json", "csv"], help="output format (default text)")

@@ -54,10 +54,13 @@ def check_no_taxonomy_flags(args: argparse.Namespace) -> None:
 
 
 def images_and_model(args: argparse.Namespace) -> tuple[list[str], Any, str]:
-    """The image files, the loaded model and its mode (first order for a plain open_clip model)."""
+    """The image files, the loaded model and its mode: `--mode`, else the one the model answers
+    with (stored with it, or dalip's default; first order for a plain open_clip model)."""
     paths = list_image_files(args.images)
     loaded = load_model(args.model)
-    return paths, loaded, args.mode if loaded.has_second_order else "first"
+    if not loaded.has_second_order:
+        return paths, loaded, "first"
+    return paths, loaded, args.mode or loaded.model.default_mode
 
 
 def run_taxon_predict(args: argparse.Namespace, output: str) -> int:

@@ -8,8 +8,8 @@ import sys
 import yaml
 
 from dalip.cli.common import add_set_flag
-from dalip.config import config_to_dict, load_train_config
-from dalip.evaluation.validation import training_validation
+from dalip.config import DEFAULT_ANSWER_MODE, TrainConfig, config_to_dict, load_train_config
+from dalip.evaluation.validation import answer_mode_choice, training_validation
 from dalip.train.loop import train
 from dalip.train.optim import NonFiniteLossError
 
@@ -62,6 +62,7 @@ def run_train(args: argparse.Namespace) -> int:
             config,
             resume=args.resume,
             validate=training_validation(config),
+            choose_mode=answer_mode_choice(config),
             force=args.force,
             allow_changes=args.allow_changes,
         )
@@ -76,4 +77,18 @@ def run_train(args: argparse.Namespace) -> int:
         )
         return 128 + summary["interrupted_by_signal"]
     print(f"dalip train: done, {summary['step']} steps; model: {summary['out_dir']}/model.safetensors")
+    if config.loss.kind == "dalip" and config.model.alpha < 1.0:
+        print(f"dalip train: {answer_mode_line(config, summary['answer_mode'])}")
     return 0
+
+
+def answer_mode_line(config: TrainConfig, stored: str | None) -> str:
+    """What the DALIP model answers with, and why."""
+    if config.model.answer_mode != "auto":
+        return f"answers with {stored} (model.answer_mode)"
+    if stored is not None:
+        return f"answers with {stored} (chosen on data.val and data.val_general; see metrics.jsonl)"
+    return (
+        f"answers with {DEFAULT_ANSWER_MODE} (dalip's default; set data.val and data.val_general to "
+        f"choose between fused and first on validation data, or model.answer_mode)"
+    )

@@ -34,7 +34,7 @@ def contrastive_loss(
     csv_path: str | os.PathLike,
     tokenizer: Any,
     preprocess: Any,
-    modes: Sequence[str] = ("fused",),
+    modes: Sequence[str] | None = None,
     batch_size: int = 64,
     seed: int = 0,
     runtime: Runtime | None = None,

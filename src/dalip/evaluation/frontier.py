@@ -42,6 +42,7 @@ class Curve:
     domain: list[float]
     general: list[float]
     start_model: str | None = None
+    mode: str | None = None  # the similarity mode the sweep was read in
 
     @property
     def gains(self) -> list[float]:
@@ -64,11 +65,18 @@ def curve_from_sweep(
     mode: str = "auto",
     source: str | None = None,
 ) -> Curve:
-    """The curve of an `interpolate` result; `mode` "auto" reads "fused" where the sweep has
-    it (a DALIP model) and "first" otherwise (a CLIP-tuned one). ValueError naming the sweep
+    """The curve of an `interpolate` result; `mode` "auto" reads the mode the tuned model answers
+    with (the sweep's `answer_mode`; a sweep that names none: first, else fused). ValueError naming the sweep
     (`source`, default RECIPE@SEED) and what is wrong: a missing domain, mode, w = 0 or w = 1,
     a repeated weight, an accuracy that is not a number in [0, 1]."""
     source = source or f"{recipe}@{seed}"
+    if mode == "auto":
+        mode = results.get("answer_mode") if isinstance(results.get("answer_mode"), str) else "auto"
+    if mode == "auto":  # a sweep that names none: what its tuned model answers with today
+        points = results.get("interpolation")
+        first_point = points[0] if isinstance(points, list) and points else {}
+        summary = first_point.get("summary", {}) if isinstance(first_point, Mapping) else {}
+        mode = "first" if "first" in summary or "fused" not in summary else "fused"
     read = [
         _read_point(point, source, index, mode, (domain, general))
         for index, point in enumerate(results["interpolation"])
@@ -84,7 +92,7 @@ def curve_from_sweep(
     if 0.0 not in weights or 1.0 not in weights:
         raise ValueError(f"{source}: a frontier needs the weights 0 and 1 in its sweep, got {weights}")
     domains, generals = [d for _, d, _ in read], [g for _, _, g in read]
-    return Curve(recipe, seed, weights, domains, generals, _start_model(results))
+    return Curve(recipe, seed, weights, domains, generals, _start_model(results), mode)
 
 
 def _is_number(value: Any) -> bool:
@@ -104,7 +112,7 @@ def _read_point(
     weight, summary = point.get("weight"), point["summary"]
     if not _is_number(weight) or not math.isfinite(weight):
         raise ValueError(f"{where}.weight is {quoted(weight)}, expected a finite number")
-    chosen = ("fused" if "fused" in summary else "first") if mode == "auto" else mode
+    chosen = mode
     if chosen not in summary:
         raise ValueError(f"{source}: its sweep has no mode {chosen!r} (it has {', '.join(summary)})")
     scores = summary[chosen].get("domains") if isinstance(summary[chosen], Mapping) else None
@@ -205,6 +213,7 @@ def frontier(
             "seed": curve.seed,
             "gain": curve.at(1.0)[0],
             "general": curve.at(1.0)[1],
+            "mode": curve.mode,
         }
         rows.append({**row, "general_at_level": at_levels, "area": dominated_area(curve, floor, ceiling)})
     return {

@@ -38,7 +38,7 @@ def predict(
     tokenizer: Any,
     preprocess: Any,
     templates: str | Sequence[str] = "none",
-    mode: str = "fused",
+    mode: str | None = None,
     top_k: int = 5,
     runtime: Runtime | None = None,
 ) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ def zero_shot_ranks(
     preprocess: Any,
     taxonomy: str | os.PathLike | Taxonomy = "auto",
     templates: str | Sequence[str] = "generic",
-    modes: Sequence[str] = ("fused",),
+    modes: Sequence[str] | None = None,
     runtime: Runtime | None = None,
     label_key: str = "label",
     image_key: str = "filepath",

@@ -64,7 +64,7 @@ def retrieval(
     csv_path: str | os.PathLike,
     tokenizer: Any,
     preprocess: Any,
-    modes: Sequence[str] = ("fused",),
+    modes: Sequence[str] | None = None,
     runtime: Runtime | None = None,
     image_key: str = "filepath",
     caption_key: str = "caption",
@@ -96,7 +96,7 @@ def retrieval_on(
     owners: Sequence[int],
     tokenizer: Any,
     where: str,
-    modes: Sequence[str] = ("fused",),
+    modes: Sequence[str] | None = None,
     runtime: Runtime | None = None,
 ) -> dict[str, Any]:
     """Recall@1/5/10 both ways: `images` yields (image tensor, any) or None (unreadable),

@@ -76,12 +76,17 @@ class Runtime:
         return autocast(self.precision, torch.device(self.device or "cpu").type)
 
 
-def resolve_modes(model: Encoder, modes: Sequence[str] | str) -> list[str]:
-    """Validate similarity modes; "all" means every mode the model supports."""
+def resolve_modes(model: Encoder, modes: Sequence[str] | str | None) -> list[str]:
+    """Validate similarity modes; "all" means every mode the model answers in (first alone for
+    a model trained without a second-order term: alpha 1), "default" (or
+    None) the mode the model answers with (`default_mode`: stored with it, or the default)."""
+    if modes is None:
+        modes = ["default"]
     modes = [modes] if isinstance(modes, str) else list(modes)
+    modes = list(dict.fromkeys(model.default_mode if mode in (None, "default") else mode for mode in modes))
     has_second = model.has_second_order
-    if "all" in modes:
-        return list(SIMILARITY_MODES) if has_second else ["first"]
+    if "all" in modes:  # alpha 1: fused is the first order and no loss trained the heads
+        return list(SIMILARITY_MODES) if has_second and getattr(model, "alpha", 1.0) < 1.0 else ["first"]
     for mode in modes:
         if mode not in SIMILARITY_MODES:
             raise ValueError(f"similarity mode must be one of {SIMILARITY_MODES} or 'all', got {mode!r}")

@@ -51,6 +51,8 @@ class OpenCLIPModel(nn.Module):
     """A plain open_clip CLIP with DALIPModel's evaluation interface (`Encoder`, first order only)."""
 
     has_second_order = False
+    default_mode = "first"
+    answer_mode = None
 
     def __init__(self, clip: nn.Module, model_name: str) -> None:
         super().__init__()
@@ -65,8 +67,8 @@ class OpenCLIPModel(nn.Module):
         """texts (B, L) -> Features(first (B, D), None)."""
         return Features(F.normalize(self.clip.encode_text(texts), dim=-1), None)
 
-    def similarity(self, image: Features, text: Features, mode: str = "first") -> torch.Tensor:
-        if mode != "first":
+    def similarity(self, image: Features, text: Features, mode: str | None = None) -> torch.Tensor:
+        if mode not in (None, "first"):
             raise ValueError(
                 f"similarity mode {mode!r} needs second-order features; a plain open_clip model has none"
             )
@@ -78,7 +80,7 @@ class OpenCLIPModel(nn.Module):
         return "softmax" if getattr(self.clip, "logit_bias", None) is None else "sigmoid"
 
     @torch.no_grad()
-    def logits(self, image: Features, text: Features, mode: str = "first") -> torch.Tensor:
+    def logits(self, image: Features, text: Features, mode: str | None = None) -> torch.Tensor:
         """(N_image, N_text) temperature (at most 100) times the similarity, plus the logit bias."""
         logits = capped_scale(self.clip.logit_scale) * self.similarity(image, text, mode)
         bias = getattr(self.clip, "logit_bias", None)

@@ -260,6 +260,8 @@ def evaluate_loaded(loaded: LoadedModel, suite: Suite, out_dir: Path, runtime: R
         "sha256": loaded.sha256,
         "second_order": loaded.has_second_order,
         "modes": modes,
+        "answer_mode": loaded.model.default_mode,  # what the model answers with when no mode is named
+        "answer_mode_stored": getattr(loaded.model, "answer_mode", None) is not None,
         "datasets": datasets,
         "summary": summarise(datasets, modes),
     }

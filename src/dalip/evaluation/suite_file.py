@@ -4,7 +4,7 @@ A suite is a YAML file (or the same structure as a Python dict / list of dataset
 
     name: plants-quick              # optional
     domain: plant                   # domain of datasets that name none; default "unspecified"
-    modes: [fused, first]           # similarity modes, or "all"; default [fused]
+    modes: [fused, first]           # similarity modes, "default" (the model's own) or "all"; default all
     templates: generic              # default zero-shot templates (set name, file or list)
     batch_size: 64
     workers: 0
@@ -41,7 +41,7 @@ from dalip.schema import check_choice, check_fields, checked, from_dict
 
 TaskName = Literal["zeroshot", "retrieval", "linear_probe", "fewshot"]
 FeatureKind = Literal["first", "second", "concat"]  # image features a probe fits on
-MODES = (*SIMILARITY_MODES, "all")
+MODES = (*SIMILARITY_MODES, "default", "all")  # default: the mode the model answers with
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Suite:
     datasets: list[DatasetSpec]
     name: str = "suite"
     domain: str = "unspecified"  # of datasets that name none
-    modes: list[str] = field(default_factory=lambda: ["fused"])  # each one of MODES
+    modes: list[str] = field(default_factory=lambda: ["all"])  # each one of MODES
     templates: str | list[str] = "generic"
     batch_size: int = checked(64, minimum=1)
     workers: int = checked(0, minimum=0)

@@ -186,7 +186,7 @@ def predict_taxa(
     tokenizer: Any,
     preprocess: Any,
     templates: str | Sequence[str] = "none",
-    mode: str = "fused",
+    mode: str | None = None,
     top_k: int = 5,
     rank: str = "species",
     subset: str | os.PathLike | None = None,

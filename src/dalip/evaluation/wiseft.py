@@ -200,6 +200,7 @@ def interpolate(
         "interpolation": [],
         "start": {"spec": start_model.spec, "sha256": start_model.sha256},
         "tuned": {"spec": tuned_model.spec, "sha256": tuned_model.sha256},
+        "answer_mode": tuned_model.model.default_mode,  # what the tuned model answers with
     }
     known = _reusable(evaluated, start_model, tuned_model)
     for weight in weights:

@@ -57,7 +57,7 @@ def zero_shot(
     tokenizer: Any,
     preprocess: Any,
     templates: str | Sequence[str] = "generic",
-    modes: Sequence[str] = ("fused",),
+    modes: Sequence[str] | None = None,
     runtime: Runtime | None = None,
     class_names: Sequence[str] | None = None,
     label_key: str = "label",

@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 
-from dalip.config import TrainConfig
+from dalip.config import DEFAULT_ANSWER_MODE, TrainConfig
 from dalip.mixlaw.fit import Objective
 from dalip.mixlaw.measure import Measures
 from dalip.mixlaw.plan import domains_of, parse_shares, read_mixtures
@@ -58,7 +58,9 @@ def build_study(
         if shares
         else read_mixtures(mixtures, domains, "--mixtures")
     )
-    mode = mode or ("fused" if base.loss.kind == "dalip" else "first")
+    if mode is None and base.loss.kind == "dalip":  # the mode the pilots answer with, when fixed
+        mode = DEFAULT_ANSWER_MODE if base.model.answer_mode == "auto" else base.model.answer_mode
+    mode = mode or "first"
     # every similarity a DALIP model has is measured (the report keeps them all); the fit uses `mode`
     modes = (
         ("fused", "first", "second") if base.loss.kind == "dalip" else tuple(dict.fromkeys([mode, "first"]))

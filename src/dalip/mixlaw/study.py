@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dalip.atomic import write_text
-from dalip.config import TrainConfig, config_to_dict
+from dalip.config import DEFAULT_ANSWER_MODE, TrainConfig, config_to_dict
 from dalip.evaluation.runtime import Runtime
 from dalip.mixlaw.fit import Objective, fit_study
 from dalip.mixlaw.measure import Measures, measure
@@ -48,7 +48,7 @@ class Study:
     seeds: list[int] = field(default_factory=lambda: [0])
     steps: list[int] = field(default_factory=list)
     full_steps: int | None = None
-    mode: str = "fused"
+    mode: str = DEFAULT_ANSWER_MODE
     confirm: bool = False
     resamples: int = 200
     extrapolate: bool = False

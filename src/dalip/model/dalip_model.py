@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from dalip.config import DEFAULT_ALPHA, PAPER_MBDC, LossForm, MBDCOptions
+from dalip.config import DEFAULT_ALPHA, DEFAULT_ANSWER_MODE, PAPER_MBDC, LossForm, MBDCOptions
 from dalip.model.features import Features, fuse
 from dalip.model.file_format import save_model
 from dalip.model.mbdc import MBDC
@@ -50,6 +50,9 @@ class DALIPModel(nn.Module):
     `logit_bias` for the first order, `logit_bias_second` for the second). `text_padding`
     "masked" masks padding of text towers pooled from a fixed position; "kept" is dalip 0.3's
     behaviour, kept for the models it stored.
+
+    `answer_mode` is the similarity the model answers with when a caller names none (stored
+    in its file; `dalip train` chooses it on validation data); None: `default_mode` says.
     """
 
     has_second_order = True
@@ -63,8 +66,11 @@ class DALIPModel(nn.Module):
         separate_second_temperature: bool = False,
         loss_form: LossForm = "softmax",
         text_padding: str = "masked",
+        answer_mode: str | None = None,
     ) -> None:
         super().__init__()
+        if answer_mode is not None and answer_mode not in SIMILARITY_MODES:
+            raise ValueError(f"answer_mode must be one of {SIMILARITY_MODES} or None, got {answer_mode!r}")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if loss_form not in LOSS_FORMS:
@@ -84,6 +90,7 @@ class DALIPModel(nn.Module):
         self.alpha = float(alpha)
         self.loss_form = loss_form
         self.text_padding = text_padding
+        self.answer_mode = answer_mode
         mbdc = mbdc.filled(PAPER_MBDC)  # heads / reduced_dim None: the paper's
         self.mbdc_options = mbdc
         dim = self.embed_dim = self._text_tokens.token_dim
@@ -122,8 +129,19 @@ class DALIPModel(nn.Module):
         """(B, L) bool, True for the tokens of the text's token set; None: every position."""
         return self._text_tokens.mask(texts)
 
-    def similarity(self, image: Features, text: Features, mode: str = "fused") -> torch.Tensor:
-        """Cosine similarity (N_image, N_text): alpha * first + (1 - alpha) * second by default."""
+    @property
+    def default_mode(self) -> str:
+        """The mode a caller that names none gets: the stored `answer_mode`; else "first" for a
+        model whose fused similarity is its first order (alpha 1: CLIP tuning), else
+        `DEFAULT_ANSWER_MODE`."""
+        if self.answer_mode is not None:
+            return self.answer_mode
+        return "first" if self.alpha == 1.0 else DEFAULT_ANSWER_MODE
+
+    def similarity(self, image: Features, text: Features, mode: str | None = None) -> torch.Tensor:
+        """Cosine similarity (N_image, N_text) in `mode` (default: `default_mode`): "first",
+        "second", or "fused" = alpha * first + (1 - alpha) * second."""
+        mode = mode or self.default_mode
         if mode not in SIMILARITY_MODES:
             raise ValueError(f"similarity mode must be one of {SIMILARITY_MODES}, got {mode!r}")
         if mode == "first":
@@ -160,13 +178,15 @@ class DALIPModel(nn.Module):
         return output
 
     @torch.no_grad()
-    def logits(self, image: Features, text: Features, mode: str = "fused") -> torch.Tensor:
+    def logits(self, image: Features, text: Features, mode: str | None = None) -> torch.Tensor:
         """(N_image, N_text) logits in the model's own form, for probabilities.
 
         softmax: the temperature (capped at 100, as open_clip clamps it) times `similarity`;
         sigmoid: per order `scale * cos + bias` with that order's temperature and bias, the
         orders mixed by alpha for "fused" (`sigmoid` of it is the probability that a pair matches).
+        `mode` None: `default_mode`.
         """
+        mode = mode or self.default_mode
         if self.loss_form == "softmax":
             return capped_scale(self.clip.logit_scale) * self.similarity(image, text, mode)
         first = image.first @ text.first.T
@@ -189,6 +209,7 @@ class DALIPModel(nn.Module):
             "separate_second_temperature": self.logit_scale_second is not None,
             "loss_form": self.loss_form,
             "text_padding": self.text_padding,
+            **({} if self.answer_mode is None else {"answer_mode": self.answer_mode}),
             "tokens": self.describe_tokens(),  # for readers: rebuilt from the architecture, never read back
             "image_size": _as_list(self.clip.visual.image_size),
             "context_length": int(self.clip.context_length),

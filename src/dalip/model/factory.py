@@ -312,6 +312,7 @@ def wrap_clip(clip: torch.nn.Module, config: dict[str, Any]) -> DALIPModel:
         separate_second_temperature=config.get("separate_second_temperature", False),
         loss_form=config.get("loss_form", "softmax"),
         text_padding=config.get("text_padding", "kept"),
+        answer_mode=config.get("answer_mode"),
     )
 
 

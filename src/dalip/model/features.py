@@ -21,6 +21,7 @@ class Encoder(Protocol):
     `dalip.evaluation.specs.OpenCLIPModel` (first order only, `has_second_order` False)."""
 
     has_second_order: bool
+    default_mode: str  # the similarity mode a caller that names none gets
 
     def encode_image(self, images: torch.Tensor, second_order: bool = True) -> Features:
         """images (B, 3, H, W) -> Features; second is None when `second_order` is False."""
@@ -30,8 +31,8 @@ class Encoder(Protocol):
         """texts (B, L) token ids -> Features."""
         ...
 
-    def similarity(self, image: Features, text: Features, mode: str = "fused") -> torch.Tensor:
-        """(N_image, N_text) scores in the given mode (fused, first, second)."""
+    def similarity(self, image: Features, text: Features, mode: str | None = None) -> torch.Tensor:
+        """(N_image, N_text) scores in the given mode (fused, first, second; None: default_mode)."""
         ...
 
 

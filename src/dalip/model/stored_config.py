@@ -61,6 +61,7 @@ def check_model_config(config: Any, where: str) -> dict[str, Any]:
         ),
         "loss_form": (lambda v: v in ("softmax", "sigmoid"), "softmax or sigmoid"),
         "text_padding": (lambda v: v in ("masked", "kept"), "masked or kept"),
+        "answer_mode": (lambda v: v in ("fused", "first", "second"), "fused, first or second"),
         "alpha": (lambda v: _is_number(v) and 0.0 <= v <= 1.0, "a number in [0, 1]"),
         "mbdc": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v), "a JSON object"),
         "separate_second_temperature": (lambda v: isinstance(v, bool), "true or false"),

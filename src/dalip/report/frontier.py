@@ -66,7 +66,34 @@ def frontier_table(report: dict[str, Any], domain: str, general: str) -> str:
                 f"{_interval(paired['general'])} | {' | '.join(cells)} | {area_text} |"
             )
         lines += ["", _paired_seeds(report)]
-    return "\n".join(lines) + "\n"
+    modes = _modes(report)
+    return "\n".join(lines + ([""] if modes else []) + modes) + "\n"
+
+
+def _modes(report: dict[str, Any]) -> list[str]:
+    """ "Similarity modes read: clip first; dalip fused (seed 0), first (seeds 1, 2)." ([] when
+    no curve records its mode)."""
+    by_recipe: dict[str, dict[str, list[str]]] = {}
+    for row in report["curves"]:
+        if row.get("mode"):
+            by_recipe.setdefault(row["recipe"], {}).setdefault(row["mode"], []).append(str(row["seed"]))
+    if not by_recipe:
+        return []
+    parts = []
+    for recipe, modes in by_recipe.items():
+        if len(modes) == 1:
+            parts.append(f"{printable(recipe)} {next(iter(modes))}")
+            continue
+        named = [
+            f"{mode} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+            for mode, seeds in modes.items()
+        ]
+        parts.append(f"{printable(recipe)} {', '.join(printable(n) for n in named)}")
+    return [
+        "Similarity mode each curve is read in (the tuned model's own unless --mode names one): "
+        + "; ".join(parts)
+        + "."
+    ]
 
 
 def _paired_seeds(report: dict[str, Any]) -> str:

@@ -36,6 +36,25 @@ def model_columns(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
     return columns
 
 
+def column_label(evaluation: dict[str, Any], name: str, mode: str) -> str:
+    """ "LABEL [mode]", " *" added to the mode a model with several answers with by default."""
+    entry = evaluation["models"][name]
+    marked = len(entry["modes"]) > 1 and entry.get("answer_mode") == mode
+    return f"{LABELS[name]} [{mode}]" + (" *" if marked else "")
+
+
+def answer_note(evaluation: dict[str, Any]) -> str:
+    """Which mode the DALIP-tuned model answers with, and where that came from."""
+    entry = evaluation["models"]["tuned-dalip"]
+    how = (
+        "chosen by `dalip train` on the val splits" if entry.get("answer_mode_stored") else "dalip's default"
+    )
+    return (
+        f"* the mode the DALIP-tuned model answers with when none is named: {entry.get('answer_mode')} "
+        f"({how}; `--mode` chooses another)."
+    )
+
+
 def metric_rows(evaluation: dict[str, Any]) -> list[tuple[str, str, dict[tuple[str, str], float]]]:
     rows = []
     datasets = next(iter(evaluation["models"].values()))["datasets"]
@@ -76,11 +95,12 @@ def paper_numbers(evaluation: dict[str, Any]) -> dict[str, dict[str, float]]:
     return numbers
 
 
-def paper_table(numbers: dict[str, dict[str, float]]) -> str:
+def paper_table(numbers: dict[str, dict[str, float]], answer_mode: str | None = None) -> str:
     lines = ["| DALIP mode | plant gain | general retention | mean |", "|---|---|---|---|"]
     for mode, entry in numbers.items():
+        mark = " *" if mode == answer_mode else ""
         lines.append(
-            f"| {mode} | {100 * entry['plant_gain']:+.1f} | {100 * entry['general_retention']:+.1f} | "
+            f"| {mode}{mark} | {100 * entry['plant_gain']:+.1f} | {100 * entry['general_retention']:+.1f} | "
             f"{100 * entry['mean']:+.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -92,8 +112,8 @@ def comparison_table(results: dict[str, Any]) -> str:
     columns = model_columns(evaluation)
     header = (
         ["split", "metric"]
-        + [f"{LABELS[n]} [{m}]" for n, m in columns]
-        + [f"{LABELS[n]} [{m}] vs start" for n, m in columns if n != "start"]
+        + [column_label(evaluation, n, m) for n, m in columns]
+        + [f"{column_label(evaluation, n, m)} vs start" for n, m in columns if n != "start"]
     )
     lines = [
         f"Budget `{results['budget']}`, seed {results['seed']}; dalip-tiny on the embedded data "
@@ -110,11 +130,13 @@ def comparison_table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([dataset, label] + cells) + " |")
     lines += [
         "",
+        answer_note(evaluation),
+        "",
         "DALIP-tuned minus CLIP-tuned zero-shot top-1, in points (the paper's comparison). Tuning "
         "saw every other general concept; the general test covers all of them, so its difference "
         "measures what each loss retains.",
         "",
-        paper_table(paper_numbers(evaluation)),
+        paper_table(paper_numbers(evaluation), evaluation["models"]["tuned-dalip"].get("answer_mode")),
     ]
     return "\n".join(lines)
 
@@ -182,7 +204,7 @@ def accuracy_bars(evaluation: dict[str, Any], path: Path) -> None:
             positions,
             [100 * v[column] for _, _, v in zero_shot],
             width=width,
-            label=f"{LABELS[column[0]]} [{column[1]}]",
+            label=column_label(evaluation, *column),
         )
     axes.set_xticks(range(len(zero_shot)), [d for d, _, _ in zero_shot])
     axes.set(ylabel="zero-shot top-1 (%)", ylim=(0, 100), title="Held-out test splits")
@@ -193,7 +215,7 @@ def accuracy_bars(evaluation: dict[str, Any], path: Path) -> None:
 def wise_ft_plot(wise_ft: dict[str, Any], path: Path) -> None:
     figure, (axes,) = new_figure(6, 4.5)
     for kind, results in wise_ft.items():
-        mode = "fused" if kind == "dalip" else "first"
+        mode = results.get("answer_mode", "fused" if kind == "dalip" else "first")
         points = [(p["weight"], p["summary"][mode]["domains"]) for p in results["interpolation"]]
         xs, ys = [100 * d["general"] for _, d in points], [100 * d["plant"] for _, d in points]
         axes.plot(xs, ys, marker="o", label=f"start -> tuned ({kind} loss, {mode})")

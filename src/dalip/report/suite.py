@@ -26,13 +26,20 @@ def table_columns(results: dict[str, Any]) -> tuple[list[tuple[str, str]], list[
     return [d for domain in domains for d in datasets if d[1] == domain], domains
 
 
+def mode_label(name: str, entry: dict[str, Any], mode: str) -> str:
+    """ "model [mode]", with " *" when `mode` is the one the model answers with by default
+    (when the model has more than one)."""
+    marked = len(entry["modes"]) > 1 and entry.get("answer_mode") == mode
+    return f"{name} [{mode}]" + (" *" if marked else "")
+
+
 def table_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """[("model [mode]", {dataset: score, "domains": {...}, "overall": x})] in model order."""
     rows = []
     for name, entry in results["models"].items():
         for mode in entry["modes"]:
             scores = {dataset: result["scores"][mode] for dataset, result in entry["datasets"].items()}
-            rows.append((f"{name} [{mode}]", {**scores, **entry["summary"][mode]}))
+            rows.append((mode_label(name, entry, mode), {**scores, **entry["summary"][mode]}))
     return rows
 
 
@@ -53,8 +60,10 @@ def markdown_table(results: dict[str, Any]) -> str:
         "recall@1/5/10, a caption identical to one of an image's own counting as its match; "
         "linear_probe: top-1; fewshot: mean nearest-centroid accuracy at the "
         "largest k. Modes: fused = alpha*cos(first) + (1-alpha)*cos(second); first / second "
-        "alone (plain open_clip models: first only). Probes use image features only, so "
-        "their score is the same in every mode of a model. overall = mean over datasets."
+        "alone (plain open_clip models: first only); * the mode the model answers with when "
+        "none is named (stored with it by `dalip train`, else dalip's default, first). Probes use "
+        "image features only, so their score is the same in every mode of a model. overall = "
+        "mean over datasets."
     )
     return "\n".join(lines) + "\n\n" + legend + "\n"
 
@@ -66,7 +75,7 @@ def rank_tables(results: dict[str, Any]) -> str:
     parts = []
     for dataset in (d["name"] for d in results["suite"]["datasets"]):
         columns = [
-            (f"{name} [{mode}]", mode, entry["datasets"][dataset])
+            (mode_label(name, entry, mode), mode, entry["datasets"][dataset])
             for name, entry in results["models"].items()
             for mode in entry["modes"]
             if "ranks" in entry["datasets"].get(dataset, {})

@@ -39,7 +39,11 @@ logger = logging.getLogger(__name__)
 MEGABYTE = 1024 * 1024
 LABEL_CACHE_SIZE = 8  # label sets typed on the page, remembered per model
 GALLERY_ROUTE = "/gallery/"  # the app's route of gallery images: a link is this + quote(path)
-MODE_WORDS = {"fused": "combined (DALIP)", "first": "first order only (as CLIP)"}
+MODE_WORDS = {
+    "fused": "combined (DALIP)",
+    "first": "first order only (as CLIP)",
+    "second": "second order only",
+}
 
 
 @dataclass
@@ -83,13 +87,17 @@ class ServedModel:
         self.loaded = loaded
         self.name = loaded.name
         self.vector_kind = vector_kind(loaded.model)
-        self.modes = ["fused", "first"] if self.vector_kind == "fused" else ["first"]
+        model = loaded.model
+        if loaded.has_second_order and getattr(model, "alpha", 1.0) < 1.0:  # its own mode first
+            self.modes = list(dict.fromkeys([model.default_mode, "fused", "first"]))
+        else:
+            self.modes = ["first"]
         self.index: NeighbourIndex | None = None
         self._pinned: dict[tuple[str, ...], Features] = {}
         self._recent: OrderedDict[tuple[str, ...], Features] = OrderedDict()
 
     def result_name(self, mode: str) -> str:
-        """The key of one mode's results: NAME for the main mode, NAME/first for the second."""
+        """The key of one mode's results: NAME for the model's own mode, NAME/MODE for the others."""
         return self.name if mode == self.modes[0] else f"{self.name}/{mode}"
 
     def label_embeddings(

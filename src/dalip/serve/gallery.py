@@ -92,9 +92,11 @@ def _sha256(value: object) -> str:
 
 
 def vector_kind(model: torch.nn.Module) -> str:
-    """ "fused" for DALIP models whose fused similarity uses second order (alpha < 1), else "first"."""
+    """ "fused" for DALIP models whose fused similarity uses second order (alpha < 1) and that do
+    not answer with the first order alone (`default_mode`), else "first"."""
     has_second = getattr(model, "has_second_order", True)
-    return "fused" if has_second and getattr(model, "alpha", 1.0) < 1.0 else "first"
+    answers_first = getattr(model, "default_mode", "fused") == "first"
+    return "fused" if has_second and getattr(model, "alpha", 1.0) < 1.0 and not answers_first else "first"
 
 
 def image_vectors(model: torch.nn.Module, features: Features, kind: str) -> torch.Tensor:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from dalip.config import TrainConfig, config_to_dict, validate_train_config
 from dalip.data import build_loader, resampling_notes
@@ -35,7 +34,7 @@ from dalip.train.out_dir import (
     start_run,
 )
 from dalip.train.run_data import EpochCheck, build_data, steps_per_epoch, take_micro_batches
-from dalip.train.run_log import RunLog, StepTimes
+from dalip.train.run_log import RunLog, StepTimes, progress_bar
 from dalip.train.state import (
     Position,
     StopSignals,
@@ -48,9 +47,7 @@ from dalip.train.step import MicroBatches, OptimizerStep, StepResult
 from dalip.train.task import TrainingTask
 
 logger = logging.getLogger(__name__)
-# Called on rank 0 every `eval_every` steps when `data.val` is set, as
-# validate(task, batch_size) -> results for the run log; without one, nothing is evaluated
-# (`dalip train` passes `dalip.evaluation.validation.training_validation(config)`).
+# Rank 0's hooks (dalip.evaluation.validation): `validate` every eval_every steps, `choose_mode` at the end
 Validate = Callable[[TrainingTask, int], dict[str, Any]]
 
 
@@ -59,6 +56,7 @@ def train(
     resume: str | None = None,
     validate: Validate | None = None,
     *,
+    choose_mode: Validate | None = None,
     force: bool = False,
     allow_changes: Sequence[str] = (),
 ) -> dict[str, Any]:
@@ -69,7 +67,9 @@ def train(
     context = context_from_environment(config.device)
     init_distributed(context, config.distributed_timeout_minutes)
     try:
-        return Trainer(config, context, validate, force=force, allow_changes=allow_changes).run(resume)
+        return Trainer(config, context, validate, choose_mode, force=force, allow_changes=allow_changes).run(
+            resume
+        )
     finally:
         shutdown_distributed()
 
@@ -83,6 +83,7 @@ class Trainer:
         config: TrainConfig,
         context: DistributedContext,
         validate: Validate | None = None,
+        choose_mode: Validate | None = None,
         *,
         force: bool = False,
         allow_changes: Sequence[str] = (),
@@ -90,6 +91,7 @@ class Trainer:
         self.config, self.context = config, context
         self.force, self.allow_changes = force, tuple(allow_changes)
         self.validate = validate if config.eval_every and config.data.val else None
+        self.choose_mode = choose_mode
         if config.eval_every and config.data.val and validate is None and context.is_main:
             logger.warning("eval_every is set but train() was given no validate: nothing is evaluated")
         self.device = torch.device(context.device)
@@ -153,9 +155,14 @@ class Trainer:
                 seed_everything(self.config.seed + 7919 * self.context.rank)
             self.output_folder = folder
             interrupted = None
-            with StopSignals() as signals, self._progress() as progress:
+            progress = progress_bar(
+                self.total_steps, self.position.step, self.context.is_main and self.config.progress
+            )
+            with StopSignals() as signals, progress:
                 while self.position.step < self.total_steps and interrupted is None:
                     interrupted = self._run_epoch(signals, progress)
+            if interrupted is None and self.choose_mode is not None:  # stored with the model by rank 0
+                self.model.answer_mode = (self._on_main(self.choose_mode, "answer_mode") or {}).get("chosen")
             self._save_checkpoint()  # collective: every rank hands in its RNG state
             if self.context.is_main and interrupted is None:
                 check_finite_weights(self.model, self.position.step)
@@ -172,6 +179,7 @@ class Trainer:
             "interrupted_by_signal": interrupted,
             "nonfinite_steps": self.position.nonfinite_total,
             "losses": self.last_losses,
+            "answer_mode": self.model.answer_mode,
         }
 
     def _run_epoch(self, signals: StopSignals, progress: Any) -> int | None:
@@ -199,7 +207,11 @@ class Trainer:
             self._step(micro, progress)
             produced += 1
         self.check_epoch(position.epoch, produced, position.step >= self.total_steps)
-        self._log_epoch_skips(loader)
+        skips = getattr(loader, "last_epoch_skips", {})
+        if skips and self.context.is_main:
+            self.run_log.write(
+                {"step": position.step, "epoch": position.epoch, "epoch_skipped_samples": skips}
+            )
         position.epoch += 1
         position.steps_in_epoch = 0
         return None
@@ -219,7 +231,7 @@ class Trainer:
         if position.step % config.log_every == 0 or position.step == self.total_steps:
             self._log_step(result, progress)
         if self.validate is not None and position.step % config.eval_every == 0:
-            self._evaluate()
+            self._on_main(self.validate, "eval")
         if position.step % config.checkpoint_every == 0 and position.step < self.total_steps:
             self._save_checkpoint()
 
@@ -266,12 +278,17 @@ class Trainer:
         check_nonfinite(tripped, self.config.max_nonfinite)
 
     # -- evaluation, checkpoints, logs ------------------------------------------------
-    def _evaluate(self) -> None:
+    def _on_main(self, hook: Validate, key: str) -> dict[str, Any] | None:
+        """Rank 0 runs an evaluation hook, its random draws apart from the run's, and logs its
+        record under `key`; the other ranks wait on the CPU (distributed_timeout_minutes)."""
+        record = None
         if self.context.is_main:
-            results = self.validate(self.task, self.micro_batch)
-            self.run_log.write({"step": self.position.step, "eval": results})
+            with torch.random.fork_rng(devices=[]):
+                record = hook(self.task, self.micro_batch)
+            self.run_log.write({"step": self.position.step, key: record})
             self.model.train()
-        self.control.barrier()  # the other ranks wait on the CPU, within distributed_timeout_minutes
+        self.control.barrier()
+        return record
 
     def _components(self) -> dict[str, Any]:
         return {
@@ -331,20 +348,3 @@ class Trainer:
             self.run_log.write({"step": step, "resumed_with_changes": self.resume_changes[-1]["changed"]})
         self.control.barrier()
         return state
-
-    def _progress(self) -> Any:
-        show = self.context.is_main and self.config.progress
-        return tqdm(
-            total=self.total_steps,
-            initial=self.position.step,
-            unit="step",
-            disable=None if show else True,
-            dynamic_ncols=True,
-        )
-
-    def _log_epoch_skips(self, loader: Any) -> None:
-        skips = getattr(loader, "last_epoch_skips", {})
-        if skips and self.context.is_main:
-            self.run_log.write(
-                {"step": self.position.step, "epoch": self.position.epoch, "epoch_skipped_samples": skips}
-            )

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from dalip.atomic import naming_failures
 from dalip.readers import load_json_text
 
@@ -84,6 +86,11 @@ class StepTimes:
             "batch_time": batch_time,
             "images_per_second": batch_size / max(batch_time, 1e-9),
         }
+
+
+def progress_bar(total: int, initial: int, show: bool) -> tqdm:
+    """The run's step counter (hidden unless `show`: rank 0 with `progress` set)."""
+    return tqdm(total=total, initial=initial, unit="step", disable=None if show else True, dynamic_ncols=True)
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

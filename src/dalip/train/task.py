@@ -68,6 +68,8 @@ class TrainingTask:
         """Build the model (weights, heads, locks, checkpointing) and the loss a run asks for."""
         second_order = config.loss.kind == "dalip"
         model, preprocess_train, preprocess_val, tokenizer = _create_model(config, second_order)
+        # a mode set in the config is stored with the model; "auto" is chosen at the run's end
+        model.answer_mode = None if config.model.answer_mode == "auto" else config.model.answer_mode
         if model.alpha == 1.0:  # the CLIP baseline, or a DALIP loss without its second-order term
             freeze_second_order(model)
         freeze_unused(model)
