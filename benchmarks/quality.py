@@ -22,6 +22,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, machine, print_json, record_section, run_header  # noqa: E402
 
+from dalip.evaluation.frontier import paired_interval  # noqa: E402
+
 # (dataset, metric) pairs read from the quickstart's evaluation.
 METRICS = (
     ("plant-zeroshot", "top1"),
@@ -30,8 +32,15 @@ METRICS = (
     ("general-zeroshot", "top1"),
     ("general-zeroshot", "top5"),
 )
-# (model, mode) columns: the start model, the CLIP-tuned one, the DALIP-tuned one in both modes.
-COLUMNS = (("start", "first"), ("tuned-clip", "first"), ("tuned-dalip", "fused"), ("tuned-dalip", "first"))
+# (model, mode) columns: the start model, the CLIP-tuned one, the DALIP-tuned one in every mode.
+COLUMNS = (
+    ("start", "first"),
+    ("tuned-clip", "first"),
+    ("tuned-dalip", "fused"),
+    ("tuned-dalip", "first"),
+    ("tuned-dalip", "second"),
+)
+DALIP_MODES = ("fused", "first", "second", "own")  # own: the mode the model answers with (stored)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,13 +89,18 @@ def load_results(folders: list[str]) -> list[dict[str, Any]]:
 def metric_values(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """{"dataset/metric": {"model/mode": value}} of one quickstart run."""
     models = results["evaluation"]["models"]
-    return {
-        f"{dataset}/{metric}": {
-            f"{model}/{mode}": models[model]["datasets"][dataset]["modes"][mode][metric]
-            for model, mode in COLUMNS
-        }
-        for dataset, metric in METRICS
-    }
+    own = models["tuned-dalip"].get("answer_mode", "fused")  # a run before dalip 0.5 answered fused
+    values = {}
+    for dataset, metric in METRICS:
+        row = {f"{m}/{mode}": models[m]["datasets"][dataset]["modes"][mode][metric] for m, mode in COLUMNS}
+        values[f"{dataset}/{metric}"] = {**row, "tuned-dalip/own": row[f"tuned-dalip/{own}"]}
+    return values
+
+
+def answer_modes(results: dict[str, Any]) -> str:
+    """The mode the DALIP-tuned model answers with, and whether `dalip train` chose it."""
+    entry = results["evaluation"]["models"]["tuned-dalip"]
+    return f"{entry.get('answer_mode', 'fused')}{'' if entry.get('answer_mode_stored') else ' (default)'}"
 
 
 def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
@@ -97,18 +111,40 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
         for column in per_seed[0][key]:
             values = [run[key][column] for run in per_seed]
             entry[column] = {"mean": statistics.fmean(values), "std": _std(values), "values": values}
-        for mode in ("fused", "first"):
+        for mode in DALIP_MODES:
             differences = [run[key][f"tuned-dalip/{mode}"] - run[key]["tuned-clip/first"] for run in per_seed]
             entry[f"dalip_{mode}_minus_clip"] = {
                 "mean": statistics.fmean(differences),
                 "std": _std(differences),
+                "interval": paired_interval(differences),
             }
+            same = [run[key][f"tuned-dalip/{mode}"] - run[key]["tuned-dalip/fused"] for run in per_seed]
+            entry[f"dalip_{mode}_minus_fused"] = {"interval": paired_interval(same)}
         figures[key] = entry
     return figures
 
 
 def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _interval(summary: dict[str, Any]) -> str:
+    if summary["low"] is None:
+        return f"{100 * summary['mean']:+.1f}"
+    return f"{100 * summary['mean']:+.1f} [{100 * summary['low']:+.1f}, {100 * summary['high']:+.1f}]"
+
+
+def mode_table(figures: dict[str, Any]) -> str:
+    """Top-1 per DALIP mode: minus CLIP tuning, and the same weights minus fused (paired by seed,
+    mean [95% t interval], points)."""
+    keys = ("plant-zeroshot/top1", "general-zeroshot/top1")
+    header = ["DALIP mode", "plant - CLIP", "general - CLIP", "plant - fused", "general - fused"]
+    rows = []
+    for mode in DALIP_MODES:
+        cells = [_interval(figures[key][f"dalip_{mode}_minus_clip"]["interval"]) for key in keys]
+        cells += [_interval(figures[key][f"dalip_{mode}_minus_fused"]["interval"]) for key in keys]
+        rows.append([mode] + cells)
+    return format_table(header, rows)
 
 
 def table(figures: dict[str, Any]) -> str:
@@ -134,24 +170,26 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     info = machine()
-    per_seed, seconds = [], []
+    per_seed, seconds, modes = [], [], []
     for seed in args.seeds:
         if args.results:
             results = next(r for r in args.loaded if r["seed"] == seed)
         else:
             results = quickstart(Path(args.out) / f"seed-{seed}", seed=seed, budget=args.budget, force=True)
         per_seed.append(metric_values(results))
+        modes.append(answer_modes(results))
         seconds.append(results["timings_seconds"]["total"])
     figures = {
         "budget": args.budget,
         "seeds": args.seeds,
         "seconds_per_seed": seconds,
+        "answer_modes": modes,
         "metrics": aggregate(per_seed),
     }
     if args.json:
         print_json(figures)
     else:
-        print(table(figures["metrics"]))
+        print(table(figures["metrics"]) + "\n\n" + mode_table(figures["metrics"]))
     if not args.no_record:
         body = "\n".join(
             [
@@ -162,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
                 "two columns are paired differences (same seed) against the CLIP-tuned model",
                 "",
                 table(figures["metrics"]),
+                "",
+                "Zero-shot top-1 of the DALIP-tuned model in each similarity mode (own: the mode it "
+                "answers with, chosen by `dalip train` on the val splits; per seed: "
+                + ", ".join(modes)
+                + "), paired by seed, mean [95% t interval], points:",
+                "",
+                mode_table(figures["metrics"]),
             ]
         )
         record_section(f"Quality: DALIP vs CLIP tuning ({args.budget} budget)", body)
