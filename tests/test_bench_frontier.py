@@ -97,3 +97,31 @@ def test_mode_readings_pair_each_dalip_mode_with_clip_and_the_same_weights_with_
     assert "| dalip (fused) | 3 | +5.0 [+5.0, +5.0] | -4.0 [-4.0, -4.0] |" in text  # vs CLIP
     spread = stats.t.ppf(0.975, 2) * 2.0 / 3**0.5  # first minus fused general: 4, 6, 8 points
     assert f"| dalip | first | 3 | -2.0 [-2.0, -2.0] | +6.0 [{6 - spread:+.1f}, {6 + spread:+.1f}] |" in text
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
+def test_answer_modes_replays_the_choice_on_val_and_reads_it_on_test(tmp_path, tiny_model, monkeypatch):
+    """answer_modes.py: a run that stores its mode is read in it; one that stores none gets the
+    choice `dalip train` makes (here on val folders where fused wins), read from the test sweeps."""
+    import answer_modes
+    from eval_fixtures import write_folder
+
+    model = tiny_model[0]
+    for seed, stored in ((0, "first"), (1, None)):
+        model.answer_mode = stored
+        (tmp_path / "runs" / f"dalip@{seed}").mkdir(parents=True)
+        model.save(tmp_path / "runs" / f"dalip@{seed}" / "model.safetensors")
+        _sweep(tmp_path / "frontier-test" / "sweeps" / f"clip@{seed}", {"first": (0.3, 0.4)})
+        scores = {"fused": (0.35, 0.36), "first": (0.33, 0.40), "second": (0.2, 0.3)}
+        _sweep(tmp_path / "frontier-test" / "sweeps" / f"dalip@{seed}", scores)
+    model.answer_mode = None
+    for domain in ("plant", "general"):
+        write_folder(tmp_path / "data" / domain / "val", {"a": 2, "b": 2})
+    chosen = {"chosen": "fused", "by": "val"}
+    monkeypatch.setattr(
+        answer_modes, "choose_answer_mode", lambda *args: chosen
+    )  # tested in test_answer_mode.py
+    table, choices = answer_modes.readings(tmp_path, ["dalip"], [0, 1])
+    assert choices == {"dalip@0": {"chosen": "first", "by": "stored"}, "dalip@1": chosen}
+    (own,) = [line for line in table.splitlines() if line.startswith("| dalip (own)")]
+    assert "+4.0 [-8.7, +16.7]" in own  # plant - CLIP: seed 0 first (+3), seed 1 fused (+5)

@@ -44,15 +44,40 @@ def training_validation(config: TrainConfig) -> Callable[[TrainingTask, int], di
 CHOSEN_AMONG = ("fused", "first")
 
 
-def answer_mode_choice(config: TrainConfig) -> Callable[[TrainingTask, int], dict[str, Any]] | None:
-    """The end-of-run choice of the model's answer mode, or None when the config leaves nothing
-    to choose: a mode is named (`model.answer_mode`), the run has no second-order term (CLIP
-    loss, alpha 1), or `data.val` / `data.val_general` is missing (the model then answers with
-    `dalip.config.DEFAULT_ANSWER_MODE`).
+def choose_answer_mode(
+    model: Any,
+    tokenizer: Any,
+    preprocess: Any,
+    folders: dict[str, tuple[str, str]],
+    runtime: Runtime,
+) -> dict[str, Any]:
+    """Score `model` zero-shot on the "domain" and "general" image folders ({name: (folder,
+    templates)}) in every mode; the choice is the mode with the higher mean of the two top-1
+    accuracies, fused or first (a tie goes to first). Returns {"chosen", "by", "val": {mode:
+    {"domain", "general", "mean"}}} (`dalip train`'s end-of-run choice; benchmarks replay it)."""
+    top1 = {}
+    for name, (folder, templates) in folders.items():
+        result = zero_shot(
+            model, folder, tokenizer, preprocess, templates=templates, modes=SIMILARITY_MODES, runtime=runtime
+        )
+        top1[name] = {mode: result["modes"][mode]["top1"] for mode in SIMILARITY_MODES}
+    val = {
+        mode: {
+            "domain": top1["domain"][mode],
+            "general": top1["general"][mode],
+            "mean": (top1["domain"][mode] + top1["general"][mode]) / 2,
+        }
+        for mode in SIMILARITY_MODES
+    }
+    chosen = max(reversed(CHOSEN_AMONG), key=lambda mode: val[mode]["mean"])
+    return {"chosen": chosen, "by": "mean of data.val and data.val_general zero-shot top-1", "val": val}
 
-    The choice is the mode with the higher mean of the two zero-shot top-1 accuracies (domain
-    `data.val`, general `data.val_general`), fused or first; a tie goes to first. Every mode is
-    measured and recorded: {"chosen", "by", "val": {mode: {"domain", "general", "mean"}}}."""
+
+def answer_mode_choice(config: TrainConfig) -> Callable[[TrainingTask, int], dict[str, Any]] | None:
+    """The end-of-run choice of the model's answer mode (`choose_answer_mode` on `data.val` and
+    `data.val_general`), or None when the config leaves nothing to choose: a mode is named
+    (`model.answer_mode`), the run has no second-order term (CLIP loss, alpha 1), or `data.val` /
+    `data.val_general` is missing (the model then answers with `dalip.config.DEFAULT_ANSWER_MODE`)."""
     if config.model.answer_mode != "auto" or config.loss.kind != "dalip" or config.model.alpha >= 1.0:
         return None
     if not (config.data.val and config.data.val_general):
@@ -64,27 +89,6 @@ def answer_mode_choice(config: TrainConfig) -> Callable[[TrainingTask, int], dic
 
     def choose(task: TrainingTask, batch_size: int) -> dict[str, Any]:
         runtime = Runtime(batch_size, config.data.workers, precision=config.precision)
-        top1 = {}
-        for name, (folder, templates) in folders.items():
-            result = zero_shot(
-                task.model,
-                folder,
-                task.tokenizer,
-                task.preprocess_val,
-                templates=templates,
-                modes=SIMILARITY_MODES,
-                runtime=runtime,
-            )
-            top1[name] = {mode: result["modes"][mode]["top1"] for mode in SIMILARITY_MODES}
-        val = {
-            mode: {
-                "domain": top1["domain"][mode],
-                "general": top1["general"][mode],
-                "mean": (top1["domain"][mode] + top1["general"][mode]) / 2,
-            }
-            for mode in SIMILARITY_MODES
-        }
-        chosen = max(reversed(CHOSEN_AMONG), key=lambda mode: val[mode]["mean"])
-        return {"chosen": chosen, "by": "mean of data.val and data.val_general zero-shot top-1", "val": val}
+        return choose_answer_mode(task.model, task.tokenizer, task.preprocess_val, folders, runtime)
 
     return choose
