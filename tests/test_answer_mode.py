@@ -195,3 +195,16 @@ def test_eval_mode_default_scores_each_model_in_its_own_mode(tmp_path, capsys):
     assert main(["eval", *models, *data, "--out", str(tmp_path / "all")]) == 0
     table = (tmp_path / "all" / "results.md").read_text()  # no --mode: every mode, the model's own marked
     assert "| own [fused] * |" in table and "| old [first] * |" in table and "| old [second] |" in table
+
+
+def test_bad_answer_mode_settings_are_one_line(train_data, tmp_path, capsys):  # noqa: F811
+    from guard_helpers import user_error
+
+    config = write_config(train_data, tmp_path / "run")
+    general = str(train_data / "general/val")
+    line = user_error(capsys, "train", "--config", config, "--set", f"data.val_general={general}")
+    assert "data.val_general: set data.val too" in line
+    line = user_error(capsys, "train", "--config", config, "--set", f"data.val_general={tmp_path / 'none'}")
+    assert "data.val_general: image folder not found" in line
+    line = user_error(capsys, "train", "--config", config, "--set", "model.answer_mode=mean")
+    assert "model.answer_mode" in line and "first" in line
