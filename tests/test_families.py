@@ -286,3 +286,19 @@ def test_an_hf_hub_siglip_style_folder_answers_with_sigmoid_probabilities(tmp_pa
     torch.testing.assert_close(
         label_probabilities(loaded.model, image, text, "first"), expected, rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("name", TINY_ARCHITECTURES)
+def test_every_weight_is_drawn_when_built_without_weights(name, monkeypatch):
+    """No parameter keeps `torch.empty`'s memory: with empty memory made NaN, a model built
+    without weights (CoCa's decoder projection was left empty by open_clip) is finite."""
+    real_empty = torch.empty
+
+    def nan_empty(*args, **kwargs):
+        tensor = real_empty(*args, **kwargs)
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    model, *_ = dalip.create_model(name, heads=2, reduced_dim=8)
+    broken = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    assert not broken

@@ -108,7 +108,7 @@ def _create_clip(
         logger.info("building %s with QuickGELU: the %r weights were trained with it", model_name, weights)
     try:
         with quiet_loading():
-            return open_clip.create_model(
+            clip = open_clip.create_model(
                 model_name,
                 pretrained=weights,
                 precision=precision,
@@ -117,6 +117,7 @@ def _create_clip(
                 force_context_length=context_length,
                 cache_dir=cache_dir,
             )
+        return clip if weights is not None else _initialize_coca_projection(clip)
     except Exception as error:  # a file is untrusted input: any failure to read it is the file's
         if weights is not None and os.path.isfile(weights):
             raise ValueError(
@@ -127,6 +128,17 @@ def _create_clip(
                 f"could not fetch pretrained weights {weights!r} for {model_name}: {load_error_reason(error)}"
             ) from error
         raise
+
+
+def _initialize_coca_projection(clip: torch.nn.Module) -> torch.nn.Module:
+    """open_clip leaves CoCa's decoder projection as `torch.empty` (whatever memory held, NaN
+    at times) when no weights are loaded: draw it as its `init_parameters` intends."""
+    decoder = getattr(clip, "text_decoder", None)
+    projection = getattr(decoder, "text_projection", None)
+    if isinstance(projection, torch.nn.Parameter):
+        with torch.no_grad():
+            torch.nn.init.normal_(projection, std=decoder.width**-0.5)
+    return clip
 
 
 def load_error_reason(error: BaseException) -> str:
