@@ -37,7 +37,13 @@ from _common import format_table, machine, record_section, run_header  # noqa: E
 
 from dalip.config import TrainConfig, apply_overrides, config_to_dict, from_dict  # noqa: E402
 from dalip.evaluation.suite import run_suite  # noqa: E402
-from dalip.quickstart import BUDGETS, generate_data, run_config, train_stage  # noqa: E402
+from dalip.quickstart import (  # noqa: E402
+    BUDGETS,
+    generate_data,
+    run_config,
+    train_stage,
+    without_mode_choice,
+)
 
 # dalip 0.1's recipe: the base every one-factor variant departs from (every factor spelt
 # out, so a run means the same whatever the package's defaults are).
@@ -119,7 +125,7 @@ def stage_config(out: Path, data: Path, budget: Any, seed: int, stage: str) -> T
     defaults become. CLIP-loss runs ignore alpha, but it is part of their config; the
     sample order depends on the number of DataLoader workers; the fused AdamW kernel
     rounds differently from the default one the ablation ran with."""
-    config = run_config(out, data, budget, seed, stage)
+    config = without_mode_choice(run_config(out, data, budget, seed, stage))  # reads fused and first itself
     pinned = apply_overrides(config_to_dict(config), [f"{key}={value}" for key, value in PINNED.items()])
     return from_dict(TrainConfig, pinned)
 

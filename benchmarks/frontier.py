@@ -39,7 +39,13 @@ import _common  # noqa: E402
 from dalip.cli import main as dalip_main  # noqa: E402
 from dalip.config import DistillConfig, L2SPConfig, LoRAConfig  # noqa: E402
 from dalip.evaluation.frontier import curve_from_sweep, frontier, paired_interval  # noqa: E402
-from dalip.quickstart import BUDGETS, generate_data, run_config, train_stage  # noqa: E402
+from dalip.quickstart import (  # noqa: E402
+    BUDGETS,
+    generate_data,
+    run_config,
+    train_stage,
+    without_mode_choice,
+)
 
 RECIPES = [f"{method}{loss}" for method in ("", "lora-", "l2sp-", "distill-") for loss in ("clip", "dalip")]
 MODES = ("fused", "first", "second")  # every sweep scores each; DALIP recipes are read in each
@@ -91,11 +97,8 @@ def recipe_config(
     """The quickstart's tuning config of `recipe`'s loss, with the recipe's options."""
     loss, options = settings.options(recipe)
     config = family.apply(run_config(out, data, budget, seed, f"tuned-{loss}"))
-    # No answer-mode choice at the end of the tuning (every mode is read from the sweeps, and
-    # benchmarks/answer_modes.py replays the choice on the val splits), so the runs cached
-    # before dalip 0.5 stay valid.
-    data_config = dataclasses.replace(config.data, val=None, val_general=None, val_templates="generic")
-    config = dataclasses.replace(config, data=data_config)
+    # Every mode is read from the sweeps; benchmarks/answer_modes.py replays the choice on val.
+    config = without_mode_choice(config)
     optim = dataclasses.replace(config.optim, **options.get("optim", {}))
     extra = {key: value for key, value in options.items() if key != "optim"}
     return dataclasses.replace(config, optim=optim, out_dir=str(out / "runs" / f"{recipe}@{seed}"), **extra)

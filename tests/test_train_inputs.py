@@ -146,6 +146,8 @@ def test_a_stage_killed_before_its_first_checkpoint_starts_again_on_a_rerun(trai
         _release(fifo)
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and not (run / "checkpoints").exists()
+    with open(run / "metrics.jsonl", "a") as log:  # and the steps it logged before the kill
+        log.write('{"step": 1, "loss": 3.0}\n')
     (run / "checkpoints").mkdir()  # and killed inside its first checkpoint's write
     (run / "checkpoints" / ".step_000000002.pt.k1ll3d00.tmp").write_bytes(b"half")
     train_stage(load_train_config(write_config(train_data, run, steps=2)), cacheable=True)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import time
@@ -190,6 +191,13 @@ def run_config(out: Path, data: Path, budget: Budget, seed: int, stage: str) -> 
         log_every=max(1, steps // 50),
         tensorboard=False,
     )
+
+
+def without_mode_choice(config: TrainConfig) -> TrainConfig:
+    """`config` without the val folders, so a DALIP run ends without choosing its answer mode:
+    the benchmarks read every mode themselves, and their runs cached before dalip 0.5 stay valid."""
+    data = dataclasses.replace(config.data, val=None, val_general=None, val_templates="generic")
+    return dataclasses.replace(config, data=data)
 
 
 def trained_with(path: Path, config: TrainConfig) -> bool:

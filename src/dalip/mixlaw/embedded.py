@@ -17,7 +17,14 @@ import logging
 from pathlib import Path
 
 from dalip.config import TrainConfig
-from dalip.quickstart import BUDGETS, generate_data, run_config, train_stage, trained_with
+from dalip.quickstart import (
+    BUDGETS,
+    generate_data,
+    run_config,
+    train_stage,
+    trained_with,
+    without_mode_choice,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +72,8 @@ def embedded_base(
         root = out
         data = generate_data(out, budget, seed)
         train_stage(run_config(out, data, budget, seed, "start"), cacheable=True)
-    config = run_config(root, root / "data", budget, seed, f"tuned-{loss}")
+    # The fit reads the config's named mode (else first): no choice at the end of a pilot.
+    config = without_mode_choice(run_config(root, root / "data", budget, seed, f"tuned-{loss}"))
     config.data.sources[0].domain, config.data.sources[1].domain = "plant", "general"
     config.steps, config.optim.warmup_steps, config.checkpoint_every = (
         steps,

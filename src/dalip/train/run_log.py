@@ -35,6 +35,8 @@ class RunLog:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with naming_failures(self.path):  # now, so the output manifest lists it before any step
+            self.path.touch()
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
