@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 from train_fixtures import run_cli, write_config
 
 import dalip
+from dalip.model.file_format import read_checkpoint_config
+from dalip.train.run_log import read_metrics
 
 
 def wait_for(predicate, process, timeout=120.0):
@@ -177,3 +179,25 @@ def test_alpha_one_with_the_dalip_loss_trains_under_ddp(train_data, tmp_path):
     for name, value in start.state_dict().items():
         if "_mbdc." in name:
             assert torch.equal(trained[name], value), name
+
+
+@pytest.mark.slow  # 25 s of two processes
+def test_the_answer_mode_choice_under_two_gloo_processes_matches_one_process(train_data, tmp_path):
+    """Rank 0 alone scores the val folders at the end of the run (the other rank waits at the
+    barrier, the RNG is forked): 2 ranks store the mode, the val figures and the weights of one."""
+    data = {"val": str(train_data / "plant/val"), "val_general": str(train_data / "general/val")}
+    settings = dict(steps=3, optim={"lr": 1e-4, "warmup_steps": 1}, device="cpu", data=data)
+    double = assert_two_processes_match_one(train_data, tmp_path, settings)
+    choices = []
+    for run in (tmp_path / "single", double):
+        records = [r["answer_mode"] for r in read_metrics(run / "metrics.jsonl") if "answer_mode" in r]
+        assert len(records) == 1, run  # written once, by rank 0
+        stored = read_checkpoint_config(run / "model.safetensors")["answer_mode"]
+        assert (
+            stored == records[0]["chosen"]
+            and dalip.load_checkpoint(checkpoints(run)[-1]).answer_mode == stored
+        )
+        choices.append(records[0])
+    assert choices[0]["chosen"] == choices[1]["chosen"]
+    for mode, scores in choices[0]["val"].items():
+        assert choices[1]["val"][mode] == pytest.approx(scores, abs=1e-6), mode
