@@ -75,7 +75,8 @@ def test_sigterm_saves_a_loadable_checkpoint(train_data, tmp_path):
     process = run_cli(
         "train", "--config", str(write_config(train_data, out, steps=400, checkpoint_every=1000))
     )
-    assert wait_for(lambda: (out / "metrics.jsonl").exists(), process), process.stderr.read()
+    logged = out / "metrics.jsonl"  # created when the run starts; a record once a step ran
+    assert wait_for(lambda: logged.exists() and logged.stat().st_size > 0, process), process.stderr.read()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 128 + signal.SIGTERM
     assert "checkpoint saved; continue with --resume latest" in process.stderr.read()
