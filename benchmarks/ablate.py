@@ -37,7 +37,7 @@ from _common import format_table, machine, record_section, run_header  # noqa: E
 
 from dalip.config import TrainConfig, apply_overrides, config_to_dict, from_dict  # noqa: E402
 from dalip.evaluation.suite import run_suite  # noqa: E402
-from dalip.quickstart import (  # noqa: E402
+from dalip.experiments import (  # noqa: E402
     BUDGETS,
     generate_data,
     run_config,

@@ -39,7 +39,7 @@ import _common  # noqa: E402
 from dalip.cli import main as dalip_main  # noqa: E402
 from dalip.config import DistillConfig, L2SPConfig, LoRAConfig  # noqa: E402
 from dalip.evaluation.frontier import curve_from_sweep, frontier, paired_interval  # noqa: E402
-from dalip.quickstart import (  # noqa: E402
+from dalip.experiments import (  # noqa: E402
     BUDGETS,
     generate_data,
     run_config,

@@ -57,7 +57,7 @@ def test_stage_configs_pin_the_recorded_ablation_settings(tmp_path):
     """The recorded tables ran with alpha 0.5 in the CLIP stages, 2 loader workers and
     torch's default AdamW: the command must still run that, whatever the quickstart's
     budget and the package's defaults say now."""
-    from dalip.quickstart import BUDGETS
+    from dalip.experiments import BUDGETS
 
     config = ablate.stage_config(tmp_path, tmp_path / "data", BUDGETS["small"], 0, "start")
     assert (config.model.alpha, config.data.workers, config.optim.fused) == (0.5, 2, False)

@@ -20,6 +20,7 @@ STAGES = (
     ("export",),
     ("evaluation",),
     ("report",),
+    ("experiments",),
     ("quickstart",),
     ("mixlaw",),
     ("serve",),

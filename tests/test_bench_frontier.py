@@ -15,8 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import frontier as bench  # noqa: E402
 
-from dalip import quickstart  # noqa: E402
-from dalip.quickstart import BUDGETS  # noqa: E402
+from dalip.experiments import (
+    BUDGETS,  # noqa: E402
+    runs,  # noqa: E402
+)
 
 
 def test_needed_seeds_is_the_t_corrected_power_calculation():
@@ -29,7 +31,7 @@ def test_needed_seeds_is_the_t_corrected_power_calculation():
 
 @pytest.mark.parametrize("recipe", bench.RECIPES)
 def test_each_recipe_is_one_method_on_one_loss(tmp_path, monkeypatch, recipe):
-    monkeypatch.setattr(quickstart, "tuning_subset", lambda data, budget: data / "general-tune.csv")
+    monkeypatch.setattr(runs, "tuning_subset", lambda data, budget: data / "general-tune.csv")
     settings = bench.Settings(lora_rank=2, lora_lr=5e-3, l2sp=0.5, distill=2.0)
     config = bench.recipe_config(tmp_path, tmp_path / "data", BUDGETS["test"], 3, recipe, settings)
     method = recipe.rpartition("-")[0]

@@ -20,9 +20,9 @@ from dalip.cli.main import main
 from dalip.config import DataConfig, SourceConfig, TrainConfig, config_to_dict
 from dalip.data.mixing import build_train_dataset
 from dalip.evaluation.mixing_law import Law
+from dalip.experiments import trained_with
 from dalip.mixlaw import Objective, Pilot, fit_study, pilot_config
 from dalip.mixlaw.plan import read_mixtures
-from dalip.quickstart import trained_with
 
 PLANT = Law(c=1.2, k=2.0, t=(-1.5,), rms=0.0)
 GENERAL = Law(c=1.5, k=0.05, t=(3.0,), rms=0.0)
@@ -337,7 +337,7 @@ def test_an_interrupted_pilot_resumes_to_the_same_model(tmp_path):
     stopped after a checkpoint continues from it and ends with the uninterrupted run's weights."""
     from safetensors.torch import load_file
 
-    from dalip.quickstart import train_stage
+    from dalip.experiments import train_stage
 
     def config(folder: str) -> TrainConfig:
         return TrainConfig(

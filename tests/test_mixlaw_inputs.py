@@ -20,8 +20,8 @@ from data_fixtures import write_csv
 from guard_helpers import files_under, save_stopped_by_ctrl_c, user_error
 from test_mixlaw import GENERAL, PLANT, _config, _sources
 
+import dalip.experiments.runs
 import dalip.mixlaw.study
-import dalip.quickstart
 import dalip.report.mixlaw
 import dalip.train.state
 from dalip.cli.main import main
@@ -68,7 +68,7 @@ def pilots(monkeypatch):
             "zero_shot": {},
         }
 
-    monkeypatch.setattr(dalip.quickstart, "train", train)
+    monkeypatch.setattr(dalip.experiments.runs, "train", train)
     monkeypatch.setattr(dalip.mixlaw.study, "measure", measured)
     monkeypatch.setattr(dalip.report.mixlaw, "mixlaw_plot", lambda results, path: None)  # not tested here
     return calls
@@ -83,7 +83,7 @@ def test_ctrl_c_while_a_pilot_writes_its_checkpoint_stops_the_study_as_train_sto
         save_training_state(checkpoint, {"weights": torch.zeros(1000)})  # as the loop writes one
 
     monkeypatch.setattr(dalip.train.state, "save_torch", save_stopped_by_ctrl_c)
-    monkeypatch.setattr(dalip.quickstart, "train", train)
+    monkeypatch.setattr(dalip.experiments.runs, "train", train)
     assert main(_argv(tmp_path, "--weight", "plant=1")) == 130
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == "dalip mixlaw: interrupted", err
@@ -113,7 +113,7 @@ def _kill_the_first_pilot(tmp_path: Path, monkeypatch, argv: list[str]) -> Path:
         raise _Killed
 
     with monkeypatch.context() as patch:
-        patch.setattr(dalip.quickstart, "train", killed)
+        patch.setattr(dalip.experiments.runs, "train", killed)
         with pytest.raises(_Killed):
             main(argv)
     (out / MANIFEST_NAME).write_text(seen["manifest"])

@@ -115,7 +115,7 @@ def test_force_reuses_the_cached_start_model(quickstart_run, capsys):
 
 
 def test_an_interrupted_stage_stops_the_quickstart(tmp_path, monkeypatch, capsys):
-    import dalip.quickstart
+    import dalip.experiments.runs
 
     calls = []
 
@@ -123,7 +123,7 @@ def test_an_interrupted_stage_stops_the_quickstart(tmp_path, monkeypatch, capsys
         calls.append(config.out_dir)
         return {"interrupted_by_signal": 15, "step": 1}
 
-    monkeypatch.setattr(dalip.quickstart, "train", interrupted_train)
+    monkeypatch.setattr(dalip.experiments.runs, "train", interrupted_train)
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--budget", "test"]) == 130
     assert len(calls) == 1 and calls[0].endswith("start")
     assert "interrupted" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from train_fixtures import write_config
 import dalip.train.state
 from dalip.cli import main
 from dalip.config import load_train_config
-from dalip.quickstart import train_stage
+from dalip.experiments import train_stage
 from dalip.train.state import stop_grace_seconds
 
 TAMPERED = {

@@ -17,11 +17,11 @@ import logging
 from pathlib import Path
 
 from dalip.config import TrainConfig
-from dalip.quickstart import (
+from dalip.experiments import (
     BUDGETS,
     generate_data,
     run_config,
-    train_stage,
+    train_start,
     trained_with,
     without_mode_choice,
 )
@@ -71,7 +71,7 @@ def embedded_base(
             )
         root = out
         data = generate_data(out, budget, seed)
-        train_stage(run_config(out, data, budget, seed, "start"), cacheable=True)
+        train_start(out, data, budget, seed)
     # The fit reads the config's named mode (else first): no choice at the end of a pilot.
     config = without_mode_choice(run_config(root, root / "data", budget, seed, f"tuned-{loss}"))
     config.data.sources[0].domain, config.data.sources[1].domain = "plant", "general"

@@ -16,8 +16,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from dalip.config import TrainConfig
+from dalip.experiments import train_stage
 from dalip.outputs import OutputFolder, list_files, read_manifest, remove_listed
-from dalip.quickstart import train_stage
 from dalip.train.state import training_checkpoints
 
 # What a `dalip train` run writes into its folder before its first checkpoint or model, with
