@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, machine, record_section, run_header  # noqa: E402
 
 from dalip.evaluation.frontier import paired_interval  # noqa: E402
-from dalip.evaluation.runtime import Runtime  # noqa: E402
-from dalip.evaluation.specs import load_model  # noqa: E402
 from dalip.evaluation.validation import choose_answer_mode  # noqa: E402
+from dalip.inference.runtime import Runtime  # noqa: E402
+from dalip.inference.specs import load_model  # noqa: E402
 
 MODES = ("fused", "first", "second")
 

@@ -135,8 +135,8 @@ def evaluation(
     workers: int,
 ) -> Callable[[], float]:
     """A function running `zero_shot` on the folder; returns the images/s it reports."""
-    from dalip.evaluation.runtime import Runtime
     from dalip.evaluation.zero_shot import zero_shot
+    from dalip.inference.runtime import Runtime
 
     def run() -> float:
         result = zero_shot(
@@ -204,7 +204,7 @@ def profile_call(function: Callable[[], float]) -> dict[str, Any]:
     profiler.runcall(function)
     stats = pstats.Stats(profiler)
     wanted = {
-        "loop": ("evaluation/runtime.py", "encode_dataset"),
+        "loop": ("inference/runtime.py", "encode_dataset"),
         "encode_image": ("model/dalip_model.py", "encode_image"),
         "loader_wait": ("dataloader.py", "__next__"),
     }

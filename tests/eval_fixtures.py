@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from data_fixtures import write_csv
 from PIL import Image
 
-from dalip.evaluation.specs import LoadedModel
+from dalip.inference.specs import LoadedModel
 from dalip.model.features import Features
 
 # A zero-shot case worked out by hand (tests/test_eval_metrics.py): images 0-2 are class

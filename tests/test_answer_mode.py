@@ -24,9 +24,9 @@ import dalip
 from dalip.cli import main
 from dalip.config import DEFAULT_ANSWER_MODE, TrainConfig
 from dalip.evaluation.frontier import curve_from_sweep, frontier
-from dalip.evaluation.runtime import resolve_modes
-from dalip.evaluation.specs import load_model
 from dalip.evaluation.validation import answer_mode_choice
+from dalip.inference.runtime import resolve_modes
+from dalip.inference.specs import load_model
 from dalip.model.file_format import read_checkpoint_config
 from dalip.report.frontier import frontier_table
 from dalip.train.run_log import read_metrics

@@ -18,6 +18,7 @@ STAGES = (
     ("train",),
     ("checkpoint",),
     ("export",),
+    ("inference",),
     ("evaluation",),
     ("report",),
     ("experiments",),

@@ -10,8 +10,8 @@ from open_clip.loss import ClipLoss
 
 from dalip.evaluation.contrastive import contrastive_loss
 from dalip.evaluation.datasets import read_caption_csv
-from dalip.evaluation.runtime import embed
-from dalip.evaluation.specs import load_model
+from dalip.inference.runtime import embed
+from dalip.inference.specs import load_model
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from dalip.config import SourceConfig
 from dalip.data import build_loader, build_train_dataset, make_source
 from dalip.data.files import read_table
 from dalip.evaluation.datasets import read_caption_csv
-from dalip.evaluation.labels import check_labels
+from dalip.inference.labels import check_labels
 
 
 def _faulty_csv(folder: Path) -> tuple[Path, set[str]]:

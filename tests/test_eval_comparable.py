@@ -13,7 +13,7 @@ from eval_fixtures import StubModel, loaded_stub, make_workspace, unit, write_im
 from dalip.cli import main
 from dalip.evaluation import retrieval
 from dalip.evaluation.suite_file import load_suite
-from dalip.evaluation.templates import builtin_template_sets, load_templates
+from dalip.inference.templates import builtin_template_sets, load_templates
 
 # Images 0 and 1 share the caption "oak leaf": image 1 is near the oak axis, so both copies
 # of that caption tie for its top 1; image 0 is nearer maple (a miss either way).

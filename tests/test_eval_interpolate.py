@@ -11,9 +11,9 @@ from eval_fixtures import make_workspace
 import dalip
 from dalip.cli import main
 from dalip.evaluation import wiseft
-from dalip.evaluation.specs import load_model
 from dalip.evaluation.suite import run_suite
 from dalip.evaluation.wiseft import interpolate, interpolate_weights
+from dalip.inference.specs import load_model
 from dalip.report.suite import write_interpolation_report
 
 

@@ -21,8 +21,9 @@ from eval_fixtures import (
 
 from dalip.evaluation.metrics import mean_per_class_recall, top_k_accuracy
 from dalip.evaluation.retrieval import retrieval, retrieval_metrics
-from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.zero_shot import class_embeddings, zero_shot
+from dalip.evaluation.zero_shot import zero_shot
+from dalip.inference.classes import class_embeddings
+from dalip.inference.runtime import Runtime
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ from PIL import Image
 import dalip
 from dalip.cli import main
 from dalip.data.captions import fill_template
-from dalip.evaluation.predict import predict
-from dalip.evaluation.runtime import embed
-from dalip.evaluation.specs import load_model
-from dalip.evaluation.templates import load_templates
 from dalip.evaluation.zero_shot import zero_shot
+from dalip.inference.predict import predict
+from dalip.inference.runtime import embed
+from dalip.inference.specs import load_model
+from dalip.inference.templates import load_templates
 
 CLASSES = {"oak": 2, "maple": 2, "fern": 1}
 

@@ -16,7 +16,7 @@ from conftest import TEST_MBDC
 
 import dalip
 from dalip.cli import main
-from dalip.evaluation.specs import load_model
+from dalip.inference.specs import load_model
 
 CAPTIONS = ["a serrate ovate leaf", "two blue squares", "a fern"]
 

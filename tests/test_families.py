@@ -261,9 +261,9 @@ def test_an_hf_hub_siglip_style_folder_answers_with_sigmoid_probabilities(tmp_pa
 
     import huggingface_hub.constants as hub
 
-    from dalip.evaluation.predict import label_probabilities
-    from dalip.evaluation.specs import load_model
     from dalip.export.folder import export_folder
+    from dalip.inference.predict import label_probabilities
+    from dalip.inference.specs import load_model
 
     torch.manual_seed(0)
     model, *_ = dalip.create_model("dalip-tiny-sigmoid")

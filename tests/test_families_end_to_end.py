@@ -16,8 +16,8 @@ from train_fixtures import write_config
 
 import dalip
 from dalip.cli import main
-from dalip.evaluation.predict import predict
-from dalip.evaluation.specs import load_model
+from dalip.inference.predict import predict
+from dalip.inference.specs import load_model
 from dalip.model.factory import TINY_ARCHITECTURES
 
 FAMILIES = [name for name in TINY_ARCHITECTURES if name != "dalip-tiny"]

@@ -16,7 +16,7 @@ from eval_fixtures import make_workspace
 import dalip
 from dalip.cli import main
 from dalip.data.captions import fill_template
-from dalip.evaluation.templates import load_templates
+from dalip.inference.templates import load_templates
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import fused_search  # noqa: E402

@@ -21,7 +21,8 @@ from dalip.config import SourceConfig
 from dalip.data import build_loader, build_train_dataset, make_source
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import DEFAULT_MAX_IMAGE_PIXELS, decode_image, read_file
-from dalip.evaluation.datasets import list_image_files, read_caption_csv
+from dalip.evaluation.datasets import read_caption_csv
+from dalip.inference.images import list_image_files
 
 
 @pytest.fixture(scope="module")

@@ -200,8 +200,8 @@ def test_a_model_with_non_finite_weights_is_refused_by_every_loader(tmp_path, ca
     """A diverged or damaged model is one line naming the tensor, exit 2, for every command
     and loader: not an evaluation at 4% top-1 or predictions of `nan%`."""
     import dalip
-    from dalip.evaluation.specs import load_model
     from dalip.export.open_clip_file import export_open_clip
+    from dalip.inference.specs import load_model
 
     path, state, config = saved_checkpoint(tmp_path)
     model = dalip.load_checkpoint(path)

@@ -29,10 +29,10 @@ from guard_helpers import saved_checkpoint, user_error
 from dalip.cli import main
 from dalip.config import SourceConfig
 from dalip.data import build_loader, build_train_dataset, make_source
-from dalip.evaluation.datasets import list_image_files
-from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.specs import load_model
 from dalip.evaluation.zero_shot import zero_shot
+from dalip.inference.images import list_image_files
+from dalip.inference.runtime import Runtime
+from dalip.inference.specs import load_model
 from dalip.readers import quoted
 from dalip.report.text import printable
 

@@ -14,7 +14,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from dalip.data.taxonomy import read_taxonomy  # noqa: E402
-from dalip.evaluation.specs import load_model  # noqa: E402
+from dalip.inference.specs import load_model  # noqa: E402
 from dalip.serve import Gallery, Identifier, ServeOptions  # noqa: E402
 from dalip.serve.app import create_app  # noqa: E402
 from dalip.serve.taxa import ServedTaxonomy  # noqa: E402

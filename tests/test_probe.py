@@ -109,7 +109,7 @@ def test_fewshot_saves_splits_and_reuses_them(tmp_path):
 def test_probe_feature_kinds():
     import torch
 
-    from dalip.evaluation.runtime import EncodedImages
+    from dalip.inference.runtime import EncodedImages
     from dalip.model.features import Features
 
     encoded = EncodedImages(

@@ -10,7 +10,7 @@ from conftest import TEST_MBDC
 from open_clip.transformer import QuickGELU
 
 import dalip
-from dalip.evaluation.specs import load_model
+from dalip.inference.specs import load_model
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from torch import nn
 
 import dalip.evaluation.ranks as ranks
 from dalip.cli import main
-from dalip.evaluation.runtime import EncodedImages
+from dalip.inference.runtime import EncodedImages
 from dalip.model.features import Features
 
 # two families of one genus each, two species per genus; phylum and class unknown

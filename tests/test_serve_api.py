@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import dalip  # noqa: E402
 from dalip.cli import main  # noqa: E402
-from dalip.evaluation.runtime import embed  # noqa: E402
-from dalip.evaluation.specs import load_model  # noqa: E402
+from dalip.inference.runtime import embed  # noqa: E402
+from dalip.inference.specs import load_model  # noqa: E402
 from dalip.serve import Gallery, Identifier, ServeOptions  # noqa: E402
 from dalip.serve.app import create_app  # noqa: E402
 from dalip.serve.engine import ServedModel  # noqa: E402

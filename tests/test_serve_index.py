@@ -13,8 +13,8 @@ from eval_fixtures import write_folder, write_image
 
 import dalip
 from dalip.cli import main
-from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.specs import load_model
+from dalip.inference.runtime import Runtime
+from dalip.inference.specs import load_model
 from dalip.serve import Gallery
 from dalip.serve.gallery import cache_file, load_or_build_index
 

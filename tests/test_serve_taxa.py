@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import dalip  # noqa: E402
 from dalip.data.taxonomy import read_taxonomy  # noqa: E402
-from dalip.evaluation.runtime import embed  # noqa: E402
-from dalip.evaluation.specs import load_model  # noqa: E402
-from dalip.evaluation.taxon_predict import predict_taxa  # noqa: E402
+from dalip.inference.runtime import embed  # noqa: E402
+from dalip.inference.specs import load_model  # noqa: E402
+from dalip.inference.taxon_predict import predict_taxa  # noqa: E402
 from dalip.serve import Gallery, Identifier, ServeOptions  # noqa: E402
 from dalip.serve.app import create_app  # noqa: E402
 from dalip.serve.taxa import ServedTaxonomy  # noqa: E402

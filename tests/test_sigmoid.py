@@ -22,7 +22,7 @@ from dalip.cli import main
 from dalip.config import load_train_config
 from dalip.data.mixing import build_loader
 from dalip.evaluation.contrastive import contrastive_loss
-from dalip.evaluation.predict import label_probabilities
+from dalip.inference.predict import label_probabilities
 from dalip.train.distributed import DistributedContext
 from dalip.train.loop import Trainer
 from dalip.train.step import forward_backward

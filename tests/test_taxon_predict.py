@@ -13,7 +13,7 @@ from guard_helpers import saved_checkpoint, user_error
 
 from dalip.cli import main
 from dalip.data.taxonomy import Taxon, Taxonomy
-from dalip.evaluation.taxon_predict import answer, by_rank, checklist
+from dalip.inference.taxon_predict import answer, by_rank, checklist
 
 # only family, genus and species known: so that even the coarsest rank can fall short
 TAXA = [

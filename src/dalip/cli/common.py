@@ -7,8 +7,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.suite_file import Suite
+from dalip.inference.runtime import Runtime
 from dalip.report.text import printable
 
 MODES = ("fused", "first", "second", "default", "all")  # default: the mode the model answers with

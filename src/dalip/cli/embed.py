@@ -17,12 +17,12 @@ from dalip.cli.common import (
     runtime_from_flags,
 )
 from dalip.data.files import read_text_lines
-from dalip.evaluation.datasets import list_image_files
-from dalip.evaluation.labels import check_labels, read_label_file
-from dalip.evaluation.runtime import embed
-from dalip.evaluation.specs import load_model
-from dalip.evaluation.templates import load_templates
-from dalip.evaluation.zero_shot import embed_classes
+from dalip.inference.classes import embed_classes
+from dalip.inference.images import list_image_files
+from dalip.inference.labels import check_labels, read_label_file
+from dalip.inference.runtime import embed
+from dalip.inference.specs import load_model
+from dalip.inference.templates import load_templates
 from dalip.outputs import check_output_file
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from dalip.cli.common import MODEL_HELP, MODES, add_force_flag, add_runtime_flags, runtime_from_flags
 from dalip.evaluation.clip_benchmark import PREFIX, describe_clip_benchmark
-from dalip.evaluation.specs import check_spec, parse_model_arg
 from dalip.evaluation.suite import run_suite
 from dalip.evaluation.suite_file import load_suite
+from dalip.inference.specs import check_spec, parse_model_arg
 from dalip.outputs import OutputFolder
 from dalip.report.suite import markdown_table, write_suite_report
 

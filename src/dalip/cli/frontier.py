@@ -11,9 +11,9 @@ from typing import Any
 from dalip.cli.common import MODEL_HELP, add_force_flag, add_runtime_flags, runtime_from_flags
 from dalip.cli.interpolate import parse_weights
 from dalip.evaluation.frontier import DEFAULT_LEVELS, Curve, curve_from_sweep, frontier
-from dalip.evaluation.specs import check_spec, load_model
 from dalip.evaluation.suite_file import load_suite, suite_summary
 from dalip.evaluation.wiseft import interpolate
+from dalip.inference.specs import check_spec, load_model
 from dalip.outputs import OutputFolder
 from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
 from dalip.report.frontier import frontier_table, write_frontier_report

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from dalip.cli.common import MODEL_HELP, MODES, add_force_flag, add_runtime_flags, runtime_from_flags
-from dalip.evaluation.specs import check_spec
 from dalip.evaluation.suite_file import load_suite
 from dalip.evaluation.wiseft import check_weights, interpolate
+from dalip.inference.specs import check_spec
 from dalip.outputs import OutputFolder
 from dalip.report.suite import interpolation_table, write_interpolation_report
 

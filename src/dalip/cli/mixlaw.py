@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dalip.cli.common import add_set_flag, count
 from dalip.config import TrainConfig, load_train_config
-from dalip.evaluation.runtime import Runtime
+from dalip.inference.runtime import Runtime
 from dalip.mixlaw.build import build_study
 from dalip.mixlaw.embedded import EPS, HELD_OUT, SHARES, embedded_base
 from dalip.mixlaw.study import Study, run_study, summary_lines

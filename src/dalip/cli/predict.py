@@ -20,8 +20,8 @@ from dalip.cli.predict_taxa import (
     images_and_model,
     run_taxon_predict,
 )
-from dalip.evaluation.labels import check_labels, read_label_file
-from dalip.evaluation.predict import predict
+from dalip.inference.labels import check_labels, read_label_file
+from dalip.inference.predict import predict
 from dalip.report.text import printable
 
 

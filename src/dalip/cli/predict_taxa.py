@@ -1,5 +1,5 @@
 """`dalip predict --taxonomy`: answers as taxa (rank, checklist, back-off, one plant from
-several photos), printed as text, JSON or CSV (`dalip.evaluation.taxon_predict`)."""
+several photos), printed as text, JSON or CSV (`dalip.inference.taxon_predict`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 from dalip.cli.common import report_unreadable, runtime_from_flags
 from dalip.data.taxonomy import RANKS, TEXT_TYPES, read_taxonomy
-from dalip.evaluation.datasets import list_image_files
-from dalip.evaluation.specs import load_model
-from dalip.evaluation.taxon_predict import predict_taxa, ranked_checklist
+from dalip.inference.images import list_image_files
+from dalip.inference.specs import load_model
+from dalip.inference.taxon_predict import predict_taxa, ranked_checklist
 from dalip.report.text import printable
 
 FLAGS = {

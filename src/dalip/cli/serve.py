@@ -12,8 +12,8 @@ from typing import Any
 from dalip.cli.common import MODEL_HELP as SPEC_HELP
 from dalip.cli.predict_taxa import add_taxonomy_flags, check_no_taxonomy_flags
 from dalip.data.taxonomy import TAXONOMY_FILE, read_taxonomy
-from dalip.evaluation.labels import read_label_file
-from dalip.evaluation.specs import check_spec, load_model, parse_model_arg
+from dalip.inference.labels import read_label_file
+from dalip.inference.specs import check_spec, load_model, parse_model_arg
 from dalip.serve import Gallery, Identifier, ServeOptions
 from dalip.serve.gallery import CACHE_FOLDER
 from dalip.serve.taxa import ServedTaxonomy

@@ -1,8 +1,9 @@
 """Evaluation: zero-shot, retrieval, linear probe and few-shot as plain functions; suites of
-datasets x models; WiSE-FT sweeps; model specs (dalip checkpoints, open_clip folders, plain
-open_clip).
+datasets x models; WiSE-FT sweeps.
 
-runtime.py (how: device, precision, batching) and datasets.py (what: images, captions)
-serve zero_shot.py, retrieval.py and probe.py; clip_benchmark.py reads CLIP_benchmark's
-WebDataset datasets for them; suite.py composes them; wiseft.py sweeps a suite.
+datasets.py (labelled images, caption CSVs) serves zero_shot.py, retrieval.py and probe.py,
+which encode with `dalip.inference` (runtime, model specs, class vectors, templates);
+clip_benchmark.py reads CLIP_benchmark's WebDataset datasets for them; suite.py composes
+them; wiseft.py sweeps a suite. runtime, specs, predict, taxon_predict, labels and
+templates moved to `dalip.inference` in 0.6; their names here stay for 0.6 only.
 """

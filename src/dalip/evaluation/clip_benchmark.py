@@ -30,9 +30,9 @@ from dalip.data.shards import MAX_SHARDS
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image
 from dalip.evaluation.retrieval import retrieval_on
-from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.specs import LoadedModel
 from dalip.evaluation.zero_shot import zero_shot
+from dalip.inference.runtime import Runtime
+from dalip.inference.specs import LoadedModel
 
 PREFIX = "wds/"
 TASK_OF_KIND = {

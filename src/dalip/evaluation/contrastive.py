@@ -19,9 +19,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dalip.evaluation.datasets import ImageFileDataset, read_caption_csv
-from dalip.evaluation.predict import _probability_scale, answers_with_sigmoid
-from dalip.evaluation.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
+from dalip.evaluation.datasets import read_caption_csv
+from dalip.inference.images import ImageFileDataset
+from dalip.inference.predict import _probability_scale, answers_with_sigmoid
+from dalip.inference.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
 from dalip.model.features import Encoder, Features
 
 

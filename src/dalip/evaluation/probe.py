@@ -24,7 +24,7 @@ from sklearn.model_selection import train_test_split
 from dalip.atomic import write_json
 from dalip.evaluation.datasets import load_classification_dataset
 from dalip.evaluation.metrics import classification_metrics
-from dalip.evaluation.runtime import EncodedImages, Runtime, encode_dataset
+from dalip.inference.runtime import EncodedImages, Runtime, encode_dataset
 from dalip.model.features import Encoder
 from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
 

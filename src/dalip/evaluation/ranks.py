@@ -22,9 +22,9 @@ from dalip.data.files import CLASSES_FILE, list_image_folder, read_classes_file
 from dalip.data.taxonomy import RANKS, TAXONOMY_FILE, Taxon, Taxonomy, read_taxonomy
 from dalip.evaluation.datasets import load_classification_dataset
 from dalip.evaluation.metrics import classification_metrics
-from dalip.evaluation.runtime import Runtime, encode_dataset, resolve_modes
-from dalip.evaluation.templates import load_templates
-from dalip.evaluation.zero_shot import class_embeddings
+from dalip.inference.classes import class_embeddings
+from dalip.inference.runtime import Runtime, encode_dataset, resolve_modes
+from dalip.inference.templates import load_templates
 from dalip.model.features import Encoder
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dalip import __version__
-from dalip.evaluation.specs import file_sha256
+from dalip.inference.specs import file_sha256
 
 _SIZE_KEYS = ("num_images", "num_texts", "num_classes", "skipped", "train_size", "test_size")
 _PATH_KEYS = ("dataset", "train", "test", "splits_file")

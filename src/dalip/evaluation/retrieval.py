@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from dalip.evaluation.datasets import ImageFileDataset, read_caption_csv
-from dalip.evaluation.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
+from dalip.evaluation.datasets import read_caption_csv
+from dalip.inference.images import ImageFileDataset
+from dalip.inference.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
 from dalip.model.features import Encoder, Features
 
 POSITIVES_RULE = "own or identical caption"

@@ -17,10 +17,10 @@ from dalip.evaluation.clip_benchmark import evaluate_clip_benchmark
 from dalip.evaluation.ranks import zero_shot_ranks
 from dalip.evaluation.record import reproducibility_record
 from dalip.evaluation.retrieval import retrieval
-from dalip.evaluation.runtime import Runtime, resolve_modes
-from dalip.evaluation.specs import LoadedModel, check_spec, default_name, load_model
 from dalip.evaluation.suite_file import DatasetSpec, Suite, load_suite, suite_summary, with_overrides
 from dalip.evaluation.zero_shot import zero_shot
+from dalip.inference.runtime import Runtime, resolve_modes
+from dalip.inference.specs import LoadedModel, check_spec, default_name, load_model
 
 logger = logging.getLogger(__name__)
 

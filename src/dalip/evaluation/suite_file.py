@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dalip.data.files import few, repeated_names
-from dalip.evaluation.templates import load_templates, template_set_name
+from dalip.inference.templates import load_templates, template_set_name
 from dalip.model.dalip_model import SIMILARITY_MODES
 from dalip.readers import read_yaml
 from dalip.schema import check_choice, check_fields, checked, from_dict

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from dalip.config import TrainConfig
-from dalip.evaluation.runtime import Runtime
 from dalip.evaluation.zero_shot import zero_shot
+from dalip.inference.runtime import Runtime
 from dalip.model.dalip_model import SIMILARITY_MODES
 from dalip.train.task import TrainingTask
 

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from dalip.evaluation.record import reproducibility_record
-from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.specs import LoadedModel, load_model, state_sha256
 from dalip.evaluation.suite import evaluate_loaded, model_modes, suite_runtime
 from dalip.evaluation.suite_file import load_suite, suite_summary, with_overrides
+from dalip.inference.runtime import Runtime
+from dalip.inference.specs import LoadedModel, load_model, state_sha256
 from dalip.readers import quoted
 
 logger = logging.getLogger(__name__)

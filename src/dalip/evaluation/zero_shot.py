@@ -1,10 +1,10 @@
-"""Zero-shot classification as plain functions, in the manner of CLIP_benchmark: the class
-vectors (`class_embeddings`, `embed_classes`) and the evaluation (`zero_shot`).
+"""Zero-shot classification as a plain function, in the manner of CLIP_benchmark (`zero_shot`);
+the class vectors it scores against are `dalip.inference.classes`'.
 
 A model is anything with `encode_image(images, second_order)` / `encode_text(tokens,
 second_order)` returning `Features(first, second)` and `similarity(image, text, mode)`
-(a `DALIPModel`, or `dalip.evaluation.specs.OpenCLIPModel` around a plain open_clip
-model). Metrics: `dalip.evaluation.metrics`; prediction: `dalip.evaluation.predict`.
+(a `DALIPModel`, or `dalip.inference.specs.OpenCLIPModel` around a plain open_clip
+model). Metrics: `dalip.evaluation.metrics`; prediction: `dalip.inference.predict`.
 """
 
 from __future__ import annotations
@@ -16,39 +16,15 @@ from typing import Any
 
 import torch
 
-from dalip.data.captions import fill_template
 from dalip.evaluation.datasets import load_classification_dataset
-from dalip.evaluation.labels import check_class_names, check_labels
 from dalip.evaluation.metrics import classification_metrics
-from dalip.evaluation.runtime import Runtime, encode_dataset, encode_texts, resolve_modes
-from dalip.evaluation.templates import load_templates, template_set_name
-from dalip.model.features import Encoder, Features
+from dalip.inference.classes import class_embeddings, embed_classes  # noqa: F401 (embed_classes: its home before 0.6)
+from dalip.inference.labels import check_class_names
+from dalip.inference.runtime import Runtime, encode_dataset, resolve_modes
+from dalip.inference.templates import load_templates, template_set_name
+from dalip.model.features import Encoder
 
 logger = logging.getLogger(__name__)
-
-
-def class_embeddings(
-    model: Encoder,
-    tokenizer: Any,
-    class_names: Sequence[str],
-    templates: Sequence[str],
-    runtime: Runtime,
-    second_order: bool = True,
-) -> Features:
-    """One embedding per class: each feature kind averaged over templates, re-normalised.
-
-    Returns Features with first (C, D) and second (C, D2) or None.
-    """
-    texts = [fill_template(t, name) for name in class_names for t in templates]
-    encoded = encode_texts(model, tokenizer, texts, runtime, second_order)
-
-    def average(features: torch.Tensor | None) -> torch.Tensor | None:
-        if features is None:
-            return None
-        per_class = features.reshape(len(class_names), len(templates), -1).mean(dim=1)  # (C, D)
-        return torch.nn.functional.normalize(per_class, dim=-1)
-
-    return Features(average(encoded.first), average(encoded.second))
 
 
 def zero_shot(
@@ -100,20 +76,3 @@ def zero_shot(
         "modes": results,
         "images_per_second": encoded.images_per_second,
     }
-
-
-def embed_classes(
-    model: Encoder,
-    tokenizer: Any,
-    labels: Sequence[str],
-    templates: str | Sequence[str] = "none",
-    runtime: Runtime | None = None,
-) -> Features:
-    """Zero-shot class vectors, built as `zero_shot` builds them: each feature kind averaged
-    over the templates and re-normalised (fuse them afterwards with `model.fused_embedding`).
-
-    Returns Features(first (C, D), second (C, D2) or None), one row per label.
-    """
-    labels, templates = check_labels(labels), load_templates(templates)
-    with (runtime or Runtime()).evaluating(model) as runtime:
-        return class_embeddings(model, tokenizer, labels, templates, runtime, model.has_second_order)

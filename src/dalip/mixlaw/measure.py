@@ -20,9 +20,9 @@ from dalip.atomic import write_text
 from dalip.data.files import check_regular_file
 from dalip.evaluation.contrastive import contrastive_loss
 from dalip.evaluation.datasets import read_caption_csv
-from dalip.evaluation.runtime import Runtime
-from dalip.evaluation.specs import file_sha256, load_model
 from dalip.evaluation.zero_shot import zero_shot
+from dalip.inference.runtime import Runtime
+from dalip.inference.specs import file_sha256, load_model
 from dalip.readers import read_json
 
 

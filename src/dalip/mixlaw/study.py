@@ -19,7 +19,7 @@ from typing import Any
 
 from dalip.atomic import write_text
 from dalip.config import DEFAULT_ANSWER_MODE, TrainConfig, config_to_dict
-from dalip.evaluation.runtime import Runtime
+from dalip.inference.runtime import Runtime
 from dalip.mixlaw.fit import Objective, fit_study
 from dalip.mixlaw.measure import Measures, measure
 from dalip.mixlaw.plan import Pilot, check_mixtures, domain_weights, domains_of, pilot_config

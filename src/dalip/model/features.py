@@ -18,7 +18,7 @@ class Features(NamedTuple):
 
 class Encoder(Protocol):
     """What evaluation needs from a model: `DALIPModel`, or a plain open_clip model wrapped by
-    `dalip.evaluation.specs.OpenCLIPModel` (first order only, `has_second_order` False)."""
+    `dalip.inference.specs.OpenCLIPModel` (first order only, `has_second_order` False)."""
 
     has_second_order: bool
     default_mode: str  # the similarity mode a caller that names none gets

@@ -24,12 +24,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dalip.evaluation.predict import answers_with_sigmoid, label_probabilities, top_labels
-from dalip.evaluation.runtime import Runtime, encode_dataset
-from dalip.evaluation.specs import LoadedModel
-from dalip.evaluation.taxon_predict import answer, one_plant
-from dalip.evaluation.templates import load_templates
-from dalip.evaluation.zero_shot import class_embeddings
+from dalip.inference.classes import class_embeddings
+from dalip.inference.predict import answers_with_sigmoid, label_probabilities, top_labels
+from dalip.inference.runtime import Runtime, encode_dataset
+from dalip.inference.specs import LoadedModel
+from dalip.inference.taxon_predict import answer, one_plant
+from dalip.inference.templates import load_templates
 from dalip.model.features import Features
 from dalip.serve.gallery import Gallery, NeighbourIndex, image_vectors, load_or_build_index, vector_kind
 from dalip.serve.taxa import ServedTaxonomy, Species, TaxonQuery

@@ -26,9 +26,9 @@ import torch
 
 from dalip.atomic import atomic_write
 from dalip.data.files import list_image_folder
-from dalip.evaluation.datasets import ImageFileDataset
-from dalip.evaluation.runtime import Runtime, encode_dataset
-from dalip.evaluation.specs import LoadedModel
+from dalip.inference.images import ImageFileDataset
+from dalip.inference.runtime import Runtime, encode_dataset
+from dalip.inference.specs import LoadedModel
 from dalip.model.features import Features
 
 logger = logging.getLogger(__name__)

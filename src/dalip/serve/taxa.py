@@ -3,7 +3,7 @@ back-off probability) and the species it chooses among, as `dalip predict --taxo
 
 The server's labels are the taxonomy's species, each embedded from its text (`text_type`,
 taxonomic by default); a request's `subset` restricts them, and its answer per model and mode
-is `dalip.evaluation.taxon_predict.answer` of the species probabilities.
+is `dalip.inference.taxon_predict.answer` of the species probabilities.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dalip.data.taxonomy import RANKS, Taxon, Taxonomy, named_ranks
-from dalip.evaluation.taxon_predict import (
+from dalip.inference.taxon_predict import (
     check_options,
     check_rank,
     checklist_of_text,

@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dalip.data.skips import SkipCounter
 from dalip.data.sources import decode_image, max_image_pixels
-from dalip.evaluation.labels import check_labels
+from dalip.inference.labels import check_labels
 from dalip.serve.engine import MEGABYTE
 from dalip.serve.taxa import TaxonQuery
 
