@@ -6,6 +6,7 @@
 __version__ = "0.5.0"
 
 from dalip.checkpoint import load_checkpoint  # noqa: E402
+from dalip.inference.specs import load  # noqa: E402
 from dalip.loss import DALIPLoss  # noqa: E402
 from dalip.model.bdc import brownian_distance_covariance, upper_triangle_indices, vectorize_upper_triangle  # noqa: E402
 from dalip.model.dalip_model import DALIPModel  # noqa: E402
@@ -22,6 +23,7 @@ __all__ = [
     "Features",
     "brownian_distance_covariance",
     "create_model",
+    "load",
     "load_checkpoint",
     "save_model",
     "supported_model_names",

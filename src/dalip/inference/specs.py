@@ -230,3 +230,17 @@ def load_model(spec: Any, name: str | None = None) -> LoadedModel:
     if not os.path.exists(spec):
         raise FileNotFoundError(f"checkpoint not found: {spec}")
     return from_dalip_model(load_checkpoint(spec), name, os.path.abspath(spec), file_sha256(spec))
+
+
+def load(spec: Any, device: str | torch.device = "cpu") -> tuple[Encoder, Any, Any]:
+    """Any model the command line accepts -> (model, preprocess, tokenizer), as open_clip's
+    `create_model_from_pretrained` returns them: the model in eval mode on `device`, its
+    evaluation transform and its tokenizer.
+
+    `spec`: a dalip model file or training checkpoint (`step_*.pt`), `local-dir:PATH` or
+    `hf-hub:ORG/REPO` (the fused DALIP model of a `dalip export --format fused-dir` folder, else
+    plain open_clip), `openclip:ARCH:WEIGHTS` (a plain open_clip model: a file or a pretrained
+    tag), or a `DALIPModel`. A plain open_clip model answers with first-order features only.
+    """
+    loaded = load_model(spec)
+    return loaded.model.to(device).eval(), loaded.preprocess, loaded.tokenizer
