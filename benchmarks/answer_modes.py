@@ -21,8 +21,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, machine, record_section, run_header  # noqa: E402
 
-from dalip.evaluation.frontier import paired_interval  # noqa: E402
 from dalip.evaluation.validation import choose_answer_mode  # noqa: E402
+from dalip.frontier.curves import paired_interval  # noqa: E402
 from dalip.inference.runtime import Runtime  # noqa: E402
 from dalip.inference.specs import load_model  # noqa: E402
 

@@ -38,7 +38,6 @@ import _common  # noqa: E402
 
 from dalip.cli import main as dalip_main  # noqa: E402
 from dalip.config import DistillConfig, L2SPConfig, LoRAConfig  # noqa: E402
-from dalip.evaluation.frontier import curve_from_sweep, frontier, paired_interval  # noqa: E402
 from dalip.experiments import (  # noqa: E402
     BUDGETS,
     generate_data,
@@ -46,6 +45,7 @@ from dalip.experiments import (  # noqa: E402
     train_stage,
     without_mode_choice,
 )
+from dalip.frontier.curves import curve_from_sweep, frontier, paired_interval  # noqa: E402
 
 RECIPES = [f"{method}{loss}" for method in ("", "lora-", "l2sp-", "distill-") for loss in ("clip", "dalip")]
 MODES = ("fused", "first", "second")  # every sweep scores each; DALIP recipes are read in each

@@ -34,10 +34,10 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from dalip.evaluation.mixing_law import fit_law  # noqa: E402
 from dalip.inference.runtime import Runtime  # noqa: E402
 from dalip.mixlaw.build import build_study  # noqa: E402
 from dalip.mixlaw.embedded import SHARES, embedded_base  # noqa: E402
+from dalip.mixlaw.law import fit_law  # noqa: E402
 from dalip.mixlaw.measure import Measures, measure  # noqa: E402
 from dalip.mixlaw.study import run_study  # noqa: E402
 from dalip.outputs import OutputFolder  # noqa: E402

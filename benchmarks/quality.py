@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, machine, print_json, record_section, run_header  # noqa: E402
 
-from dalip.evaluation.frontier import paired_interval  # noqa: E402
+from dalip.frontier.curves import paired_interval  # noqa: E402
 
 # (dataset, metric) pairs read from the quickstart's evaluation.
 METRICS = (

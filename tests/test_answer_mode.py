@@ -23,12 +23,12 @@ from train_fixtures import train_data, write_config  # noqa: F401 (fixture)
 import dalip
 from dalip.cli import main
 from dalip.config import DEFAULT_ANSWER_MODE, TrainConfig
-from dalip.evaluation.frontier import curve_from_sweep, frontier
 from dalip.evaluation.validation import answer_mode_choice
+from dalip.frontier.curves import curve_from_sweep, frontier
+from dalip.frontier.report import frontier_table
 from dalip.inference.runtime import resolve_modes
 from dalip.inference.specs import load_model
 from dalip.model.file_format import read_checkpoint_config
-from dalip.report.frontier import frontier_table
 from dalip.train.run_log import read_metrics
 
 

@@ -11,10 +11,10 @@ from guard_helpers import saved_checkpoint, user_error
 from scipy import stats
 
 import dalip
-import dalip.cli.frontier as frontier_cli
 import dalip.evaluation.wiseft as wiseft
+import dalip.frontier.sweeps as frontier_sweeps
 from dalip.cli import main
-from dalip.evaluation.frontier import Curve, curve_from_sweep, dominated_area, frontier, general_at_gain
+from dalip.frontier.curves import Curve, curve_from_sweep, dominated_area, frontier, general_at_gain
 
 
 def _curve(recipe: str, seed: str, plant: list[float], general: list[float]) -> Curve:
@@ -157,8 +157,10 @@ def test_frontier_cli_sweeps_tuned_models_once(train_data, tmp_path, capsys, mon
     )
     assert second["reused"] and second["summary"] == first["summary"] and second["sha256"] == first["sha256"]
     swept = []
-    original = frontier_cli.interpolate
-    monkeypatch.setattr(frontier_cli, "interpolate", lambda *a, **k: swept.append(a[1]) or original(*a, **k))
+    original = frontier_sweeps.interpolate
+    monkeypatch.setattr(
+        frontier_sweeps, "interpolate", lambda *a, **k: swept.append(a[1]) or original(*a, **k)
+    )
     assert main([*argv, "--force"]) == 0  # the same models: both sweeps are reused
     assert swept == []
     assert (

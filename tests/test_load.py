@@ -3,6 +3,8 @@ tokenizer), in eval mode, with the features of the loader each kind of spec had 
 
 from __future__ import annotations
 
+import importlib
+
 import open_clip
 import pytest
 import torch
@@ -92,3 +94,21 @@ def test_the_open_clip_tokenizer_of_a_plain_model_is_open_clips(trained):
     _, _, tokenizer = dalip.load(f"local-dir:{trained}/plain")
     expected = open_clip.get_tokenizer(f"local-dir:{trained}/plain")(CAPTIONS)
     assert torch.equal(tokenizer(CAPTIONS), expected)
+
+
+@pytest.mark.parametrize(
+    "old, new, name",
+    [
+        ("dalip.evaluation.specs", "dalip.inference.specs", "load_model"),
+        ("dalip.evaluation.runtime", "dalip.inference.runtime", "Runtime"),
+        ("dalip.evaluation.predict", "dalip.inference.predict", "predict"),
+        ("dalip.evaluation.taxon_predict", "dalip.inference.taxon_predict", "predict_taxa"),
+        ("dalip.evaluation.labels", "dalip.inference.labels", "read_label_file"),
+        ("dalip.evaluation.templates", "dalip.inference.templates", "load_templates"),
+        ("dalip.evaluation.zero_shot", "dalip.inference.classes", "embed_classes"),
+        ("dalip.evaluation.datasets", "dalip.inference.images", "list_image_files"),
+    ],
+)
+def test_the_names_before_the_inference_package_still_import(old, new, name):
+    """0.6 moved these to dalip.inference; the old names stay for 0.6."""
+    assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(new), name)

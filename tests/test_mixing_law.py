@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dalip.evaluation.mixing_law import (
+from dalip.mixlaw.law import (
     Law,
     bootstrap_laws,
     fit_law,

@@ -19,9 +19,9 @@ from eval_fixtures import write_image
 from dalip.cli.main import main
 from dalip.config import DataConfig, SourceConfig, TrainConfig, config_to_dict
 from dalip.data.mixing import build_train_dataset
-from dalip.evaluation.mixing_law import Law
 from dalip.experiments import trained_with
 from dalip.mixlaw import Objective, Pilot, fit_study, pilot_config
+from dalip.mixlaw.law import Law
 from dalip.mixlaw.plan import read_mixtures
 
 PLANT = Law(c=1.2, k=2.0, t=(-1.5,), rms=0.0)

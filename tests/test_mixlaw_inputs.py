@@ -21,8 +21,8 @@ from guard_helpers import files_under, save_stopped_by_ctrl_c, user_error
 from test_mixlaw import GENERAL, PLANT, _config, _sources
 
 import dalip.experiments.runs
+import dalip.mixlaw.report
 import dalip.mixlaw.study
-import dalip.report.mixlaw
 import dalip.train.state
 from dalip.cli.main import main
 from dalip.config import config_to_dict
@@ -70,7 +70,7 @@ def pilots(monkeypatch):
 
     monkeypatch.setattr(dalip.experiments.runs, "train", train)
     monkeypatch.setattr(dalip.mixlaw.study, "measure", measured)
-    monkeypatch.setattr(dalip.report.mixlaw, "mixlaw_plot", lambda results, path: None)  # not tested here
+    monkeypatch.setattr(dalip.mixlaw.report, "mixlaw_plot", lambda results, path: None)  # not tested here
     return calls
 
 

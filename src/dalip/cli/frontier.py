@@ -1,23 +1,20 @@
 """`dalip frontier`: WiSE-FT sweeps of several tuned models against one start model, read as
-the gain-retention trade-off (`dalip.evaluation.frontier`)."""
+the gain-retention trade-off (`dalip.frontier.curves`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from dalip.cli.common import MODEL_HELP, add_force_flag, add_runtime_flags, runtime_from_flags
 from dalip.cli.interpolate import parse_weights
-from dalip.evaluation.frontier import DEFAULT_LEVELS, Curve, curve_from_sweep, frontier
-from dalip.evaluation.suite_file import load_suite, suite_summary
-from dalip.evaluation.wiseft import interpolate
-from dalip.inference.specs import check_spec, load_model
+from dalip.evaluation.suite_file import load_suite
+from dalip.frontier.curves import DEFAULT_LEVELS, Curve, curve_from_sweep, frontier
+from dalip.frontier.report import frontier_table, write_frontier_report
+from dalip.frontier.sweeps import cached_sweep, read_sweep
+from dalip.inference.specs import check_spec
 from dalip.outputs import OutputFolder
-from dalip.readers import MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES, read_json
-from dalip.report.frontier import frontier_table, write_frontier_report
-from dalip.report.suite import write_interpolation_report
 
 SWEEPS = "sweeps"
 
@@ -120,73 +117,17 @@ def run_frontier(args: argparse.Namespace) -> int:
     curves: list[Curve] = []
     with OutputFolder(out, "frontier", force=args.force, keep=(SWEEPS,)):
         for recipe, seed, folder in sweeps:
-            results, path = _read_sweep(Path(folder)), str(Path(folder) / "results.json")
+            results, path = read_sweep(Path(folder)), str(Path(folder) / "results.json")
             curves.append(curve_from_sweep(results, recipe, seed, args.domain, args.general, args.mode, path))
         points: dict[str, dict[str, Any]] = {}  # evaluated weights, shared by the sweeps
         for recipe, seed, spec in tuned:
             folder = out / SWEEPS / f"{recipe}@{seed}"
-            results = _sweep(args, suite, weights, spec, folder, points)
+            results = cached_sweep(
+                args.start, spec, weights, suite, folder, lambda: runtime_from_flags(args, suite), points
+            )
             curves.append(curve_from_sweep(results, recipe, seed, args.domain, args.general, args.mode))
         report = frontier(curves, baseline, levels)
         write_frontier_report(curves, report, out, args.domain, args.general)
     print(frontier_table(report, args.domain, args.general), end="")
     print(f"results: {out / 'frontier.json'}; plot: {out / 'frontier.png'}")
     return 0
-
-
-def _read_sweep(folder: Path) -> dict[str, Any]:
-    path = folder / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--sweep {folder}: no results.json (expected a `dalip interpolate --out` folder)"
-        )
-    results = read_json(path, "sweep results", MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES)
-    if not isinstance(results, dict) or not isinstance(results.get("interpolation"), list):
-        raise ValueError(f"{path}: not the results of `dalip interpolate` (no 'interpolation' list)")
-    return results
-
-
-def _sweep(
-    args: argparse.Namespace,
-    suite: Any,
-    weights: list[float],
-    spec: str,
-    folder: Path,
-    points: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
-    """The sweep of one tuned model, reused from `folder` when an earlier run swept the same
-    start and tuned models (checked by their sha256) at the same weights with the same suite
-    (datasets, templates, modes); points evaluated by this run's earlier sweeps are reused
-    (`interpolate`'s `points`)."""
-    earlier = folder / "results.json"
-    if earlier.is_file():
-        results = read_json(earlier, "sweep results", MAX_DATA_JSON_CHARACTERS, MAX_DATA_JSON_VALUES)
-        same_suite = isinstance(results, dict) and _scored(results.get("suite")) == _scored(
-            _plain(suite_summary(suite))
-        )
-        if same_suite and _same_sweep(results, args.start, spec, weights):
-            return results
-    runtime = runtime_from_flags(args, suite)
-    results = interpolate(args.start, spec, weights, suite, folder, runtime, points=points)
-    write_interpolation_report(results, folder)
-    return results
-
-
-def _plain(data: Any) -> Any:
-    """`data` as it reads back from JSON (tuples as lists)."""
-    return json.loads(json.dumps(data))
-
-
-def _scored(summary: Any) -> Any:
-    """What of a suite's summary changes the scores: its datasets, templates, modes and seed
-    (not its batch size or workers)."""
-    keys = ("datasets", "templates", "modes", "seed")
-    return {key: summary.get(key) for key in keys} if isinstance(summary, dict) else None
-
-
-def _same_sweep(results: dict[str, Any], start: str, tuned: str, weights: list[float]) -> bool:
-    swept = [point.get("weight") for point in results.get("interpolation", [])]
-    if swept != weights:
-        return False
-    recorded = (results.get("start", {}).get("sha256"), results.get("tuned", {}).get("sha256"))
-    return recorded == (load_model(start, "start").sha256, load_model(tuned, "tuned").sha256)

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from dalip.quickstart import quickstart
-from dalip.report.quickstart import comparison_table
+from dalip.quickstart.report import comparison_table
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:

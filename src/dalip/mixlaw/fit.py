@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dalip.evaluation.mixing_law import (
+from dalip.mixlaw.law import (
     Law,
     bootstrap_laws,
     fit_law,

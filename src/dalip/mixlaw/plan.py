@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dalip.config import TrainConfig
 from dalip.data.files import read_text_lines
-from dalip.evaluation.mixing_law import parameters
+from dalip.mixlaw.law import parameters
 
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 

@@ -23,9 +23,9 @@ from dalip.inference.runtime import Runtime
 from dalip.mixlaw.fit import Objective, fit_study
 from dalip.mixlaw.measure import Measures, measure
 from dalip.mixlaw.plan import Pilot, check_mixtures, domain_weights, domains_of, pilot_config
+from dalip.mixlaw.report import range_note, recommended_shares, write_report
 from dalip.mixlaw.training import train_pilot
 from dalip.outputs import OutputFolder
-from dalip.report.mixlaw import range_note, recommended_shares, write_report
 from dalip.report.text import printable
 
 logger = logging.getLogger(__name__)

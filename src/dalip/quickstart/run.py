@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dalip.evaluation.frontier import curve_from_sweep, frontier
 from dalip.evaluation.suite import run_suite
 from dalip.evaluation.wiseft import interpolate
 from dalip.experiments import BUDGETS, Budget, generate_data, run_config, train_stage, train_start
+from dalip.frontier.curves import curve_from_sweep, frontier
 from dalip.outputs import OutputFolder
-from dalip.report.quickstart import write_report
+from dalip.quickstart.report import write_report
 from dalip.report.suite import write_interpolation_report, write_suite_report
 
 logger = logging.getLogger(__name__)

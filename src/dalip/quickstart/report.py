@@ -9,10 +9,10 @@ from PIL import Image
 
 from dalip.atomic import write_json, write_text
 from dalip.data.files import list_image_folder
+from dalip.frontier.report import frontier_table
 from dalip.inference.predict import predict
 from dalip.inference.specs import load_model
 from dalip.report.figures import new_figure, save_figure
-from dalip.report.frontier import frontier_table
 from dalip.train.run_log import read_metrics
 
 # (dataset, metric key, label) rows of the table; zero-shot first, then retrieval.

@@ -1,6 +1,6 @@
 """The frontier report (`dalip frontier`, the quickstart): a table of general accuracy at
 matched domain gain per recipe and seed, paired differences to the baseline with 95%
-intervals, and a figure of the curves (`dalip.evaluation.frontier`)."""
+intervals, and a figure of the curves (`dalip.frontier.curves`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dalip.atomic import write_json, write_text
-from dalip.evaluation.frontier import Curve, model_label
+from dalip.frontier.curves import Curve, model_label
 from dalip.report.figures import new_figure, save_figure
 from dalip.report.text import printable
 
