@@ -7,8 +7,19 @@ import dataclasses
 
 import pytest
 import yaml
+from train_fixtures import train_data, write_config  # noqa: F401 (fixture)
 
-from dalip.config import MBDCOptions, ModelConfig, TrainConfig, config_to_dict, load_train_config
+from dalip.cli import main
+from dalip.config import (
+    EXPERIMENTAL_OPTIONS,
+    MBDCOptions,
+    ModelConfig,
+    TrainConfig,
+    config_to_dict,
+    experimental_settings,
+    load_train_config,
+    option_value,
+)
 from dalip.model.factory import ARCHITECTURE_MBDC, create_model
 from dalip.schema import from_dict
 
@@ -103,3 +114,22 @@ def test_the_gpu_recipes_are_valid_configs_of_supported_architectures(name):
     architecture = describe(config.model.name)
     assert architecture.supported and config.model.pretrained in architecture.pretrained
     assert config.loss.form in ("auto", architecture.loss_form)
+
+
+def test_each_experimental_option_is_a_config_field_named_when_set():
+    assert experimental_settings(TrainConfig()) == []
+    for name in EXPERIMENTAL_OPTIONS:  # a renamed field fails here
+        option_value(TrainConfig(), name)
+    config = TrainConfig()
+    config.loss.combine = "similarity"
+    config.model.mbdc = dataclasses.replace(config.model.mbdc, dropout_kind="channel", heads=2)
+    assert experimental_settings(config) == ["model.dropout_kind=channel", "loss.combine=similarity"]
+
+
+def test_dalip_train_names_the_experimental_options_a_run_sets(train_data, tmp_path, capsys):  # noqa: F811
+    config = write_config(train_data, tmp_path / "run", steps=1)
+    assert main(["train", "--config", str(config), "--set", "optim.head_warmup_steps=1"]) == 0
+    out = capsys.readouterr().out
+    assert "experimental options set: optim.head_warmup_steps=1 (the ablations found none" in out
+    assert main(["train", "--config", str(config), "--out-dir", str(tmp_path / "plain")]) == 0
+    assert "experimental" not in capsys.readouterr().out

@@ -319,3 +319,30 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain JSON/YAML-able data of a config dataclass (stored in checkpoints): MBDC options
     flat in `model`, as in the YAML file."""
     return to_dict(config)
+
+
+# Method options the ablations (README "The method") found no better than the defaults: kept
+# for research, and named by `dalip train` when a run sets one away from its default.
+EXPERIMENTAL_OPTIONS = (
+    "model.weighting",
+    "model.dropout_kind",
+    "model.learnable_temperature",
+    "model.separate_second_temperature",
+    "loss.combine",
+    "optim.head_warmup_steps",
+    "optim.mbdc_lr",
+)
+
+
+def experimental_settings(config: TrainConfig) -> list[str]:
+    """`name=value` of each experimental option `config` sets away from its default."""
+    default = TrainConfig()
+    changed = [(name, option_value(config, name)) for name in EXPERIMENTAL_OPTIONS]
+    return [f"{name}={value}" for name, value in changed if value != option_value(default, name)]
+
+
+def option_value(config: TrainConfig, name: str) -> Any:
+    """The value of a dotted option (`model.weighting`: the MBDC options are flat in `model`)."""
+    section, key = name.split(".")
+    part = getattr(config, section)
+    return getattr(part, key) if hasattr(part, key) else getattr(part.mbdc, key)

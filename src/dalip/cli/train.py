@@ -8,7 +8,13 @@ import sys
 import yaml
 
 from dalip.cli.common import add_set_flag
-from dalip.config import DEFAULT_ANSWER_MODE, TrainConfig, config_to_dict, load_train_config
+from dalip.config import (
+    DEFAULT_ANSWER_MODE,
+    TrainConfig,
+    config_to_dict,
+    experimental_settings,
+    load_train_config,
+)
 from dalip.evaluation.validation import answer_mode_choice, training_validation
 from dalip.train.loop import train
 from dalip.train.optim import NonFiniteLossError
@@ -57,6 +63,12 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("--allow-change only applies with --resume")
     if args.force and args.resume:
         raise ValueError("--force starts over and --resume continues: give one of them")
+    experimental = experimental_settings(config)
+    if experimental:
+        print(
+            f"dalip train: experimental options set: {', '.join(experimental)} (the ablations found "
+            f'none of them better than the defaults; README "The method")'
+        )
     try:
         summary = train(
             config,
