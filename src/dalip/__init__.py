@@ -1,9 +1,11 @@
 """dalip: Distribution Alignment-based Language-Image Pre-training on OpenCLIP."""
 
+# 0.6: dalip.load; the inference, experiments, frontier and quickstart packages (the moved
+# dalip.evaluation names stay for 0.6); 0.5: the answer mode, stored per model, default first;
 # 0.4: every open_clip tower family, the sigmoid loss form, padding masked for text towers
 # pooled from a fixed position; 0.3: alpha 0.5 again, retention options, frontier; 0.2:
 # after_norm, alpha 0.75, GPU-ready training; 0.1: before_norm, alpha 0.5
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 from dalip.checkpoint import load_checkpoint  # noqa: E402
 from dalip.inference.specs import load  # noqa: E402
