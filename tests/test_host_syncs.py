@@ -26,14 +26,14 @@ def syncs_per_iteration(trainer: Trainer) -> dict[int, int]:
     """Run `trainer`; host syncs counted from the start of each step to the start of the next
     (the step, its bookkeeping, taking the next batch and agreeing on it), by step number."""
     marks: list[tuple[int, int]] = []
-    original = trainer._step
+    original = trainer.stepper.step
     counter = HostSyncCounter()
 
-    def counted_step(micro, progress):
-        marks.append((trainer.position.step + 1, counter.total))
-        original(micro, progress)
+    def counted_step(micro, index):
+        marks.append((index + 1, counter.total))
+        return original(micro, index)
 
-    trainer._step = counted_step
+    trainer.stepper.step = counted_step
     with counter:
         trainer.run(None)
     marks.append((None, counter.total))

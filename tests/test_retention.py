@@ -10,7 +10,7 @@ import torch
 from conftest import TEST_MBDC
 from guard_helpers import saved_checkpoint, user_error
 from safetensors.torch import load_file
-from train_fixtures import write_config
+from train_fixtures import step_gradients, write_config
 
 import dalip
 from dalip.cli import main
@@ -20,7 +20,6 @@ from dalip.model.file_format import read_model_file
 from dalip.model.lora import add_low_rank_adapters
 from dalip.train.distributed import DistributedContext
 from dalip.train.loop import Trainer
-from dalip.train.step import forward_backward
 
 RETAIN = {"l2sp": {"coefficient": 0.5}, "distill": {"coefficient": 1.0, "temperature": 2.0}}
 
@@ -46,8 +45,7 @@ def test_lora_trains_only_adapters_heads_and_temperatures(train_data, tmp_path, 
     trainer = _trainer(
         train_data, tmp_path / "run", start_model, lora={"rank": 2, "targets": ["q", "v", "mlp"]}
     )
-    forward_backward(trainer.task, trainer.scaler, [_batch(trainer)])
-    trained = {name for name, p in trainer.model.named_parameters() if p.grad is not None}
+    trained = set(step_gradients(trainer, [_batch(trainer)])[0])
     assert trained == {name for name, p in trainer.model.named_parameters() if p.requires_grad}
     towers = {name for name in trained if name.startswith("clip.") and name != "clip.logit_scale"}
     assert towers and all(".lora_a." in name or ".lora_b." in name for name in towers)
@@ -159,11 +157,9 @@ def test_retention_gradients_are_the_same_however_the_batch_is_split(train_data,
         images, texts = _batch(trainer)
         size = 8 // accumulation
         micro = [(images[i : i + size], texts[i : i + size]) for i in range(0, 8, size)]
-        losses = forward_backward(trainer.task, trainer.scaler, micro)
+        step, losses = step_gradients(trainer, micro)
         assert losses["l2sp_loss"] > 0 and losses["distill_loss"] > 0
-        gradients.append(
-            {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-        )
+        gradients.append(step)
     assert gradients[0].keys() == gradients[1].keys()
     for name, value in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], value, rtol=0, atol=1e-6, msg=name)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from open_clip.loss import SigLipLoss
 from safetensors.torch import load_file
 from test_loss import matched_and_shuffled_features, random_features
-from train_fixtures import write_config
+from train_fixtures import step_gradients, write_config
 
 import dalip
 from dalip import DALIPLoss, Features
@@ -25,7 +25,6 @@ from dalip.evaluation.contrastive import contrastive_loss
 from dalip.inference.predict import label_probabilities
 from dalip.train.distributed import DistributedContext
 from dalip.train.loop import Trainer
-from dalip.train.step import forward_backward
 
 SCALE, SCALE_SECOND = torch.tensor(10.0), torch.tensor(6.0)
 BIAS, BIAS_SECOND = torch.tensor(-4.0), torch.tensor(-2.5)
@@ -133,10 +132,7 @@ def test_accumulation_gives_the_whole_batch_gradient_in_the_sigmoid_form(train_d
         images, texts = next(iter(build_loader(trainer.dataset, 8, 0)))
         size = 8 // accumulation
         micro = [(images[i : i + size], texts[i : i + size]) for i in range(0, 8, size)]
-        forward_backward(trainer.task, trainer.scaler, micro)
-        gradients.append(
-            {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-        )
+        gradients.append(step_gradients(trainer, micro)[0])
     assert gradients[0].keys() == gradients[1].keys() >= {"clip.logit_bias", "logit_bias_second"}
     for name, value in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], value, rtol=0, atol=2e-6, msg=name)

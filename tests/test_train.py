@@ -6,7 +6,7 @@ import torch
 import yaml
 from guard_helpers import saved_checkpoint
 from safetensors.torch import load_file
-from train_fixtures import write_config
+from train_fixtures import step_gradients, write_config
 
 import dalip
 from dalip.cli import main
@@ -16,7 +16,6 @@ from dalip.train.distributed import DistributedContext
 from dalip.train.loop import Trainer
 from dalip.train.optim import create_optimizer, lr_factor, parameter_groups
 from dalip.train.run_log import read_metrics
-from dalip.train.step import forward_backward
 from dalip.train.task import MAX_LOGIT_SCALE, TrainingTask
 
 
@@ -140,10 +139,7 @@ def test_accumulated_gradient_is_the_full_batch_gradient(train_data, tmp_path):
             (images[i : i + 8 // accumulation], texts[i : i + 8 // accumulation])
             for i in range(0, 8, 8 // accumulation)
         ]
-        forward_backward(trainer.task, trainer.scaler, micro)
-        gradients.append(
-            {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-        )
+        gradients.append(step_gradients(trainer, micro)[0])
     assert gradients[0].keys() == gradients[1].keys()
     for name, value in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], value, rtol=0, atol=1e-6, msg=name)

@@ -77,3 +77,23 @@ def run_cli(*args: str, **kwargs) -> subprocess.Popen:
         text=True,
         **kwargs,
     )
+
+
+def step_gradients(trainer, micro) -> tuple[dict, dict]:
+    """Take one optimiser step of `trainer` on `micro` (a list of (images, texts)) and return the
+    gradients the optimiser was given (after unscaling and clipping) and the step's losses."""
+    gradients: dict = {}
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+
+    def capture(optimizer, args, kwargs):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    gradients[names[id(p)]] = p.grad.detach().clone()
+
+    handle = trainer.optimizer.register_step_pre_hook(capture)
+    try:
+        result = trainer.stepper.step(micro, 0)
+    finally:
+        handle.remove()
+    return gradients, result.losses

@@ -43,7 +43,7 @@ from dalip.train.state import (
     seed_everything,
     training_state,
 )
-from dalip.train.step import MicroBatches, OptimizerStep, StepResult
+from dalip.train.step import OptimizerStep, StepResult
 from dalip.train.task import TrainingTask
 
 logger = logging.getLogger(__name__)
@@ -183,6 +183,9 @@ class Trainer:
         }
 
     def _run_epoch(self, signals: StopSignals, progress: Any) -> int | None:
+        """The rest of the current epoch, step by step: the next batch (every rank agrees that it
+        has one and that no stop signal came), the optimiser step, logging, validation and
+        checkpoints. Returns the stop signal that ended it early, if one did."""
         position = self.position
         self.dataset.set_epoch(position.epoch)
         loader = self.loader
@@ -204,8 +207,22 @@ class Trainer:
                 return received
             if not ready:
                 break
-            self._step(micro, progress)
+            # One optimiser step (dalip.train.step: forward, losses, backward, update, schedule),
+            # then its bookkeeping; nothing here waits for the device except on log steps.
+            self.model.train()
+            result = self.stepper.step(micro, position.step)
+            position.step += 1
+            position.steps_in_epoch += 1
             produced += 1
+            self.nonfinite.update(result.updated, position.step, self.config.max_nonfinite)
+            self.times.step_done()
+            progress.update(1)
+            if position.step % self.config.log_every == 0 or position.step == self.total_steps:
+                self._log_step(result, progress)
+            if self.validate is not None and position.step % self.config.eval_every == 0:
+                self._on_main(self.validate, "eval")
+            if position.step % self.config.checkpoint_every == 0 and position.step < self.total_steps:
+                self._save_checkpoint()
         self.check_epoch(position.epoch, produced, position.step >= self.total_steps)
         skips = getattr(loader, "last_epoch_skips", {})
         if skips and self.context.is_main:
@@ -216,25 +233,7 @@ class Trainer:
         position.steps_in_epoch = 0
         return None
 
-    # -- one optimiser step -----------------------------------------------------------
-    def _step(self, micro: MicroBatches, progress: Any) -> None:
-        """One optimiser step; nothing here waits for the device except on log steps."""
-        self.model.train()
-        position = self.position
-        result = self.stepper(micro, position.step)
-        position.step += 1
-        position.steps_in_epoch += 1
-        self.nonfinite.update(result.updated, position.step, self.config.max_nonfinite)
-        self.times.step_done()
-        progress.update(1)
-        config = self.config
-        if position.step % config.log_every == 0 or position.step == self.total_steps:
-            self._log_step(result, progress)
-        if self.validate is not None and position.step % config.eval_every == 0:
-            self._on_main(self.validate, "eval")
-        if position.step % config.checkpoint_every == 0 and position.step < self.total_steps:
-            self._save_checkpoint()
-
+    # -- the step's figures ------------------------------------------------------------
     def _log_step(self, result: StepResult, progress: Any) -> None:
         """Bring the step's figures to the host (the one sync of a log step) and write them."""
         names = list(result.losses)

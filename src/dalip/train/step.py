@@ -1,6 +1,6 @@
 """One optimiser step as every caller takes it (the Trainer, `benchmarks/bench_step.py`, the
-tests): forward and backward over the micro-batches, then the update (unscale, clip, step or
-skip), the schedule and the temperature clamp.
+tests): `OptimizerStep.step` reads top to bottom, from the micro-batches' forward and backward
+through the update (unscale, clip, step or skip) to the schedule and the temperature clamp.
 
 The step never waits for the device. Whether the loss and the gradient norm were finite is a
 device flag, agreed across ranks with one all_reduce; fused AdamW takes it as `found_inf` and
@@ -37,77 +37,6 @@ class StepResult:
     updated: torch.Tensor
 
 
-def forward_backward(
-    task: TrainingTask, scaler: torch.amp.GradScaler, micro: MicroBatches, distributed: bool = False
-) -> dict[str, torch.Tensor]:
-    """Gradients of the loss over the whole local batch, however it is split.
-
-    With accumulation, features of every micro-batch are first computed without gradients;
-    each micro-batch is then recomputed with gradients and the loss taken over all of them
-    (as OpenCLIP), so the gradient is that of the full batch. Under DDP every micro-batch but
-    the last runs, forward and backward, inside its own `no_sync()` (a context manager is
-    entered once), so gradients are all-reduced once per step.
-    """
-    if len(micro) == 1:
-        images, texts = micro[0]
-        with task.autocast():
-            losses = task(images, texts)
-        scaler.scale(losses["loss"]).backward()
-        return losses
-    with torch.no_grad(), task.autocast():
-        cached = [task.encode(images, texts) for images, texts in micro]
-        teachers = [task.teacher_features(images, texts) for images, texts in micro]
-    teacher = None
-    if teachers[0] is not None:  # distillation: the start model's features of the whole batch
-        teacher = (concat_features([t[0] for t in teachers]), concat_features([t[1] for t in teachers]))
-    for index, (images, texts) in enumerate(micro):
-        last = index == len(micro) - 1
-        with contextlib.nullcontext() if last or not distributed else task.forward_module.no_sync():
-            with task.autocast():
-                output = task.encode(images, texts)
-                parts = [output if i == index else c for i, c in enumerate(cached)]
-                image = concat_features([p["image_features"] for p in parts])
-                text = concat_features([p["text_features"] for p in parts])
-                if not last:  # every micro-step sees the temperatures and biases; count their gradient once
-                    output = {k: v.detach() if k.startswith("logit_") else v for k, v in output.items()}
-                losses = task.losses(output, image, text, teacher, penalty=last)
-            scaler.scale(losses["loss"]).backward()
-    return losses
-
-
-def apply_gradients(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    grad_clip: float | None,
-    loss: torch.Tensor,
-    held: Sequence[torch.nn.Parameter] = (),
-    distributed: bool = False,
-) -> torch.Tensor:
-    """The update after backward: unscale, clip the gradient norm, step unless the loss or the
-    norm is not finite on any rank; the scaler is updated and the gradients cleared either way.
-    Returns whether the weights changed, as a () bool tensor on the device.
-
-    `held` parameters lose their gradients before clipping, so this step leaves them exactly as
-    they are. Under amp the scaler also backs off when the gradients overflowed.
-    """
-    if scaler.is_enabled():
-        scaler.unscale_(optimizer)
-    for parameter in held:
-        parameter.grad = None
-    parameters = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip or float("inf"))
-    finite = torch.isfinite(loss.detach()) & torch.isfinite(norm)
-    if distributed:
-        agreed = finite.to(torch.int32)
-        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)  # queued on the device; nobody waits
-        finite = agreed.bool()
-    step_unless_skipped(optimizer, finite)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return finite
-
-
 def step_unless_skipped(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
     """`optimizer.step()` when `finite` (a () bool device tensor) is true. A fused optimizer
     takes the flag as `found_inf`, the contract torch's GradScaler uses, and leaves weights,
@@ -138,21 +67,65 @@ class OptimizerStep:
         self.towers = tower_parameters(task.model)
 
     def step(self, micro: MicroBatches, index: int) -> StepResult:
-        losses = forward_backward(self.task, self.scaler, micro, self.distributed)
-        optim = self.config.optim
-        # During the head warm-up the towers get no gradient: AdamW neither moves nor decays them.
-        held = self.towers if index < optim.head_warmup_steps else ()
-        updated = apply_gradients(
-            self.task.model,
-            self.optimizer,
-            self.scaler,
-            optim.grad_clip,
-            losses["loss"],
-            held=held,
-            distributed=self.distributed,
-        )
+        """Optimiser step `index` (0-based) over one batch split into micro-batches, top to bottom:
+        gradients of the whole batch (accumulation, no_sync, forward, losses, backward), the update
+        (unscale, head warm-up, clip, step unless not finite on some rank), schedule and clamp."""
+        task, optimizer, scaler, optim = self.task, self.optimizer, self.scaler, self.config.optim
+        # 1. The gradient of the loss over the whole local batch, however it is split. With
+        #    accumulation (as OpenCLIP) every micro-batch's features are first computed without
+        #    gradients; each micro-batch is then recomputed with gradients and its loss taken
+        #    against the others' cached features. Under DDP every backward but the last runs inside
+        #    no_sync(), so gradients are all-reduced once per step.
+        cached, teacher = features_without_grad(task, micro) if len(micro) > 1 else (None, None)
+        for position, (images, texts) in enumerate(micro):
+            last = position == len(micro) - 1
+            sync = contextlib.nullcontext() if last or not self.distributed else task.forward_module.no_sync()
+            with sync:  # the backward too: DDP reduces gradients only after the last micro-batch
+                with task.autocast():
+                    output = task.encode(images, texts)
+                    if cached is None:  # the whole batch at once
+                        losses = task.losses(output, teacher=task.teacher_features(images, texts))
+                    else:
+                        parts = [output if i == position else c for i, c in enumerate(cached)]
+                        image = concat_features([p["image_features"] for p in parts])
+                        text = concat_features([p["text_features"] for p in parts])
+                        # temperatures and biases are in every micro-step: count their gradient once
+                        if not last:
+                            output |= {k: v.detach() for k, v in output.items() if k.startswith("logit_")}
+                        losses = task.losses(output, image, text, teacher, penalty=last)
+                scaler.scale(losses["loss"]).backward()  # outside autocast, as torch's amp recipe
+        # 2. The update. During the head warm-up the towers lose their gradients before clipping:
+        #    AdamW neither moves nor decays them. The step is skipped, on the device, when the loss
+        #    or the gradient norm is not finite on any rank; the scaler (amp) backs off then.
+        if scaler.is_enabled():
+            scaler.unscale_(optimizer)
+        if index < optim.head_warmup_steps:
+            for parameter in self.towers:
+                parameter.grad = None
+        parameters = [p for p in task.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(parameters, optim.grad_clip or float("inf"))
+        finite = torch.isfinite(losses["loss"].detach()) & torch.isfinite(norm)
+        if self.distributed:  # every rank steps or none does; queued on the device, nobody waits
+            agreed = finite.to(torch.int32)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+            finite = agreed.bool()
+        step_unless_skipped(optimizer, finite)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        # 3. The learning-rate schedule, and every temperature back within OpenCLIP's bound.
         self.scheduler.step()
-        self.task.clamp_temperatures()
-        return StepResult({name: value.detach() for name, value in losses.items()}, updated)
+        task.clamp_temperatures()
+        return StepResult({name: value.detach() for name, value in losses.items()}, finite)
 
     __call__ = step
+
+
+def features_without_grad(task: TrainingTask, micro: MicroBatches) -> tuple[list[dict], tuple | None]:
+    """Accumulation's first pass: every micro-batch's features without gradients, and the
+    distillation teacher's features of the whole batch (None without `distill`)."""
+    with torch.no_grad(), task.autocast():
+        cached = [task.encode(images, texts) for images, texts in micro]
+        teachers = [task.teacher_features(images, texts) for images, texts in micro]
+    if teachers[0] is None:
+        return cached, None
+    return cached, (concat_features([t[0] for t in teachers]), concat_features([t[1] for t in teachers]))
