@@ -17,6 +17,13 @@ SigLIP tuning (first order only), "dalip" the DALIP-sigmoid loss.
     python benchmarks/frontier.py --out bench-frontier --seeds 0,1,2,3,4 --split val
     python benchmarks/frontier.py --out bench-frontier --seeds 0,1 --recipes clip,dalip --start-from quickstart/start
     python benchmarks/frontier.py --out bench-frontier --seeds 0,1,2,3,4 --split test   # once, at the end
+
+A method option is compared the same way, as a variant: a recipe of its own whose name ends in
+the loss it tunes with and whose options override the quickstart's tuning config (the ablation
+of README "The method"), e.g.
+
+    python benchmarks/frontier.py --out bench-frontier --seeds 0,1,2 --recipes clip,dalip \
+        --variant weighting-none-dalip=model.weighting=none --variant alpha75-dalip=model.alpha=0.75
 """
 
 from __future__ import annotations
@@ -37,7 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 from dalip.cli import main as dalip_main  # noqa: E402
-from dalip.config import DistillConfig, L2SPConfig, LoRAConfig  # noqa: E402
+from dalip.config import (  # noqa: E402
+    DistillConfig,
+    L2SPConfig,
+    LoRAConfig,
+    TrainConfig,
+    apply_overrides,
+    config_to_dict,
+    from_dict,
+)
 from dalip.experiments import (  # noqa: E402
     BUDGETS,
     generate_data,
@@ -91,14 +106,40 @@ class Family:
         return dataclasses.replace(config, model=model, loss=dataclasses.replace(config.loss, form=self.form))
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """`--variant NAME=KEY=VALUE[,KEY=VALUE]` -> (NAME, ["KEY=VALUE", ...]). NAME ends in `-clip` or
+    `-dalip`, the loss the variant tunes with; the keys are `dalip train --set` fields."""
+    name, _, pairs = text.partition("=")
+    overrides = [pair for pair in pairs.split(",") if pair.strip()]
+    if not name.endswith(("-clip", "-dalip")) or name in RECIPES or not overrides:
+        raise ValueError(
+            f"--variant {text!r}: expected NAME=KEY=VALUE[,KEY=VALUE] with NAME ending in -clip or -dalip "
+            f"(not one of the recipes), e.g. weighting-none-dalip=model.weighting=none"
+        )
+    return name, overrides
+
+
 def recipe_config(
-    out: Path, data: Path, budget: Any, seed: int, recipe: str, settings: Settings, family: Family = Family()
+    out: Path,
+    data: Path,
+    budget: Any,
+    seed: int,
+    recipe: str,
+    settings: Settings,
+    family: Family = Family(),
+    overrides: list[str] | None = None,
 ) -> Any:
-    """The quickstart's tuning config of `recipe`'s loss, with the recipe's options."""
-    loss, options = settings.options(recipe)
+    """The quickstart's tuning config of `recipe`'s loss, with the recipe's options; a variant
+    (`overrides` given) is its loss's plain recipe with those `--set` overrides instead."""
+    if overrides is None:
+        loss, options = settings.options(recipe)
+    else:
+        loss, options = recipe.rpartition("-")[2], {}
     config = family.apply(run_config(out, data, budget, seed, f"tuned-{loss}"))
     # Every mode is read from the sweeps; benchmarks/answer_modes.py replays the choice on val.
     config = without_mode_choice(config)
+    if overrides:
+        config = from_dict(TrainConfig, apply_overrides(config_to_dict(config), overrides))
     optim = dataclasses.replace(config.optim, **options.get("optim", {}))
     extra = {key: value for key, value in options.items() if key != "optim"}
     return dataclasses.replace(config, optim=optim, out_dir=str(out / "runs" / f"{recipe}@{seed}"), **extra)
@@ -252,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--form", choices=["auto", "softmax", "sigmoid"], default="auto", help="every stage's loss form"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+        help="a recipe of its own: NAME ends in -clip or -dalip (its loss), the overrides are "
+        "dalip train --set fields, e.g. weighting-none-dalip=model.weighting=none (repeatable)",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -259,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(recipes) - set(RECIPES))
     if unknown or "clip" not in recipes:
         parser.error(f"--recipes: expected some of {', '.join(RECIPES)}, including the baseline clip")
+    try:
+        variants = dict(parse_variant(text) for text in args.variant)
+    except ValueError as error:
+        parser.error(str(error))
+    recipes += [name for name in variants if name not in recipes]
     settings = Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)})
     family = Family(args.architecture, args.form)
     out = Path(args.out)
@@ -274,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         start = out / "start" / "model.safetensors"
     for seed in seeds:
         for recipe in recipes:
-            config = recipe_config(out, data, budget, seed, recipe, settings, family)
+            config = recipe_config(out, data, budget, seed, recipe, settings, family, variants.get(recipe))
             config = dataclasses.replace(
                 config, model=dataclasses.replace(config.model, pretrained=str(start))
             )

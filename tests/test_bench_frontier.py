@@ -126,3 +126,30 @@ def test_answer_modes_replays_the_choice_on_val_and_reads_it_on_test(tmp_path, t
     assert choices == {"dalip@0": {"chosen": "first", "by": "stored"}, "dalip@1": chosen}
     (own,) = [line for line in table.splitlines() if line.startswith("| dalip (own)")]
     assert "+4.0 [-8.7, +16.7]" in own  # plant - CLIP: seed 0 first (+3), seed 1 fused (+5)
+
+
+def test_a_variant_is_its_loss_recipe_with_the_overrides(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "tuning_subset", lambda data, budget: data / "general-tune.csv")
+    name, overrides = bench.parse_variant("weighting-none-dalip=model.weighting=none,model.alpha=0.75")
+    assert (name, overrides) == ("weighting-none-dalip", ["model.weighting=none", "model.alpha=0.75"])
+    settings = bench.Settings()
+    plain = bench.recipe_config(tmp_path, tmp_path / "data", BUDGETS["test"], 1, "dalip", settings)
+    config = bench.recipe_config(
+        tmp_path, tmp_path / "data", BUDGETS["test"], 1, name, settings, overrides=overrides
+    )
+    assert config.loss.kind == "dalip" and config.out_dir == str(tmp_path / "runs" / "weighting-none-dalip@1")
+    assert (config.model.mbdc.weighting, config.model.alpha) == ("none", 0.75)
+    assert (plain.model.mbdc.weighting, plain.model.alpha) != ("none", 0.75)
+    # everything else is the plain recipe's
+    assert config.optim == plain.optim and config.data == plain.data and config.seed == plain.seed
+
+
+@pytest.mark.parametrize(
+    "text", ["dalip=model.alpha=0.5", "x-dalip=", "x=model.alpha=0.5", "clip=optim.lr=1"]
+)
+def test_a_variant_must_name_its_loss_and_set_something(text, capsys):
+    with pytest.raises(ValueError, match="--variant"):
+        bench.parse_variant(text)
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--out", "x", "--variant", text, "--no-record"])
+    assert stop.value.code == 2 and "--variant" in capsys.readouterr().err

@@ -58,7 +58,7 @@ class MBDCOptions:
 
 PAPER_MBDC = MBDCOptions()
 # The first-order weight alpha: the paper's 0.5. 0.75 scored best in the quickstart ablation
-# (benchmarks/ablate.py, 3 paired seeds) and was the default until 2026-12-02, but by a margin
+# (3 paired seeds; RESULTS.md "Ablation") and was the default until 2026-12-02, but by a margin
 # whose confidence interval includes zero, and a check on real plant photos went the other
 # way (README "The method"): a default changes only on a difference that excludes zero.
 DEFAULT_ALPHA = 0.5
