@@ -121,7 +121,7 @@ def test_answer_modes_replays_the_choice_on_val_and_reads_it_on_test(tmp_path, t
     chosen = {"chosen": "fused", "by": "val"}
     monkeypatch.setattr(
         answer_modes, "choose_answer_mode", lambda *args: chosen
-    )  # tested in test_answer_mode.py
+    )  # tested in test_train_answer_mode.py
     table, choices = answer_modes.readings(tmp_path, ["dalip"], [0, 1])
     assert choices == {"dalip@0": {"chosen": "first", "by": "stored"}, "dalip@1": chosen}
     (own,) = [line for line in table.splitlines() if line.startswith("| dalip (own)")]

@@ -1,12 +1,20 @@
 """Unreadable samples are skipped and counted by reason, in the main process and in
-DataLoader workers; sources that yield nothing are clear errors."""
+DataLoader workers; sources that yield nothing are clear errors. Files other tools write
+(rows lacking cells, a byte-order mark, 16-bit grayscale, huge images, a FIFO named like an
+image, a tar member named twice) are read correctly or skipped and counted, never waited on."""
 
 from __future__ import annotations
 
+import io
 import logging
+import os
+import tarfile
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+from cli_helpers import file_size_limit, saved_checkpoint
 from data_fixtures import (
     insert_lying_member,
     jpeg_bytes,
@@ -15,15 +23,29 @@ from data_fixtures import (
     write_csv,
     write_shard,
 )
-from guard_helpers import file_size_limit, saved_checkpoint
+from eval_fixtures import (
+    EYE,
+    IMAGE_FIRST,
+    IMAGE_SECOND,
+    StubModel,
+    StubTokenizer,
+    stub_preprocess,
+    write_folder,
+)
+from PIL import Image
 from train_fixtures import write_config
 
 from dalip.cli import main
 from dalip.config import SourceConfig
 from dalip.data import build_loader, build_train_dataset, make_source
 from dalip.data.files import read_table
+from dalip.data.skips import SkipCounter
+from dalip.data.sources import DEFAULT_MAX_IMAGE_PIXELS, decode_image, read_file
 from dalip.evaluation.datasets import read_caption_csv
+from dalip.evaluation.zero_shot import zero_shot
+from dalip.inference.images import list_image_files
 from dalip.inference.labels import check_labels
+from dalip.inference.runtime import Runtime
 
 
 def _faulty_csv(folder: Path) -> tuple[Path, set[str]]:
@@ -215,3 +237,130 @@ def test_a_table_that_is_a_device_is_named_not_read(tmp_path):
         read_table("/dev/zero", ["filepath"])
     with pytest.raises(FileNotFoundError, match="caption CSV/TSV file not found: "):
         read_caption_csv(tmp_path / "missing.csv")
+
+
+def _images(folder, count=3):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+
+
+def test_csv_rows_lacking_cells_are_skipped_and_counted(tmp_path):
+    _images(tmp_path / "img")
+    # a short row leaves its last cells None (the filepath here); an empty cell is ""
+    (tmp_path / "pairs.csv").write_text(
+        "caption,filepath\na leaf,img/0.jpg\nshort row\nno image,\n,img/1.jpg\nok,img/2.jpg\n"
+    )
+    dataset = build_train_dataset([SourceConfig("csv", str(tmp_path / "pairs.csv"))], to_tensor, None, seed=0)
+    seen = sorted(text for _, texts in build_loader(dataset, 2, 0, drop_last=False) for text in texts)
+    assert seen == ["a leaf", "ok"]
+    assert dataset.skipped() == {"incomplete_sample": 2, "empty_caption": 1}
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    _images(tmp_path / "img", 2)
+    (tmp_path / "bom.csv").write_bytes(
+        "filepath,caption,label\nimg/0.jpg,a leaf,oak\nimg/1.jpg,a fern,fern\n".encode("utf-8-sig")
+    )
+    source = make_source(SourceConfig("csv", str(tmp_path / "bom.csv"), label_key="label"))
+    assert [label for _, label in source.samples] == [1, 0] and source.classes == ["fern", "oak"]
+    paths, captions, _ = read_caption_csv(tmp_path / "bom.csv")
+    assert captions == ["a leaf", "a fern"] and len(paths) == 2
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp).save(tmp_path / "gray16.png")
+    image = decode_image(read_file(str(tmp_path / "gray16.png")), SkipCounter(), "gray16.png")
+    pixels = np.asarray(image)
+    assert image.mode == "RGB" and pixels.shape == (64, 64, 3)
+    assert abs(pixels.mean() - ramp.mean() / 257) < 1.0  # about mid-gray; clipped it was ~254
+    assert pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
+
+
+def test_images_above_the_pixel_limit_are_skipped_as_too_large(tmp_path, monkeypatch):
+    assert DEFAULT_MAX_IMAGE_PIXELS < 12000 * 12000
+    Image.new("RGB", (40, 30)).save(tmp_path / "big.png")
+    counter = SkipCounter()
+    monkeypatch.setenv("DALIP_MAX_IMAGE_PIXELS", "1199")
+    assert decode_image(read_file(str(tmp_path / "big.png")), counter, "big.png") is None
+    assert counter.counts() == {"too_large": 1}
+    monkeypatch.setenv("DALIP_MAX_IMAGE_PIXELS", "1200")
+    assert decode_image(read_file(str(tmp_path / "big.png")), counter, "big.png") is not None
+    monkeypatch.setenv("DALIP_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match="DALIP_MAX_IMAGE_PIXELS='lots'"):
+        decode_image(read_file(str(tmp_path / "big.png")), counter, "big.png")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_named_like_an_image_never_blocks(tmp_path):
+    _images(tmp_path / "root" / "oak", 2)
+    os.mkfifo(tmp_path / "root" / "oak" / "pipe.jpg")
+    source = make_source(SourceConfig("folder", str(tmp_path / "root")))  # listed, to be counted
+    assert [os.path.basename(p) for p, _ in source.samples] == ["0.jpg", "1.jpg", "pipe.jpg"]
+    assert [os.path.basename(p) for p in list_image_files([tmp_path / "root"])] == [
+        "0.jpg",
+        "1.jpg",
+        "pipe.jpg",
+    ]
+    counter, outcome = SkipCounter(), []
+    reader = threading.Thread(
+        target=lambda: outcome.append(
+            decode_image(read_file(str(tmp_path / "root" / "oak" / "pipe.jpg")), counter, "pipe")
+        ),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(timeout=20)
+    assert outcome == [None] and counter.counts() == {"not_an_image": 1}
+
+
+def _without_blocking(work, seconds: float = 30):
+    """`work()`'s value; a failure, not a hung test, when it blocks (a FIFO opened for reading)."""
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(work()), daemon=True)
+    thread.start()
+    thread.join(timeout=seconds)
+    assert outcome, "blocked: something opened the FIFO"
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_named_like_an_image_is_counted_as_a_skip_never_waited_on(tmp_path):
+    root = tmp_path / "root"
+    write_folder(root, {"fern": 1, "oak": 2})
+    os.mkfifo(root / "oak" / "x.jpg")
+    (root / "fern" / "bad.png").write_bytes(b"not an image")  # an unreadable regular file, alike
+    source = make_source(SourceConfig("folder", str(root)))
+    assert [Path(p).name for p, _ in source.samples] == ["0.png", "bad.png", "0.png", "1.png", "x.jpg"]
+    dataset = build_train_dataset([SourceConfig("folder", str(root))], to_tensor, None, seed=0)
+    loader = build_loader(dataset, 2, 0, drop_last=False)
+    batches = _without_blocking(lambda: list(loader))
+    assert sum(len(texts) for _, texts in batches) == 3
+    assert loader.last_epoch_skips == {"not_an_image": 2}
+    model = StubModel(IMAGE_FIRST, IMAGE_SECOND, EYE[:2], EYE[:2])
+    result = _without_blocking(
+        lambda: zero_shot(
+            model,
+            root,
+            StubTokenizer(["fern", "oak"]),
+            stub_preprocess,
+            ["{}"],
+            runtime=Runtime(batch_size=2),
+        )
+    )
+    assert result["skipped"] == 2 and result["num_images"] == 3
+    listed = [Path(p).name for p in list_image_files([root])]
+    assert listed == ["0.png", "bad.png", "0.png", "1.png", "x.jpg"]  # predict reports it unreadable
+
+
+def test_a_member_named_twice_in_a_shard_is_counted_as_such(tmp_path):
+    shard = tmp_path / "00000.tar"
+    with tarfile.open(shard, "w") as archive:
+        for name, payload in [("a.jpg", jpeg_bytes(1)), ("a.txt", b"a leaf"), ("a.txt", b"again")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    dataset = build_train_dataset([SourceConfig("webdataset", str(shard))], to_tensor, None, seed=0)
+    list(build_loader(dataset, batch_size=1, workers=0, drop_last=False))
+    assert dataset.skipped() == {"duplicate_member": 1}

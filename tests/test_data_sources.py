@@ -1,8 +1,11 @@
-"""Each source reads what the generator writes; captions, labels, tokenisation."""
+"""Each source reads what the generator writes; captions, labels, tokenisation. What a source
+declares is checked: a malformed or lying sizes.json, a column named twice, a brace pattern of
+shard names bounded before it expands."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -10,10 +13,13 @@ import numpy as np
 import pytest
 import torch
 from data_fixtures import jpeg_bytes, to_tensor, write_csv
+from train_fixtures import write_config
 
+from dalip.cli import main
 from dalip.config import SourceConfig
 from dalip.data import CsvSource, ImageFolderSource, WebDatasetSource, make_source
 from dalip.data.captions import choose_caption, parse_caption_field
+from dalip.data.files import read_table
 from dalip.data.sources import StreamSplit
 from dalip.evaluation.datasets import load_classification_dataset
 
@@ -223,3 +229,47 @@ def test_augmentation_is_seeded_per_sample_without_touching_other_generators(tin
     torch.default_generator.manual_seed(456)  # another process state: the same samples
     assert torch.equal(first_images(0), images)
     assert not torch.equal(first_images(1), images)
+
+
+@pytest.mark.parametrize("sizes", ["{not json", "[1, 2]", '{"00000.tar": "many"}'])
+def test_a_malformed_sizes_json_names_the_file(tmp_path, sizes):
+    (tmp_path / "00000.tar").write_bytes(b"")
+    (tmp_path / "sizes.json").write_text(sizes)
+    with pytest.raises(ValueError, match="sizes.json"):
+        make_source(SourceConfig("webdataset", str(tmp_path / "00000.tar")))
+
+
+def test_a_source_smaller_than_its_declared_size_warns_once_with_the_numbers(train_data, tmp_path, capsys):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    shutil.copy(train_data / "plant/train/shards/00000.tar", shards)  # 8 samples
+    (shards / "sizes.json").write_text(json.dumps({"00000.tar": 40}))  # claims 40
+    source = {"kind": "webdataset", "path": str(shards / "00000.tar")}
+    out = tmp_path / "run"
+    config = write_config(train_data, out, data={"sources": [source]}, steps=None, epochs=1)
+    assert main(["train", "--config", str(config)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "ran out" in line]
+    assert len(warnings) == 1, warnings  # once, though every epoch of this run runs out
+    assert "epoch 0 ran out after 1 of its 5 steps (8 of 40 samples per rank)" in warnings[0]
+    assert str(shards / "00000.tar") in warnings[0]
+
+
+def test_a_column_named_twice_in_a_header_is_refused(tmp_path):
+    table = tmp_path / "pairs.csv"
+    table.write_text("filepath,caption,caption\na.jpg,one,two\n")
+    with pytest.raises(ValueError, match=r"column\(s\) \['caption'\] appear twice"):
+        read_table(table, ["filepath", "caption"])
+
+
+def test_a_brace_pattern_is_bounded_before_it_expands(tmp_path):
+    """`{0000000000..9999999999}.tar` is 10^10 names: refused from the pattern, not expanded."""
+    from dalip.data.shards import MAX_SHARDS, _expansion_bound, expand_shards
+
+    for pattern in ("{0000000000..9999999999}.tar", "{a,b}" * 30, "{{0..999}{0..9999},x}.tar"):
+        with pytest.raises(ValueError, match="expands to more than 1,000,000 shard names"):
+            expand_shards(str(tmp_path / pattern))
+    assert _expansion_bound("shards/{00000..41455}.tar") == 41456 <= MAX_SHARDS
+    (tmp_path / "a1.tar").write_bytes(b"")
+    assert expand_shards(str(tmp_path / "a{1..3}.tar")) == [
+        str(tmp_path / "a1.tar")
+    ]  # the others are missing

@@ -1,4 +1,5 @@
-"""The embedded generator: layout, determinism, fine-grained traits, and the CLI."""
+"""The embedded generator: layout, determinism, fine-grained traits, and the CLI (which refuses
+more species than the generator can make)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import user_error
 from data_fixtures import TINY_DATASET, TINY_OPTIONS, generate_tiny
 
 from dalip.cli import main
@@ -108,3 +110,12 @@ def test_bad_option_is_a_clear_error(tmp_path):
 
     with pytest.raises(ValueError, match="general_classes"):
         make_dataset(str(tmp_path / "x"), **{**TINY_OPTIONS, "general_classes": 99})
+
+
+def test_make_dataset_refuses_more_species_than_it_can_make(tmp_path, capsys):
+    line = user_error(capsys, "make-dataset", "--species", "1100", "--out", tmp_path / "data")
+    assert "species: expected an integer >= 2 and <= 360" in line
+    assert not (tmp_path / "data").exists()
+    from dalip.data.synthetic.plants import MAX_SPECIES, make_species
+
+    assert len(make_species(MAX_SPECIES, seed=3)) == MAX_SPECIES  # the bound itself is reachable

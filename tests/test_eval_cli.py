@@ -1,10 +1,12 @@
-"""`dalip eval`: suites, model comparison, reports and one-line errors."""
+"""`dalip eval`: suites, model comparison, reports and one-line errors. The source revision
+recorded in results.json is read without touching the checkout's index."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from eval_fixtures import make_workspace
@@ -191,3 +193,15 @@ def test_source_revision_names_the_checkout_commit(tmp_path, monkeypatch):
     assert record.source_revision() == head
     module.write_text("# changed\n")
     assert record.source_revision() == f"{head}+modified"
+
+
+def test_the_source_revision_is_read_without_touching_the_index():
+    from dalip.evaluation.record import source_revision
+
+    index = Path(dalip.__file__).resolve().parents[2] / ".git" / "index"
+    if not index.exists():
+        pytest.skip("dalip does not run from a git checkout here")
+    before = index.stat().st_mtime_ns
+    source_revision()
+    assert index.stat().st_mtime_ns == before
+    assert json.dumps(source_revision())  # a string (or None), recorded in results.json

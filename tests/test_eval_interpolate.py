@@ -1,4 +1,5 @@
-"""WiSE-FT interpolation: endpoints equal the two models; sweeps are evaluated by a suite."""
+"""WiSE-FT interpolation: endpoints equal the two models; sweeps are evaluated by a suite.
+Interpolation weights out of bounds are one line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 import pytest
 import torch
+from cli_helpers import user_error
 from eval_fixtures import make_workspace
 
 import dalip
@@ -167,3 +169,9 @@ def test_interpolate_cli(workspace, tmp_path, capsys):
     argv[argv.index("0,1")] = "0,half"
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("dalip interpolate: error: --weights")
+
+
+def test_interpolation_weights_are_bounded(tmp_path, capsys):
+    argv = ["interpolate", "--start", "a", "--tuned", "b", "--suite", "s.yaml", "--out", str(tmp_path / "o")]
+    line = user_error(capsys, *argv, "--weights", "0,1e308")
+    assert "interpolation weights (--weights): expected numbers in [-10, 10]" in line and "1e+308" in line

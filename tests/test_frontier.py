@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from guard_helpers import saved_checkpoint, user_error
+from cli_helpers import saved_checkpoint, user_error
 from scipy import stats
 
 import dalip

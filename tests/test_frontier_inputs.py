@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from guard_helpers import user_error
+from cli_helpers import user_error
 
 from dalip.cli import main
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import files_under, save_stopped_by_ctrl_c, user_error
 from data_fixtures import write_csv
-from guard_helpers import files_under, save_stopped_by_ctrl_c, user_error
 from test_mixlaw import GENERAL, PLANT, _config, _sources
 
 import dalip.experiments.runs

@@ -1,6 +1,7 @@
 """Model folders and model files a user hands dalip: a tampered or hostile
 `open_clip_config.json` (preprocessing fields, deep nesting), JSON read within the bounds of
-dalip's YAML, and exports into a folder that cannot be written, each one line naming the file."""
+dalip's YAML, and exports into a folder that cannot be written, each one line naming the file.
+A folder whose preprocessing is not three channels is refused when predict loads it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 import os
 
 import pytest
-from guard_helpers import saved_checkpoint, user_error, write_safetensors
+from cli_helpers import saved_checkpoint, user_error, write_safetensors
+from conftest import TEST_MBDC
 from PIL import Image
 
 import dalip
@@ -172,3 +174,18 @@ def test_the_other_json_files_dalip_reads_are_bounded_too(tmp_path, capsys):
     argv = ["frontier", "--sweep", f"clip@0={sweep}", "--sweep", f"dalip@0={sweep}", "--out", tmp_path / "f"]
     line = user_error(capsys, *argv)
     assert f"{sweep / 'results.json'}: the sweep results is refused: nested more than 64" in line
+
+
+def test_a_folder_whose_preprocessing_is_not_three_channels_is_refused(tmp_path, capsys):
+    from dalip.export.folder import export_folder
+
+    model, *_ = dalip.create_model("test-tiny", **TEST_MBDC)
+    folder = tmp_path / "fused"
+    export_folder(model, folder, fused=True)
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    config["preprocess_cfg"]["mean"] = [0.5, 0.5]
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    image = tmp_path / "leaf.png"
+    Image.new("RGB", (32, 32), (20, 120, 40)).save(image)
+    line = user_error(capsys, "predict", "-m", f"local-dir:{folder}", "--labels", "oak,fern", image)
+    assert "preprocess_cfg" in line and "3 numbers each" in line

@@ -1,4 +1,6 @@
-"""`dalip predict`, `embed` and `export` on a tiny saved checkpoint."""
+"""`dalip predict`, `embed` and `export` on a tiny saved checkpoint. Their inputs: label and
+text files that are not UTF-8 are named, unreadable images are reported and skipped, and a batch
+size of 0 is refused."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from cli_helpers import user_error
 from eval_fixtures import make_workspace
 
 import dalip
@@ -154,3 +157,45 @@ def test_export_loads_in_open_clip_and_refuses_to_overwrite(workspace, tmp_path,
     assert "--force" in _last_error(capsys, "export")
     assert main(["export", str(tmp_path / "missing.safetensors"), str(tmp_path / "x.pt")]) == 2
     assert "checkpoint not found" in _last_error(capsys, "export")
+
+
+def test_latin1_label_and_text_files_name_the_file(workspace, tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("ch\xeane\n\xe9rable\n".encode("latin-1"))
+    message = user_error(
+        capsys, "predict", workspace["test"], "-m", workspace["start"], "--labels-file", labels
+    )
+    assert "labels.txt" in message and "UTF-8" in message
+    message = user_error(
+        capsys, "embed", "-m", workspace["start"], "--texts-file", labels, "--out", tmp_path / "e.npz"
+    )
+    assert "labels.txt" in message and "UTF-8" in message
+
+
+def test_predict_reports_unreadable_images_and_rejects_batch_size_0(workspace, tmp_path, capsys):
+    (tmp_path / "broken.png").write_text("not an image")
+    good = workspace["test"] / "oak" / "0.png"
+    assert "--batch-size: expected an integer >= 1, got 0" in user_error(
+        capsys, "predict", good, "-m", workspace["start"], "--labels", "a,b", "--batch-size", "0"
+    )
+    assert (
+        main(
+            [
+                "predict",
+                str(good),
+                str(tmp_path / "broken.png"),
+                "-m",
+                str(workspace["start"]),
+                "--labels",
+                "oak,fern",
+                "--json",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    output = json.loads(captured.out)
+    assert [r["image"] for r in output["results"]] == [str(good)]
+    assert output["unreadable"] == [str(tmp_path / "broken.png")]
+    assert "1 of 2 images could not be read" in captured.err and "broken.png" in captured.err

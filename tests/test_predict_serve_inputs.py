@@ -5,7 +5,7 @@ refused in one line (the CLI) or a 4xx with a JSON error (the server, which keep
 from __future__ import annotations
 
 import pytest
-from guard_helpers import saved_checkpoint, user_error
+from cli_helpers import saved_checkpoint, user_error
 from PIL import Image
 
 pytest.importorskip("fastapi")

@@ -5,8 +5,8 @@ option is a 400 naming its field."""
 from __future__ import annotations
 
 import pytest
+from cli_helpers import user_error
 from eval_fixtures import make_workspace
-from guard_helpers import user_error
 
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 import yaml
-from guard_helpers import saved_checkpoint
+from cli_helpers import saved_checkpoint
 from safetensors.torch import load_file
 from train_fixtures import step_gradients, write_config
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from guard_helpers import saved_checkpoint
+from cli_helpers import saved_checkpoint
 from safetensors.torch import load_file
 from train_fixtures import run_cli, write_config
 

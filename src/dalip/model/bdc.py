@@ -64,7 +64,7 @@ class _ExactGram(torch.autograd.Function):
 
 # Eager under torch.compile: the precision switch is Python state a graph cannot hold. (A custom
 # operator would keep the graph whole, but torch 2.14's inductor then computed wrong gradients
-# through the diagonal of its output; tests/test_compile.py compares compiled and eager steps.)
+# through the diagonal of its output; tests/test_train_compile.py compares compiled and eager steps.)
 @torch.compiler.disable
 def _exact_gram_switched(x: torch.Tensor) -> torch.Tensor:
     return _ExactGram.apply(x)

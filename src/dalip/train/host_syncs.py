@@ -4,7 +4,7 @@ boolean-mask indexing, `masked_select`, `unique`). On a GPU each of these stalls
 the queued kernels have run, so the CPU can no longer run ahead and the GPU idles between steps.
 
 The counter sees these operations on any device, so a CPU run counts what a GPU run would wait
-for (`tests/test_host_syncs.py` bounds a training step's count; `benchmarks/bench_step.py`
+for (`tests/test_train_host_syncs.py` bounds a training step's count; `benchmarks/bench_step.py`
 reports it). On CUDA, `torch.cuda.set_sync_debug_mode("warn")` is the runtime's own check.
 """
 

@@ -198,7 +198,7 @@ def test_eval_mode_default_scores_each_model_in_its_own_mode(tmp_path, capsys):
 
 
 def test_bad_answer_mode_settings_are_one_line(train_data, tmp_path, capsys):  # noqa: F811
-    from guard_helpers import user_error
+    from cli_helpers import user_error
 
     config = write_config(train_data, tmp_path / "run")
     general = str(train_data / "general/val")

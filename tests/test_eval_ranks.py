@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
+from cli_helpers import saved_checkpoint
 from data_fixtures import jpeg_bytes
-from guard_helpers import saved_checkpoint
 from torch import nn
 
 import dalip.evaluation.ranks as ranks

@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from guard_helpers import user_error
+from cli_helpers import user_error
 from train_fixtures import write_config
 
 from dalip.config import SourceConfig

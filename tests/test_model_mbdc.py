@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from test_bdc import reference_bdc
+from test_model_bdc import reference_bdc
 
 from dalip import MBDC
 from dalip.model.mbdc import masked_batch_norm

@@ -1,5 +1,7 @@
 """One output-folder policy: commands delete only what an earlier run of theirs listed,
-refuse folders they did not write, and keep out of a folder another command is using."""
+refuse folders they did not write, and keep out of a folder another command is using.
+Output files and folders of embed and eval follow the `--force` rule, and an `--out` path that
+cannot be resolved (a symlink loop) is a user error."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from cli_helpers import files_under, saved_checkpoint, user_error
 from data_fixtures import TINY_DATASET
-from guard_helpers import files_under, user_error
+from eval_fixtures import make_workspace
 
 from dalip.cli import main
 from dalip.outputs import LOCK_NAME, MANIFEST_NAME, OutputFolder, check_output_file, read_manifest
@@ -193,3 +197,43 @@ def test_output_files_need_force_and_never_replace_a_folder(tmp_path):
     check_output_file(target, force=True)
     with pytest.raises(IsADirectoryError, match="is a folder"):
         check_output_file(tmp_path, force=True)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return make_workspace(tmp_path_factory.mktemp("inputs"))
+
+
+def test_embed_and_eval_outputs_follow_the_force_rule(workspace, tmp_path, capsys):
+    out = tmp_path / "features.npz"
+    out.write_bytes(b"earlier")
+    argv = ["embed", "-m", str(workspace["start"]), "--texts", "a leaf", "--out", str(out), "-q"]
+    assert "--force" in user_error(capsys, *argv)
+    assert out.read_bytes() == b"earlier"
+    assert main(argv + ["--force"]) == 0 and np.load(out)["first"].shape[0] == 1
+    assert "is a folder" in user_error(
+        capsys, "embed", "-m", workspace["start"], "--texts", "x", "--out", tmp_path
+    )
+    eval_argv = [
+        "eval",
+        "-m",
+        str(workspace["start"]),
+        "--zeroshot",
+        str(workspace["test"]),
+        "--out",
+        str(tmp_path / "eval"),
+        "-q",
+    ]
+    assert main(eval_argv) == 0
+    assert "pass --force" in user_error(capsys, *eval_argv)
+    assert main(eval_argv + ["--force"]) == 0
+    assert "results.json" in files_under(tmp_path / "eval")
+    assert "not a folder" in user_error(capsys, *eval_argv[:-3], "--out", str(out), "-q")
+
+
+def test_a_symlink_loop_in_out_is_a_user_error(train_data, tmp_path, capsys):
+    path, _, _ = saved_checkpoint(tmp_path)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    line = user_error(capsys, "eval", "--model", path, "--zeroshot", train_data / "plant/test", "--out",
+                      tmp_path / "loop" / "ev")  # fmt: skip
+    assert "loop" in line

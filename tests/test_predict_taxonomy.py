@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from guard_helpers import saved_checkpoint, user_error
+from cli_helpers import saved_checkpoint, user_error
 
 from dalip.cli import main
 from dalip.data.taxonomy import Taxon, Taxonomy

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from guard_helpers import files_under, saved_checkpoint, write_safetensors
+from cli_helpers import files_under, saved_checkpoint, write_safetensors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,7 +54,7 @@ def nested(scalars: st.SearchStrategy) -> st.SearchStrategy:
 
 VALUES = nested(SCALARS)
 # Stored model configs get small numbers: a large plausible architecture is valid and
-# would only make the test slow (oversized ones are refused; test_guard_model_files).
+# would only make the test slow (oversized ones are refused; test_model_files_untrusted).
 SMALL_VALUES = nested(
     st.one_of(SCALARS.filter(lambda v: not isinstance(v, int) or isinstance(v, bool)), st.integers(-3, 40))
 )

@@ -1,39 +1,25 @@
 """What dalip shows of the user's data is safe to show: control characters in class names,
 labels, file and folder names reach the terminal and the Markdown reports escaped (the JSON
-keeps the exact text); gallery links of odd folder names are percent-encoded and served;
-a FIFO named like an image is counted as a skip, never waited on."""
+keeps the exact text); gallery links of odd folder names are percent-encoded and served.
+Error lines never show errno or temporary paths, and quote long values short."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import threading
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from data_fixtures import to_tensor
-from eval_fixtures import (
-    EYE,
-    IMAGE_FIRST,
-    IMAGE_SECOND,
-    StubModel,
-    StubTokenizer,
-    stub_preprocess,
-    write_folder,
-    write_image,
-)
-from guard_helpers import saved_checkpoint, user_error
+from cli_helpers import saved_checkpoint, user_error
+from eval_fixtures import write_folder, write_image
 
+from dalip.atomic import atomic_write
 from dalip.cli import main
-from dalip.config import SourceConfig
-from dalip.data import build_loader, build_train_dataset, make_source
-from dalip.evaluation.zero_shot import zero_shot
-from dalip.inference.images import list_image_files
-from dalip.inference.runtime import Runtime
+from dalip.cli.main import one_line
 from dalip.inference.specs import load_model
-from dalip.readers import quoted
+from dalip.readers import MAX_QUOTED, quoted
 from dalip.report.text import printable
 
 ESC, BEL, CSI = "\x1b", "\x07", "\x9b"  # CSI: the one-character (C1) form of ESC [
@@ -44,16 +30,6 @@ RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # anything but the ne
 def checkpoint(tmp_path_factory):
     path, _, _ = saved_checkpoint(tmp_path_factory.mktemp("model"))
     return path
-
-
-def _without_blocking(work, seconds: float = 30):
-    """`work()`'s value; a failure, not a hung test, when it blocks (a FIFO opened for reading)."""
-    outcome = []
-    thread = threading.Thread(target=lambda: outcome.append(work()), daemon=True)
-    thread.start()
-    thread.join(timeout=seconds)
-    assert outcome, "blocked: something opened the FIFO"
-    return outcome[0]
 
 
 def test_printable_escapes_control_characters_and_keeps_letters():
@@ -162,30 +138,21 @@ def test_gallery_links_of_odd_folder_names_are_encoded_and_served(checkpoint, tm
         assert client.get(outside).status_code == 404, outside
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-def test_a_fifo_named_like_an_image_is_counted_as_a_skip_never_waited_on(tmp_path):
-    root = tmp_path / "root"
-    write_folder(root, {"fern": 1, "oak": 2})
-    os.mkfifo(root / "oak" / "x.jpg")
-    (root / "fern" / "bad.png").write_bytes(b"not an image")  # an unreadable regular file, alike
-    source = make_source(SourceConfig("folder", str(root)))
-    assert [Path(p).name for p, _ in source.samples] == ["0.png", "bad.png", "0.png", "1.png", "x.jpg"]
-    dataset = build_train_dataset([SourceConfig("folder", str(root))], to_tensor, None, seed=0)
-    loader = build_loader(dataset, 2, 0, drop_last=False)
-    batches = _without_blocking(lambda: list(loader))
-    assert sum(len(texts) for _, texts in batches) == 3
-    assert loader.last_epoch_skips == {"not_an_image": 2}
-    model = StubModel(IMAGE_FIRST, IMAGE_SECOND, EYE[:2], EYE[:2])
-    result = _without_blocking(
-        lambda: zero_shot(
-            model,
-            root,
-            StubTokenizer(["fern", "oak"]),
-            stub_preprocess,
-            ["{}"],
-            runtime=Runtime(batch_size=2),
-        )
-    )
-    assert result["skipped"] == 2 and result["num_images"] == 3
-    listed = [Path(p).name for p in list_image_files([root])]
-    assert listed == ["0.png", "bad.png", "0.png", "1.png", "x.jpg"]  # predict reports it unreadable
+def test_errors_never_show_errno_or_temporary_paths(tmp_path, capsys):
+    def failing(temporary):
+        raise OSError(28, "No space left on device", temporary)
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "model.safetensors", failing)
+    line = one_line(caught.value)
+    assert line == f"{tmp_path / 'model.safetensors'}: no space left on device"
+    assert ".tmp" not in line and "Errno" not in line
+    config_folder = tmp_path / "configs"
+    config_folder.mkdir()
+    message = user_error(capsys, "train", "--config", config_folder)
+    assert "Errno" not in message and "not a file" in message
+
+
+def test_long_values_are_quoted_short_in_errors(tmp_path, capsys):
+    line = user_error(capsys, "train", "--print-config", "--set", "loss.kind=" + "x" * 100_000)
+    assert "loss.kind: expected one of dalip, clip" in line and len(line) < MAX_QUOTED + 200

@@ -1,5 +1,6 @@
 """Model files are untrusted input: a crafted checkpoint never writes a file, and a broken
-or foreign one is one line naming it, exit status 2."""
+or foreign one is one line naming it, exit status 2. A stored option of the wrong type names
+the field it is stored in."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import tempfile
 
 import pytest
 import torch
+from cli_helpers import saved_checkpoint, user_error, write_safetensors
 from conftest import TEST_MBDC
-from guard_helpers import saved_checkpoint, user_error, write_safetensors
 from PIL import Image
 
+import dalip
 from dalip.cli import main
 
 
@@ -220,3 +222,17 @@ def test_a_model_with_non_finite_weights_is_refused_by_every_loader(tmp_path, ca
     export_open_clip(model, open_clip_file)
     with pytest.raises(ValueError, match="'visual.conv1.weight' holds NaN"):
         load_model(f"openclip:test-tiny:{open_clip_file}")
+
+
+def test_a_stored_head_option_of_the_wrong_type_names_the_field(tmp_path):
+    path, state, config = saved_checkpoint(tmp_path)
+    for bad, message in [
+        ({"heads": "4"}, "expected int, got str '4'"),
+        ({"heads": 0}, "expected an integer >= 1"),
+    ]:
+        broken = write_safetensors(
+            tmp_path / "bad.safetensors", state, {**config, "mbdc": {**config["mbdc"], **bad}}
+        )
+        with pytest.raises(ValueError, match="mbdc.heads: ") as caught:
+            dalip.load_checkpoint(broken)
+        assert str(broken) in str(caught.value) and message in str(caught.value)

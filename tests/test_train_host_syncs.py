@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from guard_helpers import saved_checkpoint
+from cli_helpers import saved_checkpoint
 from train_fixtures import write_config
 
 from dalip.config import load_train_config
@@ -92,7 +92,7 @@ sys.path.insert(0, {tests!r})
 import conftest, open_clip
 from pathlib import Path
 open_clip.add_model_config(Path({config_file!r}))
-import test_host_syncs as t
+import test_train_host_syncs as t
 from dalip.config import load_train_config
 from dalip.train.distributed import context_from_environment, init_distributed
 from dalip.train.loop import Trainer

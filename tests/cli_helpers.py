@@ -1,4 +1,4 @@
-"""Helpers of the reliability tests: run `dalip` in-process and check how it fails."""
+"""Helpers of the command-line tests: run `dalip` in-process and check how it fails."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from open_clip.loss import SigLipLoss
 from safetensors.torch import load_file
-from test_loss import matched_and_shuffled_features, random_features
+from test_loss_forms import matched_and_shuffled_features, random_features
 from train_fixtures import step_gradients, write_config
 
 import dalip

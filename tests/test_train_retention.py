@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cli_helpers import saved_checkpoint, user_error
 from conftest import TEST_MBDC
-from guard_helpers import saved_checkpoint, user_error
 from safetensors.torch import load_file
 from train_fixtures import step_gradients, write_config
 

@@ -1,7 +1,7 @@
-"""Reliability round 3: a full disk. Every command that writes turns a failed write into one
-line naming the file it was writing (exit status 1), and leaves no temporary file, no folder
-it made for nothing and no file its manifest does not list; make-dataset lists its files
-before it writes them, so `--force` recovers a folder after a full disk or a kill.
+"""A full disk: every command that writes turns a failed write into one line naming the file
+it was writing (exit status 1), and leaves no temporary file, no folder it made for nothing and
+no file its manifest does not list; make-dataset lists its files before it writes them, so
+`--force` recovers a folder after a full disk or a kill.
 
 A per-process file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored) stands in for the full
 disk: every writer (Python files, torch, safetensors, PIL, numpy) then fails with EFBIG
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import file_size_limit, files_under, saved_checkpoint
 from data_fixtures import TINY_DATASET
-from guard_helpers import file_size_limit, files_under, saved_checkpoint
 from train_fixtures import write_config
 
 import dalip.data.synthetic.generator as generator

@@ -1,6 +1,6 @@
 """The CLIP_benchmark bridge: `dalip eval --clip-benchmark wds/NAME --dataset-root DIR` on
 CLIP_benchmark's WebDataset layout, and parity with CLIP_benchmark's own metric functions
-on the exported first-order model."""
+on the exported first-order model. A huge declared shard count is refused in a short message."""
 
 from __future__ import annotations
 
@@ -212,3 +212,15 @@ def test_clip_benchmark_mistakes_are_one_line(workspace, tmp_path, capsys):
     )
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "classnames.txt" in error[0]
+
+
+def test_a_huge_shard_count_gives_a_short_message(tmp_path):
+    from dalip.evaluation.clip_benchmark import _shards
+
+    (tmp_path / "nshards.txt").write_text("1000000")
+    with pytest.raises(FileNotFoundError) as caught:
+        _shards(tmp_path)
+    assert len(str(caught.value)) < 300 and "and 999,995 more missing (1,000,000 named" in str(caught.value)
+    (tmp_path / "nshards.txt").write_text("10000000000")
+    with pytest.raises(ValueError, match="from 1 to 1,000,000"):
+        _shards(tmp_path)

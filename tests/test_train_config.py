@@ -1,5 +1,7 @@
 """The run configuration: MBDC options declared once (`MBDCOptions`), held by ModelConfig,
-written flat in YAML as before, and passed to the model as one object."""
+written flat in YAML as before, and passed to the model as one object. Config files and
+overrides are read safely and within bounds (alias bombs, deep nesting, keys given twice, sizes
+that would exhaust memory, a model.config_file that is no architecture), one line each."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import dataclasses
 
 import pytest
 import yaml
+from cli_helpers import user_error
 from train_fixtures import train_data, write_config  # noqa: F401 (fixture)
 
 from dalip.cli import main
@@ -21,6 +24,7 @@ from dalip.config import (
     option_value,
 )
 from dalip.model.factory import ARCHITECTURE_MBDC, create_model
+from dalip.readers import load_yaml_text
 from dalip.schema import from_dict
 
 # The `model` keys of dalip 0.1 / 0.2 config files and checkpoints, in their order.
@@ -133,3 +137,73 @@ def test_dalip_train_names_the_experimental_options_a_run_sets(train_data, tmp_p
     assert "experimental options set: optim.head_warmup_steps=1 (the ablations found none" in out
     assert main(["train", "--config", str(config), "--out-dir", str(tmp_path / "plain")]) == 0
     assert "experimental" not in capsys.readouterr().out
+
+
+def test_a_config_file_that_is_no_architecture_is_refused(train_data, tmp_path, capsys):  # noqa: F811
+    for name, text, message in [
+        (
+            "test-tiny.json",
+            '{"seed": 1}',
+            "not an open_clip model config (expected a JSON object with embed_dim",
+        ),
+        ("other.json", (train_data / "test-tiny.json").read_text(), "describes the architecture 'other'"),
+    ]:
+        (tmp_path / name).write_text(text)
+        config = write_config(train_data, tmp_path / "run", model={"config_file": str(tmp_path / name)})
+        line = user_error(capsys, "train", "--config", config)
+        assert f"model.config_file {tmp_path / name}: " in line and message in line
+
+
+def _alias_bomb(levels: int) -> str:
+    """A few hundred bytes whose last key expands to 9**levels scalars."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]")
+    lines.append(f"seed: [{', '.join([f'*l{levels - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
+    config = tmp_path / "bomb.yaml"
+    config.write_text(_alias_bomb(9))  # 9**9 values: gigabytes once expanded
+    assert len(config.read_text()) < 1000
+    line = user_error(capsys, "train", "--config", config, "--print-config")
+    assert "more than 100,000 values once its aliases are expanded" in line and len(line) < 300
+    line = user_error(capsys, "train", "--print-config", "--set", f"seed={_alias_bomb(6)}")
+    assert "override of seed" in line and len(line) < 300
+
+
+def test_deep_nesting_is_refused_in_files_and_overrides(tmp_path, capsys):
+    config = tmp_path / "deep.yaml"
+    config.write_text("seed: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert "nested more than 64 levels deep" in user_error(capsys, "train", "--config", config)
+    deep = ".".join(["model"] * 50_000)
+    assert "more than 64 levels of sections" in user_error(capsys, "train", "--set", f"{deep}=1")
+    with pytest.raises(ValueError, match="nested more than 64"):
+        load_yaml_text("a: " + "{b: " * 100 + "1" + "}" * 100)
+
+
+def test_a_key_given_twice_is_refused_not_overwritten(tmp_path, capsys):
+    config = tmp_path / "twice.yaml"
+    config.write_text("optim:\n  lr: 1e-3\n  lr: 1e-1\n")
+    line = user_error(capsys, "train", "--config", config, "--print-config")
+    assert str(config) in line and "key 'lr' appears twice" in line
+    assert load_yaml_text("<<: {a: 1}\na: 2\n") == {"a": 2}  # a merge key may be overridden
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.image_size=100000", "model.image_size: expected an integer >= 1 and <= 2048"),
+        ("model.context_length=10000000", "model.context_length: expected an integer >= 1 and <= 1024"),
+        (f"seed={2**70}", "seed: expected an integer >= 0 and <= 4.29497e+09, got 1180591620717411303424"),
+    ],
+)
+def test_sizes_that_would_exhaust_memory_are_refused(capsys, override, message):
+    assert message in user_error(capsys, "train", "--print-config", "--set", override)
+
+
+def test_yaml_stays_safe_and_reads_what_it_read(tmp_path):
+    assert load_yaml_text("a: [1, {b: 2e-3}]\nc: null\n") == yaml.safe_load("a: [1, {b: 2e-3}]\nc: null\n")
+    with pytest.raises(yaml.YAMLError):
+        load_yaml_text("!!python/object/apply:os.system ['echo hi']")
