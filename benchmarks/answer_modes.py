@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, machine, record_section, run_header  # noqa: E402
+from _common import Summary, format_table, machine, record_section, run_header  # noqa: E402
 
 from dalip.evaluation.validation import choose_answer_mode  # noqa: E402
 from dalip.frontier.curves import paired_interval  # noqa: E402
@@ -54,8 +54,30 @@ def _text(summary: dict[str, Any]) -> str:
     return f"{100 * summary['mean']:+.1f} [{100 * summary['low']:+.1f}, {100 * summary['high']:+.1f}]"
 
 
+HEADER = ["recipe (mode)", "seeds", "plant - CLIP", "general - CLIP", "plant - fused", "general - fused"]
+
+
 def readings(frontier: Path, recipes: list[str], seeds: list[int]) -> tuple[str, dict[str, Any]]:
     """The Markdown table and the per-seed choices."""
+    rows, choices = reading_rows(frontier, recipes, seeds)
+    return format_table(HEADER, rows), choices
+
+
+def summary(rows: list[list[Any]]) -> Summary:
+    """RESULTS.md's row: each recipe answering in its own mode (chosen on val), against CLIP."""
+    return Summary(
+        "test top-1 of DALIP-tuned models answering in the mode chosen on val (own), paired with CLIP tuning",
+        "; ".join(
+            f"{row[0]}: plant - CLIP {row[2]}, general - CLIP {row[3]}" for row in rows if "(own)" in row[0]
+        ),
+        "none (paired by seed, mean [95% t interval], points)",
+    )
+
+
+def reading_rows(
+    frontier: Path, recipes: list[str], seeds: list[int]
+) -> tuple[list[list[Any]], dict[str, Any]]:
+    """The table's rows (HEADER's columns) and the per-seed choices."""
     sweeps = frontier / "frontier-test" / "sweeps"
     choices: dict[str, Any] = {}
     rows = []
@@ -77,8 +99,7 @@ def readings(frontier: Path, recipes: list[str], seeds: list[int]) -> tuple[str,
                 for index in (0, 1)
             ]
             rows.append([f"{recipe} ({mode})", len(pick), *cells])
-    header = ["recipe (mode)", "seeds", "plant - CLIP", "general - CLIP", "plant - fused", "general - fused"]
-    return format_table(header, rows), choices
+    return rows, choices
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    table, choices = readings(Path(args.frontier), args.recipes.split(","), seeds)
+    rows, choices = reading_rows(Path(args.frontier), args.recipes.split(","), seeds)
+    table = format_table(HEADER, rows)
     chosen = ", ".join(f"{run}: {choice['chosen']}" for run, choice in choices.items())
     body = (
         "Test top-1 of the tuned models (w = 1), each DALIP recipe read in each mode and in its own "
@@ -101,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if not args.no_record:
         header = run_header("answer_modes.py", argv if argv is not None else sys.argv[1:], machine("cpu"))
-        record_section(f"Answer mode chosen on val, read on test{args.title}", header + "\n\n" + body)
+        title = f"Answer mode chosen on val, read on test{args.title}"
+        record_section(title, header + "\n\n" + body, summary(rows))
     return 0
 
 

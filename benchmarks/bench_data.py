@@ -427,12 +427,39 @@ def per_worker_report(per_worker: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary(figures: dict[str, Any]) -> _common.Summary:
+    """RESULTS.md's row: each loader's rate over the step's, and what one worker delivers."""
+    per_worker = figures["per_worker"]
+    ratios = ", ".join(f"{kind} {s['ratio_to_step']:.2f}x" for kind, s in figures["sources"].items())
+    headline = (
+        f"loader / step rate: {ratios}; {per_worker['samples_per_s_per_worker']:.0f} images/s per worker"
+    )
+    if "workers_per_gpu" in per_worker:
+        headline += (
+            f", {per_worker['workers_per_gpu']} workers per GPU for "
+            f"{per_worker['target_images_per_s']:.0f} images/s"
+        )
+    return _common.Summary(
+        f"loaders (batch {figures['batch']}, {figures['workers']} workers, {per_worker['image_size']} px) "
+        f"against the {MODEL} training step",
+        headline,
+        f">= {figures['target_ratio']:g}x the step rate: {'met' if figures['target_met'] else 'MISSED'}",
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     figures = run(args)
     detail = "" if args.image_size == 64 else f"{args.image_size} px"  # its own section beside the 64 px one
     _common.publish(
-        args, argv, "bench_data.py", "Data pipeline vs training step", figures, report(figures), detail=detail
+        args,
+        argv,
+        "bench_data.py",
+        "Data pipeline vs training step",
+        figures,
+        report(figures),
+        summary(figures),
+        detail=detail,
     )
     return figures
 

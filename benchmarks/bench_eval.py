@@ -487,6 +487,21 @@ def flops_line(figures: dict[str, Any]) -> str:
     return "- Bare forward (FlopCounterMode): " + "; ".join(parts) + "."
 
 
+def summary(figures: dict[str, Any]) -> _common.Summary:
+    """RESULTS.md's row: the fused zero_shot rate over the bare forward's with 2 loader workers."""
+    best = figures["results"]["fused"].get("workers=2")
+    headline = (
+        "-"
+        if best is None
+        else f"eval/bare {best['ratio']:.3f} (fused, workers=2; paired median {best['ratio_paired_median']:.3f})"
+    )
+    return _common.Summary(
+        f"zero_shot images/s over a bare forward, {figures['model']}, {figures['images']} images",
+        headline,
+        f">= {figures['target_ratio']}: {'met' if figures['target_met'] else 'MISSED'}",
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.data_dir:
@@ -504,11 +519,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"\ncProfile, fused zero_shot, workers={workers}:\n{top}")
     if not args.no_record:
         body = _common.run_header("bench_eval.py", argv, figures["machine"]) + "\n\n" + report(figures)
-        title = "Evaluation throughput, zero_shot vs bare forward (bench_eval.py"
-        title += f", {args.threads} thread{'s' if args.threads != 1 else ''}" if args.threads else ""
-        title += _common.device_label(args, figures["machine"])
-        title += ", quick)" if args.quick else ")"
-        _common.record_section(title, body)
+        title = "Evaluation throughput, zero_shot vs bare forward"
+        title = _common.section_title(args, "bench_eval.py", title, figures["machine"])
+        _common.record_section(title, body, summary(figures))
     return figures
 
 

@@ -65,6 +65,14 @@ def measure(name: str, batch: int) -> dict:
     return figures
 
 
+def summary(rows: list[dict]) -> _common.Summary:
+    """RESULTS.md's row: each architecture's forward FLOPs, DALIP over plain."""
+    return _common.Summary(
+        "forward FLOPs of encoding a pair, DALIP / plain, full-size towers (meta device)",
+        ", ".join(f"{row['name']} {row['forward']['ratio']:.3f}" for row in rows),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=DEFAULT_MODELS, help="comma list of architectures")
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         info = _common.machine("cpu")
         header = _common.run_header("bench_families.py", argv if argv is not None else sys.argv[1:], info)
         _common.record_section(
-            "Second-order cost per tower family (bench_families.py)", header + "\n\n" + body
+            "Second-order cost per tower family (bench_families.py)", header + "\n\n" + body, summary(rows)
         )
     return 0
 

@@ -323,10 +323,22 @@ def report(figures: dict[str, Any]) -> str:
     )
 
 
+def summary(figures: dict[str, Any]) -> _common.Summary:
+    """RESULTS.md's row: the speedup over the reference, and the most this reference allows."""
+    return _common.Summary(
+        "MBDC forward + backward, dalip.MBDC against the head-loop reference",
+        f"speedup {figures['speedup']:.2f}x (best possible against this reference "
+        f"{figures['best_possible_speedup']:.2f}x)",
+        f">= {figures['target_speedup']}x: {'met' if figures['target_met'] else 'MISSED'}",
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     figures = run(args)
-    _common.publish(args, argv, "bench_mbdc.py", "MBDC forward + backward", figures, report(figures))
+    _common.publish(
+        args, argv, "bench_mbdc.py", "MBDC forward + backward", figures, report(figures), summary(figures)
+    )
     return figures
 
 

@@ -101,6 +101,18 @@ def report(results: list[dict[str, Any]], figures: dict[str, Any]) -> str:
     return f"Per-step cost of each retention option ({_common.conditions(figures)}):\n\n{text}"
 
 
+def summary(results: list[dict[str, Any]]) -> _common.Summary:
+    """RESULTS.md's row: each option's step time over the step without one, per model."""
+    ratios = "; ".join(
+        f"{r['model']} @ {r['batch']}: "
+        + ", ".join(
+            f"{variant} {r['ratio_to_none'][variant]:.2f}" for variant in VARIANTS if variant != "none"
+        )
+        for r in results
+    )
+    return _common.Summary("per-step cost of each retention option, x the step without one", ratios)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -114,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     results = [measure(name, batch, args) for name, batch in parse_models(args.models)]
     figures = {"machine": info, "device": args.device, "precision": args.precision, "results": results}
     _common.publish(
-        args, argv, "bench_retention.py", "Retention options per step", figures, report(results, figures)
+        args,
+        argv,
+        "bench_retention.py",
+        "Retention options per step",
+        figures,
+        report(results, figures),
+        summary(results),
     )
     return 0
 

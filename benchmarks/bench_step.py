@@ -590,6 +590,50 @@ def report(figures: dict[str, Any]) -> str:
     )
 
 
+def _verdict(met: bool | None) -> str:
+    return "-" if met is None else ("met" if met else "MISSED")
+
+
+def _model_verdicts(name: str, m: dict[str, Any]) -> str:
+    verdicts = (
+        [] if m["time_target"] is None else [f"time <= {m['time_target']}: {_verdict(m['time_target_met'])}"]
+    )
+    verdicts.append(f"memory <= {m['memory_target']}: {_verdict(m['memory_target_met'])}")
+    if m.get("mfu_target") is not None:
+        verdicts.append(f"CLIP MFU >= {m['mfu_target']:.0%}: {_verdict(m['mfu_target_met'])}")
+    return f"{name}: " + ", ".join(verdicts)
+
+
+def summary(figures: dict[str, Any]) -> _common.Summary:
+    """RESULTS.md's row: each model's time and memory ratio and verdicts; ranges beyond 3 models."""
+    models = figures["models"]
+    timed = [(name, m) for name, m in models.items() if m["time_target"] is not None]
+    time_verdicts = [
+        f"{name}: time <= {m['time_target']}: {_verdict(m['time_target_met'])}" for name, m in timed
+    ]
+    if len(models) <= 3:
+        headline = "; ".join(
+            f"{name}: time {m['time_ratio']:.3f}, memory {m['memory_ratio']:.3f}"
+            for name, m in models.items()
+        )
+        target = "; ".join(_model_verdicts(name, m) for name, m in models.items())
+    else:
+        times = [m["time_ratio"] for m in models.values()]
+        memory = [m["memory_ratio"] for m in models.values()]
+        headline = (
+            f"{len(models)} models: time {min(times):.3f}-{max(times):.3f}, "
+            f"memory {min(memory):.3f}-{max(memory):.3f}"
+        )
+        met = sum(bool(m["memory_target_met"]) for m in models.values())
+        limits = sorted({m["memory_target"] for m in models.values()})
+        target = "; ".join(
+            [f"memory <= {'/'.join(map(str, limits))}: met in {met} of {len(models)}", *time_verdicts]
+        )
+    return _common.Summary(
+        f"training step time and memory, DALIP / CLIP ({figures['dalip_options']})", headline, target
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.memory_worker is not None:
@@ -604,6 +648,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "Training step, DALIP vs CLIP",
         figures,
         report(figures),
+        summary(figures),
         detail=figures["dalip_options"],
     )
     return figures

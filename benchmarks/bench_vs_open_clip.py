@@ -501,6 +501,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def summary(figures: dict[str, Any]) -> _common.Summary:
+    """RESULTS.md's row: dalip (CLIP loss) over open_clip_train, medians, and the verdicts."""
+    ratios, verdict = figures["ratios"]["dalip_clip"], figures["target_met"]
+    text = {True: "met", False: "MISSED", None: "-"}
+
+    def median(metric: str) -> str:
+        return "-" if ratios[metric] is None else f"{ratios[metric]['median']:.3f}"
+
+    return _common.Summary(
+        f"whole training runs, dalip train (CLIP loss) / open_clip_train, {MODEL}",
+        f"whole run {median('wall_seconds')}, per step {median('step_seconds')}, "
+        f"peak memory {median('peak_mib')}",
+        f"<= {TARGET}: whole run {text[verdict['whole_run']]}, per step {text[verdict['per_step']]}",
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.tool_worker is not None:
@@ -515,6 +531,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "Training runs, dalip train vs open_clip_train",
         figures,
         report(figures),
+        summary(figures),
     )
     return figures
 

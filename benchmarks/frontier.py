@@ -203,6 +203,30 @@ def _text(summary: dict[str, Any] | None) -> str:
     return f"{100 * summary['mean']:+.1f} [{100 * summary['low']:+.1f}, {100 * summary['high']:+.1f}]"
 
 
+def summary(report: dict[str, Any], baseline: str, measures: str) -> _common.Summary:
+    """RESULTS.md's row: paired differences to the baseline; beyond 3 recipes, dalip's and those of
+    the recipe that keeps the most general accuracy at half the baseline's gain."""
+    paired = report["paired"]
+
+    def at_half(name: str) -> float:
+        reading = paired[name]["general_at_level"].get("0.5")
+        return -1.0 if reading is None else reading["mean"]
+
+    shown = (
+        list(paired) if len(paired) <= 3 else [n for n in paired if n in ("dalip", max(paired, key=at_half))]
+    )
+    return _common.Summary(
+        measures,
+        "; ".join(
+            f"{name} - {baseline}: plant gain {_text(paired[name]['gain'])}, general (tuned) "
+            f"{_text(paired[name]['general'])}, general at 50% gain "
+            f"{_text(paired[name]['general_at_level'].get('0.5'))}"
+            for name in shown
+        ),
+        f"none (paired differences to {baseline}, mean [95% t interval], points)",
+    )
+
+
 def mode_readings(
     sweeps: Path, recipes: list[str], seeds: list[int], levels: tuple[float, ...] = (0.5, 0.75)
 ) -> str:
@@ -389,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         title = f"Frontier benchmark (frontier.py, {args.split})"
         if family != Family():
             title = f"Frontier benchmark, {family.architecture} {family.form} (frontier.py, {args.split})"
-        _common.record_section(title, header + "\n\n" + body)
+        measures = (
+            f"general top-1 at matched plant gain, {len(recipes)} recipes x {len(seeds)} paired seeds "
+            f"({family.architecture}, {family.form}; {args.split} split)"
+        )
+        _common.record_section(title, header + "\n\n" + body, summary(report, "clip", measures))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 No timing is asserted (the machine is shared); these check that each script's `main`
 runs, prints one JSON object with the documented keys, refuses to time a reference that
-disagrees with dalip, and writes RESULTS.md sections without touching others.
+disagrees with dalip, and writes RESULTS.md sections without touching others, moving the
+section a rerun replaces to the history file and keeping the summary table generated from them.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def test_bench_mbdc_reports_speedup_after_float64_agreement(capsys):
     assert figures["shape"]["vector_dim"] == 2 * 4 * 5 // 2
     assert figures["dalip_flops_per_call"] > 0 and figures["dalip_mfu"] is None  # no peak on CPU
     assert (figures["device"], figures["precision"]) == ("cpu", "fp32") and "gpu" not in figures["machine"]
+    summary = bench_mbdc.summary(figures)  # RESULTS.md's row, copied from the section's figures
+    assert summary.headline.startswith(f"speedup {figures['speedup']:.2f}x")
+    assert _common.figures_not_in(summary.headline + summary.target, bench_mbdc.report(figures)) == []
 
 
 def test_bench_mbdc_times_under_bf16_autocast(capsys):
@@ -154,6 +158,9 @@ def test_bench_step_reports_ratios_and_extra_parameters(capsys):
     assert tiny["clip_step_peak_mib"] >= 0.9 * 12 * tiny["base_parameters"] / 2**20
     all_parameters = tiny["base_parameters"] + tiny["extra_parameters"]
     assert tiny["dalip_step_peak_mib"] >= 0.9 * 12 * all_parameters / 2**20
+    summary = bench_step.summary(figures)
+    assert summary.headline == f"dalip-tiny: time {tiny['time_ratio']:.3f}, memory {tiny['memory_ratio']:.3f}"
+    assert _common.figures_not_in(summary.headline + summary.target, bench_step.report(figures)) == []
 
 
 def test_bench_step_options_parse():
@@ -217,6 +224,9 @@ def test_bench_data_reports_loader_and_step_rates(capsys, tmp_path):
     assert per_worker["samples_per_s_per_worker"] == per_worker["workers"]["1"]["samples_per_s_per_worker"]
     assert figures["step_flops"] > 0 and figures["step_mfu"] is None
     assert "Workers per GPU = ceil(" in bench_data.report(figures)
+    summary = bench_data.summary(figures)
+    assert f"folder {figures['sources']['folder']['ratio_to_step']:.2f}x" in summary.headline
+    assert _common.figures_not_in(summary.headline + summary.target, bench_data.report(figures)) == []
 
 
 def test_workers_per_gpu_rounds_up():
@@ -225,16 +235,189 @@ def test_workers_per_gpu_rounds_up():
     assert bench_data.workers_per_gpu(357, 356) == 2
 
 
+MINE = _common.Summary("my question", "speed 1.25x", ">= 2x: MISSED")
+
+
 def test_record_section_replaces_its_own_section_and_keeps_others(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text("# Benchmark results\n\n## Data generator\n\nkept as is\n")
-    _common.record_section("Mine", "first run", path)
-    _common.record_section("Other", "other text\n\n| a |\n", path)
-    _common.record_section("Mine", "second run", path)
+    _common.record_section("Mine", "first run", MINE, path)
+    _common.record_section("Other", "other text\n\n| a |\n", MINE, path)
+    _common.record_section("Mine", "second run", MINE, path)
     text = path.read_text()
     assert text.count("## Mine") == 1 and "second run" in text and "first run" not in text
     assert "## Data generator\n\nkept as is\n" in text and "other text" in text
     assert text.index("## Data generator") < text.index("## Mine") < text.index("## Other")
+
+
+def test_a_replaced_section_moves_to_the_history_file(tmp_path):
+    path, history = tmp_path / "RESULTS.md", tmp_path / "old.md"
+    first = _common.Summary("my question", "speed 1.10x", ">= 2x: MISSED")
+    _common.record_section("Mine", "- date: 2026-12-01\n\nfirst run", first, path, history)
+    assert not history.exists()  # nothing replaced yet
+    _common.record_section("Mine", "- date: 2026-12-09\n\nsecond run", MINE, path, history)
+    _common.record_section("Mine", "- date: 2026-12-10\n\nthird run", MINE, path, history)
+    old = history.read_text()
+    assert old.startswith(_common.HISTORY_HEADER)
+    # each replaced section, verbatim under its heading, oldest first
+    assert old.count("## Mine\n") == 2 and old.index("first run") < old.index("second run")
+    assert "- headline: speed 1.10x\n- target: >= 2x: MISSED\n- date: 2026-12-01\n\nfirst run" in old
+    assert "third run" not in old and "third run" in path.read_text()
+    # the default history file sits beside the results file
+    _common.record_section("Mine", "fourth run", MINE, path)
+    assert "third run" in (tmp_path / "history" / _common.HISTORY_NAME).read_text()
+
+
+def test_the_summary_table_is_generated_from_the_sections(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    records = "# Records\n\n## A quickstart check\n\n- date: 2026-12-07\n- headline: not a row\n"
+    path.write_text(_common.RESULTS_HEADER + "\n" + records)
+    body = "- date: 2026-12-08T10:00:00+00:00\n- machine: AMD EPYC, 2 cores; torch 2.14\n- command: `python x.py`"
+    _common.record_section("Mine", body + "\n\nspeed 1.25x", MINE, path)
+    other = _common.Summary("other question", "rate 533", ">= 300: met")
+    _common.record_section("Other", "- machine: H; GPU: NVIDIA H200 (x1)\n\nrate 533", other, path)
+    text = path.read_text()
+    rows = text[text.index(_common.SUMMARY_START) : text.index(_common.SUMMARY_END)].splitlines()[1:]
+    assert rows[0] == "| " + " | ".join(_common.TABLE_COLUMNS) + " |"
+    assert rows[2:] == [
+        "| Mine | my question | `python x.py` | speed 1.25x | >= 2x: MISSED | 2026-12-08 | AMD EPYC, 2 cores |",
+        "| Other | other question | - | rate 533 | >= 300: met | - | H; GPU: NVIDIA H200 (x1) |",
+    ]
+    # new sections go before the Records part, which is no row and stays as it was
+    assert text.index("## Other") < text.index("# Records") and text.endswith(records)
+    faster = _common.Summary("my question", "speed 2.50x", ">= 2x: met")
+    _common.record_section("Mine", body + "\n\nspeed 2.50x", faster, path)
+    text = path.read_text()
+    assert "| speed 2.50x | >= 2x: met |" in text and "speed 1.25x" not in text
+    assert text.index("## Mine") < text.index("## Other")  # replaced in place
+    assert _common.with_current_summary(text) == text
+
+
+def test_a_benchmark_run_writes_its_section_and_its_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_common, "RESULTS_PATH", tmp_path / "RESULTS.md")
+    argv = [arg for arg in TINY_MBDC if arg != "--no-record"]
+    first, second = bench_mbdc.main(argv), bench_mbdc.main(argv)
+    text, title = (tmp_path / "RESULTS.md").read_text(), "MBDC forward + backward (bench_mbdc.py, 1 thread)"
+    assert text.count(f"## {title}\n") == 1 and text.count(f"| {title} |") == 1
+    row = next(line for line in text.splitlines() if line.startswith(f"| {title} |"))
+    assert (
+        f"| speedup {second['speedup']:.2f}x" in row
+        and "| `python benchmarks/bench_mbdc.py --threads 1" in row
+    )
+    old = (tmp_path / "history" / _common.HISTORY_NAME).read_text()
+    assert old.count(f"## {title}\n") == 1 and f"- headline: speedup {first['speedup']:.2f}x" in old
+
+
+def test_section_titles_name_the_command_not_the_machine():
+    info = {"gpu": "NVIDIA H200"}
+    plain = argparse.Namespace(threads=None, device="cpu", precision="fp32", quick=False)
+    # torch's default thread count follows the machine's cores: a rerun elsewhere keeps the title
+    assert _common.section_title(plain, "bench_x.py", "Speed", info) == "Speed (bench_x.py)"
+    pinned = argparse.Namespace(threads=1, device="cpu", precision="fp32", quick=True)
+    assert _common.section_title(pinned, "bench_x.py", "Speed", info, "224 px") == (
+        "Speed (bench_x.py, 1 thread; 224 px, quick)"
+    )
+    gpu = argparse.Namespace(threads=2, device="cuda", precision="bf16", quick=False)
+    assert _common.section_title(gpu, "bench_x.py", "Speed", info) == (
+        "Speed (bench_x.py, 2 threads, cuda NVIDIA H200, bf16)"
+    )
+
+
+def test_results_md_leads_with_a_summary_of_its_sections():
+    """The committed RESULTS.md: its table is what its sections generate, every benchmark section
+    has a full row, and each row's figures are copied from its own section."""
+    text = _common.RESULTS_PATH.read_text()
+    assert _common.with_current_summary(text) == text, "regenerate the table: _common.with_current_summary"
+    _, sections, records = _common.split_results(text)
+    titles = [section.splitlines()[0] for section in sections]
+    assert len(titles) == len(set(titles)) and records.startswith(_common.RECORDS_HEADING)
+    for section in sections:
+        fields = _common.section_fields(section)
+        assert "-" not in fields.values(), (section.splitlines()[0], fields)
+        own = section.replace(f"- headline: {fields['headline']}", "").replace(
+            f"- target: {fields['target']}", ""
+        )
+        assert _common.figures_not_in(fields["headline"] + " " + fields["target"], own) == [], fields
+
+
+def test_each_script_summarises_its_figures_as_its_report_prints_them():
+    import answer_modes
+    import bench_eval
+    import bench_families
+    import bench_generator
+    import bench_retention
+    import bench_vs_open_clip
+    import frontier
+
+    eval_figures = {
+        "results": {"fused": {"workers=2": {"ratio": 0.8361, "ratio_paired_median": 0.8084}}},
+        **{"target_ratio": 0.9, "target_met": False, "model": "dalip-tiny", "images": 1200},
+    }
+    assert (
+        bench_eval.summary(eval_figures).headline == "eval/bare 0.836 (fused, workers=2; paired median 0.808)"
+    )
+    assert bench_eval.summary(eval_figures).target == ">= 0.9: MISSED"
+    generator = bench_generator.summary({"make_dataset": {"images_per_s_cpu": 533.4}}, 64)
+    assert (generator.headline, generator.target) == (
+        "533 images per CPU second (make_dataset)",
+        ">= 300: met",
+    )
+    ratios = {"wall_seconds": 1.0061, "step_seconds": 1.0433, "peak_mib": 0.8961}
+    runs = bench_vs_open_clip.summary(
+        {
+            "ratios": {"dalip_clip": {name: {"median": value} for name, value in ratios.items()}},
+            "target_met": {"whole_run": True, "per_step": False},
+        }
+    )
+    assert runs.headline == "whole run 1.006, per step 1.043, peak memory 0.896"
+    assert runs.target == "<= 1.05: whole run met, per step MISSED"
+    costs = dict(zip(bench_retention.VARIANTS, [1.0, 0.771, 1.06, 1.364, 1.1]))
+    retention = bench_retention.summary([{"model": "dalip-tiny", "batch": 64, "ratio_to_none": costs}])
+    assert retention.headline == "dalip-tiny @ 64: lora 0.77, l2sp 1.06, distill 1.36, all 1.10"
+    assert bench_families.summary([{"name": "RN50", "forward": {"ratio": 1.0361}}]).headline == "RN50 1.036"
+    # beyond 3 models, bench_step gives ranges; beyond 3 recipes, frontier gives dalip and the best at half gain
+    families = {
+        name: {
+            "time_ratio": time,
+            "memory_ratio": memory,
+            "time_target": target,
+            "time_target_met": target and True,
+        }
+        | {"memory_target": 1.1, "memory_target_met": True}
+        for name, time, memory, target in [
+            ("dalip-tiny", 1.089, 1.072, 1.15),
+            ("dalip-tiny-pe", 1.083, 1.089, None),
+            ("dalip-tiny-eva02", 1.266, 1.087, None),
+            ("dalip-tiny-coca", 1.019, 1.048, None),
+        ]
+    }
+    step = bench_step.summary({"models": families, "dalip_options": "tower families"})
+    assert step.headline == "4 models: time 1.019-1.266, memory 1.048-1.089"
+    assert step.target == "memory <= 1.1: met in 4 of 4; dalip-tiny: time <= 1.15: met"
+
+    def reading(mean: float) -> dict:
+        return {"mean": mean / 100, "low": (mean - 1) / 100, "high": (mean + 1) / 100}
+
+    paired = {
+        name: {"gain": reading(gain), "general": reading(general), "general_at_level": {"0.5": half}}
+        for name, gain, general, half in [
+            ("dalip", 1.3, -0.4, reading(-1.2)),
+            ("distill-clip", -8.9, 3.7, reading(-0.5)),
+            ("l2sp-clip", -0.9, 3.6, reading(0.8)),
+            ("lora-clip", -6.8, -2.2, None),
+        ]
+    }
+    recipes = frontier.summary({"paired": paired}, "clip", "gain against retention").headline
+    assert recipes == (
+        "dalip - clip: plant gain +1.3 [+0.3, +2.3], general (tuned) -0.4 [-1.4, +0.6], general at 50% gain "
+        "-1.2 [-2.2, -0.2]; l2sp-clip - clip: plant gain -0.9 [-1.9, +0.1], general (tuned) +3.6 [+2.6, +4.6], "
+        "general at 50% gain +0.8 [-0.2, +1.8]"
+    )
+    rows = [
+        ["dalip (fused)", 5, "+0.3", "-0.4", "+0.0", "+0.0"],
+        ["dalip (own)", 5, "+0.4", "+0.8", "+0.1", "+1.2"],
+    ]
+    assert answer_modes.summary(rows).headline == "dalip (own): plant - CLIP +0.4, general - CLIP +0.8"
 
 
 def test_scripts_have_help(capsys):
