@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from data_fixtures import write_csv
+from data_fixtures import jpeg_bytes, write_csv, write_shard
 from PIL import Image
 
 from dalip.inference.specs import LoadedModel
@@ -145,3 +145,38 @@ def make_workspace(root: Path) -> dict[str, Path]:
         "  - {name: leaves-fs, task: fewshot, domain: general, train: train, test: test, shots: [1, 2], folds: 2}\n"
     )
     return paths
+
+
+def write_clip_benchmark_folder(
+    root: Path, classes: Sequence[str], per_class: int = 2, templates: Sequence[str] = ("a photo of a {c}.",)
+) -> Path:
+    """A classification dataset in CLIP_benchmark's WebDataset layout, as its
+    `clip_benchmark_export_wds` writes it: classnames.txt, zeroshot_classification_templates.txt
+    (`{c}` for the class), test/nshards.txt and test/0.tar of jpg + cls samples."""
+    (root / "test").mkdir(parents=True)
+    (root / "classnames.txt").write_text("\n".join(classes) + "\n")
+    (root / "zeroshot_classification_templates.txt").write_text("\n".join(templates) + "\n")
+    samples = [
+        (
+            f"s{label * per_class + n:07d}",
+            {"jpg": jpeg_bytes(label * per_class + n), "cls": str(label).encode()},
+        )
+        for label in range(len(classes))
+        for n in range(per_class)
+    ]
+    write_shard(root / "test" / "0.tar", samples)
+    (root / "test" / "nshards.txt").write_text("1\n")
+    return root
+
+
+def write_metadata_folder(root: Path, classes: Sequence[str], per_class: int = 2) -> Path:
+    """A Meta-Album Mini folder as BioCLIP's evaluation reads it: <class>/<n>.jpg images and
+    metadata.csv with pandas' unnamed index column, `filepath` (relative) and `class`."""
+    rows = []
+    for name in classes:
+        for n in range(per_class):
+            image = root / name / f"{n}.jpg"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            image.write_bytes(jpeg_bytes(len(rows)))
+            rows.append({"": len(rows), "filepath": f"{name}/{n}.jpg", "class": name})
+    return write_csv(root / "metadata.csv", rows)

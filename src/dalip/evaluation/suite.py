@@ -14,6 +14,7 @@ from torch import nn
 
 from dalip.evaluation import probe
 from dalip.evaluation.clip_benchmark import evaluate_clip_benchmark
+from dalip.evaluation.metadata_csv import evaluate_metadata_csv
 from dalip.evaluation.ranks import zero_shot_ranks
 from dalip.evaluation.record import reproducibility_record
 from dalip.evaluation.retrieval import retrieval
@@ -105,6 +106,13 @@ def _clip_benchmark(job: Job) -> dict[str, Any]:
     )
 
 
+def _metadata_csv(job: Job) -> dict[str, Any]:
+    """A folder with BioCLIP's metadata.csv (a Meta-Album Mini dataset), zero-shot."""
+    spec = job.spec
+    templates = spec.templates or job.suite.templates
+    return evaluate_metadata_csv(job.loaded, spec.path, job.modes, job.runtime, templates, spec.class_names)
+
+
 def _linear_probe(job: Job) -> dict[str, Any]:
     spec = job.spec
     return probe.linear_probe(
@@ -161,6 +169,15 @@ TASKS: dict[str, Task] = {
     "linear_probe": Task(_linear_probe, lambda result, mode: result["top1"]),
     "fewshot": Task(_fewshot, lambda result, mode: _largest_k_mean(result)),
 }
+
+
+def _runner(spec: DatasetSpec, task: Task) -> Callable[[Job], dict[str, Any]]:
+    """How a dataset runs: its layout's reader when it has one, else its task's."""
+    if spec.clip_benchmark:
+        return _clip_benchmark
+    if spec.layout == "metadata_csv":
+        return _metadata_csv
+    return task.run
 
 
 def model_modes(loaded: LoadedModel, modes: Sequence[str]) -> list[str]:
@@ -250,8 +267,7 @@ def evaluate_loaded(loaded: LoadedModel, suite: Suite, out_dir: Path, runtime: R
     for spec in suite.datasets:
         logger.info("  %s: %s (%s)", loaded.name, spec.name, spec.task)
         task = TASKS[spec.task]
-        run = _clip_benchmark if spec.clip_benchmark else task.run
-        result = run(Job(loaded, spec, suite, modes, runtime, out_dir, cache))
+        result = _runner(spec, task)(Job(loaded, spec, suite, modes, runtime, out_dir, cache))
         result["domain"] = spec.domain
         result["scores"] = {mode: task.score(result, mode) for mode in modes}
         datasets[spec.name] = result

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     """One row per model and similarity mode; datasets grouped by domain, then domain means.
     Names (models, datasets, domains) are shown `printable`: the table is printed and written."""
     columns, domains = table_columns(results)
-    header = ["model [mode]"] + [f"{name} ({domain})" for name, domain in columns]
-    header += [f"mean {domain}" for domain in domains] + ["overall"]
+    header = ["model [mode]"] + [f"{name} ({domain})" for name, domain in columns] + _mean_labels(results)
     header = [printable(cell) for cell in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
     for label, row in table_rows(results):
@@ -65,7 +65,29 @@ def markdown_table(results: dict[str, Any]) -> str:
         "image features only, so their score is the same in every mode of a model. overall = "
         "mean over datasets."
     )
-    return "\n".join(lines) + "\n\n" + legend + "\n"
+    return "\n".join(lines) + "\n\n" + legend + _skipped_note(results) + "\n"
+
+
+def _mean_labels(results: dict[str, Any]) -> list[str]:
+    """The mean columns' headers: "mean DOMAIN" per domain, then "overall"; with "(n of m)",
+    the datasets each averages of those the suite names, when some were skipped."""
+    _, domains = table_columns(results)
+    skipped = results["suite"].get("skipped") or []
+    if not skipped:
+        return [f"mean {domain}" for domain in domains] + ["overall"]
+    ran = Counter(entry["domain"] for entry in results["suite"]["datasets"])
+    left = Counter(entry["domain"] for entry in skipped)
+    total = sum(ran.values())
+    labels = [f"mean {domain} ({ran[domain]} of {ran[domain] + left[domain]})" for domain in domains]
+    return labels + [f"overall ({total} of {total + len(skipped)})"]
+
+
+def _skipped_note(results: dict[str, Any]) -> str:
+    skipped = results["suite"].get("skipped") or []
+    if not skipped:
+        return ""
+    named = ", ".join(printable(f"{entry['name']} ({entry['domain']})") for entry in skipped)
+    return f" Skipped, not found (--skip-missing), so left out of every mean: {named}."
 
 
 def rank_tables(results: dict[str, Any]) -> str:
