@@ -1,4 +1,4 @@
-"""The package's shape (README "Architecture"): imports point one way along the data flow,
+"""The package's shape (docs: "Architecture"): imports point one way along the data flow,
 sit at the top of files, and files and functions stay small enough to read."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dalip"
 # The core, in data-flow order: a core module may import its own stage and the ones before it.
 CORE = (
-    ("atomic", "readers", "schema", "outputs", "config_paths", "config"),
+    ("atomic", "readers", "schema", "outputs", "config_paths", "config", "config_reference"),
     ("data",),
     ("model",),
     ("loss",),

@@ -60,7 +60,7 @@ PAPER_MBDC = MBDCOptions()
 # The first-order weight alpha: the paper's 0.5. 0.75 scored best in the quickstart ablation
 # (3 paired seeds; RESULTS.md "Ablation") and was the default until 2026-12-02, but by a margin
 # whose confidence interval includes zero, and a check on real plant photos went the other
-# way (README "The method"): a default changes only on a difference that excludes zero.
+# way (docs: "The method"): a default changes only on a difference that excludes zero.
 DEFAULT_ALPHA = 0.5
 # The similarity a DALIP model answers with when its file names none (one trained without the
 # validation data to choose, or written before dalip 0.5): the first order alone, as the authors'
@@ -321,7 +321,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return to_dict(config)
 
 
-# Method options the ablations (README "The method") found no better than the defaults: kept
+# Method options the ablations (docs: "The method") found no better than the defaults: kept
 # for research, and named by `dalip train` when a run sets one away from its default.
 EXPERIMENTAL_OPTIONS = (
     "model.weighting",

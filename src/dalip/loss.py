@@ -37,9 +37,12 @@ class DALIPLoss(nn.Module):
     Args:
         alpha: weight of the first-order term, in [0, 1].
         combine: "losses" or "similarity".
-        local_loss, gather_with_grad, cache_labels, rank, world_size: as open_clip's
-            ClipLoss; with world_size > 1 both feature kinds are gathered across ranks (the
-            sigmoid form exchanges text features between neighbouring ranks, as SigLipLoss).
+        local_loss: as open_clip's ClipLoss.
+        gather_with_grad: as open_clip's ClipLoss.
+        cache_labels: as open_clip's ClipLoss.
+        rank: this process's rank.
+        world_size: ranks; above 1 both feature kinds are gathered across ranks (the sigmoid
+            form exchanges text features between neighbouring ranks, as SigLipLoss).
         form: "softmax" or "sigmoid".
     """
 

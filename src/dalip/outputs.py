@@ -14,7 +14,7 @@ interpolate, embed, export):
   refused folder, or one it created and left empty, keeps none);
 - an existing output *file* is replaced only with `--force`.
 
-Two writers keep rules of their own, as README's Guarantees say: `dalip export` to a folder
+Two writers keep rules of their own, as the Guarantees page of the docs says: `dalip export` to a folder
 writes a known set of files beside whatever else is there (`dalip.export.files`), and
 `dalip serve` keeps an index cache (`dalip.serve.gallery`). Every file goes through
 `dalip.atomic`.

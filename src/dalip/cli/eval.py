@@ -90,7 +90,7 @@ def _add_suite_flags(parser: argparse.ArgumentParser) -> None:
     --skip-missing."""
     parser.add_argument(
         "--suite",
-        help="suite YAML (datasets, tasks, domains; see README), or a shipped suite's name: "
+        help="suite YAML (datasets, tasks, domains; docs: Evaluation), or a shipped suite's name: "
         f"{', '.join(SHIPPED_SUITES)} (read under --dataset-root; see {DATASETS_DOC})",
     )
     parser.add_argument(

@@ -67,7 +67,7 @@ def run_train(args: argparse.Namespace) -> int:
     if experimental:
         print(
             f"dalip train: experimental options set: {', '.join(experimental)} (the ablations found "
-            f'none of them better than the defaults; README "The method")'
+            f'none of them better than the defaults; docs: "The method")'
         )
     try:
         summary = train(

@@ -43,7 +43,7 @@ def build_study(
     resamples: int = 200,
     extrapolate: bool = False,
 ) -> Study:
-    """The study these options describe (README, "Choosing the mix"); ValueError naming the
+    """The study these options describe (docs: "Choosing the mix"); ValueError naming the
     option for a mistake. `shares` (two domains) or `mixtures` (a CSV) give the fitted pilots;
     `extrapolate`: the recommendation may lie outside the pilots' range of shares."""
     domains = domains_of(base)

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Study:
-    """A study's settings (README, "Choosing the mix"). `mixtures` are fitted, `held_out`
+    """A study's settings (docs: "Choosing the mix"). `mixtures` are fitted, `held_out`
     ones only predicted; `steps`: one or more pilot budgets (default: the base config's);
     `full_steps`: the budget to predict from two or more; `mode`: the similarity mode whose
     loss the laws fit; `extrapolate`: the recommendation may lie outside the pilots' range of
