@@ -78,6 +78,13 @@ def test_the_tutorial_runs_as_written(tmp_path, monkeypatch, capsys):
     assert all(name in classes for name in species if name)  # the example's own species
     printed = capsys.readouterr().out
     assert any(name in printed for name in species if name)  # predict's answers
+    # the Python blocks of the tutorial and of README run too (README's photo is one of the example's)
+    Path("photo.jpg").write_bytes(Path("example/plant/test/00_pelmum_phii/000000.jpg").read_bytes())
+    for page in (TUTORIAL, ROOT / "README.md"):
+        for language, body in code_blocks(page.read_text()):
+            if language == "python":
+                exec(compile(body, f"{page.name} (python block)", "exec"), {})
+    assert capsys.readouterr().out.strip() in species  # the tutorial's block prints a species
 
 
 @pytest.mark.parametrize("text", ["steps: 999", "name: ViT-L-14"])
