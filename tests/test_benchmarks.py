@@ -22,6 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import _common  # noqa: E402
+import _results  # noqa: E402
 import bench_data  # noqa: E402
 import bench_mbdc  # noqa: E402
 import bench_step  # noqa: E402
@@ -74,7 +75,7 @@ def test_bench_mbdc_reports_speedup_after_float64_agreement(capsys):
     assert (figures["device"], figures["precision"]) == ("cpu", "fp32") and "gpu" not in figures["machine"]
     summary = bench_mbdc.summary(figures)  # RESULTS.md's row, copied from the section's figures
     assert summary.headline.startswith(f"speedup {figures['speedup']:.2f}x")
-    assert _common.figures_not_in(summary.headline + summary.target, bench_mbdc.report(figures)) == []
+    assert _results.figures_not_in(summary.headline + summary.target, bench_mbdc.report(figures)) == []
 
 
 def test_bench_mbdc_times_under_bf16_autocast(capsys):
@@ -160,7 +161,7 @@ def test_bench_step_reports_ratios_and_extra_parameters(capsys):
     assert tiny["dalip_step_peak_mib"] >= 0.9 * 12 * all_parameters / 2**20
     summary = bench_step.summary(figures)
     assert summary.headline == f"dalip-tiny: time {tiny['time_ratio']:.3f}, memory {tiny['memory_ratio']:.3f}"
-    assert _common.figures_not_in(summary.headline + summary.target, bench_step.report(figures)) == []
+    assert _results.figures_not_in(summary.headline + summary.target, bench_step.report(figures)) == []
 
 
 def test_bench_step_options_parse():
@@ -226,7 +227,7 @@ def test_bench_data_reports_loader_and_step_rates(capsys, tmp_path):
     assert "Workers per GPU = ceil(" in bench_data.report(figures)
     summary = bench_data.summary(figures)
     assert f"folder {figures['sources']['folder']['ratio_to_step']:.2f}x" in summary.headline
-    assert _common.figures_not_in(summary.headline + summary.target, bench_data.report(figures)) == []
+    assert _results.figures_not_in(summary.headline + summary.target, bench_data.report(figures)) == []
 
 
 def test_workers_per_gpu_rounds_up():
@@ -258,27 +259,27 @@ def test_a_replaced_section_moves_to_the_history_file(tmp_path):
     _common.record_section("Mine", "- date: 2026-12-09\n\nsecond run", MINE, path, history)
     _common.record_section("Mine", "- date: 2026-12-10\n\nthird run", MINE, path, history)
     old = history.read_text()
-    assert old.startswith(_common.HISTORY_HEADER)
+    assert old.startswith(_results.HISTORY_HEADER)
     # each replaced section, verbatim under its heading, oldest first
     assert old.count("## Mine\n") == 2 and old.index("first run") < old.index("second run")
     assert "- headline: speed 1.10x\n- target: >= 2x: MISSED\n- date: 2026-12-01\n\nfirst run" in old
     assert "third run" not in old and "third run" in path.read_text()
     # the default history file sits beside the results file
     _common.record_section("Mine", "fourth run", MINE, path)
-    assert "third run" in (tmp_path / "history" / _common.HISTORY_NAME).read_text()
+    assert "third run" in (tmp_path / "history" / _results.HISTORY_NAME).read_text()
 
 
 def test_the_summary_table_is_generated_from_the_sections(tmp_path):
     path = tmp_path / "RESULTS.md"
     records = "# Records\n\n## A quickstart check\n\n- date: 2026-12-07\n- headline: not a row\n"
-    path.write_text(_common.RESULTS_HEADER + "\n" + records)
+    path.write_text(_results.RESULTS_HEADER + "\n" + records)
     body = "- date: 2026-12-08T10:00:00+00:00\n- machine: AMD EPYC, 2 cores; torch 2.14\n- command: `python x.py`"
     _common.record_section("Mine", body + "\n\nspeed 1.25x", MINE, path)
     other = _common.Summary("other question", "rate 533", ">= 300: met")
     _common.record_section("Other", "- machine: H; GPU: NVIDIA H200 (x1)\n\nrate 533", other, path)
     text = path.read_text()
-    rows = text[text.index(_common.SUMMARY_START) : text.index(_common.SUMMARY_END)].splitlines()[1:]
-    assert rows[0] == "| " + " | ".join(_common.TABLE_COLUMNS) + " |"
+    rows = text[text.index(_results.SUMMARY_START) : text.index(_results.SUMMARY_END)].splitlines()[1:]
+    assert rows[0] == "| " + " | ".join(_results.TABLE_COLUMNS) + " |"
     assert rows[2:] == [
         "| Mine | my question | `python x.py` | speed 1.25x | >= 2x: MISSED | 2026-12-08 | AMD EPYC, 2 cores |",
         "| Other | other question | - | rate 533 | >= 300: met | - | H; GPU: NVIDIA H200 (x1) |",
@@ -290,11 +291,11 @@ def test_the_summary_table_is_generated_from_the_sections(tmp_path):
     text = path.read_text()
     assert "| speed 2.50x | >= 2x: met |" in text and "speed 1.25x" not in text
     assert text.index("## Mine") < text.index("## Other")  # replaced in place
-    assert _common.with_current_summary(text) == text
+    assert _results.with_current_summary(text) == text
 
 
 def test_a_benchmark_run_writes_its_section_and_its_row(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(_common, "RESULTS_PATH", tmp_path / "RESULTS.md")
+    monkeypatch.setattr(_results, "RESULTS_PATH", tmp_path / "RESULTS.md")
     argv = [arg for arg in TINY_MBDC if arg != "--no-record"]
     first, second = bench_mbdc.main(argv), bench_mbdc.main(argv)
     text, title = (tmp_path / "RESULTS.md").read_text(), "MBDC forward + backward (bench_mbdc.py, 1 thread)"
@@ -304,7 +305,7 @@ def test_a_benchmark_run_writes_its_section_and_its_row(tmp_path, monkeypatch, c
         f"| speedup {second['speedup']:.2f}x" in row
         and "| `python benchmarks/bench_mbdc.py --threads 1" in row
     )
-    old = (tmp_path / "history" / _common.HISTORY_NAME).read_text()
+    old = (tmp_path / "history" / _results.HISTORY_NAME).read_text()
     assert old.count(f"## {title}\n") == 1 and f"- headline: speedup {first['speedup']:.2f}x" in old
 
 
@@ -326,18 +327,18 @@ def test_section_titles_name_the_command_not_the_machine():
 def test_results_md_leads_with_a_summary_of_its_sections():
     """The committed RESULTS.md: its table is what its sections generate, every benchmark section
     has a full row, and each row's figures are copied from its own section."""
-    text = _common.RESULTS_PATH.read_text()
-    assert _common.with_current_summary(text) == text, "regenerate the table: _common.with_current_summary"
-    _, sections, records = _common.split_results(text)
+    text = _results.RESULTS_PATH.read_text()
+    assert _results.with_current_summary(text) == text, "regenerate the table: _results.with_current_summary"
+    _, sections, records = _results.split_results(text)
     titles = [section.splitlines()[0] for section in sections]
-    assert len(titles) == len(set(titles)) and records.startswith(_common.RECORDS_HEADING)
+    assert len(titles) == len(set(titles)) and records.startswith(_results.RECORDS_HEADING)
     for section in sections:
-        fields = _common.section_fields(section)
+        fields = _results.section_fields(section)
         assert "-" not in fields.values(), (section.splitlines()[0], fields)
         own = section.replace(f"- headline: {fields['headline']}", "").replace(
             f"- target: {fields['target']}", ""
         )
-        assert _common.figures_not_in(fields["headline"] + " " + fields["target"], own) == [], fields
+        assert _results.figures_not_in(fields["headline"] + " " + fields["target"], own) == [], fields
 
 
 def test_each_script_summarises_its_figures_as_its_report_prints_them():
