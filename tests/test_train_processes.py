@@ -44,6 +44,7 @@ def assert_same_weights(a, b, atol=0.0):
             assert torch.equal(ours[name], value), name
 
 
+@pytest.mark.slow  # 37 s; in-process resumes equal uninterrupted runs in the default suite (test_train.py)
 def test_sigkill_then_resume_equals_uninterrupted(train_data, tmp_path):
     settings = dict(
         steps=40,
